@@ -1,0 +1,36 @@
+"""jconv: 2-D convolution in JAX three ways (lax loops, im2col, lax.conv_general_dilated),
+with PyTorch semantics, pooling, shape/cost helpers and Flax NNX layers."""
+
+from . import nn
+from ._spec import IMPLS
+from .conv import conv2d
+from .cost import (ReceptiveField, RFLayer, activation_bytes, conv2d_flops, conv2d_macs,
+                   conv2d_params, receptive_field)
+from .nn import set_impl
+from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
+from .shapes import (ConvParams, conv2d_output_shape, find_conv_params, pool2d_output_shape,
+                     same_padding)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IMPLS",
+    "ConvParams",
+    "RFLayer",
+    "ReceptiveField",
+    "activation_bytes",
+    "avg_pool2d",
+    "conv2d",
+    "conv2d_flops",
+    "conv2d_macs",
+    "conv2d_output_shape",
+    "conv2d_params",
+    "find_conv_params",
+    "global_avg_pool2d",
+    "max_pool2d",
+    "nn",
+    "pool2d_output_shape",
+    "receptive_field",
+    "same_padding",
+    "set_impl",
+]

@@ -1,0 +1,31 @@
+"""``impl="loops"``: an explicit loop over the kH*kW kernel taps.
+
+Each step takes the strided, dilated window of the padded input that one tap touches and
+contracts it over input channels with that tap's weights; the tap results are summed. There
+is no loop over output pixels: one window covers all of them at once.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from ._spec import ConvSpec, accum_dtype
+from ._windows import from_nhwc, pad_hw, tap_windows, to_nhwc
+
+
+def conv_loops(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
+    """Batched conv in ``spec.data_format`` with OIHW weights; output dtype = input dtype."""
+    g, kw = spec.groups, spec.kernel[1]
+    n, (ho, wo) = x.shape[0], spec.out_hw
+    c_out, cg = w.shape[0], w.shape[1]
+    acc = accum_dtype(x.dtype)
+    xp = pad_hw(to_nhwc(x, spec.data_format), spec.padding)
+    # (C_out, C_in/g, kH, kW) -> (kH, kW, g, C_in/g, C_out/g): one small matrix per tap and group.
+    wt = w.reshape(g, c_out // g, cg, *spec.kernel).transpose(3, 4, 0, 2, 1)
+    y = jnp.zeros((n, ho, wo, g, c_out // g), acc)
+    for t, window in enumerate(tap_windows(xp, spec.kernel, spec.stride, spec.dilation,
+                                           spec.out_hw)):
+        win = window.reshape(n, ho, wo, g, cg)
+        y = y + jnp.einsum("nhwgc,gco->nhwgo", win, wt[t // kw, t % kw],
+                           precision=spec.precision, preferred_element_type=acc)
+    return from_nhwc(y.reshape(n, ho, wo, c_out).astype(x.dtype), spec.data_format)

@@ -1,0 +1,249 @@
+"""Canonical argument parsing shared by every convolution and pooling implementation.
+
+Every public entry point calls one of the ``canonical_*`` functions exactly once; the
+implementations receive a frozen :class:`ConvSpec` / :class:`PoolSpec` and never re-parse.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import jax.numpy as jnp
+import numpy as np
+
+Pair = tuple[int, int]
+PadPairs = tuple[tuple[int, int], tuple[int, int]]
+IntOrPair = Union[int, Sequence[int]]
+PaddingLike = Union[int, str, Sequence[int], Sequence[Sequence[int]]]
+
+IMPLS: tuple[str, ...] = ("lax", "im2col", "loops")
+DATA_FORMATS: tuple[str, ...] = ("NCHW", "NHWC")
+FLOAT_DTYPES = (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def to_pair(value: IntOrPair, name: str, *, minimum: int) -> Pair:
+    """Turn an int or a length-2 sequence of ints into a validated ``(h, w)`` pair."""
+    if _is_int(value):
+        pair = (int(value), int(value))
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{name} must be >= {minimum} in every dimension, got {value!r}")
+    return pair
+
+
+def resolve_padding(padding: PaddingLike, kernel: Pair, dilation: Pair, stride: Pair) -> PadPairs:
+    """Turn any accepted padding form into ``((top, bottom), (left, right))``.
+
+    ``"same"`` follows PyTorch: total padding ``dilation*(k-1)`` split with the extra pixel
+    on the bottom/right, and only for stride 1.
+    """
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return ((0, 0), (0, 0))
+        if mode == "same":
+            if stride != (1, 1):
+                raise ValueError(
+                    f"padding='same' requires stride 1, got stride={stride}; "
+                    "pass explicit padding for strided convolutions"
+                )
+            pads = []
+            for k, d in zip(kernel, dilation):
+                total = d * (k - 1)
+                pads.append((total // 2, total - total // 2))
+            return (pads[0], pads[1])
+        raise ValueError(f"padding must be an int, a pair, ((top, bottom), (left, right)), "
+                         f"'valid' or 'same', got {padding!r}")
+    if _is_int(padding):
+        p = int(padding)
+        pads = ((p, p), (p, p))
+    elif (isinstance(padding, (tuple, list)) and len(padding) == 2
+          and all(_is_int(v) for v in padding)):
+        pads = ((int(padding[0]),) * 2, (int(padding[1]),) * 2)
+    elif (isinstance(padding, (tuple, list)) and len(padding) == 2
+          and all(isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_int(u) for u in v)
+                  for v in padding)):
+        pads = tuple((int(lo), int(hi)) for lo, hi in padding)  # type: ignore[assignment]
+    else:
+        raise TypeError(f"padding must be an int, a pair, ((top, bottom), (left, right)), "
+                        f"'valid' or 'same', got {padding!r}")
+    if min(v for pair in pads for v in pair) < 0:
+        raise ValueError(f"padding must be non-negative, got {padding!r}")
+    return pads  # type: ignore[return-value]
+
+
+def output_size(size: int, kernel: int, stride: int, pad: tuple[int, int], dilation: int,
+                ceil_mode: bool = False) -> int:
+    """One spatial dim: ``(size + lo + hi - dilation*(kernel-1) - 1) // stride + 1``.
+
+    With ``ceil_mode`` the division rounds up, but (as in PyTorch) the last window must
+    start inside the input or the low padding.
+    """
+    span = size + pad[0] + pad[1] - dilation * (kernel - 1) - 1
+    if span < 0:
+        return 0
+    if not ceil_mode:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    if (out - 1) * stride >= size + pad[0]:
+        out -= 1
+    return out
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """Validated convolution geometry. Shapes are in the canonical NHWC view."""
+
+    stride: Pair
+    padding: PadPairs
+    dilation: Pair
+    groups: int
+    kernel: Pair
+    in_hw: Pair
+    out_hw: Pair
+    data_format: str
+    precision: object = None
+
+    @property
+    def effective_kernel(self) -> Pair:
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))  # type: ignore[return-value]
+
+
+def check_impl(impl: str, allowed: Sequence[str]) -> str:
+    if not isinstance(impl, str) or impl not in allowed:
+        raise ValueError(f"impl must be one of {tuple(allowed)}, got {impl!r}")
+    return impl
+
+
+def check_data_format(data_format: str) -> str:
+    if not isinstance(data_format, str) or data_format.upper() not in DATA_FORMATS:
+        raise ValueError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}")
+    return data_format.upper()
+
+
+def _check_float(arr: object, name: str) -> None:
+    dtype = getattr(arr, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name} must be a floating-point array "
+                        f"(float16/bfloat16/float32/float64), got dtype {dtype}")
+
+
+def canonical_conv(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, *, stride: IntOrPair,
+                   padding: PaddingLike, dilation: IntOrPair, groups: int, data_format: str,
+                   precision: object) -> tuple[ConvSpec, bool]:
+    """Validate a conv call. Returns the spec and whether ``x`` was unbatched."""
+    data_format = check_data_format(data_format)
+    _check_float(x, "x")
+    _check_float(w, "w")
+    if x.ndim not in (3, 4):
+        expect = "(N, C_in, H, W) or (C_in, H, W)" if data_format == "NCHW" else \
+            "(N, H, W, C_in) or (H, W, C_in)"
+        raise ValueError(f"x must be 3-D or 4-D {expect} for data_format={data_format!r}, "
+                         f"got shape {tuple(x.shape)}")
+    unbatched = x.ndim == 3
+    if w.ndim != 4:
+        raise ValueError(f"w must be 4-D (C_out, C_in/groups, kH, kW), got shape {tuple(w.shape)}")
+    if x.dtype != w.dtype:
+        raise TypeError(f"x and w must have the same dtype, got x {x.dtype} and w {w.dtype}")
+    if not _is_int(groups) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    stride_p = to_pair(stride, "stride", minimum=1)
+    dilation_p = to_pair(dilation, "dilation", minimum=1)
+    if data_format == "NCHW":
+        c_in, h, w_ = x.shape[-3:]
+    else:
+        h, w_, c_in = x.shape[-3:]
+    c_out, c_per_group, kh, kw = w.shape
+    if c_in % groups or c_out % groups:
+        raise ValueError(f"groups={groups} must divide both C_in={c_in} and C_out={c_out}")
+    if c_per_group * groups != c_in:
+        raise ValueError(f"channel mismatch: x has C_in={c_in} channels but w expects "
+                         f"C_in/groups={c_per_group} x groups={groups} = {c_per_group * groups} "
+                         f"(w shape {tuple(w.shape)} is (C_out, C_in/groups, kH, kW))")
+    if b is not None:
+        _check_float(b, "b")
+        if b.shape != (c_out,):
+            raise ValueError(f"b must have shape (C_out,) = ({c_out},), got {tuple(b.shape)}")
+        if b.dtype != x.dtype:
+            raise TypeError(f"b must have the dtype of x ({x.dtype}), got {b.dtype}")
+    pads = resolve_padding(padding, (kh, kw), dilation_p, stride_p)
+    out_hw = []
+    for size, k, s, p, d, axis in zip((h, w_), (kh, kw), stride_p, pads, dilation_p, "HW"):
+        eff = d * (k - 1) + 1
+        if eff > size + p[0] + p[1]:
+            raise ValueError(
+                f"kernel larger than the padded input along {axis}: effective kernel "
+                f"dilation*(k-1)+1 = {eff} > padded size {size}+{p[0]}+{p[1]} = {size + sum(p)}")
+        out_hw.append(output_size(size, k, s, p, d))
+    spec = ConvSpec(stride=stride_p, padding=pads, dilation=dilation_p, groups=int(groups),
+                    kernel=(kh, kw), in_hw=(h, w_), out_hw=tuple(out_hw),  # type: ignore[arg-type]
+                    data_format=data_format, precision=precision)
+    return spec, unbatched
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """Validated pooling geometry; ``padding`` includes the extra ceil-mode overhang."""
+
+    kernel: Pair
+    stride: Pair
+    padding: PadPairs
+    user_padding: Pair
+    dilation: Pair
+    in_hw: Pair
+    out_hw: Pair
+    data_format: str
+
+
+def canonical_pool(x: jnp.ndarray, kernel_size: IntOrPair, stride: IntOrPair | None,
+                   padding: IntOrPair, dilation: IntOrPair, ceil_mode: bool,
+                   data_format: str) -> tuple[PoolSpec, bool]:
+    """Validate a pooling call (PyTorch rules). Returns the spec and whether x was unbatched."""
+    data_format = check_data_format(data_format)
+    _check_float(x, "x")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"x must be 3-D or 4-D ({data_format} batched or unbatched), "
+                         f"got shape {tuple(x.shape)}")
+    kernel = to_pair(kernel_size, "kernel_size", minimum=1)
+    stride_p = kernel if stride is None else to_pair(stride, "stride", minimum=1)
+    pad = to_pair(padding, "padding", minimum=0)
+    dil = to_pair(dilation, "dilation", minimum=1)
+    if not isinstance(ceil_mode, (bool, np.bool_)):
+        raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
+    for p, k in zip(pad, kernel):
+        if 2 * p > k:
+            raise ValueError(f"padding must be at most half of kernel_size (PyTorch rule), "
+                             f"got padding={padding!r} for kernel_size={kernel_size!r}")
+    hw = x.shape[-2:] if data_format == "NCHW" else x.shape[-3:-1]
+    out_hw, pads = [], []
+    for size, k, s, p, d, axis in zip(hw, kernel, stride_p, pad, dil, "HW"):
+        out = output_size(size, k, s, (p, p), d, ceil_mode)
+        if out < 1:
+            raise ValueError(f"pooling window larger than the padded input along {axis}: "
+                             f"effective kernel {d * (k - 1) + 1} > padded size {size + 2 * p}")
+        # Ceil mode may need windows that run past the padded input: pad the overhang too.
+        overhang = max(0, (out - 1) * s + d * (k - 1) + 1 - (size + 2 * p))
+        out_hw.append(out)
+        pads.append((p, p + overhang))
+    spec = PoolSpec(kernel=kernel, stride=stride_p, padding=(pads[0], pads[1]), user_padding=pad,
+                    dilation=dil, in_hw=tuple(int(v) for v in hw),  # type: ignore[arg-type]
+                    out_hw=tuple(out_hw), data_format=data_format)  # type: ignore[arg-type]
+    return spec, x.ndim == 3
+
+
+def accum_dtype(dtype: jnp.dtype) -> jnp.dtype:
+    """Accumulation dtype: half precisions accumulate in float32, others in themselves."""
+    return jnp.dtype(jnp.float32) if jnp.dtype(dtype).itemsize < 4 else jnp.dtype(dtype)
+
+
+def prod(values: Sequence[int]) -> int:
+    return int(math.prod(values))

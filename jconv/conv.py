@@ -1,0 +1,72 @@
+"""``jconv.conv2d``: one signature, three interchangeable implementations."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax.numpy as jnp
+
+from ._im2col import conv_im2col
+from ._lax import conv_lax
+from ._loops import conv_loops
+from ._spec import ConvSpec, IntOrPair, PaddingLike, canonical_conv, check_impl
+
+ConvImpl = Callable[[jnp.ndarray, jnp.ndarray, ConvSpec], jnp.ndarray]
+
+CONV_IMPLS: dict[str, ConvImpl] = {
+    "lax": conv_lax,
+    "im2col": conv_im2col,
+    "loops": conv_loops,
+}
+
+
+def conv2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
+           stride: IntOrPair = 1, padding: PaddingLike = 0, dilation: IntOrPair = 1,
+           groups: int = 1, impl: str = "lax", data_format: str = "NCHW",
+           precision: object = None) -> jnp.ndarray:
+    """2-D convolution (cross-correlation) with ``torch.nn.functional.conv2d`` semantics.
+
+    Shapes (``data_format="NCHW"``, the default):
+      x: (N, C_in, H, W) or unbatched (C_in, H, W)
+      w: (C_out, C_in/groups, kH, kW)
+      b: (C_out,) or None
+      returns (N, C_out, H_out, W_out) (unbatched in, unbatched out)
+
+    With ``data_format="NHWC"`` x is (N, H, W, C_in) and the result (N, H_out, W_out, C_out);
+    **the weight layout stays (C_out, C_in/groups, kH, kW)** in both formats, so one set of
+    parameters serves either layout.
+
+      H_out = (H + pad_top + pad_bottom - dilation_h*(kH-1) - 1) // stride_h + 1
+      W_out = (W + pad_left + pad_right - dilation_w*(kW-1) - 1) // stride_w + 1
+
+    Args:
+      stride, dilation: int or (h, w) pair, each >= 1.
+      padding: int, (h, w) pair, ((top, bottom), (left, right)), ``"valid"``, or ``"same"``
+        (stride 1 only; an odd total puts the extra pixel at the bottom/right, like PyTorch).
+      groups: divides both C_in and C_out; ``groups == C_in`` is depthwise.
+      impl: ``"lax"`` (``lax.conv_general_dilated``), ``"im2col"`` (patch matrix + one
+        matmul per group) or ``"loops"`` (explicit loop over kernel taps). All accept the same
+        arguments and give the same result, gradients included.
+      precision: passed to the underlying ``lax`` contraction (e.g. ``"highest"``).
+
+    float16/bfloat16 inputs accumulate in float32 and the result is cast back to the input
+    dtype; float32/float64 accumulate in their own dtype.
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> x = jnp.arange(25.0).reshape(1, 1, 5, 5)
+      >>> w = jnp.ones((1, 1, 3, 3))
+      >>> jconv.conv2d(x, w, impl="loops").shape
+      (1, 1, 3, 3)
+      >>> float(jconv.conv2d(x, w, impl="im2col")[0, 0, 0, 0])  # 0+1+2+5+6+7+10+11+12
+      54.0
+    """
+    check_impl(impl, tuple(CONV_IMPLS))
+    spec, unbatched = canonical_conv(x, w, b, stride=stride, padding=padding, dilation=dilation,
+                                     groups=groups, data_format=data_format, precision=precision)
+    if unbatched:
+        x = x[None]
+    y = CONV_IMPLS[impl](x, w, spec)
+    if b is not None:
+        y = y + (b[:, None, None] if spec.data_format == "NCHW" else b)
+    return y[0] if unbatched else y

@@ -1,0 +1,141 @@
+"""Shape arithmetic for conv and pooling layers: output sizes, 'same' padding, and the
+search for hyper-parameters that map one size to another."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Iterable, NamedTuple
+
+from ._spec import IntOrPair, PaddingLike, Pair, output_size, resolve_padding, to_pair
+
+
+def _size_pair(size: IntOrPair, name: str) -> Pair:
+    return to_pair(size, name, minimum=1)
+
+
+def conv2d_output_shape(input_hw: IntOrPair, kernel_size: IntOrPair, stride: IntOrPair = 1,
+                        padding: PaddingLike = 0, dilation: IntOrPair = 1) -> Pair:
+    """(H_out, W_out) of a convolution on an (H, W) input (an int means a square input).
+
+      H_out = (H + pad_top + pad_bottom - dilation_h*(kH-1) - 1) // stride_h + 1
+
+    ``padding`` takes every form :func:`jconv.conv2d` takes (int, pair, asymmetric pairs,
+    ``"same"``, ``"valid"``).
+
+    Example:
+      >>> import jconv
+      >>> jconv.conv2d_output_shape(224, 7, stride=2, padding=3)
+      (112, 112)
+      >>> jconv.conv2d_output_shape((128, 128), (3, 5), stride=(2, 1), padding=(1, 2))
+      (64, 128)
+      >>> jconv.conv2d_output_shape((64, 96), 7, stride=2, padding=3, dilation=2)
+      (29, 45)
+    """
+    hw = _size_pair(input_hw, "input_hw")
+    k = to_pair(kernel_size, "kernel_size", minimum=1)
+    s = to_pair(stride, "stride", minimum=1)
+    d = to_pair(dilation, "dilation", minimum=1)
+    pads = resolve_padding(padding, k, d, s)
+    out = tuple(output_size(*args) for args in zip(hw, k, s, pads, d))
+    if min(out) < 1:
+        raise ValueError(f"kernel_size={kernel_size!r} with dilation={dilation!r} does not fit "
+                         f"in input {hw} padded by {pads}: no output pixel")
+    return out  # type: ignore[return-value]
+
+
+def pool2d_output_shape(input_hw: IntOrPair, kernel_size: IntOrPair,
+                        stride: IntOrPair | None = None, padding: IntOrPair = 0,
+                        dilation: IntOrPair = 1, ceil_mode: bool = False) -> Pair:
+    """(H_out, W_out) of a max/avg pool (PyTorch rules; ``stride`` defaults to the kernel).
+
+      H_out = (H + 2*pad_h - dilation_h*(kH-1) - 1) // stride_h + 1
+      ceil_mode: divide rounding up, then drop a last window that would start in the
+      bottom/right padding.
+
+    Example:
+      >>> import jconv
+      >>> jconv.pool2d_output_shape(5, 2)
+      (2, 2)
+      >>> jconv.pool2d_output_shape(5, 2, ceil_mode=True)
+      (3, 3)
+    """
+    hw = _size_pair(input_hw, "input_hw")
+    k = to_pair(kernel_size, "kernel_size", minimum=1)
+    s = k if stride is None else to_pair(stride, "stride", minimum=1)
+    p = to_pair(padding, "padding", minimum=0)
+    d = to_pair(dilation, "dilation", minimum=1)
+    out = tuple(output_size(n, kk, ss, (pp, pp), dd, ceil_mode)
+                for n, kk, ss, pp, dd in zip(hw, k, s, p, d))
+    if min(out) < 1:
+        raise ValueError(f"pooling window kernel_size={kernel_size!r} does not fit in input "
+                         f"{hw} with padding {p}")
+    return out  # type: ignore[return-value]
+
+
+def same_padding(kernel_size: IntOrPair, dilation: IntOrPair = 1) -> int | Pair:
+    """Symmetric padding that keeps the size of a stride-1 conv: ``dilation*(k-1)/2``.
+
+    Returns an int for int arguments, else an (h, w) pair. Raises ``ValueError`` when the
+    effective kernel ``dilation*(k-1)+1`` is even, since then no symmetric integer padding
+    exists (use ``padding="same"``, which pads asymmetrically like PyTorch).
+
+    Example:
+      >>> import jconv
+      >>> jconv.same_padding(3, dilation=3)
+      3
+      >>> jconv.same_padding((3, 5))
+      (1, 2)
+    """
+    k = to_pair(kernel_size, "kernel_size", minimum=1)
+    d = to_pair(dilation, "dilation", minimum=1)
+    pads = []
+    for kk, dd in zip(k, d):
+        total = dd * (kk - 1)
+        if total % 2:
+            raise ValueError(
+                f"no integer symmetric padding keeps the size for kernel_size={kk}, "
+                f"dilation={dd}: effective kernel {total + 1} is even, so it needs "
+                f"{total / 2} per side; use padding='same' (asymmetric) instead")
+        pads.append(total // 2)
+    scalar = isinstance(kernel_size, int) and isinstance(dilation, int)
+    return pads[0] if scalar else (pads[0], pads[1])
+
+
+class ConvParams(NamedTuple):
+    """One square (kernel, stride, padding, dilation) choice."""
+
+    kernel_size: int
+    stride: int
+    padding: int
+    dilation: int
+
+
+def find_conv_params(input_hw: IntOrPair, target_hw: IntOrPair,
+                     kernel_sizes: Iterable[int] = range(1, 8),
+                     strides: Iterable[int] = range(1, 4),
+                     paddings: Iterable[int] = range(0, 6),
+                     dilations: Iterable[int] = range(1, 4)) -> list[ConvParams]:
+    """Every square (kernel, stride, padding, dilation) in the given ranges that maps an
+    (H, W) input to an (H_target, W_target) output, in lexicographic order.
+
+    Default search window: kernel 1..7, stride 1..3, padding 0..5, dilation 1..3.
+
+    Example:
+      >>> import jconv
+      >>> sols = jconv.find_conv_params(64, 31, paddings=range(0, 8))
+      >>> sols[0]
+      ConvParams(kernel_size=2, stride=2, padding=0, dilation=2)
+      >>> len(jconv.find_conv_params(32, 16))
+      18
+    """
+    hw = _size_pair(input_hw, "input_hw")
+    target = _size_pair(target_hw, "target_hw")
+    found = []
+    for k, s, p, d in itertools.product(kernel_sizes, strides, paddings, dilations):
+        if k < 1 or s < 1 or p < 0 or d < 1:
+            raise ValueError(f"search ranges must have kernel, stride, dilation >= 1 and "
+                             f"padding >= 0, got kernel={k}, stride={s}, padding={p}, "
+                             f"dilation={d}")
+        if all(output_size(n, k, s, (p, p), d) == t for n, t in zip(hw, target)):
+            found.append(ConvParams(k, s, p, d))
+    return found
