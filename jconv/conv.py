@@ -6,10 +6,12 @@ from typing import Callable
 
 import jax.numpy as jnp
 
+from ._fft import conv_fft
 from ._im2col import conv_im2col
 from ._lax import conv_lax
 from ._loops import conv_loops
 from ._spec import ConvSpec, IntOrPair, PaddingLike, canonical_conv, check_impl
+from ._winograd import conv_winograd, conv_winograd2
 
 ConvImpl = Callable[[jnp.ndarray, jnp.ndarray, ConvSpec], jnp.ndarray]
 
@@ -17,6 +19,9 @@ CONV_IMPLS: dict[str, ConvImpl] = {
     "lax": conv_lax,
     "im2col": conv_im2col,
     "loops": conv_loops,
+    "winograd": conv_winograd,
+    "winograd2": conv_winograd2,
+    "fft": conv_fft,
 }
 
 
@@ -46,7 +51,11 @@ def conv2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
       groups: divides both C_in and C_out; ``groups == C_in`` is depthwise.
       impl: ``"lax"`` (``lax.conv_general_dilated``), ``"im2col"`` (patch matrix + one
         matmul per group) or ``"loops"`` (explicit loop over kernel taps). All accept the same
-        arguments and give the same result, gradients included.
+        arguments and give the same result, gradients included. Two fast algorithms with
+        restrictions: ``"winograd"`` (Winograd F(4x4,3x3)) and ``"winograd2"`` (F(2x2,3x3))
+        for 3x3, stride-1, dilation-1 kernels (any padding/groups; anything else raises a
+        ValueError naming the argument); ``"fft"`` (FFT convolution: every argument, but
+        strides compute the stride-1 result and subsample it; fastest for large kernels).
       precision: passed to the underlying ``lax`` contraction (e.g. ``"highest"``).
 
     float16/bfloat16 inputs accumulate in float32 and the result is cast back to the input
