@@ -1,0 +1,216 @@
+"""The run configuration: a typed OmegaConf schema, filled from YAML + command-line dotlist.
+
+The YAML is the single source of defaults: the schema declares every field ``MISSING``, so a
+field the YAML leaves out is an error, an unknown key is an error and a wrong type is an
+error (all from OmegaConf), and :func:`validate` adds the value checks OmegaConf cannot do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+SOURCES = ("tfds", "cifar10_dir", "synthetic")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("onecycle", "cosine", "constant")
+DTYPES = ("float32", "bfloat16", "float64")
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot describe a run (message says which key)."""
+
+
+@dataclass
+class DataConfig:
+    source: str = MISSING  # one of SOURCES
+    dir: Optional[str] = MISSING  # cifar10_dir: folder holding data_batch_* and test_batch
+    tfds_name: str = MISSING  # tfds: dataset name, e.g. "cifar10"
+    data_dir: Optional[str] = MISSING  # tfds: data_dir (None: $TFDS_DATA_DIR or tfds default)
+    synthetic_train: int = MISSING  # synthetic: number of training / test images
+    synthetic_test: int = MISSING
+    crop_padding: int = MISSING  # random-crop padding in pixels (0: no crop)
+    flip: bool = MISSING  # random horizontal flip for training
+    max_train: Optional[int] = MISSING  # keep only the first N training images (None: all)
+
+
+@dataclass
+class ModelConfig:
+    widths: List[int] = MISSING  # channels of each stage; each stage halves H and W
+    convs_per_stage: int = MISSING
+    pool_first: bool = MISSING  # pool after a stage's first conv (airbench) or its last
+    conv_impl: str = MISSING  # any name in jconv.conv.CONV_IMPLS
+    pool_impl: str = MISSING  # any name in jconv.IMPLS
+    data_format: str = MISSING  # NHWC or NCHW
+    dtype: str = MISSING  # compute dtype: float32 | bfloat16 (params stay float32)
+    bn_momentum: float = MISSING  # PyTorch meaning
+    head_scale: float = MISSING  # multiplies the logits
+
+
+@dataclass
+class OptimConfig:
+    name: str = MISSING  # sgd (Nesterov when nesterov) | adamw
+    lr: float = MISSING  # peak learning rate
+    momentum: float = MISSING  # sgd momentum / adamw beta1
+    nesterov: bool = MISSING
+    weight_decay: float = MISSING  # decoupled for adamw, added to the gradient for sgd
+    schedule: str = MISSING  # onecycle | cosine (with linear warm-up) | constant
+    warmup_epochs: float = MISSING
+    label_smoothing: float = MISSING
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    eval_batch_size: int = MISSING
+    max_steps_per_epoch: Optional[int] = MISSING  # cap for smoke runs (None: full epochs)
+    tta_flip: bool = MISSING  # evaluate on mean logits of image and its mirror
+    keep_checkpoints: int = MISSING  # the last N are kept, plus the best
+    tensorboard: bool = MISSING
+
+
+@dataclass
+class Config:
+    seed: int = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` as given if it exists, else ``configs/<path>``; a clear error otherwise.
+
+    Example:
+      >>> resolve_config_path("cifar.yaml").name
+      'cifar.yaml'
+    """
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.is_absolute() and (CONFIG_DIR / p).is_file():
+        return CONFIG_DIR / p
+    raise ConfigError(f"--config {str(path)!r}: no such file (also looked in {CONFIG_DIR})")
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read ``path`` (see :func:`resolve_config_path`), apply ``key=value`` ``overrides`` and
+    return the validated, read-only config.
+
+    Example:
+      >>> cfg = load_config("cifar.yaml", ["optim.lr=0.05", "data.source=synthetic"])
+      >>> cfg.optim.lr, cfg.data.source
+      (0.05, 'synthetic')
+    """
+    file = resolve_config_path(path)
+    schema = OmegaConf.structured(Config)
+    try:
+        loaded = OmegaConf.load(file)
+    except Exception as e:  # yaml errors carry their own position info
+        raise ConfigError(f"{file}: not valid YAML: {e}") from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value, "
+                              "e.g. optim.lr=0.05")
+    try:
+        cfg = OmegaConf.merge(schema, loaded, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as e:
+        raise ConfigError(_describe(e, file)) from None
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{file}: missing value for {', '.join(missing)} "
+                          "(every key must be set in the YAML)")
+    validate(cfg)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg  # type: ignore[return-value]
+
+
+def _describe(e: OmegaConfBaseException, file: Path) -> str:
+    key = getattr(e, "full_key", None)
+    first = str(e).splitlines()[0]
+    where = f"{file} (or a command-line override)"
+    return f"{where}: bad config key {key!r}: {first}" if key else f"{where}: {first}"
+
+
+def _check(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
+
+
+def validate(cfg: Any) -> None:
+    """Value checks beyond types: choices, ranges and combinations.
+
+    Example:
+      >>> cfg = OmegaConf.merge(load_config("cifar.yaml"), {"optim": {"lr": -1.0}})
+      >>> validate(cfg)
+      Traceback (most recent call last):
+      ...
+      train.config.ConfigError: optim.lr=-1.0 is invalid: expected a positive number
+    """
+    from jconv import IMPLS
+    from jconv.conv import CONV_IMPLS
+
+    d, m, o, t = cfg.data, cfg.model, cfg.optim, cfg.train
+    _check(d.source in SOURCES, "data.source", d.source, f"one of {SOURCES}")
+    _check(d.source != "cifar10_dir" or bool(d.dir), "data.dir", d.dir,
+           "a folder path when data.source=cifar10_dir")
+    _check(d.synthetic_train > 0, "data.synthetic_train", d.synthetic_train, "a positive int")
+    _check(d.synthetic_test > 0, "data.synthetic_test", d.synthetic_test, "a positive int")
+    _check(0 <= d.crop_padding <= 16, "data.crop_padding", d.crop_padding, "an int in [0, 16]")
+    _check(d.max_train is None or d.max_train > 0, "data.max_train", d.max_train,
+           "null or a positive int")
+    _check(len(m.widths) > 0 and all(w > 0 for w in m.widths), "model.widths",
+           list(m.widths), "a non-empty list of positive ints")
+    _check(len(m.widths) <= 5, "model.widths", list(m.widths),
+           "at most 5 stages (each halves the 32x32 image)")
+    _check(m.convs_per_stage > 0, "model.convs_per_stage", m.convs_per_stage, "a positive int")
+    _check(m.conv_impl in CONV_IMPLS, "model.conv_impl", m.conv_impl,
+           f"one of {tuple(CONV_IMPLS)}")
+    _check(m.pool_impl in IMPLS, "model.pool_impl", m.pool_impl, f"one of {tuple(IMPLS)}")
+    _check(m.data_format in ("NHWC", "NCHW"), "model.data_format", m.data_format,
+           "'NHWC' or 'NCHW'")
+    _check(m.dtype in DTYPES, "model.dtype", m.dtype, f"one of {DTYPES}")
+    _check(0.0 < m.bn_momentum <= 1.0, "model.bn_momentum", m.bn_momentum, "a number in (0, 1]")
+    _check(m.head_scale > 0, "model.head_scale", m.head_scale, "a positive number")
+    _check(o.name in OPTIMIZERS, "optim.name", o.name, f"one of {OPTIMIZERS}")
+    _check(o.lr > 0, "optim.lr", o.lr, "a positive number")
+    _check(0.0 <= o.momentum < 1.0, "optim.momentum", o.momentum, "a number in [0, 1)")
+    _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "a number >= 0")
+    _check(o.schedule in SCHEDULES, "optim.schedule", o.schedule, f"one of {SCHEDULES}")
+    _check(t.epochs > 0, "train.epochs", t.epochs, "a positive int")
+    _check(0 <= o.warmup_epochs < t.epochs, "optim.warmup_epochs", o.warmup_epochs,
+           f"a number in [0, train.epochs={t.epochs})")
+    _check(0.0 <= o.label_smoothing < 1.0, "optim.label_smoothing", o.label_smoothing,
+           "a number in [0, 1)")
+    _check(t.batch_size > 0, "train.batch_size", t.batch_size, "a positive int")
+    _check(t.eval_batch_size > 0, "train.eval_batch_size", t.eval_batch_size, "a positive int")
+    _check(t.max_steps_per_epoch is None or t.max_steps_per_epoch > 0,
+           "train.max_steps_per_epoch", t.max_steps_per_epoch, "null or a positive int")
+    _check(t.keep_checkpoints > 0, "train.keep_checkpoints", t.keep_checkpoints,
+           "a positive int")
+
+
+def to_yaml(cfg: Any) -> str:
+    """The resolved config as YAML text (what a run saves next to its outputs).
+
+    Example:
+      >>> "conv_impl:" in to_yaml(load_config("cifar.yaml"))
+      True
+    """
+    return OmegaConf.to_yaml(cfg)
+
+
+def as_dict(cfg: Any) -> dict:
+    """Plain-dict copy of ``cfg`` (for JSON run records).
+
+    Example:
+      >>> as_dict(load_config("cifar.yaml"))["model"]["data_format"]
+      'NHWC'
+    """
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+

@@ -1,0 +1,304 @@
+"""CIFAR-10 in memory from TFDS, the official python folder, or random pixels; batches
+through grain with per-channel normalisation, random crop and flip.
+
+Every source yields the same thing, a :class:`Dataset` of uint8 images (N, 32, 32, 3) and
+int32 labels (N,), so the training loop never knows where the data came from. The images
+are small (50,000 x 3 KiB = 150 MiB for full CIFAR-10), so holding them in memory and
+augmenting whole batches with numpy is both the simplest and the fastest option on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import grain
+import numpy as np
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+
+
+class DataError(RuntimeError):
+    """Data that cannot be read: missing, corrupt or unprepared; the message says the fix."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """images: uint8 (N, 32, 32, 3); labels: int32 (N,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    train: Split
+    test: Split
+    class_names: tuple[str, ...]
+    description: str
+
+
+def _split(images: np.ndarray, labels: Any, where: str) -> Split:
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    labels = np.asarray(labels, dtype=np.int64)
+    if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
+        raise DataError(f"{where}: images have shape {images.shape}, expected (N, 32, 32, 3)")
+    if labels.shape != (len(images),):
+        raise DataError(f"{where}: {len(labels)} labels for {len(images)} images")
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise DataError(f"{where}: labels must be in 0..9, got {labels.min()}..{labels.max()}")
+    return Split(images, labels.astype(np.int32))
+
+
+def synthetic(n_train: int, n_test: int, seed: int) -> Dataset:
+    """Random images with random labels, for smoke runs (nothing to learn).
+
+    Example:
+      >>> ds = synthetic(8, 4, seed=0)
+      >>> ds.train.images.shape, ds.test.labels.shape
+      ((8, 32, 32, 3), (4,))
+    """
+    rng = np.random.default_rng(seed)
+
+    def make(n: int) -> Split:
+        return Split(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                     rng.integers(0, 10, n).astype(np.int32))
+
+    return Dataset(make(n_train), make(n_test), CIFAR10_CLASSES,
+                   f"synthetic ({n_train} train / {n_test} test random images)")
+
+
+def _read_batch(file: Path) -> Split:
+    try:
+        with open(file, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+    except FileNotFoundError:
+        raise DataError(f"{file}: missing") from None
+    except Exception as e:  # truncated/garbled pickles raise many different types
+        raise DataError(f"{file}: not a readable CIFAR-10 batch ({type(e).__name__}: {e})") \
+            from None
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise DataError(f"{file}: not a CIFAR-10 batch (expected a dict with b'data' and "
+                        "b'labels')")
+    data = np.asarray(batch[b"data"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{file}: b'data' is {data.dtype} {data.shape}, expected uint8 (n, 3072)")
+    # Rows are 1024 R, 1024 G, 1024 B values, each a row-major 32x32 plane.
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return _split(images, batch[b"labels"], str(file))
+
+
+def load_cifar10_dir(folder: str | Path) -> Dataset:
+    """The official "python version" folder (``cifar-10-batches-py``): ``data_batch_<k>``
+    files (any number, any rows each) for training, ``test_batch`` for test.
+
+    Example:
+      >>> load_cifar10_dir("/no/such/dir")
+      Traceback (most recent call last):
+      ...
+      train.data.DataError: data.dir='/no/such/dir' does not exist. ...
+    """
+    folder = Path(folder).expanduser()
+    hint = (f"expected the official CIFAR-10 python folder 'cifar-10-batches-py' with "
+            f"data_batch_1..5 and test_batch (unpack {CIFAR10_URL}), or use data.source=tfds")
+    if not folder.is_dir():
+        raise DataError(f"data.dir={str(folder)!r} does not exist. {hint}")
+    train_files = sorted((p for p in folder.iterdir() if re.fullmatch(r"data_batch_\d+", p.name)),
+                         key=lambda p: int(p.name.rsplit("_", 1)[1]))
+    if not train_files:
+        raise DataError(f"data.dir={str(folder)!r} has no data_batch_* files. {hint}")
+    parts = [_read_batch(p) for p in train_files]
+    train = Split(np.concatenate([p.images for p in parts]),
+                  np.concatenate([p.labels for p in parts]))
+    test = _read_batch(folder / "test_batch")
+    names = CIFAR10_CLASSES
+    meta = folder / "batches.meta"
+    if meta.is_file():
+        try:
+            with open(meta, "rb") as f:
+                raw = pickle.load(f, encoding="bytes")[b"label_names"]
+            names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in raw)
+        except Exception as e:
+            raise DataError(f"{meta}: not a readable CIFAR-10 meta file ({e})") from None
+    return Dataset(train, test, names, f"cifar10_dir {folder} ({len(train)} train / "
+                                       f"{len(test)} test)")
+
+
+def tfds_help(name: str, data_dir: str | None) -> str:
+    where = f" --data_dir={data_dir}" if data_dir else ""
+    return (f"TFDS dataset {name!r} is not prepared (in array_record format) under "
+            f"{data_dir or '$TFDS_DATA_DIR or ~/tensorflow_datasets'}. Prepare it once on a "
+            f"machine with internet: `pip install tensorflow && tfds build {name} "
+            f"--file_format=array_record{where}`, set data.data_dir (or TFDS_DATA_DIR) to that "
+            f"folder, or train from the official python folder instead: "
+            f"data.source=cifar10_dir data.dir=/path/to/cifar-10-batches-py "
+            f"(unpacked from {CIFAR10_URL}).")
+
+
+def load_tfds(name: str, data_dir: str | None) -> Dataset:
+    """``name`` read with ``tfds.data_source`` (random access, no TensorFlow needed) into
+    memory. ``data_dir`` None means ``$TFDS_DATA_DIR`` or TFDS's default folder."""
+    import tensorflow_datasets as tfds
+
+    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
+    splits = {}
+    for split in ("train", "test"):
+        try:
+            # download=False: a missing dataset must fail now, not start a download or hang.
+            source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        except Exception as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise DataError(f"{tfds_help(name, data_dir)} (TFDS said: {reason})") from None
+        records = source.__getitems__(range(len(source))) if len(source) else []
+        images = np.stack([r["image"] for r in records]) if records else \
+            np.zeros((0, 32, 32, 3), np.uint8)
+        splits[split] = _split(images, [r["label"] for r in records], f"tfds {name}/{split}")
+        names = tuple(source.dataset_info.features["label"].names)
+    if len(names) != 10:
+        raise DataError(f"tfds {name}: {len(names)} classes, expected CIFAR-10's 10")
+    return Dataset(splits["train"], splits["test"], names,
+                   f"tfds {name} ({len(splits['train'])} train / {len(splits['test'])} test)")
+
+
+def load_dataset(data_cfg: Any, seed: int) -> Dataset:
+    """The dataset ``data_cfg.source`` names, trimmed to ``data_cfg.max_train`` images."""
+    if data_cfg.source == "synthetic":
+        ds = synthetic(data_cfg.synthetic_train, data_cfg.synthetic_test, seed)
+    elif data_cfg.source == "cifar10_dir":
+        ds = load_cifar10_dir(data_cfg.dir)
+    else:
+        ds = load_tfds(data_cfg.tfds_name, data_cfg.data_dir)
+    if len(ds.train) == 0 or len(ds.test) == 0:
+        raise DataError(f"{ds.description}: the train and test splits must both be non-empty")
+    if data_cfg.max_train is not None and data_cfg.max_train < len(ds.train):
+        n = data_cfg.max_train
+        ds = Dataset(Split(ds.train.images[:n], ds.train.labels[:n]), ds.test, ds.class_names,
+                     f"{ds.description}, first {n} train images")
+    return ds
+
+
+def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of uint8 images (N, H, W, 3), in [0, 1] units: two (3,) arrays.
+
+    Example:
+      >>> mean, std = channel_stats(np.full((2, 4, 4, 3), 255, np.uint8))
+      >>> mean.tolist(), std.tolist()
+      ([1.0, 1.0, 1.0], [0.0, 0.0, 0.0])
+    """
+    x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    return x.mean(0).astype(np.float32), x.std(0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """uint8 (N, H, W, 3) -> float32 (x/255 - mean) / std per channel."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return (images.astype(np.float32) / 255.0 - self.mean) / np.maximum(self.std, 1e-6)
+
+
+def augment(images: np.ndarray, rng: np.random.Generator, crop_padding: int,
+            flip: bool) -> np.ndarray:
+    """Random crop of the zero-padded image and random horizontal flip, per image.
+
+    images: uint8 (B, H, W, C) -> uint8 (B, H, W, C).
+
+    Example:
+      >>> x = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+      >>> augment(x, np.random.default_rng(0), 1, True).shape
+      (2, 4, 4, 3)
+    """
+    b, h, w, _ = images.shape
+    if crop_padding:
+        p = crop_padding
+        padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
+        oy = rng.integers(0, 2 * p + 1, b)
+        ox = rng.integers(0, 2 * p + 1, b)
+        rows = (oy[:, None] + np.arange(h))[:, :, None]
+        cols = (ox[:, None] + np.arange(w))[:, None, :]
+        images = padded[np.arange(b)[:, None, None], rows, cols]
+    if flip:
+        mirror = rng.random(b) < 0.5
+        images = np.where(mirror[:, None, None, None], images[:, :, ::-1], images)
+    return images
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A well-mixed 32-bit seed for ``(seed, epoch)``: every epoch gets its own shuffle.
+
+    Example:
+      >>> epoch_seed(0, 1) != epoch_seed(0, 2)
+      True
+    """
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def steps_per_epoch(n_train: int, batch_size: int, max_steps: int | None) -> int:
+    """Full batches per epoch (the last partial batch is dropped), capped by ``max_steps``.
+
+    Example:
+      >>> steps_per_epoch(5170, 128, None), steps_per_epoch(5170, 128, 3)
+      (40, 3)
+    """
+    steps = n_train // batch_size
+    if steps == 0:
+        raise DataError(f"train.batch_size={batch_size} is larger than the {n_train} training "
+                        "images")
+    return steps if max_steps is None else min(steps, max_steps)
+
+
+def train_batches(split: Split, norm: Normalizer, *, batch_size: int, seed: int, epoch: int,
+                  crop_padding: int, flip: bool, max_steps: int | None = None) -> grain.MapDataset:
+    """Epoch ``epoch``'s training batches: a grain ``MapDataset`` of dicts with ``image``
+    float32 (B, 32, 32, 3) and ``label`` int32 (B,). The order and augmentation depend only on
+    ``(seed, epoch)``, so a resumed run sees exactly the batches an uninterrupted one would.
+
+    Example:
+      >>> ds = synthetic(10, 2, seed=0)
+      >>> norm = Normalizer(*channel_stats(ds.train.images))
+      >>> b = train_batches(ds.train, norm, batch_size=4, seed=0, epoch=0, crop_padding=4,
+      ...                   flip=True)
+      >>> len(b), b[0]["image"].shape, b[0]["label"].shape
+      (2, (4, 32, 32, 3), (4,))
+    """
+    es = epoch_seed(seed, epoch)
+    steps = steps_per_epoch(len(split), batch_size, max_steps)
+
+    def load(rows: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        images = augment(split.images[rows], rng, crop_padding, flip)
+        return {"image": norm(images), "label": split.labels[rows]}
+
+    ds = grain.MapDataset.range(len(split)).shuffle(seed=es)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return ds[:steps].random_map(load, seed=es)
+
+
+def eval_batches(split: Split, norm: Normalizer, batch_size: int) -> Iterator[dict[str, Any]]:
+    """All of ``split`` in order, as dicts ``image`` float32 (B, 32, 32, 3), ``label`` int32
+    (B,) and ``mask`` bool (B,). The last batch is padded to ``batch_size`` (mask False on the
+    padding) so that one compiled eval step serves every batch.
+
+    Example:
+      >>> ds = synthetic(2, 5, seed=0)
+      >>> norm = Normalizer(*channel_stats(ds.train.images))
+      >>> [int(b["mask"].sum()) for b in eval_batches(ds.test, norm, 4)]
+      [4, 1]
+    """
+    n = len(split)
+    for start in range(0, n, batch_size):
+        rows = np.arange(start, start + batch_size)
+        mask = rows < n
+        rows = np.where(mask, rows, n - 1)
+        yield {"image": norm(split.images[rows]), "label": split.labels[rows], "mask": mask}

@@ -1,0 +1,252 @@
+"""One training run: data, model, optimiser, the epoch loop, evaluation, checkpoints and the
+files a run leaves in its work directory."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from . import report
+from .checkpoint import Checkpoints
+from .config import as_dict, to_yaml
+from .data import (Dataset, Normalizer, channel_stats, eval_batches, load_dataset,
+                   steps_per_epoch, train_batches)
+from .model import CifarCNN, count_params, macs_per_image
+from .optim import make_optimizer, make_schedule
+from .steps import ModelFns, TrainState, make_eval_step, make_train_step, split_model
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
+
+# Fields of a metrics record that depend only on the computation (not on timing): these are
+# what a resumed run must reproduce exactly.
+DETERMINISTIC_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc")
+
+
+class RunError(RuntimeError):
+    """A run that cannot start as asked (e.g. a work directory holding another run)."""
+
+
+def build_model(model_cfg: Any, seed: int) -> CifarCNN:
+    """The CNN of ``model_cfg`` initialised from ``seed``; float64 compute implies float64
+    parameters (for the exactness check), otherwise parameters are float32."""
+    dtype = DTYPES[model_cfg.dtype]
+    param_dtype = jnp.float64 if model_cfg.dtype == "float64" else jnp.float32
+    return CifarCNN(tuple(model_cfg.widths), model_cfg.convs_per_stage,
+                    impl=model_cfg.conv_impl, pool_impl=model_cfg.pool_impl,
+                    data_format=model_cfg.data_format, dtype=dtype, param_dtype=param_dtype,
+                    bn_momentum=model_cfg.bn_momentum, head_scale=model_cfg.head_scale,
+                    pool_first=model_cfg.pool_first, rngs=nnx.Rngs(seed))
+
+
+def evaluate(eval_step: Any, state: TrainState, ds_split: Any, norm: Normalizer,
+             batch_size: int, input_dtype: Any) -> tuple[float, float, np.ndarray]:
+    """(mean cross-entropy, accuracy, predictions (N,)) over the whole split."""
+    preds, losses = [], []
+    for b in eval_batches(ds_split, norm, batch_size):
+        logits = eval_step(state["params"], state["batch_stats"],
+                           b["image"].astype(input_dtype))
+        logits = np.asarray(logits, np.float64)[b["mask"]]
+        labels = b["label"][b["mask"]]
+        shifted = logits - logits.max(-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        losses.append(-log_probs[np.arange(len(labels)), labels])
+        preds.append(logits.argmax(-1))
+    pred = np.concatenate(preds)
+    return (float(np.concatenate(losses).mean()), float((pred == ds_split.labels).mean()),
+            pred)
+
+
+def _summary(cfg: Any, ds: Dataset, model: CifarCNN, steps: int, workdir: Path) -> str:
+    m = cfg.model
+    macs = macs_per_image(m.widths, m.convs_per_stage, len(ds.class_names),
+                          pool_first=m.pool_first)
+    lines = [
+        f"jconv CIFAR-10 training -> {workdir}",
+        f"  devices     {', '.join(report.devices())}",
+        f"  data        {ds.description}",
+        f"  model       widths {list(m.widths)} x {m.convs_per_stage} convs, "
+        f"conv_impl={m.conv_impl}, {m.data_format}, {m.dtype}",
+        f"  size        {count_params(model):,} parameters, {macs / 1e6:.1f} M MACs/image "
+        f"(forward)",
+        f"  optimiser   {cfg.optim.name} lr={cfg.optim.lr} {cfg.optim.schedule} "
+        f"warm-up {cfg.optim.warmup_epochs} epochs, wd={cfg.optim.weight_decay}, "
+        f"label smoothing {cfg.optim.label_smoothing}",
+        f"  schedule    {cfg.train.epochs} epochs x {steps} steps of {cfg.train.batch_size}"
+        f" images, seed {cfg.seed}",
+    ]
+    return "\n".join(lines)
+
+
+def _prepare_workdir(workdir: Path, resume: bool) -> None:
+    ckpt = workdir / "checkpoints"
+    if not resume and ckpt.exists() and any(ckpt.iterdir()):
+        raise RunError(f"--workdir {workdir} already holds a run's checkpoints: pass --resume "
+                       "to continue it, or choose another --workdir")
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        for stale in ("metrics.jsonl", "results.json", "curves.png"):
+            (workdir / stale).unlink(missing_ok=True)
+        shutil.rmtree(workdir / "tensorboard", ignore_errors=True)
+
+
+def run(cfg: Any, workdir: str | Path, resume: bool = False, quiet: bool = False) -> dict:
+    """Train as ``cfg`` says, writing everything under ``workdir``; returns the final
+    results (also saved as ``results.json``). ``resume`` continues from the latest
+    checkpoint and, the data order depending only on (seed, epoch), ends with the same
+    metrics as an uninterrupted run."""
+    t_start = time.perf_counter()
+    workdir = Path(workdir)
+    _prepare_workdir(workdir, resume)
+    if cfg.model.dtype == "float64" and not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
+    ds = load_dataset(cfg.data, cfg.seed)
+    norm = Normalizer(*channel_stats(ds.train.images))
+    t = cfg.train
+    steps = steps_per_epoch(len(ds.train), t.batch_size, t.max_steps_per_epoch)
+    schedule = make_schedule(cfg.optim, t.epochs * steps, steps)
+    tx = make_optimizer(cfg.optim, schedule)
+    model = build_model(cfg.model, cfg.seed)
+    fns, state = split_model(model, tx)
+    input_dtype = np.float64 if cfg.model.dtype == "float64" else np.float32
+
+    (workdir / "config.yaml").write_text(to_yaml(cfg))
+    report.write_json(workdir / "run.json", {
+        "command": sys.argv, "seed": cfg.seed, "resumed": resume, "config": as_dict(cfg),
+        "versions": report.versions(), "devices": report.devices(),
+        "data": ds.description, "normalisation": {"mean": norm.mean.tolist(),
+                                                  "std": norm.std.tolist()}})
+    summary = _summary(cfg, ds, model, steps, workdir)
+    print(summary, flush=True)
+
+    ckpts = Checkpoints(workdir / "checkpoints", t.keep_checkpoints)
+    tensorboard = report.open_tensorboard(workdir / "tensorboard") if t.tensorboard else None
+    log = report.MetricsLog(workdir / "metrics.jsonl", tensorboard)
+    start_epoch, wall_before = 0, 0.0
+    if resume:
+        latest = ckpts.latest()
+        if latest is None:
+            print("--resume: no checkpoint yet in this work directory, starting from scratch")
+        else:
+            state, meta = ckpts.restore(latest, state)
+            start_epoch, wall_before = int(meta["epoch"]), float(meta["wall_s"])
+            print(f"--resume: continuing after epoch {start_epoch} "
+                  f"(checkpoint {workdir / 'checkpoints' / str(latest)})")
+    log.truncate(start_epoch)
+
+    t_compile = time.perf_counter()
+    x0 = jnp.zeros((t.batch_size, 32, 32, 3), input_dtype)
+    y0 = jnp.zeros((t.batch_size,), jnp.int32)
+    train_step = make_train_step(fns, tx, cfg.optim.label_smoothing).lower(
+        state, x0, y0).compile()
+    eval_step = make_eval_step(fns, t.tta_flip).lower(
+        state["params"], state["batch_stats"],
+        jnp.zeros((t.eval_batch_size, 32, 32, 3), input_dtype)).compile()
+    print(f"  compiled    train and eval steps in {time.perf_counter() - t_compile:.1f} s",
+          flush=True)
+
+    record: dict = {}
+    try:
+        for epoch in range(start_epoch, t.epochs):
+            state, record = _train_epoch(cfg, epoch, steps, ds, norm, train_step, eval_step,
+                                         state, schedule, input_dtype, quiet)
+            record["wall_s"] = round(wall_before + time.perf_counter() - t_start, 2)
+            log.write(record)
+            ckpts.save(epoch + 1, state, {"epoch": epoch + 1, "wall_s": record["wall_s"]},
+                       record["test_acc"])
+    except KeyboardInterrupt:
+        ckpts.close()
+        print(f"\ninterrupted; continue with: python -m train --config "
+              f"{workdir / 'config.yaml'} --workdir {workdir} --resume", file=sys.stderr)
+        raise
+    ckpts.close()
+    if tensorboard is not None:
+        tensorboard.close()
+    return _finish(cfg, workdir, ds, norm, eval_step, state, log, input_dtype,
+                   wall_before + time.perf_counter() - t_start)
+
+
+def _train_epoch(cfg: Any, epoch: int, steps: int, ds: Dataset, norm: Normalizer,
+                 train_step: Any, eval_step: Any, state: TrainState, schedule: Any,
+                 input_dtype: Any, quiet: bool) -> tuple[TrainState, dict]:
+    t = cfg.train
+    batches = train_batches(ds.train, norm, batch_size=t.batch_size, seed=cfg.seed,
+                            epoch=epoch, crop_padding=cfg.data.crop_padding,
+                            flip=cfg.data.flip, max_steps=t.max_steps_per_epoch)
+    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", unit="step",
+               disable=quiet, leave=True, dynamic_ncols=True)
+    losses, correct = [], 0
+    t0 = time.perf_counter()
+    pending = None
+    for i in range(steps):
+        b = batches[i]
+        state, metrics = train_step(state, jnp.asarray(b["image"].astype(input_dtype)),
+                                    jnp.asarray(b["label"]))
+        # Read the previous step's metrics while this one runs (keeps a GPU busy).
+        if pending is not None:
+            losses.append(float(pending["loss"]))
+            correct += int(pending["correct"])
+        pending = metrics
+        seen = (i + 1) * t.batch_size
+        if losses and (i % 5 == 0 or i == steps - 1):
+            bar.set_postfix(loss=f"{np.mean(losses):.3f}",
+                            acc=f"{100 * correct / (len(losses) * t.batch_size):.1f}%",
+                            img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+        bar.update(1)
+    losses.append(float(pending["loss"]))
+    correct += int(pending["correct"])
+    train_time = time.perf_counter() - t0
+    test_loss, test_acc, _ = evaluate(eval_step, state, ds.test, norm, t.eval_batch_size,
+                                      input_dtype)
+    record = {"epoch": epoch + 1, "lr": float(schedule(int(state["step"]) - 1)),
+              "train_loss": float(np.mean(losses)),
+              "train_acc": correct / (steps * t.batch_size),
+              "test_loss": test_loss, "test_acc": test_acc,
+              "train_time_s": round(train_time, 2),
+              "images_per_s": round(steps * t.batch_size / train_time, 1)}
+    bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{100 * record['train_acc']:.1f}%",
+                    img_s=f"{record['images_per_s']:.0f}", test=f"{100 * test_acc:.2f}%")
+    bar.close()
+    if quiet:
+        print(f"epoch {epoch + 1}/{t.epochs}: loss {record['train_loss']:.3f} train "
+              f"{100 * record['train_acc']:.1f}% test {100 * test_acc:.2f}% "
+              f"({record['images_per_s']:.0f} img/s)", flush=True)
+    return state, record
+
+
+def _finish(cfg: Any, workdir: Path, ds: Dataset, norm: Normalizer, eval_step: Any,
+            state: TrainState, log: report.MetricsLog, input_dtype: Any,
+            wall_s: float) -> dict:
+    records = log.read()
+    test_loss, test_acc, preds = evaluate(eval_step, state, ds.test, norm,
+                                          cfg.train.eval_batch_size, input_dtype)
+    cm = report.confusion_matrix(ds.test.labels, preds, len(ds.class_names))
+    if records:
+        report.plot_curves(records, workdir / "curves.png")
+    train_records = [r for r in records if "images_per_s" in r]
+    results = {
+        "test_acc": test_acc, "test_loss": test_loss, "test_images": len(ds.test),
+        "per_class_acc": {n: float(row[i] / max(row.sum(), 1))
+                          for i, (n, row) in enumerate(zip(ds.class_names, cm))},
+        "confusion_matrix": cm.tolist(), "class_names": list(ds.class_names),
+        "epochs": len(records), "wall_s": round(wall_s, 1),
+        "median_images_per_s": round(float(np.median([r["images_per_s"]
+                                                      for r in train_records])), 1)
+        if train_records else None,
+    }
+    report.write_json(workdir / "results.json", results)
+    print(f"\ntest accuracy {100 * test_acc:.2f}% on {len(ds.test)} images "
+          f"({'with' if cfg.train.tta_flip else 'without'} flip TTA), wall time "
+          f"{wall_s / 60:.1f} min, median {results['median_images_per_s']} images/s (train)")
+    print(report.format_report(cm, ds.class_names))
+    print(f"outputs: {workdir}/(metrics.jsonl, curves.png, results.json, checkpoints/, "
+          f"config.yaml, run.json)")
+    return results
