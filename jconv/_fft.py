@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +48,7 @@ def fast_fft_size(n: int) -> int:
         m += 1
 
 
+@partial(jax.jit, static_argnums=2)  # one compiled computation per geometry, also when eager
 def conv_fft(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
     """Batched FFT conv in ``spec.data_format`` with OIHW weights; output dtype = input dtype.
 

@@ -14,8 +14,11 @@ multiple of m are handled by padding the input on the bottom/right and cropping.
 
 from __future__ import annotations
 
-import numpy as np
+from functools import partial
+
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from ._spec import ConvSpec, accum_dtype
@@ -78,6 +81,21 @@ def check_winograd(spec: ConvSpec, name: str) -> None:
                          f"use impl='lax'")
 
 
+def _tiles(x: jnp.ndarray, axis: int, tile: int) -> jnp.ndarray:
+    """Split ``axis`` (length (T+1)*tile) into T overlapping windows of tile+2, stride tile:
+    the axis becomes (T, tile+2). Reshape + slices + concat, no gather: cheap to compile
+    and to differentiate."""
+    shape = x.shape
+    blocks = x.reshape(*shape[:axis], shape[axis] // tile, tile, *shape[axis + 1:])
+    head = lax.slice_in_dim(blocks, 0, blocks.shape[axis] - 1, axis=axis)
+    tail = lax.slice_in_dim(lax.slice_in_dim(blocks, 1, blocks.shape[axis], axis=axis), 0, 2,
+                            axis=axis + 1)
+    return jnp.concatenate([head, tail], axis=axis + 1)
+
+
+# One compiled computation per geometry: run eagerly, the ~50 small slices and transforms
+# would each be dispatched (and compiled) on their own.
+@partial(jax.jit, static_argnums=(2, 3, 4))
 def _winograd(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec, tile: int,
               name: str) -> jnp.ndarray:
     check_winograd(spec, name)
@@ -89,19 +107,16 @@ def _winograd(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec, tile: int,
     (ho, wo), c_out, cg = spec.out_hw, w.shape[0], w.shape[1]
     th, tw = -(-ho // tile), -(-wo // tile)
 
-    # Pad so that th x tw full tiles fit; the surplus rows/cols are cropped at the end.
+    # Pad to (th+1)*tile rows/cols (>= th*tile + 2 since tile >= 2): th x tw full tiles fit
+    # and the surplus rows/cols, zeros, only feed outputs that are cropped at the end.
     (pt, pb), (pl, pr) = spec.padding
-    extra_h = th * tile + 2 - (spec.in_hw[0] + pt + pb)
-    extra_w = tw * tile + 2 - (spec.in_hw[1] + pl + pr)
+    extra_h = (th + 1) * tile - (spec.in_hw[0] + pt + pb)
+    extra_w = (tw + 1) * tile - (spec.in_hw[1] + pl + pr)
     xp = pad_hw(to_nhwc(x, spec.data_format).astype(ct), ((pt, pb + extra_h), (pl, pr + extra_w)))
+    d = _tiles(_tiles(xp, 1, tile), 3, tile)  # (N, th, a, tw, a, C_in)
+    d = d.reshape(n, th, alpha, tw, alpha, groups, cg)
 
-    # Overlapping alpha x alpha input tiles with stride `tile`: (N, th, tw, a, a, C_in).
-    rows = [lax.slice_in_dim(xp, i, i + tile * (th - 1) + 1, tile, axis=1) for i in range(alpha)]
-    d = jnp.stack([jnp.stack([lax.slice_in_dim(r, j, j + tile * (tw - 1) + 1, tile, axis=2)
-                              for j in range(alpha)], axis=3) for r in rows], axis=3)
-    d = d.reshape(n, th, tw, alpha, alpha, groups, cg)
-
-    v = jnp.einsum("ai,ntsijgc,bj->ntsabgc", bt, d, bt, precision=_HIGHEST)
+    v = jnp.einsum("ai,ntisjgc,bj->ntsabgc", bt, d, bt, precision=_HIGHEST)
     wg = w.astype(ct).reshape(groups, c_out // groups, cg, 3, 3)
     u = jnp.einsum("ai,gocij,bj->abgco", g_mat, wg, g_mat, precision=_HIGHEST)
     # The only O(C_in * C_out) work: one batched matmul per transformed-tile position (a, b).

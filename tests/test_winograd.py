@@ -1,0 +1,154 @@
+"""impl="winograd" (F(4x4,3x3)) and impl="winograd2" (F(2x2,3x3)): forward agreement with
+lax.conv_general_dilated, float64 gradient checks, float32 VJPs, dtype error bounds, errors."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+from jax.test_util import check_grads
+
+import jconv
+from jconv._winograd import winograd_matrices
+
+WINOGRAD = ("winograd", "winograd2")
+
+
+def _lax_ref(x, w, b, pads, groups, data_format):
+    """Straight lax.conv_general_dilated, independent of jconv's own dispatch."""
+    y = lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=(data_format, "OIHW",
+                                                                        data_format),
+                                 feature_group_count=groups, precision="highest")
+    if b is not None:
+        y = y + (b[:, None, None] if data_format == "NCHW" else b)
+    return y
+
+
+def _assert_close(got, want, tol=1e-5):
+    """Max abs error relative to the largest reference value: F(4,3)'s error grows with the
+    magnitude of the whole tile, so an elementwise rtol would be the wrong yardstick."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max())
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_transform_matrices_give_1d_correlation(tile):
+    """A^T [(G g) * (B^T d)] must equal the valid correlation of d with g, in exact float64."""
+    bt, g_mat, at = winograd_matrices(tile)
+    rng = np.random.default_rng(tile)
+    d, g = rng.normal(size=tile + 2), rng.normal(size=3)
+    want = np.array([d[i:i + 3] @ g for i in range(tile)])
+    np.testing.assert_allclose(at @ ((g_mat @ g) * (bt @ d)), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("impl", WINOGRAD)
+@pytest.mark.parametrize("padding,pads", [
+    (0, ((0, 0), (0, 0))), ((2, 1), ((2, 2), (1, 1))), (((2, 0), (1, 3)), ((2, 0), (1, 3))),
+    ("same", ((1, 1), (1, 1)))])
+@pytest.mark.parametrize("groups,bias", [(1, True), (4, False)])
+def test_forward_matches_lax_nchw(impl, padding, pads, groups, bias):
+    # Odd sizes: neither output dim is a multiple of the tile, so padding + cropping is exercised.
+    kx, kw, kb = jax.random.split(jax.random.key(groups), 3)
+    x = jax.random.normal(kx, (2, 4, 9, 7), jnp.float32)
+    w = jax.random.normal(kw, (8, 4 // groups, 3, 3), jnp.float32)
+    b = jax.random.normal(kb, (8,), jnp.float32) if bias else None
+    got = jconv.conv2d(x, w, b, padding=padding, groups=groups, impl=impl)
+    want = _lax_ref(x, w, b, pads, groups, "NCHW")
+    assert got.shape == want.shape and got.dtype == jnp.float32
+    _assert_close(got, want)
+
+
+@pytest.mark.parametrize("impl", WINOGRAD)
+def test_forward_nhwc_and_unbatched(impl):
+    kx, kw = jax.random.split(jax.random.key(1))
+    x = jax.random.normal(kx, (3, 10, 6, 4), jnp.float32)  # NHWC
+    w = jax.random.normal(kw, (6, 2, 3, 3), jnp.float32)
+    got = jconv.conv2d(x, w, padding=1, groups=2, impl=impl, data_format="NHWC")
+    _assert_close(got, _lax_ref(x, w, None, ((1, 1), (1, 1)), 2, "NHWC"))
+    x1 = jnp.transpose(x[0], (2, 0, 1))  # unbatched NCHW (C, H, W)
+    got1 = jconv.conv2d(x1, w, padding=1, groups=2, impl=impl)
+    _assert_close(got1, jconv.conv2d(x1, w, padding=1, groups=2))
+    assert got1.shape == (6, 10, 6)
+
+
+@pytest.mark.parametrize("impl", WINOGRAD)
+def test_float64_exact_and_gradients(impl):
+    with jax.enable_x64(True):
+        kx, kw, kb = jax.random.split(jax.random.key(2), 3)
+        x = jax.random.normal(kx, (1, 2, 5, 6), jnp.float64)
+        w = jax.random.normal(kw, (2, 1, 3, 3), jnp.float64)
+        b = jax.random.normal(kb, (2,), jnp.float64)
+        f = lambda x, w, b: jconv.conv2d(x, w, b, padding=1, groups=2, impl=impl)  # noqa: E731
+        np.testing.assert_allclose(f(x, w, b), _lax_ref(x, w, b, ((1, 1), (1, 1)), 2, "NCHW"),
+                                   rtol=1e-12, atol=1e-12)
+        check_grads(f, (x, w, b), order=2, modes=("fwd", "rev"))
+
+
+@pytest.mark.parametrize("impl", WINOGRAD)
+def test_float32_vjp_matches_lax(impl):
+    kx, kw, kc = jax.random.split(jax.random.key(3), 3)
+    x = jax.random.normal(kx, (2, 4, 7, 9), jnp.float32)
+    w = jax.random.normal(kw, (6, 2, 3, 3), jnp.float32)
+    ct = jax.random.normal(kc, (2, 6, 7, 9), jnp.float32)
+
+    @partial(jax.jit, static_argnums=3)  # one compilation per impl, not one per eager op
+    def grads(x, w, ct, which):
+        _, vjp = jax.vjp(lambda x, w: jconv.conv2d(x, w, padding="same", groups=2, impl=which),
+                         x, w)
+        return vjp(ct)
+
+    for got, want in zip(grads(x, w, ct, impl), grads(x, w, ct, "lax")):
+        _assert_close(got, want)
+
+
+# Max relative error vs a float64 reference (max |err| / max |ref|). Half precisions are
+# dominated by rounding the inputs and output; F(4,3)'s larger transform constants cost about
+# an order of magnitude over F(2,3) in float32 (measured values are in the README).
+@pytest.mark.parametrize("dtype,bound", [(jnp.float32, 2e-5), (jnp.float16, 4e-3),
+                                         (jnp.bfloat16, 3e-2)])
+@pytest.mark.parametrize("impl", WINOGRAD)
+def test_error_vs_float64_within_bounds(impl, dtype, bound):
+    rng = np.random.default_rng(0)
+    x64_ = rng.normal(size=(2, 16, 12, 12))
+    w64 = rng.normal(size=(16, 16, 3, 3)) / 12.0
+    x, w = jnp.asarray(x64_, dtype), jnp.asarray(w64, dtype)
+    got = np.asarray(jconv.conv2d(x, w, padding=1, impl=impl).astype(jnp.float32), np.float64)
+    # Reference from the *rounded* inputs, so only the algorithm's own error is measured.
+    xr, wr = np.asarray(x.astype(jnp.float32), np.float64), np.asarray(w.astype(jnp.float32),
+                                                                        np.float64)
+    with jax.enable_x64(True):
+        want = np.asarray(_lax_ref(jnp.asarray(xr), jnp.asarray(wr), None, ((1, 1), (1, 1)), 1,
+                                   "NCHW"))
+    err = np.abs(got - want).max() / np.abs(want).max()
+    assert err < bound
+
+
+@pytest.mark.parametrize("impl", WINOGRAD)
+@pytest.mark.parametrize("w_shape,kwargs,match", [
+    ((4, 4, 5, 5), {}, r"only 3x3 kernels.*\(5, 5\)"),
+    ((4, 4, 3, 1), {}, r"only 3x3 kernels.*\(3, 1\)"),
+    ((4, 4, 3, 3), {"stride": 2}, r"only stride=1, got stride=\(2, 2\)"),
+    ((4, 4, 3, 3), {"dilation": (1, 2)}, r"only dilation=1, got dilation=\(1, 2\)"),
+])
+def test_unsupported_geometry_raises(impl, w_shape, kwargs, match):
+    x, w = jnp.ones((1, 4, 12, 12)), jnp.ones(w_shape)
+    with pytest.raises(ValueError, match=f"impl='{impl}' supports {match}"):
+        jconv.conv2d(x, w, impl=impl, **kwargs)
+
+
+def test_bad_tile_raises():
+    with pytest.raises(ValueError, match=r"tile must be one of \(2, 4\), got 3"):
+        winograd_matrices(3)
+
+
+def test_half_precision_keeps_dtype_and_jits():
+    x = jnp.ones((1, 2, 6, 6), jnp.bfloat16)
+    w = jnp.ones((3, 2, 3, 3), jnp.bfloat16)
+    y = jax.jit(lambda x, w: jconv.conv2d(x, w, padding=1, impl="winograd"))(x, w)
+    assert y.dtype == jnp.bfloat16
+    assert float(y[0, 0, 2, 2]) == 18.0  # interior: 2 channels x 9 taps of ones
