@@ -2,6 +2,7 @@
 with PyTorch semantics, pooling, shape/cost helpers and Flax NNX layers."""
 
 from . import nn
+from ._auto import AutoChoice, auto_choice, clear_auto_cache, set_auto_measure
 from ._spec import IMPLS
 from .conv import conv2d
 from .cost import (ReceptiveField, RFLayer, activation_bytes, conv2d_flops, conv2d_macs,
@@ -15,6 +16,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "IMPLS",
+    "AutoChoice",
+    "auto_choice",
+    "clear_auto_cache",
+    "set_auto_measure",
     "ConvParams",
     "RFLayer",
     "ReceptiveField",

@@ -2,19 +2,21 @@
 
 Each step takes the strided, dilated window of the padded input that one tap touches and
 contracts it over input channels with that tap's weights; the tap results are summed. There
-is no loop over output pixels: one window covers all of them at once.
+is no loop over output pixels: one window covers all of them at once. Depthwise layers
+(one input channel per group) use a broadcast multiply per tap instead of a contraction, so
+XLA fuses all taps into one elementwise loop. Like im2col, it runs per cache-sized batch chunk.
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
+from jax import lax
 
 from ._spec import ConvSpec, accum_dtype
-from ._windows import from_nhwc, pad_hw, tap_windows, to_nhwc
+from ._windows import batch_chunk, from_nhwc, map_batch_chunks, pad_hw, tap_windows, to_nhwc
 
 
-def conv_loops(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
-    """Batched conv in ``spec.data_format`` with OIHW weights; output dtype = input dtype."""
+def _loops_chunk(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
     g, kw = spec.groups, spec.kernel[1]
     n, (ho, wo) = x.shape[0], spec.out_hw
     c_out, cg = w.shape[0], w.shape[1]
@@ -25,7 +27,24 @@ def conv_loops(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
     y = jnp.zeros((n, ho, wo, g, c_out // g), acc)
     for t, window in enumerate(tap_windows(xp, spec.kernel, spec.stride, spec.dilation,
                                            spec.out_hw)):
-        win = window.reshape(n, ho, wo, g, cg)
-        y = y + jnp.einsum("nhwgc,gco->nhwgo", win, wt[t // kw, t % kw],
-                           precision=spec.precision, preferred_element_type=acc)
+        win, wtap = window.reshape(n, ho, wo, g, cg), wt[t // kw, t % kw]
+        if g == 1:
+            # No group axis: a plain matmul, without the transposes a batch dim makes XLA add.
+            y = y + lax.dot_general(win[..., 0, :], wtap[0], (((3,), (0,)), ((), ())),
+                                    precision=spec.precision,
+                                    preferred_element_type=acc)[..., None, :]
+        elif cg == 1:
+            y = y + win.astype(acc) * wtap[:, 0, :].astype(acc)
+        else:
+            y = y + jnp.einsum("nhwgc,gco->nhwgo", win, wtap, precision=spec.precision,
+                               preferred_element_type=acc)
     return from_nhwc(y.reshape(n, ho, wo, c_out).astype(x.dtype), spec.data_format)
+
+
+def conv_loops(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
+    """Batched conv in ``spec.data_format`` with OIHW weights; output dtype = input dtype."""
+    (ho, wo), c_out = spec.out_hw, w.shape[0]
+    # Live per image: the tap window plus the accumulator.
+    per_image = ho * wo * (w.shape[1] * spec.groups + c_out) * 4
+    chunk = batch_chunk(x.shape[0], per_image)
+    return map_batch_chunks(lambda xb, wb: _loops_chunk(xb, wb, spec), x, w, chunk)

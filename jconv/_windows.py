@@ -2,12 +2,18 @@
 
 Both work channels-last (NHWC) because the contraction over channels is then a plain matmul
 over the minor axis; NCHW callers are transposed once on the way in and once on the way out.
+
+The conv implementations run per *batch chunk* (:func:`map_batch_chunks`): this machine's
+memory bandwidth, not its FLOPs, limits a materialised patch matrix, so each chunk's windows
+are sized to stay in cache (:data:`CHUNK_BYTES`) and are recomputed, not stored, for the
+backward pass.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -45,3 +51,33 @@ def tap_windows(xp: jnp.ndarray, kernel: Pair, stride: Pair, dilation: Pair,
             start = (0, i * dh, j * dw, 0)
             limit = (n, i * dh + sh * (ho - 1) + 1, j * dw + sw * (wo - 1) + 1, c)
             yield lax.slice(xp, start, limit, (1, sh, sw, 1))
+
+
+# Working-set budget for one chunk's patch matrix: about a per-core L2 cache. Measured on the
+# 2-core EPYC dev box, 1-image chunks (1.2 MB) ran the CIFAR 32x32x32 layer's fwd+bwd ~3x
+# faster than one whole-batch patch matrix, 16-image chunks (19 MB) no faster than whole.
+CHUNK_BYTES = 2 * 1024 * 1024
+
+
+def batch_chunk(n: int, bytes_per_item: int, budget: int = CHUNK_BYTES) -> int:
+    """Largest divisor of ``n`` whose chunk of ``bytes_per_item``-sized items fits ``budget``
+    (at least 1), so the batch splits into equal chunks without padding."""
+    limit = max(1, budget // max(1, bytes_per_item))
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+def map_batch_chunks(fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray], x: jnp.ndarray,
+                     w: jnp.ndarray, chunk: int) -> jnp.ndarray:
+    """``fn(x, w)`` for a batch-separable ``fn``, evaluated ``chunk`` examples at a time.
+
+    x: (N, ...) -> fn's output (N, ...). Each chunk is rematerialised in the backward pass
+    (``jax.checkpoint``) so per-chunk intermediates such as patch matrices never all live at
+    once; the sequential ``lax.map`` keeps the working set in cache.
+    """
+    n = x.shape[0]
+    if chunk >= n:
+        return fn(x, w)
+    body = jax.checkpoint(fn)
+    xs = x.reshape(n // chunk, chunk, *x.shape[1:])
+    ys = lax.map(lambda xb: body(xb, w), xs)
+    return ys.reshape(n, *ys.shape[2:])

@@ -6,6 +6,7 @@ from typing import Callable
 
 import jax.numpy as jnp
 
+from ._auto import conv_auto
 from ._fft import conv_fft
 from ._im2col import conv_im2col
 from ._lax import conv_lax
@@ -22,6 +23,7 @@ CONV_IMPLS: dict[str, ConvImpl] = {
     "winograd": conv_winograd,
     "winograd2": conv_winograd2,
     "fft": conv_fft,
+    "auto": conv_auto,
 }
 
 
@@ -56,6 +58,10 @@ def conv2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
         for 3x3, stride-1, dilation-1 kernels (any padding/groups; anything else raises a
         ValueError naming the argument); ``"fft"`` (FFT convolution: every argument, but
         strides compute the stride-1 result and subsample it; fastest for large kernels).
+        ``"auto"`` picks the fastest exact implementation (lax/im2col/loops) per shape, dtype
+        and backend, separately for the forward pass, the input gradient and the weight
+        gradient, by timing them once and caching the choice (see ``jconv.auto_choice``;
+        ``JCONV_AUTO_MEASURE=0`` uses a fixed heuristic instead).
       precision: passed to the underlying ``lax`` contraction (e.g. ``"highest"``).
 
     float16/bfloat16 inputs accumulate in float32 and the result is cast back to the input

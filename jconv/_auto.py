@@ -1,0 +1,248 @@
+"""``impl="auto"``: the fastest implementation per layer, forward and backward chosen apart.
+
+A convolution is bilinear, so its JVP is ``conv(dx, w) + conv(x, dw)`` and reverse mode
+transposes each term separately: the ``dx`` term's transpose is the input gradient, the
+``dw`` term's the weight gradient. ``conv_auto`` is a ``jax.custom_jvp`` whose primal runs
+the implementation fastest forward and whose two tangent terms run the implementations whose
+*transposes* are fastest. Everything stays ordinary differentiable JAX, so jit, vmap,
+forward mode and grad-of-grad all work.
+
+The choice is measured once per (backend, shapes, dtype, spec) — like ``cudnn.benchmark`` —
+on fresh concrete arrays outside any trace, then cached in memory and, when the
+``JCONV_AUTO_CACHE`` environment variable names a JSON file, on disk. With measuring off
+(``JCONV_AUTO_MEASURE=0`` or :func:`set_auto_measure`) the documented :func:`heuristic_choice`
+is used instead, so tests and CI stay fast and deterministic.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.custom_derivatives import SymbolicZero
+
+from ._im2col import conv_im2col
+from ._lax import conv_lax
+from ._loops import conv_loops
+from ._spec import ConvSpec
+
+CANDIDATES: dict[str, Callable[[jnp.ndarray, jnp.ndarray, ConvSpec], jnp.ndarray]] = {
+    "lax": conv_lax,
+    "im2col": conv_im2col,
+    "loops": conv_loops,
+}
+MEASURE_ENV = "JCONV_AUTO_MEASURE"
+CACHE_ENV = "JCONV_AUTO_CACHE"
+MEASURE_REPS = 3
+
+_MEMORY: dict[str, "AutoChoice"] = {}
+_DISK_LOADED: set[str] = set()
+_MEASURE_OVERRIDE: list[bool | None] = [None]
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """Implementations for the forward pass, the input gradient and the weight gradient.
+
+    ``times_ms`` holds the measured medians {impl: (fwd, dx, dw)} (empty when not measured);
+    ``source`` is ``"measured"``, ``"heuristic"`` or ``"disk"``.
+    """
+
+    fwd: str
+    dx: str
+    dw: str
+    source: str
+    times_ms: tuple[tuple[str, tuple[float, float, float]], ...] = ()
+
+    @property
+    def impls(self) -> tuple[str, str, str]:
+        return (self.fwd, self.dx, self.dw)
+
+
+def set_auto_measure(enabled: bool | None) -> None:
+    """Turn measuring for ``impl="auto"`` on/off for this process (``None``: follow the
+    ``JCONV_AUTO_MEASURE`` environment variable, default on). Cached choices are kept.
+
+    Example:
+      >>> import jconv
+      >>> jconv.set_auto_measure(False)  # use the heuristic, never time anything
+      >>> jconv.set_auto_measure(None)
+    """
+    if enabled is not None and not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool or None, got {enabled!r}")
+    _MEASURE_OVERRIDE[0] = enabled
+
+
+def measuring_enabled() -> bool:
+    if _MEASURE_OVERRIDE[0] is not None:
+        return _MEASURE_OVERRIDE[0]
+    return os.environ.get(MEASURE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def clear_auto_cache() -> None:
+    """Forget every in-memory choice (a disk cache file is left alone, but re-read)."""
+    _MEMORY.clear()
+    _DISK_LOADED.clear()
+
+
+def heuristic_choice(w_shape: tuple[int, ...], spec: ConvSpec) -> AutoChoice:
+    """The choice used when measuring is off. From the CPU measurements in README
+    "Performance": depthwise layers use ``loops`` (a fused multiply-add per tap) both ways;
+    otherwise XLA's conv computes the forward pass and the input gradient, except for layers
+    with few input channels per tap (C_in/groups < 8, e.g. an RGB stem) whose forward is
+    faster as ``im2col``; the weight gradient, XLA's slowest conv on CPU, is ``im2col``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jconv._spec import canonical_conv
+      >>> spec, _ = canonical_conv(jnp.ones((1, 3, 8, 8)), jnp.ones((8, 3, 3, 3)), None,
+      ...     stride=1, padding=1, dilation=1, groups=1, data_format="NCHW", precision=None)
+      >>> heuristic_choice((8, 3, 3, 3), spec).impls
+      ('im2col', 'lax', 'im2col')
+    """
+    c_per_group = w_shape[1]
+    if c_per_group == 1 and spec.groups > 1:
+        return AutoChoice("loops", "loops", "loops", "heuristic")
+    fwd = "im2col" if c_per_group < 8 else "lax"
+    return AutoChoice(fwd, "lax", "im2col", "heuristic")
+
+
+def cache_key(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.dtype,
+              spec: ConvSpec) -> str:
+    """The cache key: backend, shapes, dtype and every field of the spec."""
+    return "|".join(str(v) for v in (
+        jax.default_backend(), tuple(x_shape), tuple(w_shape), jnp.dtype(dtype).name,
+        spec.stride, spec.padding, spec.dilation, spec.groups, spec.data_format,
+        spec.precision))
+
+
+def _time_ms(fn: Callable[..., jnp.ndarray], args: tuple) -> float:
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return (time.perf_counter() - start) * 1e3
+
+
+def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.dtype,
+                   spec: ConvSpec, reps: int = MEASURE_REPS) -> AutoChoice:
+    """Time every candidate's forward, input-gradient and weight-gradient pass on random
+    arrays of these shapes (``reps`` alternating rounds after a compile/warm-up call) and pick
+    the fastest for each; ties go to the earlier candidate in :data:`CANDIDATES`."""
+    rng = np.random.default_rng(0)
+    n, c_out = x_shape[0], w_shape[0]
+    y_shape = ((n, c_out, *spec.out_hw) if spec.data_format == "NCHW"
+               else (n, *spec.out_hw, c_out))
+    # Measuring runs while an outer jit/grad may be tracing: evaluate eagerly, on concrete data.
+    with jax.ensure_compile_time_eval():
+        x, w, dy = (jnp.asarray(rng.standard_normal(s), dtype) for s in (x_shape, w_shape, y_shape))
+        fns: dict[str, tuple[Callable[..., jnp.ndarray], ...]] = {}
+        for name, impl in CANDIDATES.items():
+            conv = functools.partial(impl, spec=spec)
+            fns[name] = (
+                jax.jit(conv),
+                jax.jit(lambda x, w, dy, conv=conv: jax.vjp(lambda a: conv(a, w), x)[1](dy)[0]),
+                jax.jit(lambda x, w, dy, conv=conv: jax.vjp(lambda b: conv(x, b), w)[1](dy)[0]),
+            )
+            for k, fn in enumerate(fns[name]):
+                jax.block_until_ready(fn(x, w) if k == 0 else fn(x, w, dy))
+        samples: dict[str, list[list[float]]] = {name: [[], [], []] for name in CANDIDATES}
+        for _ in range(reps):
+            for name, (fwd, dx, dw) in fns.items():
+                samples[name][0].append(_time_ms(fwd, (x, w)))
+                samples[name][1].append(_time_ms(dx, (x, w, dy)))
+                samples[name][2].append(_time_ms(dw, (x, w, dy)))
+    med = {name: tuple(float(np.median(s)) for s in per) for name, per in samples.items()}
+    best = [min(CANDIDATES, key=lambda name: med[name][k]) for k in range(3)]
+    return AutoChoice(*best, source="measured",
+                      times_ms=tuple((name, med[name]) for name in CANDIDATES))
+
+
+def _disk_path() -> Path | None:
+    path = os.environ.get(CACHE_ENV)
+    return Path(path) if path else None
+
+
+def _load_disk(path: Path) -> None:
+    if str(path) in _DISK_LOADED:
+        return
+    _DISK_LOADED.add(str(path))
+    if path.exists():
+        for key, impls in json.loads(path.read_text()).items():
+            _MEMORY.setdefault(key, AutoChoice(*impls, source="disk"))
+
+
+def _save_disk(path: Path) -> None:
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update({k: list(c.impls) for k, c in _MEMORY.items() if c.source != "heuristic"})
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+
+
+def auto_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.dtype,
+                spec: ConvSpec) -> AutoChoice:
+    """The cached (or newly measured / heuristic) choice for a batched conv of these shapes.
+
+    x_shape: (N, C_in, H, W) or (N, H, W, C_in) per ``spec.data_format``; w_shape OIHW.
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> from jconv._spec import canonical_conv
+      >>> spec, _ = canonical_conv(jnp.ones((2, 16, 8, 8)), jnp.ones((16, 1, 3, 3)), None,
+      ...     stride=1, padding=1, dilation=1, groups=16, data_format="NCHW", precision=None)
+      >>> jconv.set_auto_measure(False)
+      >>> jconv.auto_choice((2, 16, 8, 8), (16, 1, 3, 3), jnp.float32, spec).impls
+      ('loops', 'loops', 'loops')
+      >>> jconv.set_auto_measure(None)
+    """
+    key = cache_key(x_shape, w_shape, dtype, spec)
+    disk = _disk_path()
+    if disk is not None:
+        _load_disk(disk)
+    choice = _MEMORY.get(key)
+    if choice is not None and (choice.source != "heuristic" or not measuring_enabled()):
+        return choice
+    if not measuring_enabled():
+        choice = heuristic_choice(tuple(w_shape), spec)
+    else:
+        choice = measure_choice(tuple(x_shape), tuple(w_shape), dtype, spec)
+    _MEMORY[key] = choice
+    if disk is not None and choice.source == "measured":
+        _save_disk(disk)
+    return choice
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _conv_bilinear(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec,
+                   impls: tuple[str, str, str]) -> jnp.ndarray:
+    return CANDIDATES[impls[0]](x, w, spec)
+
+
+def _conv_bilinear_jvp(spec: ConvSpec, impls: tuple[str, str, str], primals: tuple,
+                       tangents: tuple) -> tuple[jnp.ndarray, jnp.ndarray]:
+    (x, w), (tx, tw) = primals, tangents
+    y = _conv_bilinear(x, w, spec, impls)
+    # Symbolic zeros skip a whole conv, e.g. the input gradient of a network's first layer.
+    terms = []
+    if not isinstance(tx, SymbolicZero):
+        terms.append(CANDIDATES[impls[1]](tx, w, spec))
+    if not isinstance(tw, SymbolicZero):
+        terms.append(CANDIDATES[impls[2]](x, tw, spec))
+    ty = functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
+    return y, ty
+
+
+_conv_bilinear.defjvp(_conv_bilinear_jvp, symbolic_zeros=True)
+
+
+def conv_auto(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
+    """Batched conv in ``spec.data_format`` with OIHW weights via the chosen implementations."""
+    choice = auto_choice(tuple(x.shape), tuple(w.shape), x.dtype, spec)
+    return _conv_bilinear(x, w, spec, choice.impls)
