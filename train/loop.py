@@ -35,14 +35,18 @@ class RunError(RuntimeError):
     """A run that cannot start as asked (e.g. a work directory holding another run)."""
 
 
-def build_model(model_cfg: Any, seed: int) -> CifarCNN:
-    """The CNN of ``model_cfg`` initialised from ``seed``; float64 compute implies float64
-    parameters (for the exactness check), otherwise parameters are float32."""
-    dtype = DTYPES[model_cfg.dtype]
-    param_dtype = jnp.float64 if model_cfg.dtype == "float64" else jnp.float32
+def build_model(model_cfg: Any, seed: int, conv_impl: str | None = None,
+                dtype: str | None = None) -> CifarCNN:
+    """The CNN of ``model_cfg`` initialised from ``seed`` (``conv_impl`` and ``dtype``
+    override the config's). float64 compute implies float64 parameters (for the exactness
+    check), otherwise parameters are float32. Initial parameters depend only on the seed
+    and shapes, never on the conv implementation."""
+    dtype = dtype or model_cfg.dtype
+    param_dtype = jnp.float64 if dtype == "float64" else jnp.float32
     return CifarCNN(tuple(model_cfg.widths), model_cfg.convs_per_stage,
-                    impl=model_cfg.conv_impl, pool_impl=model_cfg.pool_impl,
-                    data_format=model_cfg.data_format, dtype=dtype, param_dtype=param_dtype,
+                    impl=conv_impl or model_cfg.conv_impl, pool_impl=model_cfg.pool_impl,
+                    data_format=model_cfg.data_format, dtype=DTYPES[dtype],
+                    param_dtype=param_dtype,
                     bn_momentum=model_cfg.bn_momentum, head_scale=model_cfg.head_scale,
                     pool_first=model_cfg.pool_first, rngs=nnx.Rngs(seed))
 

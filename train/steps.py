@@ -42,7 +42,7 @@ def split_model(model: nnx.Module, tx: optax.GradientTransformation) -> tuple[Mo
     model.train()
     train_def, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     # Plain arrays, not Variable objects: each trace then builds its own Variables on merge.
-    params, batch_stats = nnx.pure(params), nnx.pure(batch_stats)
+    params, batch_stats = nnx.as_pure(params), nnx.as_pure(batch_stats)
     model.eval()
     eval_def = nnx.graphdef(model)
     model.train()
@@ -79,7 +79,7 @@ def make_train_step(fns: ModelFns, tx: optax.GradientTransformation,
             model = nnx.merge(fns.train_def, params, batch_stats)
             logits = model(images)
             loss = smoothed_cross_entropy(logits, labels, label_smoothing).mean()
-            return loss, (logits, nnx.pure(nnx.state(model, nnx.BatchStat)))
+            return loss, (logits, nnx.as_pure(nnx.state(model, nnx.BatchStat)))
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state["params"], state["batch_stats"])

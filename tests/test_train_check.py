@@ -1,0 +1,52 @@
+"""train.check: every conv implementation gives the real model the same gradients and
+training trajectory, and a wrong implementation is caught."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import pytest
+
+from jconv.conv import CONV_IMPLS
+from train.check import main, max_rel_err, run_check
+from train.config import load_config
+
+from train_helpers import TINY
+
+CFG = ["data.source=synthetic", *TINY, "model.widths=[4,8]"]
+
+
+def test_lax_im2col_loops_agree_on_the_real_model():
+    cfg = load_config("cifar.yaml", CFG)
+    lines: list[str] = []
+    assert run_check(cfg, ["lax", "im2col", "loops"], "lax", steps=2, batch_size=8,
+                     tol32=1e-4, tol64=1e-10, log=lines.append)
+    table = "\n".join(lines)
+    assert "im2col" in table and "loops" in table and "PASS: all implementations agree" in table
+
+
+def test_a_wrong_implementation_fails(monkeypatch, capsys):
+    lax_conv = CONV_IMPLS["lax"]
+    # Off by 1e-3 relative: far below what a loss curve would show, far above float64 noise.
+    monkeypatch.setitem(CONV_IMPLS, "slightly_wrong",
+                        lambda x, w, spec: lax_conv(x, w, spec) * jnp.asarray(1.001, x.dtype))
+    assert main(["--config", "cifar.yaml", "--impls", "lax,slightly_wrong", "--steps", "1",
+                 "--batch-size", "8", *CFG]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out.split("slightly_wrong")[-1]
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--impls", "lax,nope"], r"\['nope'\] not in"),
+    (["--steps", "0"], r"--steps and --batch-size must be >= 1"),
+    (["optim.lr=-1"], r"optim.lr=-1.0 is invalid"),
+])
+def test_check_argument_errors(capsys, args, match):
+    assert main(["--config", "cifar.yaml", *args, *CFG]) == 2
+    assert __import__("re").search(match, capsys.readouterr().err)
+
+
+def test_max_rel_err_is_relative_per_tensor():
+    ref = {"a": jnp.array([100.0, 0.0]), "b": jnp.array([1e-3])}
+    assert max_rel_err({"a": jnp.array([101.0, 0.0]), "b": jnp.array([1e-3])}, ref) == \
+        pytest.approx(0.01)
+    assert max_rel_err(ref, ref) == 0.0

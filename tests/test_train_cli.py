@@ -1,0 +1,103 @@
+"""python -m train end to end: smoke runs (synthetic, mock TFDS, python folder), resume
+equivalence and the error paths of the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from train import loop
+from train.cli import main
+
+from train_helpers import TINY, make_cifar_dir
+
+SYNTH = ["data.source=synthetic", *TINY]
+
+
+def _metrics(workdir: Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_smoke_synthetic_writes_every_output(tmp_path, capsys):
+    wd = tmp_path / "run"
+    assert main(["--config", "cifar.yaml", "--workdir", str(wd), "--quiet",
+                 "train.epochs=2", "train.max_steps_per_epoch=2", "train.tensorboard=true",
+                 *SYNTH[:-1]]) == 0
+    out = capsys.readouterr().out
+    assert "parameters" in out and "M MACs/image" in out and "test accuracy" in out
+    records = _metrics(wd)
+    assert [r["epoch"] for r in records] == [1, 2] and records[0]["images_per_s"] > 0
+    results = json.loads((wd / "results.json").read_text())
+    assert results["test_images"] == 40 and len(results["confusion_matrix"]) == 10
+    assert sum(map(sum, results["confusion_matrix"])) == 40
+    run = json.loads((wd / "run.json").read_text())
+    assert run["seed"] == 0 and "jax" in run["versions"] and run["devices"]
+    for name in ("curves.png", "config.yaml", "checkpoints"):
+        assert (wd / name).exists()
+    assert any((wd / "tensorboard").iterdir())
+
+
+def test_smoke_mock_tfds(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=48):
+        assert main(["--config", "cifar.yaml", "--workdir", str(tmp_path), "--quiet",
+                     "data.source=tfds", "train.epochs=1", *TINY]) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["test_images"] == 48
+
+
+def test_smoke_cifar10_dir_and_bare_config_name(tmp_path):
+    folder, _, _ = make_cifar_dir(tmp_path, train_rows=(20, 17), test_rows=9)
+    assert main(["--config", "cifar.yaml", "--workdir", str(tmp_path / "run"), "--quiet",
+                 "data.source=cifar10_dir", f"data.dir={folder}", "train.epochs=1",
+                 *TINY]) == 0
+    assert _metrics(tmp_path / "run")[0]["epoch"] == 1
+
+
+def test_resume_after_kill_gives_identical_metrics(tmp_path, monkeypatch):
+    args = ["--config", "cifar.yaml", "--quiet", "train.epochs=3", "train.max_steps_per_epoch=3",
+            "train.keep_checkpoints=1", *SYNTH]
+    assert main([*args, "--workdir", str(tmp_path / "full")]) == 0
+
+    real_epoch = loop._train_epoch
+
+    def killed_in_epoch_2(cfg, epoch, *rest):
+        if epoch == 1:
+            raise KeyboardInterrupt  # what Ctrl-C / SIGINT does mid-epoch
+        return real_epoch(cfg, epoch, *rest)
+
+    monkeypatch.setattr(loop, "_train_epoch", killed_in_epoch_2)
+    assert main([*args, "--workdir", str(tmp_path / "resumed")]) == 130
+    assert [r["epoch"] for r in _metrics(tmp_path / "resumed")] == [1]
+    monkeypatch.setattr(loop, "_train_epoch", real_epoch)
+    assert main([*args, "--workdir", str(tmp_path / "resumed"), "--resume"]) == 0
+
+    full, resumed = _metrics(tmp_path / "full"), _metrics(tmp_path / "resumed")
+    assert len(full) == len(resumed) == 3
+    for a, b in zip(full, resumed):
+        assert {k: a[k] for k in loop.DETERMINISTIC_FIELDS} == \
+            {k: b[k] for k in loop.DETERMINISTIC_FIELDS}
+    final = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("full",
+                                                                               "resumed")]
+    assert final[0]["confusion_matrix"] == final[1]["confusion_matrix"]
+    assert final[0]["test_loss"] == final[1]["test_loss"]
+
+
+def test_existing_run_needs_resume(tmp_path, capsys):
+    args = ["--config", "cifar.yaml", "--workdir", str(tmp_path), "--quiet", "train.epochs=1",
+            "train.max_steps_per_epoch=1", *SYNTH]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "already holds a run's checkpoints: pass --resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["optim.lr=zero"], "could not be converted to Float"),
+    (["data.source=cifar10_dir", "data.dir=/no/such/folder"],
+     "data.dir='/no/such/folder' does not exist"),
+])
+def test_errors_are_one_line_no_traceback(tmp_path, capsys, extra, match):
+    assert main(["--config", "cifar.yaml", "--workdir", str(tmp_path), *TINY, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and match in err and "Traceback" not in err

@@ -1,0 +1,79 @@
+"""train.config: the YAML + CLI config is typed and validated before any work starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jconv.conv import CONV_IMPLS
+from train.config import CONFIG_DIR, ConfigError, load_config, resolve_config_path
+
+
+def test_defaults_load_and_bare_name_resolves():
+    cfg = load_config("cifar.yaml")
+    assert resolve_config_path("cifar.yaml") == CONFIG_DIR / "cifar.yaml"
+    assert cfg.data.source == "tfds" and cfg.model.conv_impl == "lax"
+
+
+def test_overrides_are_applied_and_typed():
+    cfg = load_config(CONFIG_DIR / "cifar.yaml",
+                      ["optim.lr=0.05", "model.widths=[8,16]", "data.source=synthetic"])
+    assert cfg.optim.lr == 0.05 and list(cfg.model.widths) == [8, 16]
+    assert cfg.data.source == "synthetic"
+
+
+@pytest.mark.parametrize("impl", sorted(CONV_IMPLS))
+def test_every_registered_conv_impl_is_accepted(impl):
+    assert load_config("cifar.yaml", [f"model.conv_impl={impl}"]).model.conv_impl == impl
+
+
+@pytest.mark.parametrize("override, match", [
+    ("optim.foo=1", r"bad config key 'optim.foo'.*not in 'OptimConfig'"),
+    ("bogus=1", r"bad config key 'bogus'"),
+    ("optim.lr=fast", r"'optim.lr'.*could not be converted to Float"),
+    ("train.epochs=2.5", r"'train.epochs'.*could not be converted to Integer"),
+    ("optim.lr=-1", r"optim.lr=-1.0 is invalid: expected a positive number"),
+    ("train.epochs=0", r"train.epochs=0 is invalid: expected a positive int"),
+    ("model.conv_impl=fast", r"model.conv_impl='fast' is invalid: expected one of"),
+    ("model.pool_impl=fast", r"model.pool_impl='fast' is invalid"),
+    ("model.data_format=NCWH", r"model.data_format='NCWH' is invalid"),
+    ("model.dtype=float16", r"model.dtype='float16' is invalid"),
+    ("data.source=imagenet", r"data.source='imagenet' is invalid"),
+    ("data.source=cifar10_dir", r"data.dir=None is invalid: expected a folder path"),
+    ("optim.name=rmsprop", r"optim.name='rmsprop' is invalid"),
+    ("optim.schedule=step", r"optim.schedule='step' is invalid"),
+    ("optim.label_smoothing=1.0", r"optim.label_smoothing=1.0 is invalid"),
+    ("optim.warmup_epochs=100", r"optim.warmup_epochs=100.0 is invalid"),
+    ("train.batch_size=0", r"train.batch_size=0 is invalid"),
+    ("model.widths=[]", r"model.widths=\[\] is invalid"),
+    ("model.widths=[8,8,8,8,8,8]", r"at most 5 stages"),
+    ("data.crop_padding=40", r"data.crop_padding=40 is invalid"),
+    ("optim.lr", r"override 'optim.lr' must look like key=value"),
+])
+def test_bad_overrides_are_clear_errors(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config("cifar.yaml", [override])
+
+
+def test_missing_key_in_yaml_is_an_error(tmp_path: Path):
+    text = (CONFIG_DIR / "cifar.yaml").read_text().replace("  label_smoothing: 0.2\n", "")
+    assert "label_smoothing" not in text
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=r"missing value for optim.label_smoothing"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_unknown_key_in_yaml_is_an_error(tmp_path: Path):
+    (tmp_path / "c.yaml").write_text((CONFIG_DIR / "cifar.yaml").read_text()
+                                     + "extra: 1\n")
+    with pytest.raises(ConfigError, match=r"bad config key 'extra'"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_missing_and_broken_files(tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"--config 'nope.yaml': no such file"):
+        load_config("nope.yaml")
+    (tmp_path / "bad.yaml").write_text("seed: [1\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML"):
+        load_config(tmp_path / "bad.yaml")

@@ -1,0 +1,171 @@
+"""End-to-end check that every conv implementation trains the real model identically.
+
+    python -m train.check --config configs/cifar.yaml data.source=cifar10_dir \\
+        data.dir=/path/to/cifar-10-batches-py
+
+For each name in ``jconv.conv.CONV_IMPLS`` the model of the config is built from the same
+seed (so with identical parameters) and fed the same real, augmented training batches:
+
+1. float32: loss and gradient of one train-mode step at the initial parameters, compared
+   with ``--reference`` (default ``lax``) as max |g - g_ref| / max |g_ref| per parameter
+   tensor (worst tensor reported), tolerance ``--tol32``;
+2. float64: ``--steps`` optimiser steps with the config's optimiser and schedule; the loss
+   at every step and the final parameters are compared the same way, tolerance ``--tol64``.
+
+It prints a PASS/FAIL table and exits 1 if any implementation fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from .config import ConfigError, load_config
+from .data import DataError, Normalizer, channel_stats, load_dataset, train_batches
+
+
+def max_rel_err(tree: Any, ref: Any) -> float:
+    """Worst over leaves of max |a - r| / max |r| (0 when both are all zeros).
+
+    Example:
+      >>> max_rel_err({"a": np.array([1.0, 2.1])}, {"a": np.array([1.0, 2.0])})
+      0.05000000000000004
+    """
+    worst = 0.0
+    for a, r in zip(jax.tree.leaves(tree), jax.tree.leaves(ref)):
+        a, r = np.asarray(a, np.float64), np.asarray(r, np.float64)
+        scale = np.abs(r).max()
+        diff = np.abs(a - r).max()
+        worst = max(worst, float(diff / scale) if scale > 0 else float(diff))
+    return worst
+
+
+def _batches(cfg: Any, n_steps: int, batch_size: int) -> list[dict]:
+    ds = load_dataset(cfg.data, cfg.seed)
+    norm = Normalizer(*channel_stats(ds.train.images))
+    batches = train_batches(ds.train, norm, batch_size=batch_size, seed=cfg.seed, epoch=0,
+                            crop_padding=cfg.data.crop_padding, flip=cfg.data.flip,
+                            max_steps=n_steps)
+    return [batches[i] for i in range(len(batches))]
+
+
+def grads_f32(cfg: Any, impl: str, batch: dict) -> tuple[float, Any]:
+    """(loss, gradient pytree) of one float32 train-mode step at the initial parameters."""
+    from .loop import build_model
+    from .steps import make_grad_fn, split_model
+
+    import optax
+
+    fns, state = split_model(build_model(cfg.model, cfg.seed, impl, "float32"),
+                             optax.identity())
+    loss, grads = make_grad_fn(fns, cfg.optim.label_smoothing)(
+        state["params"], state["batch_stats"], batch["image"], batch["label"])
+    return float(loss), jax.device_get(grads)
+
+
+def trajectory_f64(cfg: Any, impl: str, batches: list[dict]) -> tuple[np.ndarray, Any]:
+    """(loss per step (S,), final parameters) of len(batches) float64 training steps."""
+    from .loop import build_model
+    from .optim import make_optimizer, make_schedule
+    from .steps import make_train_step, split_model
+
+    schedule = make_schedule(cfg.optim, len(batches), 1)
+    tx = make_optimizer(cfg.optim, schedule)
+    fns, state = split_model(build_model(cfg.model, cfg.seed, impl, "float64"), tx)
+    step = make_train_step(fns, tx, cfg.optim.label_smoothing)
+    losses = []
+    for b in batches:
+        state, metrics = step(state, b["image"].astype(np.float64), b["label"])
+        losses.append(float(metrics["loss"]))
+    return np.array(losses), jax.device_get(state["params"])
+
+
+def run_check(cfg: Any, impls: list[str], reference: str, steps: int, batch_size: int,
+              tol32: float, tol64: float, log: Callable[[str], None] = print) -> bool:
+    """Run both comparisons for ``impls`` against ``reference``; prints the table, returns
+    True when every implementation is within tolerance."""
+    batches = _batches(cfg, steps, batch_size)
+    log(f"model widths {list(cfg.model.widths)} x {cfg.model.convs_per_stage}, "
+        f"{cfg.model.data_format}; {len(batches)} real batches of {batch_size} "
+        f"({cfg.data.source}); reference impl {reference}")
+    order = [reference] + [i for i in impls if i != reference]
+    f32, f64 = {}, {}
+    for impl in order:
+        t0 = time.perf_counter()
+        f32[impl] = grads_f32(cfg, impl, batches[0])
+        log(f"  {impl}: float32 gradient done ({time.perf_counter() - t0:.1f} s)")
+    jax.config.update("jax_enable_x64", True)
+    try:
+        for impl in order:
+            t0 = time.perf_counter()
+            f64[impl] = trajectory_f64(cfg, impl, batches)
+            log(f"  {impl}: float64 trajectory done ({time.perf_counter() - t0:.1f} s)")
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+    ok_all = True
+    head = (f"{'impl':<10} {'f32 loss':>10} {'f32 grad err':>13} {'f64 loss err':>13} "
+            f"{'f64 param err':>14}  result")
+    log("")
+    log(head)
+    log("-" * len(head))
+    ref_loss32, ref_g = f32[reference]
+    ref_losses, ref_params = f64[reference]
+    for impl in order:
+        loss32, g = f32[impl]
+        losses, params = f64[impl]
+        e_g = max_rel_err(g, ref_g)
+        e_l = float(np.max(np.abs(losses - ref_losses) / np.abs(ref_losses)))
+        e_p = max_rel_err(params, ref_params)
+        ok = e_g <= tol32 and e_l <= tol64 and e_p <= tol64
+        ok_all &= ok
+        label = "reference" if impl == reference else ("PASS" if ok else "FAIL")
+        log(f"{impl:<10} {loss32:>10.5f} {e_g:>13.2e} {e_l:>13.2e} {e_p:>14.2e}  {label}")
+    log(f"\ntolerances: float32 gradient {tol32:g}, float64 loss and parameters {tol64:g} "
+        f"(relative to the largest entry of each tensor); float64 trajectory of "
+        f"{len(batches)} steps, losses {', '.join(f'{x:.6f}' for x in ref_losses)}")
+    log("PASS: all implementations agree" if ok_all else "FAIL: see the table above")
+    return ok_all
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jconv.conv import CONV_IMPLS
+
+    p = argparse.ArgumentParser(prog="python -m train.check", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True)
+    p.add_argument("--impls", default=",".join(CONV_IMPLS),
+                   help="comma-separated conv implementations (default: all registered)")
+    p.add_argument("--reference", default="lax")
+    p.add_argument("--steps", type=int, default=4, help="float64 training steps")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--tol32", type=float, default=1e-3)
+    p.add_argument("--tol64", type=float, default=1e-9)
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    args = p.parse_args(argv)
+    impls = [i for i in args.impls.split(",") if i]
+    unknown = [i for i in impls + [args.reference] if i not in CONV_IMPLS]
+    if unknown:
+        print(f"error: --impls/--reference {unknown} not in {tuple(CONV_IMPLS)}",
+              file=sys.stderr)
+        return 2
+    if args.steps < 1 or args.batch_size < 1:
+        print("error: --steps and --batch-size must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(args.config, args.overrides)
+        ok = run_check(cfg, impls, args.reference, args.steps, args.batch_size, args.tol32,
+                       args.tol64)
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
