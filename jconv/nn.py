@@ -11,6 +11,7 @@ from flax import nnx
 from ._spec import IMPLS, IntOrPair, PaddingLike, check_data_format, check_impl, to_pair
 from .conv import CONV_IMPLS, conv2d
 from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
+from .transpose import conv_transpose2d
 
 # He/Kaiming normal for ReLU nets: std = sqrt(2 / fan_in), fan_in = C_in/groups * kH * kW.
 # The OIHW layout puts fan-in on axis 1 and fan-out on axis 0.
@@ -167,6 +168,62 @@ def set_impl(model: nnx.Module, impl: str) -> nnx.Module:
     """
     check_impl(impl, tuple(CONV_IMPLS))
     for _, layer in nnx.iter_graph(model):
-        if isinstance(layer, (Conv2d, MaxPool2d, AvgPool2d)):
+        if isinstance(layer, (Conv2d, ConvTranspose2d, MaxPool2d, AvgPool2d)):
             layer.impl = impl
     return model
+
+
+class ConvTranspose2d(nnx.Module):
+    """``torch.nn.ConvTranspose2d`` for Flax NNX; the computation is
+    :func:`jconv.conv_transpose2d`.
+
+    Input (N, C_in, H, W) -> output (N, C_out, H_out, W_out) (channels-last with
+    ``data_format="NHWC"``); ``kernel`` has PyTorch's transposed layout
+    (C_in, C_out/groups, kH, kW), ``bias`` (C_out,).
+
+      H_out = (H - 1)*stride - 2*padding + dilation*(kH - 1) + output_padding + 1
+
+    Initialisation: kernel He/Kaiming normal with fan_in = C_out/groups*kH*kW (PyTorch's fan
+    convention for this layout), bias zeros.
+
+    Example:
+      >>> from flax import nnx; import jax.numpy as jnp, jconv
+      >>> up = jconv.nn.ConvTranspose2d(16, 8, 3, stride=2, padding=1, output_padding=1,
+      ...                               rngs=nnx.Rngs(0))
+      >>> up(jnp.ones((2, 16, 8, 8))).shape
+      (2, 8, 16, 16)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntOrPair,
+                 stride: IntOrPair = 1, padding: IntOrPair = 0, output_padding: IntOrPair = 0,
+                 groups: int = 1, bias: bool = True, dilation: IntOrPair = 1, *,
+                 impl: str = "lax", data_format: str = "NCHW", dtype: Any = None,
+                 param_dtype: Any = jnp.float32, precision: Any = None,
+                 kernel_init: Any = kaiming_normal_oihw, rngs: nnx.Rngs):
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
+                        ("groups", groups)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide both in_channels={in_channels} "
+                             f"and out_channels={out_channels}")
+        kh, kw = to_pair(kernel_size, "kernel_size", minimum=1)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = (kh, kw)
+        self.stride, self.padding, self.output_padding = stride, padding, output_padding
+        self.dilation, self.groups = dilation, groups
+        self.impl = check_impl(impl, tuple(CONV_IMPLS))
+        self.data_format = check_data_format(data_format)
+        self.dtype, self.precision = dtype, precision
+        shape = (in_channels, out_channels // groups, kh, kw)
+        self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
+        self.bias = nnx.Param(jnp.zeros((out_channels,), param_dtype)) if bias else None
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        dtype = self.dtype or x.dtype
+        b = None if self.bias is None else self.bias[...].astype(dtype)
+        return conv_transpose2d(x.astype(dtype), self.kernel[...].astype(dtype), b,
+                                stride=self.stride, padding=self.padding,
+                                output_padding=self.output_padding, groups=self.groups,
+                                dilation=self.dilation, impl=self.impl,
+                                data_format=self.data_format, precision=self.precision)

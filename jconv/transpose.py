@@ -1,0 +1,113 @@
+"""``jconv.conv_transpose2d``: transposed convolution as the exact linear transpose of
+:func:`jconv.conv2d`, so it exists for every conv implementation."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ._spec import (IntOrPair, _check_float, _is_int, check_data_format, check_impl, to_pair)
+from .conv import CONV_IMPLS, conv2d
+
+
+def conv_transpose2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
+                     stride: IntOrPair = 1, padding: IntOrPair = 0,
+                     output_padding: IntOrPair = 0, groups: int = 1, dilation: IntOrPair = 1,
+                     impl: str = "lax", data_format: str = "NCHW",
+                     precision: object = None) -> jnp.ndarray:
+    """Transposed 2-D convolution with ``torch.nn.functional.conv_transpose2d`` semantics.
+
+    Shapes (``data_format="NCHW"``; NHWC puts channels last, the weight layout is the same):
+      x: (N, C_in, H, W) or unbatched (C_in, H, W)
+      w: (C_in, C_out/groups, kH, kW)   (PyTorch's transposed-conv layout)
+      b: (C_out,) or None
+      returns (N, C_out, H_out, W_out)
+
+      H_out = (H - 1)*stride_h - 2*padding_h + dilation_h*(kH - 1) + output_padding_h + 1
+
+    It is the gradient of ``conv2d(z, w, stride, padding, dilation, groups)`` with respect to
+    its input ``z`` of shape (N, C_out, H_out, W_out): input pixel (i, j) scatters
+    ``x[i, j] * w[:, :, p, q]`` to output pixel (i*stride + p*dilation - padding, ...).
+    ``output_padding`` (< stride or < dilation, per dim, as in PyTorch) adds rows/columns at
+    the bottom/right to pick among the input sizes a strided conv maps to the same size.
+    Computed as the VJP (``jax.vjp``) of :func:`jconv.conv2d` with the given ``impl``,
+    so every impl (``"lax"``, ``"im2col"``, ``"loops"``, ``"winograd"``, ...) works, within
+    that impl's own restrictions. ``padding`` is an int or an (h, w) pair.
+
+    Example (the classic 2x upsampling layer):
+      >>> import jax.numpy as jnp, jconv
+      >>> x = jnp.ones((1, 8, 16, 16))
+      >>> w = jnp.ones((8, 4, 3, 3))  # C_in=8 -> C_out=4
+      >>> jconv.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1).shape
+      (1, 4, 32, 32)
+      >>> jconv.conv_transpose2d(jnp.ones((1, 1, 1)), jnp.ones((1, 1, 2, 2)))[0].tolist()
+      [[1.0, 1.0], [1.0, 1.0]]
+    """
+    check_impl(impl, tuple(CONV_IMPLS))
+    data_format = check_data_format(data_format)
+    _check_float(x, "x")
+    _check_float(w, "w")
+    if x.ndim not in (3, 4):
+        raise ValueError(f"x must be 3-D or 4-D ({data_format}, batched or unbatched), "
+                         f"got shape {tuple(x.shape)}")
+    if w.ndim != 4:
+        raise ValueError(f"w must be 4-D (C_in, C_out/groups, kH, kW), got shape "
+                         f"{tuple(w.shape)}")
+    if x.dtype != w.dtype:
+        raise TypeError(f"x and w must have the same dtype, got x {x.dtype} and w {w.dtype}")
+    if not _is_int(groups) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    unbatched = x.ndim == 3
+    xb = x[None] if unbatched else x
+    c_in = xb.shape[1] if data_format == "NCHW" else xb.shape[3]
+    hw = xb.shape[2:] if data_format == "NCHW" else xb.shape[1:3]
+    if w.shape[0] != c_in:
+        raise ValueError(f"channel mismatch: x has C_in={c_in} channels but w has shape "
+                         f"{tuple(w.shape)}, expected (C_in={c_in}, C_out/groups, kH, kW)")
+    if c_in % groups:
+        raise ValueError(f"groups={groups} must divide C_in={c_in}")
+    c_out = w.shape[1] * groups
+    if b is not None:
+        _check_float(b, "b")
+        if b.shape != (c_out,):
+            raise ValueError(f"b must have shape (C_out,) = ({c_out},), got {tuple(b.shape)}")
+        if b.dtype != x.dtype:
+            raise TypeError(f"b must have the dtype of x ({x.dtype}), got {b.dtype}")
+    s = to_pair(stride, "stride", minimum=1)
+    p = to_pair(padding, "padding", minimum=0)
+    d = to_pair(dilation, "dilation", minimum=1)
+    op = to_pair(output_padding, "output_padding", minimum=0)
+    for o, ss, dd in zip(op, s, d):
+        if o >= ss and o >= dd:
+            raise ValueError(f"output_padding must be smaller than either stride or dilation "
+                             f"(PyTorch rule), got output_padding={output_padding!r}, "
+                             f"stride={stride!r}, dilation={dilation!r}")
+    out_hw = tuple((n - 1) * ss - 2 * pp + dd * (k - 1) + o + 1
+                   for n, ss, pp, dd, k, o in zip(hw, s, p, d, w.shape[2:], op))
+    if min(out_hw) < 1:
+        raise ValueError(f"output size {out_hw} is not positive: padding={padding!r} is too "
+                         f"large for input {tuple(hw)}, kernel {tuple(w.shape[2:])}, "
+                         f"stride={stride!r}, dilation={dilation!r}")
+
+    def forward(z: jnp.ndarray) -> jnp.ndarray:
+        # conv2d reads w as (O, I/groups, kH, kW) = (C_in, C_out/groups, kH, kW): a conv from
+        # C_out to C_in channels, whose transpose is the map we want.
+        return conv2d(z, w, stride=s, padding=p, dilation=d, groups=groups, impl=impl,
+                      data_format=data_format, precision=precision)
+
+    n = xb.shape[0]
+    z_shape = (n, c_out, *out_hw) if data_format == "NCHW" else (n, *out_hw, c_out)
+    z = jax.ShapeDtypeStruct(z_shape, x.dtype)  # only its shape and dtype are needed
+    # With output_padding >= stride (possible when dilation > stride) the conv of z has
+    # output_padding // stride more rows than x: those extra cotangent rows are zeros.
+    fwd_hw = jax.eval_shape(forward, z).shape
+    fwd_hw = fwd_hw[2:] if data_format == "NCHW" else fwd_hw[1:3]
+    extra = [(0, f - h) for f, h in zip(fwd_hw, hw)]
+    pads = [(0, 0), (0, 0), *extra] if data_format == "NCHW" else [(0, 0), *extra, (0, 0)]
+    # The VJP at any point is the transpose of this linear map; jax.vjp (rather than
+    # jax.linear_transpose) also accepts impls that define their gradient by custom_vjp.
+    _, vjp = jax.vjp(forward, jnp.zeros(z.shape, z.dtype))
+    (y,) = vjp(jnp.pad(xb, pads))
+    if b is not None:
+        y = y + (b[:, None, None] if data_format == "NCHW" else b)
+    return y[0] if unbatched else y
