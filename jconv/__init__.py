@@ -11,6 +11,8 @@ from .nn import set_impl
 from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
 from .shapes import (ConvParams, conv2d_output_shape, find_conv_params, pool2d_output_shape,
                      same_padding)
+from .summary import LayerSummary, ModelSummary, summary
+from .transpose import conv_transpose2d
 
 __version__ = "0.1.0"
 
@@ -21,6 +23,8 @@ __all__ = [
     "clear_auto_cache",
     "set_auto_measure",
     "ConvParams",
+    "LayerSummary",
+    "ModelSummary",
     "RFLayer",
     "ReceptiveField",
     "activation_bytes",
@@ -30,6 +34,7 @@ __all__ = [
     "conv2d_macs",
     "conv2d_output_shape",
     "conv2d_params",
+    "conv_transpose2d",
     "find_conv_params",
     "global_avg_pool2d",
     "max_pool2d",
@@ -38,4 +43,5 @@ __all__ = [
     "receptive_field",
     "same_padding",
     "set_impl",
+    "summary",
 ]
