@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -24,6 +25,43 @@ def _reduce_lax(x: jnp.ndarray, spec: PoolSpec, op: str) -> jnp.ndarray:
                              window_dilation=dil)
 
 
+def _dilated_argmax(x: jnp.ndarray, spec: PoolSpec) -> jnp.ndarray:
+    """Flat index into the padded (H, W) plane of each window's maximum (first one on ties),
+    shape (N, H_out, W_out, C); computed with a variadic ``lax.reduce_window``."""
+    xp = pad_hw(to_nhwc(x, spec.data_format), spec.padding, -jnp.inf)
+    n, hp, wp, c = xp.shape
+    iota = jnp.broadcast_to(jnp.arange(hp * wp, dtype=jnp.int32).reshape(1, hp, wp, 1), xp.shape)
+
+    def pick(a, b):
+        take_b = (b[0] > a[0]) | ((b[0] == a[0]) & (b[1] < a[1]))
+        return lax.select(take_b, b[0], a[0]), lax.select(take_b, b[1], a[1])
+
+    dims = (1, *spec.kernel, 1)
+    strides = (1, *spec.stride, 1)
+    _, idx = lax.reduce_window((xp, iota), (jnp.asarray(-jnp.inf, x.dtype), jnp.int32(hp * wp)),
+                               pick, dims, strides, "VALID", window_dilation=(1, *spec.dilation, 1))
+    return idx
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _dilated_max_lax(x: jnp.ndarray, spec: PoolSpec) -> jnp.ndarray:
+    return _reduce_lax(x, spec, "max")
+
+
+@_dilated_max_lax.defjvp
+def _dilated_max_lax_jvp(spec: PoolSpec, primals, tangents):
+    # XLA has no transpose for max windows with window dilation (select_and_gather), so
+    # jax.grad fails on them; route the tangent through a gather at the argmax instead,
+    # which JAX can transpose (scatter-add) and differentiate again.
+    (x,), (t,) = primals, tangents
+    idx = _dilated_argmax(lax.stop_gradient(x), spec)
+    tp = pad_hw(to_nhwc(t, spec.data_format), spec.padding)
+    n, hp, wp, c = tp.shape
+    _, ho, wo, _ = idx.shape
+    t_out = jnp.take_along_axis(tp.reshape(n, hp * wp, c), idx.reshape(n, ho * wo, c), axis=1)
+    return _dilated_max_lax(x, spec), from_nhwc(t_out.reshape(n, ho, wo, c), spec.data_format)
+
+
 def _taps(x: jnp.ndarray, spec: PoolSpec, op: str):
     fill = -jnp.inf if op == "max" else 0.0
     xp = pad_hw(to_nhwc(x, spec.data_format), spec.padding, fill)
@@ -42,7 +80,14 @@ def _reduce_loops(x: jnp.ndarray, spec: PoolSpec, op: str) -> jnp.ndarray:
     return from_nhwc(out, spec.data_format)
 
 
-_REDUCERS = {"lax": _reduce_lax, "im2col": _reduce_im2col, "loops": _reduce_loops}
+def _reduce_lax_differentiable(x: jnp.ndarray, spec: PoolSpec, op: str) -> jnp.ndarray:
+    if op == "max" and spec.dilation != (1, 1):
+        return _dilated_max_lax(x, spec)
+    return _reduce_lax(x, spec, op)
+
+
+_REDUCERS = {"lax": _reduce_lax_differentiable, "im2col": _reduce_im2col,
+             "loops": _reduce_loops}
 
 
 def _pool(x: jnp.ndarray, spec: PoolSpec, unbatched: bool, op: str, impl: str) -> jnp.ndarray:
@@ -66,6 +111,8 @@ def max_pool2d(x: jnp.ndarray, kernel_size: IntOrPair, stride: IntOrPair | None 
     ``padding`` may be at most half the kernel. ``impl`` is ``"lax"`` (``lax.reduce_window``),
     ``"im2col"`` (stack the window taps, reduce once) or ``"loops"`` (running max over taps).
     At exact ties the gradient goes to one element for ``lax`` and is shared for the others.
+    XLA cannot differentiate max windows with dilation, so for ``impl="lax"`` jconv gives
+    dilated max pooling its own JVP (a gather at the argmax), differentiable to any order.
 
     Example:
       >>> import jax.numpy as jnp, jconv
