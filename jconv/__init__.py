@@ -13,6 +13,7 @@ from .shapes import (ConvParams, conv2d_output_shape, find_conv_params, pool2d_o
                      same_padding)
 from .summary import LayerSummary, ModelSummary, summary
 from .transpose import conv_transpose2d
+from .fold import fold_conv_bn, fold_conv_bn_sequential
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,8 @@ __all__ = [
     "conv2d_params",
     "conv_transpose2d",
     "find_conv_params",
+    "fold_conv_bn",
+    "fold_conv_bn_sequential",
     "global_avg_pool2d",
     "max_pool2d",
     "nn",
