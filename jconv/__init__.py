@@ -14,6 +14,7 @@ from .shapes import (ConvParams, conv2d_output_shape, find_conv_params, pool2d_o
 from .summary import LayerSummary, ModelSummary, summary
 from .transpose import conv_transpose2d
 from .fold import fold_conv_bn, fold_conv_bn_sequential
+from .torch_import import load_torch_state_dict
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,7 @@ __all__ = [
     "fold_conv_bn",
     "fold_conv_bn_sequential",
     "global_avg_pool2d",
+    "load_torch_state_dict",
     "max_pool2d",
     "nn",
     "pool2d_output_shape",

@@ -1,0 +1,151 @@
+"""load_torch_state_dict: the same logits as PyTorch for Sequential (NCHW and NHWC with the
+flatten reordering) and custom modules; layouts and error messages (NumPy state_dicts)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import jconv
+from jconv.nn import BatchNorm2d, Conv2d, ConvTranspose2d, MaxPool2d
+
+
+def _torch_cnn(torch):
+    nn = torch.nn
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1, bias=False),
+                        nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                        nn.Linear(32 * 8 * 8, 10))
+    with torch.no_grad():  # non-trivial BN statistics and affine parameters
+        for m in net:
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 2.0)
+                m.bias.normal_()
+    return net.eval()
+
+
+def _jconv_cnn(data_format):
+    r, kw = nnx.Rngs(1), dict(data_format=data_format)
+    model = nnx.Sequential(
+        Conv2d(3, 16, 3, padding=1, rngs=r, **kw), BatchNorm2d(16, rngs=r, **kw), nnx.relu,
+        MaxPool2d(2, **kw), Conv2d(16, 32, 3, padding=1, bias=False, rngs=r, **kw),
+        BatchNorm2d(32, rngs=r, **kw), nnx.relu, MaxPool2d(2, **kw),
+        lambda x: x.reshape(x.shape[0], -1), nnx.Linear(32 * 8 * 8, 10, rngs=r))
+    model.eval()
+    return model
+
+
+@pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
+def test_same_logits_as_torch(data_format):
+    torch = pytest.importorskip("torch")
+    net = _torch_cnn(torch)
+    x = np.random.default_rng(0).normal(size=(4, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    model = _jconv_cnn(data_format)
+    flatten = {"layers.9": (32, 8, 8)} if data_format == "NHWC" else None
+    jconv.load_torch_state_dict(model, net.state_dict(), flatten_chw=flatten)
+    xj = jnp.asarray(x if data_format == "NCHW" else x.transpose(0, 2, 3, 1))
+    got = np.asarray(model(xj))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert (got.argmax(1) == want.argmax(1)).all()
+
+
+class _JBlock(nnx.Module):
+    """Attribute names sort differently from the call order: graph order would mismatch."""
+
+    def __init__(self, rngs):
+        self.z_first = Conv2d(2, 4, 3, rngs=rngs)
+        self.a_norm = BatchNorm2d(4, rngs=rngs)
+        self.m_up = ConvTranspose2d(4, 3, 2, stride=2, rngs=rngs)
+
+    def __call__(self, x):
+        return self.m_up(jnp.maximum(self.a_norm(self.z_first(x)), 0.0))
+
+
+def test_custom_module_matched_in_call_order():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class TBlock(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.up = nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), \
+                nn.ConvTranspose2d(4, 3, 2, stride=2)
+
+        def forward(self, x):
+            return self.up(torch.relu(self.bn(self.conv(x))))
+
+    torch.manual_seed(1)
+    net = TBlock().eval()
+    with torch.no_grad():
+        net.bn.running_mean.normal_()
+        net.bn.running_var.uniform_(0.5, 2.0)
+    x = np.random.default_rng(1).normal(size=(2, 2, 7, 6)).astype(np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    model = _JBlock(nnx.Rngs(0))
+    model.eval()
+    with pytest.raises(ValueError, match="layer kinds do not match"):  # graph order: a_norm 1st
+        jconv.load_torch_state_dict(model, net.state_dict())
+    jconv.load_torch_state_dict(model, net.state_dict(), input_shape=(2, 2, 7, 6))
+    np.testing.assert_allclose(model(jnp.asarray(x)), want, rtol=1e-4, atol=1e-4)
+
+
+def test_numpy_state_dict_layouts():
+    """No torch needed: conv weights pass through (OIHW), Linear is transposed, NHWC flatten
+    reorders rows from (C, H, W) to (H, W, C)."""
+    r = nnx.Rngs(0)
+    model = nnx.Sequential(Conv2d(2, 3, 1, rngs=r), BatchNorm2d(3, rngs=r), nnx.Linear(12, 2,
+                                                                                       rngs=r))
+    w = np.arange(6.0).reshape(3, 2, 1, 1)
+    lin = np.arange(24.0).reshape(2, 12)  # in features in (C=3, H=2, W=2) order
+    sd = {"0.weight": w, "0.bias": np.ones(3), "1.weight": np.full(3, 2.0),
+          "1.bias": np.zeros(3), "1.running_mean": np.arange(3.0), "1.running_var": np.ones(3),
+          "1.num_batches_tracked": np.array(5), "2.weight": lin, "2.bias": np.zeros(2)}
+    jconv.load_torch_state_dict(model, sd, flatten_chw={"layers.2": (3, 2, 2)})
+    np.testing.assert_array_equal(model.layers[0].kernel[...], w)
+    np.testing.assert_array_equal(model.layers[1].mean[...], [0.0, 1.0, 2.0])
+    kernel = np.asarray(model.layers[2].kernel[...])
+    # NHWC row (h, w, c) must hold torch's column c*4 + h*2 + w.
+    for h in range(2):
+        for w_ in range(2):
+            for c in range(3):
+                np.testing.assert_array_equal(kernel[(h * 2 + w_) * 3 + c], lin[:, c * 4 + h * 2 + w_])
+
+
+def _small():
+    r = nnx.Rngs(0)
+    return nnx.Sequential(Conv2d(2, 3, 1, bias=False, rngs=r), nnx.Linear(3, 2, rngs=r))
+
+
+@pytest.mark.parametrize("sd,kwargs,match", [
+    ({"0.weight": np.ones((3, 2, 1, 1))}, {}, r"state_dict has 1 layers \(\['0'\]\) but the "
+                                              r"model has 2 layers"),
+    ({"0.weight": np.ones((3, 2, 3, 3)), "1.weight": np.ones((2, 3))}, {},
+     r"torch '0' -> jconv 'layers.0' \(Conv2d\): shape mismatch for 'kernel': jconv expects "
+     r"\(3, 2, 1, 1\), state_dict gives \(3, 2, 3, 3\)"),
+    ({"0.weight": np.ones((3, 2, 1, 1)), "0.bias": np.ones(3), "1.weight": np.ones((2, 3))},
+     {}, r"the jconv layer has no 'bias'"),
+    ({"0.weight": np.ones((3, 2)), "1.weight": np.ones((2, 3))}, {},
+     r"layer kinds do not match \(state_dict entry is a 2-D weight layer\)"),
+    ({"0.weight": np.ones((3, 2, 1, 1)), "0.alpha": np.ones(1), "1.weight": np.ones((2, 3))},
+     {}, r"unexpected entries \['0.alpha'\]"),
+    ({"0.weight": np.ones((3, 2, 1, 1)), "1.weight": np.ones((2, 3))},
+     {"flatten_chw": {"layers.7": (3, 1, 1)}}, r"flatten_chw names \['layers.7'\]"),
+    ({"0.weight": np.ones((3, 2, 1, 1)), "1.weight": np.ones((2, 3))},
+     {"flatten_chw": {"layers.1": (3, 2, 1)}}, r"has C\*H\*W = 6 but the torch weight has 3"),
+])
+def test_errors(sd, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        jconv.load_torch_state_dict(_small(), sd, **kwargs)
+
+
+def test_model_type_error():
+    with pytest.raises(TypeError, match="model must be a flax.nnx.Module, got dict"):
+        jconv.load_torch_state_dict({}, {})
