@@ -1,0 +1,107 @@
+"""CLI: ``python -m jconv.bench [--mode quick|full] [--model] ...``; writes CSV/JSON/PNG."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+
+from ..conv import CONV_IMPLS
+from .._auto import measuring_enabled
+from .model import run_model
+from .report import format_table, layer_chart, model_chart, write_files
+from .run import run_layers
+from .suite import suite
+from .timing import matmul_peak_gflops
+from .torch_ref import load_torch
+
+DEFAULT_IMPLS = "lax,im2col,loops,auto"
+
+
+def _csv_list(value: str, allowed: Sequence[str], name: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad or not items:
+        raise argparse.ArgumentTypeError(f"{name} must be a comma list from {tuple(allowed)}, "
+                                         f"got {value!r}")
+    return items
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m jconv.bench", description=__doc__)
+    p.add_argument("--mode", choices=("quick", "full"), default="quick",
+                   help="quick: 3 tiny layers, seconds (CI); full: the README suite")
+    p.add_argument("--impls", default=DEFAULT_IMPLS,
+                   help=f"comma list of jconv impls (lax is always added), default {DEFAULT_IMPLS}")
+    p.add_argument("--formats", default="NCHW,NHWC", help="comma list of NCHW,NHWC")
+    p.add_argument("--suites", default="cifar,resnet18,special",
+                   help="full mode: comma list of cifar,resnet18,special")
+    p.add_argument("--reps", type=int, default=None,
+                   help="timed repetitions per case after warm-up (default quick 3, full 7)")
+    p.add_argument("--no-torch", action="store_true", help="leave out the PyTorch column")
+    p.add_argument("--no-layers", action="store_true", help="skip the layer suite")
+    p.add_argument("--model", action="store_true",
+                   help="also time a six-conv 32/64/128 BN CNN train step per impl")
+    p.add_argument("--model-batch", type=int, default=None,
+                   help="train-step batch (default quick 8, full 128)")
+    p.add_argument("--out", type=Path, default=Path("docs/bench"), help="output folder")
+    args = p.parse_args(argv)
+    impls = _csv_list(args.impls, tuple(CONV_IMPLS), "--impls")
+    args.impls = ["lax"] + [i for i in impls if i != "lax"]
+    args.formats = _csv_list(args.formats.upper(), ("NCHW", "NHWC"), "--formats")
+    args.suites = _csv_list(args.suites, ("cifar", "resnet18", "special"), "--suites")
+    if args.reps is None:
+        args.reps = 3 if args.mode == "quick" else 7
+    if args.reps < 1:
+        p.error(f"--reps must be >= 1, got {args.reps}")
+    if args.model_batch is None:
+        args.model_batch = 8 if args.mode == "quick" else 128
+    return args
+
+
+def _meta(args: argparse.Namespace, peak: float) -> dict[str, Any]:
+    torch = None if args.no_torch else load_torch()
+    return dict(date_utc=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), mode=args.mode,
+                reps=args.reps, statistic=f"median of {args.reps} after warm-up",
+                jax=jax.__version__, backend=jax.default_backend(),
+                device=str(jax.devices()[0]), cpu_count=os.cpu_count(),
+                cpu=platform.processor() or platform.machine(),
+                torch=getattr(torch, "__version__", None), matmul_peak_gflops=round(peak, 1),
+                auto_measure=measuring_enabled())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    peak = matmul_peak_gflops(size=512 if args.mode == "quick" else 2048)
+    meta = _meta(args, peak)
+    print(f"# jconv bench ({args.mode}): {meta['device']}, {meta['cpu_count']} CPUs, "
+          f"jax {meta['jax']}, torch {meta['torch']}, XLA matmul peak {peak:.1f} GFLOP/s, "
+          f"{meta['statistic']}")
+    if not args.no_layers:
+        layers = suite(args.mode)
+        if args.mode == "full":
+            layers = [layer for layer in layers if layer.suite in args.suites]
+        rows = run_layers(layers, args.impls, args.formats, args.reps, not args.no_torch, peak)
+        print(format_table(rows))
+        paths = write_files(args.out, f"layers_{args.mode}", rows, meta)
+        paths.append(layer_chart(rows, args.out / f"layers_{args.mode}.png",
+                                 f"jconv fwd+bwd speedup over lax ({args.mode})"))
+        print("wrote " + ", ".join(str(p) for p in paths))
+    if args.model:
+        rows = run_model(args.impls, args.formats, args.model_batch, args.reps,
+                         not args.no_torch)
+        print(format_table(rows, list(rows[0].keys())))
+        paths = write_files(args.out, f"model_{args.mode}", rows, meta)
+        paths.append(model_chart(rows, args.out / f"model_{args.mode}.png",
+                                 f"six-conv CNN train step, batch {args.model_batch}"))
+        print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

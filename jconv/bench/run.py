@@ -1,0 +1,55 @@
+"""Run the layer suite: every impl (and PyTorch) timed in the same process, interleaved."""
+
+from __future__ import annotations
+
+import gc
+import math
+from typing import Any
+
+import jax.numpy as jnp
+
+from .._auto import auto_choice
+from .._spec import canonical_conv
+from .suite import Layer
+from .timing import ConvCase, interleaved_medians
+from .torch_ref import TorchCase, load_torch
+
+
+def _auto_label(layer: Layer, data_format: str) -> str:
+    """``fwd/dx/dw`` implementations auto chose for this layer (cached by the run itself)."""
+    x = jnp.zeros(layer.x_shape(data_format), jnp.float32)
+    w = jnp.zeros(layer.w_shape, jnp.float32)
+    spec, _ = canonical_conv(x, w, None, data_format=data_format, precision=None,
+                             **layer.conv_kwargs)
+    return "/".join(auto_choice(x.shape, w.shape, x.dtype, spec).impls)
+
+
+def run_layers(layers: list[Layer], impls: list[str], formats: list[str], reps: int,
+               with_torch: bool, peak_gflops: float) -> list[dict[str, Any]]:
+    """One row per (layer, data format, impl): compile s, fwd and fwd+bwd median ms,
+    GFLOP/s, % of the matmul peak, speedup over ``lax`` (t_lax / t_impl), compiled MB."""
+    torch = load_torch() if with_torch else None
+    rows: list[dict[str, Any]] = []
+    for layer in layers:
+        for fmt in formats:
+            cases: dict[str, Any] = {impl: ConvCase(layer, impl, fmt) for impl in impls}
+            if torch is not None:
+                cases["torch"] = TorchCase(torch, layer, fmt)
+            fwd = interleaved_medians({k: c.fwd for k, c in cases.items()}, reps)
+            fb = interleaved_medians({k: c.fwd_bwd for k, c in cases.items()}, reps)
+            for name, case in cases.items():
+                fb_gflops = 3 * layer.fwd_flops / (fb[name] * 1e6)
+                rows.append(dict(
+                    suite=layer.suite, layer=layer.name, batch=layer.n, format=fmt, impl=name,
+                    compile_s=round(case.compile_s, 3), fwd_ms=round(fwd[name], 3),
+                    fwd_bwd_ms=round(fb[name], 3),
+                    fwd_gflops=round(layer.fwd_flops / (fwd[name] * 1e6), 2),
+                    fwd_bwd_gflops=round(fb_gflops, 2),
+                    pct_peak=round(100 * fb_gflops / peak_gflops, 1),
+                    fwd_speedup=round(fwd["lax"] / fwd[name], 3) if "lax" in fwd else math.nan,
+                    fwd_bwd_speedup=round(fb["lax"] / fb[name], 3) if "lax" in fb else math.nan,
+                    peak_mb=round(case.peak_mb, 1),
+                    choice=_auto_label(layer, fmt) if name == "auto" else ""))
+            del cases
+            gc.collect()
+    return rows

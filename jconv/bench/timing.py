@@ -1,0 +1,91 @@
+"""Timing primitives: compile time, interleaved medians, matmul peak, compiled memory."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..conv import conv2d
+from .suite import Layer
+
+Fn = Callable[[], object]
+
+
+def wall_ms(fn: Fn) -> float:
+    """One call of ``fn`` (which must block until its result is ready), in milliseconds."""
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3
+
+
+def interleaved_medians(fns: dict[str, Fn], reps: int) -> dict[str, float]:
+    """Median ms per function, calling them in turn ``reps`` times so that load changes on a
+    shared machine hit every candidate alike."""
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            samples[k].append(wall_ms(fn))
+    return {k: float(np.median(v)) for k, v in samples.items()}
+
+
+def matmul_peak_gflops(size: int = 2048, reps: int = 5) -> float:
+    """float32 ``(size x size) @ (size x size)`` GFLOP/s through XLA (median of ``reps``):
+    the machine's practical compute peak that the conv numbers are compared with."""
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size)), jnp.float32)
+    mm = jax.jit(jnp.matmul)
+    jax.block_until_ready(mm(a, a))
+    ms = interleaved_medians({"mm": lambda: jax.block_until_ready(mm(a, a))}, reps)["mm"]
+    return 2 * size ** 3 / (ms * 1e6)
+
+
+class ConvCase:
+    """Compiled forward and forward+backward functions of one layer, impl and data format.
+
+    ``fwd()`` runs y = conv2d(x, w); ``fwd_bwd()`` runs the gradient of <conv2d(x, w), dy>
+    with respect to both x and w (forward pass included), as a training step needs.
+    """
+
+    def __init__(self, layer: Layer, impl: str, data_format: str, dtype: object = jnp.float32):
+        rng = np.random.default_rng(0)
+        self.x = jnp.asarray(rng.standard_normal(layer.x_shape(data_format)), dtype)
+        self.w = jnp.asarray(0.1 * rng.standard_normal(layer.w_shape), dtype)
+
+        def conv(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+            return conv2d(x, w, impl=impl, data_format=data_format, **layer.conv_kwargs)
+
+        self.dy = jnp.asarray(rng.standard_normal(jax.eval_shape(conv, self.x, self.w).shape),
+                              dtype)
+
+        def grads(x: jnp.ndarray, w: jnp.ndarray, dy: jnp.ndarray) -> tuple:
+            return jax.grad(lambda a, b: jnp.vdot(conv(a, b), dy), argnums=(0, 1))(x, w)
+
+        start = time.perf_counter()
+        self._fwd = jax.jit(conv).lower(self.x, self.w).compile()
+        compiled_fb = jax.jit(grads).lower(self.x, self.w, self.dy).compile()
+        self.compile_s = time.perf_counter() - start
+        self._fwd_bwd = compiled_fb
+        self.peak_mb = _compiled_mb(compiled_fb)
+        self.fwd()  # warm-up
+        self.fwd_bwd()
+
+    def fwd(self) -> object:
+        return jax.block_until_ready(self._fwd(self.x, self.w))
+
+    def fwd_bwd(self) -> object:
+        return jax.block_until_ready(self._fwd_bwd(self.x, self.w, self.dy))
+
+
+def _compiled_mb(compiled: object) -> float:
+    """Arguments + outputs + XLA temporaries of a compiled function, in MB (NaN if XLA
+    reports no memory analysis on this backend)."""
+    try:
+        stats = compiled.memory_analysis()  # type: ignore[attr-defined]
+        total = (stats.argument_size_in_bytes + stats.output_size_in_bytes
+                 + stats.temp_size_in_bytes)
+    except (AttributeError, NotImplementedError, TypeError):
+        return float("nan")
+    return total / 2 ** 20

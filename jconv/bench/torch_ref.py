@@ -1,0 +1,48 @@
+"""Optional PyTorch column: the same layer through ``torch.nn.functional.conv2d`` on CPU."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import numpy as np
+
+from .suite import Layer
+
+
+def load_torch() -> ModuleType | None:
+    """``torch`` if it is installed, else None (the column is then left out)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+class TorchCase:
+    """PyTorch forward and forward+backward of one layer; NHWC uses ``channels_last``."""
+
+    def __init__(self, torch: ModuleType, layer: Layer, data_format: str):
+        self.torch, self.layer = torch, layer
+        rng = np.random.default_rng(0)
+        fmt = torch.channels_last if data_format == "NHWC" else torch.contiguous_format
+        x = torch.from_numpy(rng.standard_normal(layer.x_shape("NCHW")).astype(np.float32))
+        self.x = x.contiguous(memory_format=fmt).requires_grad_(True)
+        w = torch.from_numpy(0.1 * rng.standard_normal(layer.w_shape).astype(np.float32))
+        self.w = w.requires_grad_(True)
+        self.dy = torch.ones_like(self._conv()).contiguous(memory_format=fmt)
+        self.compile_s = 0.0  # eager: nothing to compile
+        self.peak_mb = float("nan")
+        self.fwd()
+        self.fwd_bwd()
+
+    def _conv(self) -> object:
+        return self.torch.nn.functional.conv2d(self.x, self.w, **self.layer.conv_kwargs)
+
+    def fwd(self) -> object:
+        with self.torch.no_grad():
+            return self._conv()
+
+    def fwd_bwd(self) -> object:
+        self.x.grad = self.w.grad = None
+        self._conv().backward(self.dy)
+        return self.w.grad
