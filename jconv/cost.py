@@ -45,6 +45,9 @@ def conv2d_macs(input_shape: Sequence[int], out_channels: int, kernel_size: IntO
 
       MACs = N * C_out * H_out * W_out * (C_in/groups) * kH * kW
 
+    Every tap of every window counts, including taps that land on zero padding (the usual
+    convention; XLA's ``cost_analysis`` skips those, so it reports less for padded convs).
+
     Example (input (32, 3, 224, 224), Conv2d(3->64, k3, p1)):
       >>> import jconv
       >>> jconv.conv2d_macs((32, 3, 224, 224), 64, 3, padding=1)

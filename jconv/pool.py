@@ -21,7 +21,9 @@ def _reduce_lax(x: jnp.ndarray, spec: PoolSpec, op: str) -> jnp.ndarray:
     for a, k, s, d, p in zip(spatial, spec.kernel, spec.stride, spec.dilation, spec.padding):
         dims[a], strides[a], dil[a], pads[a] = k, s, d, p
     # reduce_window pads with the init value: -inf for max, 0 for sum, exactly as PyTorch.
-    return lax.reduce_window(x, jnp.asarray(init, x.dtype), fn, dims, strides, pads,
+    # The init must be a concrete NumPy scalar: under jit a jnp constant is a tracer, and
+    # lax then falls back to a generic reduce_window that has no derivative.
+    return lax.reduce_window(x, np.array(init, x.dtype), fn, dims, strides, pads,
                              window_dilation=dil)
 
 

@@ -101,3 +101,16 @@ def test_half_precision_grads_keep_dtype(impl):
     ref = jax.grad(loss, argnums=(0, 1, 2))(*(a.astype(jnp.float32) for a in (x, w, b)))
     for g, r in zip(grads, ref):
         np.testing.assert_allclose(g.astype(jnp.float32), r, rtol=5e-2, atol=5e-2)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_pool_grads_under_jit(impl):
+    """Regression: under jit a jnp init value is a tracer and lax.reduce_window silently
+    became a generic, non-differentiable reduction."""
+    x = jax.random.normal(jax.random.PRNGKey(7), (2, 3, 8, 8))
+
+    def loss(x):
+        return (jconv.max_pool2d(x, 3, 2, 1, impl=impl).sum()
+                + jconv.avg_pool2d(x, 2, impl=impl).sum())
+
+    np.testing.assert_allclose(jax.jit(jax.grad(loss))(x), jax.grad(loss)(x), rtol=1e-6)
