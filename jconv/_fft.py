@@ -21,6 +21,7 @@ import argparse
 import statistics
 import time
 from functools import partial
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -74,22 +75,26 @@ def conv_fft(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
     return y if spec.data_format == "NCHW" else jnp.transpose(y, (0, 2, 3, 1))
 
 
-def _median_seconds(fn, *args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))  # compile + warm up outside the timed runs
-    times = []
+def _interleaved_medians(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median seconds of each zero-argument jitted call; the calls alternate within every
+    repeat so that load from other processes hits all of them alike."""
+    for fn in fns.values():
+        jax.block_until_ready(fn())  # compile + warm up outside the timed runs
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def bench(kernel_sizes: tuple[int, ...] = (3, 7, 11, 15, 19, 23, 27, 31), batch: int = 4,
           channels: int = 8, size: int = 64, repeats: int = 5) -> list[dict[str, float]]:
     """Time jitted fft vs lax forward convs, 'same' padding, float32; one row per kernel size.
 
-    Both impls run in this process on the same input; each time is the median of ``repeats``
-    runs after one warm-up (compile) call.
+    Both impls run in this process on the same input, alternating; each time is the median
+    of ``repeats`` runs after one warm-up (compile) call.
     """
     from .conv import conv2d  # imported here: conv.py registers this module's impl
 
@@ -98,10 +103,9 @@ def bench(kernel_sizes: tuple[int, ...] = (3, 7, 11, 15, 19, 23, 27, 31), batch:
     rows = []
     for k in kernel_sizes:
         w = jax.random.normal(key_w, (channels, channels, k, k), jnp.float32)
-        times = {}
-        for impl in ("lax", "fft"):
-            fn = jax.jit(lambda x, w, impl=impl: conv2d(x, w, padding="same", impl=impl))
-            times[impl] = _median_seconds(fn, x, w, repeats=repeats)
+        fns = {impl: partial(jax.jit(partial(conv2d, padding="same", impl=impl)), x, w)
+               for impl in ("lax", "fft")}
+        times = _interleaved_medians(fns, repeats)
         rows.append({"kernel": k, "lax_ms": 1e3 * times["lax"], "fft_ms": 1e3 * times["fft"],
                      "lax_over_fft": times["lax"] / times["fft"]})
     return rows

@@ -8,8 +8,7 @@ Benchmark (folded vs unfolded inference, median of N, same process):
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -106,19 +105,10 @@ def fold_conv_bn_sequential(model: nnx.Sequential) -> nnx.Sequential:
     return nnx.Sequential(*layers)
 
 
-def _median_seconds(fn, x, repeats: int) -> float:
-    jax.block_until_ready(fn(x))  # compile outside the timed runs
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(x))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def bench(batch: int = 64, repeats: int = 20, seed: int = 0) -> dict[str, float]:
+def bench(batch: int = 64, repeats: int = 50, seed: int = 0) -> dict[str, float]:
     """Eval-mode inference of the seeds' 2-block CNN (+ linear head) on (batch, 3, 32, 32),
-    unfolded vs folded, both jitted, median of ``repeats`` runs each, same process."""
+    unfolded vs folded, both jitted, alternating, median of ``repeats`` runs each."""
+    from ._fft import _interleaved_medians
     from .nn import BatchNorm2d, MaxPool2d
 
     r = nnx.Rngs(seed)
@@ -131,8 +121,9 @@ def bench(batch: int = 64, repeats: int = 20, seed: int = 0) -> dict[str, float]
     model.eval()
     folded = fold_conv_bn_sequential(model)
     run = nnx.jit(lambda m, x: m(x))
-    t_unfolded = _median_seconds(lambda x: run(model, x), x, repeats)
-    t_folded = _median_seconds(lambda x: run(folded, x), x, repeats)
+    times = _interleaved_medians({"unfolded": partial(run, model, x),
+                                  "folded": partial(run, folded, x)}, repeats)
+    t_unfolded, t_folded = times["unfolded"], times["folded"]
     err = float(jnp.abs(run(model, x) - run(folded, x)).max())
     return {"unfolded_ms": 1e3 * t_unfolded, "folded_ms": 1e3 * t_folded,
             "speedup": t_unfolded / t_folded, "max_abs_diff": err}
@@ -142,7 +133,7 @@ def _main() -> None:
     parser = argparse.ArgumentParser(description="Time folded vs unfolded conv+BN inference.")
     parser.add_argument("--bench", action="store_true", help="run the benchmark")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args()
     if not args.bench:
         parser.print_help()

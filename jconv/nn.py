@@ -160,6 +160,9 @@ class BatchNorm2d(nnx.BatchNorm):
 def set_impl(model: nnx.Module, impl: str) -> nnx.Module:
     """Switch every jconv conv and pooling layer inside ``model`` to ``impl``, in place.
 
+    Pooling layers only take ``"lax"``, ``"im2col"`` and ``"loops"``; with any other conv
+    impl (e.g. ``"winograd"``, ``"fft"``) they keep their current impl.
+
     Example:
       >>> from flax import nnx; import jconv
       >>> conv = jconv.set_impl(jconv.nn.Conv2d(3, 8, 3, rngs=nnx.Rngs(0)), "im2col")
@@ -168,7 +171,10 @@ def set_impl(model: nnx.Module, impl: str) -> nnx.Module:
     """
     check_impl(impl, tuple(CONV_IMPLS))
     for _, layer in nnx.iter_graph(model):
-        if isinstance(layer, (Conv2d, ConvTranspose2d, MaxPool2d, AvgPool2d)):
+        if isinstance(layer, (Conv2d, ConvTranspose2d)):
+            layer.impl = impl
+        elif isinstance(layer, (MaxPool2d, AvgPool2d)) and impl in IMPLS:
+            # Pooling exists only as lax/im2col/loops: other impls switch the convs alone.
             layer.impl = impl
     return model
 
