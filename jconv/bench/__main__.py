@@ -51,10 +51,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="train-step batch (default quick 8, full 128)")
     p.add_argument("--out", type=Path, default=Path("docs/bench"), help="output folder")
     args = p.parse_args(argv)
-    impls = _csv_list(args.impls, tuple(CONV_IMPLS), "--impls")
+    try:
+        impls = _csv_list(args.impls, tuple(CONV_IMPLS), "--impls")
+        args.formats = _csv_list(args.formats.upper(), ("NCHW", "NHWC"), "--formats")
+        args.suites = _csv_list(args.suites, ("cifar", "resnet18", "special"), "--suites")
+    except argparse.ArgumentTypeError as err:
+        p.error(str(err))
     args.impls = ["lax"] + [i for i in impls if i != "lax"]
-    args.formats = _csv_list(args.formats.upper(), ("NCHW", "NHWC"), "--formats")
-    args.suites = _csv_list(args.suites, ("cifar", "resnet18", "special"), "--suites")
     if args.reps is None:
         args.reps = 3 if args.mode == "quick" else 7
     if args.reps < 1:
@@ -77,16 +80,18 @@ def _meta(args: argparse.Namespace, peak: float) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    peak = matmul_peak_gflops(size=512 if args.mode == "quick" else 2048)
+    peak = matmul_peak_gflops(size=512 if args.mode == "quick" else 1024)
     meta = _meta(args, peak)
     print(f"# jconv bench ({args.mode}): {meta['device']}, {meta['cpu_count']} CPUs, "
-          f"jax {meta['jax']}, torch {meta['torch']}, XLA matmul peak {peak:.1f} GFLOP/s, "
+          f"jax {meta['jax']}, torch {meta['torch']}, XLA matmul {peak:.1f} GFLOP/s at start "
+          f"(per layer: matmul_gflops), "
           f"{meta['statistic']}")
     if not args.no_layers:
         layers = suite(args.mode)
         if args.mode == "full":
             layers = [layer for layer in layers if layer.suite in args.suites]
-        rows = run_layers(layers, args.impls, args.formats, args.reps, not args.no_torch, peak)
+        rows = run_layers(layers, args.impls, args.formats, args.reps, not args.no_torch,
+                          matmul_size=256 if args.mode == "quick" else 1024)
         print(format_table(rows))
         paths = write_files(args.out, f"layers_{args.mode}", rows, meta)
         paths.append(layer_chart(rows, args.out / f"layers_{args.mode}.png",

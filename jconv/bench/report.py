@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 COLUMNS = ("suite", "layer", "batch", "format", "impl", "compile_s", "fwd_ms", "fwd_bwd_ms",
-           "fwd_gflops", "fwd_bwd_gflops", "pct_peak", "fwd_speedup", "fwd_bwd_speedup",
-           "peak_mb", "choice")
+           "fwd_gflops", "fwd_bwd_gflops", "matmul_gflops", "pct_peak", "fwd_speedup",
+           "fwd_bwd_speedup", "peak_mb", "choice")
 
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = COLUMNS) -> str:

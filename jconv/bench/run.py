@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from .._auto import auto_choice
 from .._spec import canonical_conv
 from .suite import Layer
-from .timing import ConvCase, interleaved_medians
+from .timing import ConvCase, interleaved_medians, matmul_case
 from .torch_ref import TorchCase, load_torch
 
 
@@ -25,10 +25,14 @@ def _auto_label(layer: Layer, data_format: str) -> str:
 
 
 def run_layers(layers: list[Layer], impls: list[str], formats: list[str], reps: int,
-               with_torch: bool, peak_gflops: float) -> list[dict[str, Any]]:
+               with_torch: bool, matmul_size: int = 1024) -> list[dict[str, Any]]:
     """One row per (layer, data format, impl): compile s, fwd and fwd+bwd median ms,
-    GFLOP/s, % of the matmul peak, speedup over ``lax`` (t_lax / t_impl), compiled MB."""
+    GFLOP/s, % of the matmul peak, speedup over ``lax`` (t_lax / t_impl), compiled MB.
+
+    The matmul peak is timed inside each layer's interleaved fwd+bwd loop, so a load change
+    on a shared machine moves the peak and the conv numbers together."""
     torch = load_torch() if with_torch else None
+    matmul, matmul_flops = matmul_case(matmul_size)
     rows: list[dict[str, Any]] = []
     for layer in layers:
         for fmt in formats:
@@ -36,7 +40,9 @@ def run_layers(layers: list[Layer], impls: list[str], formats: list[str], reps: 
             if torch is not None:
                 cases["torch"] = TorchCase(torch, layer, fmt)
             fwd = interleaved_medians({k: c.fwd for k, c in cases.items()}, reps)
-            fb = interleaved_medians({k: c.fwd_bwd for k, c in cases.items()}, reps)
+            fb = interleaved_medians({"__matmul__": matmul,
+                                      **{k: c.fwd_bwd for k, c in cases.items()}}, reps)
+            peak_gflops = matmul_flops / (fb.pop("__matmul__") * 1e6)
             for name, case in cases.items():
                 fb_gflops = 3 * layer.fwd_flops / (fb[name] * 1e6)
                 rows.append(dict(
@@ -45,6 +51,7 @@ def run_layers(layers: list[Layer], impls: list[str], formats: list[str], reps: 
                     fwd_bwd_ms=round(fb[name], 3),
                     fwd_gflops=round(layer.fwd_flops / (fwd[name] * 1e6), 2),
                     fwd_bwd_gflops=round(fb_gflops, 2),
+                    matmul_gflops=round(peak_gflops, 1),
                     pct_peak=round(100 * fb_gflops / peak_gflops, 1),
                     fwd_speedup=round(fwd["lax"] / fwd[name], 3) if "lax" in fwd else math.nan,
                     fwd_bwd_speedup=round(fb["lax"] / fb[name], 3) if "lax" in fb else math.nan,

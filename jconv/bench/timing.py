@@ -32,14 +32,19 @@ def interleaved_medians(fns: dict[str, Fn], reps: int) -> dict[str, float]:
     return {k: float(np.median(v)) for k, v in samples.items()}
 
 
-def matmul_peak_gflops(size: int = 2048, reps: int = 5) -> float:
-    """float32 ``(size x size) @ (size x size)`` GFLOP/s through XLA (median of ``reps``):
-    the machine's practical compute peak that the conv numbers are compared with."""
+def matmul_case(size: int = 1024) -> tuple[Fn, int]:
+    """A blocking float32 ``(size x size) @ (size x size)`` call through XLA and its FLOPs: the
+    practical compute peak the conv numbers are compared with."""
     a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size)), jnp.float32)
     mm = jax.jit(jnp.matmul)
     jax.block_until_ready(mm(a, a))
-    ms = interleaved_medians({"mm": lambda: jax.block_until_ready(mm(a, a))}, reps)["mm"]
-    return 2 * size ** 3 / (ms * 1e6)
+    return (lambda: jax.block_until_ready(mm(a, a))), 2 * size ** 3
+
+
+def matmul_peak_gflops(size: int = 1024, reps: int = 5) -> float:
+    """Median GFLOP/s of :func:`matmul_case` over ``reps`` calls."""
+    fn, flops = matmul_case(size)
+    return flops / (interleaved_medians({"mm": fn}, reps)["mm"] * 1e6)
 
 
 class ConvCase:

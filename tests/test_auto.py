@@ -1,0 +1,181 @@
+"""impl="auto": exact results and gradients for every choice, measuring, caching, disk cache."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jconv
+from jconv import _auto
+from jconv._spec import canonical_conv
+
+TRIPLES = [("lax", "im2col", "loops"), ("im2col", "loops", "lax"), ("loops", "lax", "im2col")]
+# (fwd, dx, dw) implementations x geometry x layout: every impl serves every role at least once.
+CASES = [
+    (TRIPLES[0], "NCHW", dict(stride=1, padding=1, dilation=1, groups=1)),
+    (TRIPLES[1], "NHWC", dict(stride=2, padding=((1, 0), (2, 1)), dilation=1, groups=2)),
+    (TRIPLES[2], "NCHW", dict(stride=(1, 2), padding="valid", dilation=2, groups=1)),
+    (TRIPLES[0], "NHWC", dict(stride=1, padding="same", dilation=1, groups=4)),  # depthwise
+    (TRIPLES[1], "NCHW", dict(stride=1, padding="same", dilation=1, groups=4)),
+    (TRIPLES[2], "NHWC", dict(stride=2, padding=1, dilation=(2, 1), groups=1)),
+]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_auto(monkeypatch):
+    """Every test starts with an empty cache, measuring off and no disk cache."""
+    monkeypatch.delenv(_auto.CACHE_ENV, raising=False)
+    jconv.clear_auto_cache()
+    jconv.set_auto_measure(False)
+    yield
+    jconv.set_auto_measure(None)
+    jconv.clear_auto_cache()
+
+
+def _force(monkeypatch, triple):
+    monkeypatch.setattr(_auto, "heuristic_choice",
+                        lambda w_shape, spec: _auto.AutoChoice(*triple, source="heuristic"))
+
+
+def _arrays(dtype=jnp.float32, fmt="NCHW", n=2, c_in=4, c_out=8, k=3, groups=1, hw=7):
+    kx, kw = jax.random.split(jax.random.PRNGKey(0))
+    shape = (n, c_in, hw, hw) if fmt == "NCHW" else (n, hw, hw, c_in)
+    x = jax.random.normal(kx, shape, dtype)
+    w = jax.random.normal(kw, (c_out, c_in // groups, k, k), dtype)
+    return x, w
+
+
+@pytest.mark.parametrize("triple,fmt,case", CASES)
+def test_auto_matches_lax_value_and_grads(monkeypatch, triple, fmt, case):
+    _force(monkeypatch, triple)
+    x, w = _arrays(fmt=fmt, groups=case["groups"])
+    b = jnp.arange(8.0)
+
+    def loss(impl):
+        return lambda x, w, b: jnp.sum(jnp.sin(jconv.conv2d(x, w, b, impl=impl,
+                                                           data_format=fmt, **case)))
+
+    want = jax.value_and_grad(loss("lax"), argnums=(0, 1, 2))(x, w, b)
+    got = jax.jit(jax.value_and_grad(loss("auto"), argnums=(0, 1, 2)))(x, w, b)
+    for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, r, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("triple", TRIPLES[:2])
+def test_auto_grad_of_grad_fwd_and_rev(monkeypatch, triple):
+    _force(monkeypatch, triple)
+    with jax.enable_x64(True):
+        x, w = _arrays(jnp.float64, n=1, c_in=4, c_out=4, groups=2, hw=5)
+
+        def f(x, w):
+            return jconv.conv2d(x, w, stride=2, padding=1, dilation=1, groups=2, impl="auto")
+
+        check_grads(f, (x, w), order=2, modes=("fwd", "rev"))
+
+
+def test_auto_vmap_unbatched_and_weight_only_grad(monkeypatch):
+    _force(monkeypatch, ("im2col", "loops", "im2col"))
+    x, w = _arrays()
+    per_example = jax.vmap(lambda xi: jconv.conv2d(xi, w, padding=1, impl="auto"))(x)
+    np.testing.assert_allclose(per_example, jconv.conv2d(x, w, padding=1), rtol=1e-5,
+                               atol=1e-5)
+    # Gradient w.r.t. w alone: the input-gradient term is a symbolic zero and is skipped.
+    gw = jax.grad(lambda w: jnp.sum(jconv.conv2d(x, w, padding=1, impl="auto") ** 2))(w)
+    ref = jax.grad(lambda w: jnp.sum(jconv.conv2d(x, w, padding=1) ** 2))(w)
+    np.testing.assert_allclose(gw, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_auto_half_precision_keeps_dtype(dtype):
+    x, w = _arrays(dtype)
+    y = jconv.conv2d(x, w, padding=1, impl="auto")
+    assert y.dtype == dtype
+    ref = jconv.conv2d(x.astype(jnp.float32), w.astype(jnp.float32), padding=1)
+    np.testing.assert_allclose(y.astype(jnp.float32), ref, rtol=5e-2, atol=5e-2)
+
+
+def _spec(x, w, fmt="NCHW", **kw):
+    kw = {"stride": 1, "padding": 1, "dilation": 1, "groups": 1, **kw}
+    return canonical_conv(x, w, None, data_format=fmt, precision=None, **kw)[0]
+
+
+def test_heuristic_rules():
+    x, w = _arrays(c_in=16, c_out=16)
+    assert _auto.heuristic_choice(w.shape, _spec(x, w)).impls == ("im2col",) * 3
+    xg, wg = _arrays(c_in=4, c_out=8, groups=2)
+    assert _auto.heuristic_choice(wg.shape, _spec(xg, wg, groups=2)).impls == ("im2col",) * 3
+    xd, wd = _arrays(c_in=4, c_out=4, groups=4)
+    assert _auto.heuristic_choice(wd.shape, _spec(xd, wd, groups=4)).impls == ("loops",) * 3
+
+
+def test_measuring_picks_the_fastest_and_caches(monkeypatch):
+    jconv.set_auto_measure(True)
+    x, w = _arrays(n=1, hw=6)
+    spec = _spec(x, w)
+    choice = jconv.auto_choice(x.shape, w.shape, x.dtype, spec)
+    assert choice.source == "measured"
+    times = dict(choice.times_ms)
+    assert set(times) == set(_auto.CANDIDATES)
+    for k, picked in enumerate(choice.impls):
+        assert times[picked][k] == min(t[k] for t in times.values())
+
+    def must_not_measure(*args, **kwargs):
+        raise AssertionError("a cached choice was measured again")
+
+    monkeypatch.setattr(_auto, "measure_choice", must_not_measure)
+    assert jconv.auto_choice(x.shape, w.shape, x.dtype, spec) is choice
+
+
+def test_measuring_inside_jit_trace_uses_concrete_arrays():
+    jconv.set_auto_measure(True)
+    x, w = _arrays(n=1, hw=5)
+    y = jax.jit(lambda x, w: jconv.conv2d(x, w, padding=1, impl="auto"))(x, w)
+    np.testing.assert_allclose(y, jconv.conv2d(x, w, padding=1), rtol=1e-5, atol=1e-5)
+    assert jconv.auto_choice(x.shape, w.shape, x.dtype, _spec(x, w)).source == "measured"
+
+
+def test_disk_cache_round_trip(monkeypatch, tmp_path):
+    path = tmp_path / "auto.json"
+    monkeypatch.setenv(_auto.CACHE_ENV, str(path))
+    monkeypatch.setattr(_auto, "measure_choice", lambda *a, **k: _auto.AutoChoice(
+        "loops", "im2col", "lax", source="measured"))
+    jconv.set_auto_measure(True)
+    x, w = _arrays()
+    spec = _spec(x, w)
+    jconv.auto_choice(x.shape, w.shape, x.dtype, spec)
+    saved = json.loads(path.read_text())
+    assert saved == {_auto.cache_key(x.shape, w.shape, x.dtype, spec): ["loops", "im2col", "lax"]}
+    jconv.clear_auto_cache()
+    jconv.set_auto_measure(False)
+    again = jconv.auto_choice(x.shape, w.shape, x.dtype, spec)
+    assert (again.source, again.impls) == ("disk", ("loops", "im2col", "lax"))
+
+
+def test_cache_key_separates_dtype_format_and_spec():
+    x, w = _arrays()
+    base = _auto.cache_key(x.shape, w.shape, x.dtype, _spec(x, w))
+    assert base != _auto.cache_key(x.shape, w.shape, jnp.float16, _spec(x, w))
+    assert base != _auto.cache_key(x.shape, w.shape, x.dtype, _spec(x, w, stride=2))
+    xn = jnp.transpose(x, (0, 2, 3, 1))
+    assert base != _auto.cache_key(xn.shape, w.shape, x.dtype, _spec(xn, w, fmt="NHWC"))
+
+
+def test_measure_switches(monkeypatch):
+    jconv.set_auto_measure(None)
+    monkeypatch.setenv(_auto.MEASURE_ENV, "0")
+    assert not _auto.measuring_enabled()
+    monkeypatch.setenv(_auto.MEASURE_ENV, "1")
+    assert _auto.measuring_enabled()
+    jconv.set_auto_measure(False)
+    assert not _auto.measuring_enabled()
+
+
+def test_set_auto_measure_rejects_non_bool():
+    with pytest.raises(TypeError, match="enabled must be a bool or None, got 'yes'"):
+        jconv.set_auto_measure("yes")
