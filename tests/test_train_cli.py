@@ -84,12 +84,15 @@ def test_resume_after_kill_gives_identical_metrics(tmp_path, monkeypatch):
     assert final[0]["test_loss"] == final[1]["test_loss"]
 
 
-def test_existing_run_needs_resume(tmp_path, capsys):
+def test_existing_run_needs_resume_with_the_same_config(tmp_path, capsys):
     args = ["--config", "cifar.yaml", "--workdir", str(tmp_path), "--quiet", "train.epochs=1",
             "train.max_steps_per_epoch=1", *SYNTH]
     assert main(args) == 0
+    capsys.readouterr()
     assert main(args) == 2
     assert "already holds a run's checkpoints: pass --resume" in capsys.readouterr().err
+    assert main([*args, "optim.lr=0.5", "--resume"]) == 2
+    assert "this config differs from the one the run" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, match", [

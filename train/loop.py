@@ -90,8 +90,12 @@ def _summary(cfg: Any, ds: Dataset, model: CifarCNN, steps: int, workdir: Path) 
     return "\n".join(lines)
 
 
-def _prepare_workdir(workdir: Path, resume: bool) -> None:
+def _prepare_workdir(workdir: Path, resume: bool, cfg: Any) -> None:
     ckpt = workdir / "checkpoints"
+    saved = workdir / "config.yaml"
+    if resume and saved.is_file() and saved.read_text() != to_yaml(cfg):
+        raise RunError(f"--resume: this config differs from the one the run in {workdir} "
+                       f"started with; resume with --config {saved} (and no overrides)")
     if not resume and ckpt.exists() and any(ckpt.iterdir()):
         raise RunError(f"--workdir {workdir} already holds a run's checkpoints: pass --resume "
                        "to continue it, or choose another --workdir")
@@ -109,7 +113,7 @@ def run(cfg: Any, workdir: str | Path, resume: bool = False, quiet: bool = False
     metrics as an uninterrupted run."""
     t_start = time.perf_counter()
     workdir = Path(workdir)
-    _prepare_workdir(workdir, resume)
+    _prepare_workdir(workdir, resume, cfg)
     if cfg.model.dtype == "float64" and not jax.config.jax_enable_x64:
         jax.config.update("jax_enable_x64", True)
     ds = load_dataset(cfg.data, cfg.seed)
