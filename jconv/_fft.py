@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from ._spec import ConvSpec, accum_dtype
@@ -98,11 +99,11 @@ def bench(kernel_sizes: tuple[int, ...] = (3, 7, 11, 15, 19, 23, 27, 31), batch:
     """
     from .conv import conv2d  # imported here: conv.py registers this module's impl
 
-    key_x, key_w = jax.random.split(jax.random.key(0))
-    x = jax.random.normal(key_x, (batch, channels, size, size), jnp.float32)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(batch, channels, size, size)), jnp.float32)
     rows = []
     for k in kernel_sizes:
-        w = jax.random.normal(key_w, (channels, channels, k, k), jnp.float32)
+        w = jnp.asarray(rng.normal(size=(channels, channels, k, k)) / k, jnp.float32)
         fns = {impl: partial(jax.jit(partial(conv2d, padding="same", impl=impl)), x, w)
                for impl in ("lax", "fft")}
         times = _interleaved_medians(fns, repeats)

@@ -202,7 +202,8 @@ def summary(model: nnx.Module, input_shape: Sequence[int], dtype: Any = jnp.floa
     layer (:func:`jconv.receptive_field` over the conv/pool chain so far). Functions called
     inside a custom module's ``__call__`` are not seen (their cost is zero in any case).
     ``total_params`` counts every ``nnx.Param`` of the model once. ``call_kwargs`` are passed
-    to ``model``.
+    to ``model``. Only shapes are needed, so an abstract model from ``nnx.eval_shape`` (no
+    weights allocated) works too.
 
     Example (Conv2d(3->16, k3, p1) - ReLU - MaxPool(2) on (1, 3, 32, 32)):
       >>> from flax import nnx; import jconv

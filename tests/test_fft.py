@@ -15,6 +15,13 @@ from jax.test_util import check_grads
 import jconv
 from jconv._fft import bench, fast_fft_size
 
+def _normal(seed, *shapes, dtype=jnp.float32):
+    """NumPy-generated normal arrays: no per-shape compilation of JAX's PRNG in the tests."""
+    rng = np.random.default_rng(seed)
+    arrays = tuple(jnp.asarray(rng.normal(size=s), dtype) for s in shapes)
+    return arrays[0] if len(arrays) == 1 else arrays
+
+
 
 def _lax_ref(x, w, b, stride, pads, dilation, groups, data_format):
     """Straight lax.conv_general_dilated, independent of jconv's own dispatch."""
@@ -34,31 +41,26 @@ def _assert_close(got, want, tol=1e-5):
     assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max())
 
 
-@pytest.mark.parametrize("kernel,stride,pads,dilation,groups,bias", [
-    ((3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, True),
-    ((7, 5), (1, 1), ((0, 0), (0, 0)), (1, 1), 2, False),
-    ((3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1, True),
-    ((3, 2), (2, 3), ((2, 0), (1, 3)), (2, 1), 2, True),
-    ((5, 5), (1, 1), ((2, 2), (4, 4)), (1, 2), 4, False),
-    ((1, 1), (3, 1), ((0, 0), (0, 0)), (1, 1), 1, False),
+@pytest.mark.parametrize("kernel,stride,pads,dilation,groups,bias,data_format", [
+    ((3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, True, "NCHW"),
+    ((7, 5), (1, 1), ((0, 0), (0, 0)), (1, 1), 2, False, "NHWC"),
+    ((3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1, True, "NHWC"),
+    ((3, 2), (2, 3), ((2, 0), (1, 3)), (2, 1), 2, True, "NCHW"),
+    ((5, 5), (1, 1), ((2, 2), (4, 4)), (1, 2), 4, False, "NCHW"),
+    ((1, 1), (3, 1), ((0, 0), (0, 0)), (1, 1), 1, False, "NHWC"),
 ])
-@pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
 def test_forward_matches_lax(kernel, stride, pads, dilation, groups, bias, data_format):
-    kx, kw, kb = jax.random.split(jax.random.key(groups), 3)
-    x = jax.random.normal(kx, (2, 4, 13, 11), jnp.float32)
+    x, w, b = _normal(groups, (2, 4, 13, 11), (8, 4 // groups, *kernel), (8,))
     if data_format == "NHWC":
         x = jnp.transpose(x, (0, 2, 3, 1))
-    w = jax.random.normal(kw, (8, 4 // groups, *kernel), jnp.float32)
-    b = jax.random.normal(kb, (8,), jnp.float32) if bias else None
+    b = b if bias else None
     got = jconv.conv2d(x, w, b, stride=stride, padding=pads, dilation=dilation, groups=groups,
                        impl="fft", data_format=data_format)
     _assert_close(got, _lax_ref(x, w, b, stride, pads, dilation, groups, data_format))
 
 
 def test_unbatched_and_same_padding():
-    kx, kw = jax.random.split(jax.random.key(1))
-    x = jax.random.normal(kx, (3, 10, 12), jnp.float32)
-    w = jax.random.normal(kw, (2, 3, 4, 4), jnp.float32)  # even kernel: asymmetric 'same'
+    x, w = _normal(1, (3, 10, 12), (2, 3, 4, 4))
     got = jconv.conv2d(x, w, padding="same", impl="fft")
     assert got.shape == (2, 10, 12)
     _assert_close(got, jconv.conv2d(x, w, padding="same"))
@@ -66,10 +68,7 @@ def test_unbatched_and_same_padding():
 
 def test_float64_gradients():
     with jax.enable_x64(True):
-        kx, kw, kb = jax.random.split(jax.random.key(2), 3)
-        x = jax.random.normal(kx, (1, 2, 7, 6), jnp.float64)
-        w = jax.random.normal(kw, (4, 1, 3, 2), jnp.float64)
-        b = jax.random.normal(kb, (4,), jnp.float64)
+        x, w, b = _normal(2, (1, 2, 7, 6), (4, 1, 3, 2), (4,), dtype=jnp.float64)
         f = partial(jconv.conv2d, stride=(2, 1), padding=1, dilation=(1, 2), groups=2,
                     impl="fft")
         _assert_close(f(x, w, b), _lax_ref(x, w, b, (2, 1), ((1, 1), (1, 1)), (1, 2), 2,
@@ -78,10 +77,7 @@ def test_float64_gradients():
 
 
 def test_float32_vjp_matches_lax():
-    kx, kw, kc = jax.random.split(jax.random.key(3), 3)
-    x = jax.random.normal(kx, (2, 4, 9, 8), jnp.float32)
-    w = jax.random.normal(kw, (6, 2, 5, 5), jnp.float32)
-    ct = jax.random.normal(kc, (2, 6, 5, 4), jnp.float32)
+    x, w, ct = _normal(3, (2, 4, 9, 8), (6, 2, 5, 5), (2, 6, 5, 4))
 
     @partial(jax.jit, static_argnums=3)  # one compilation per impl, not one per eager op
     def grads(x, w, ct, which):
@@ -111,8 +107,8 @@ def test_fast_fft_size(n, want):
 
 def test_bench_reports_a_row_per_kernel():
     # Tiny sizes, one repeat: checks the benchmark runs and is well formed, not its timings.
-    rows = bench(kernel_sizes=(3, 5), batch=1, channels=2, size=8, repeats=1)
-    assert [r["kernel"] for r in rows] == [3, 5]
+    rows = bench(kernel_sizes=(5,), batch=1, channels=2, size=8, repeats=2)
+    assert [r["kernel"] for r in rows] == [5]
     for r in rows:
         assert r["lax_ms"] > 0 and r["fft_ms"] > 0
         assert r["lax_over_fft"] == pytest.approx(r["lax_ms"] / r["fft_ms"])

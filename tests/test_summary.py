@@ -14,6 +14,12 @@ from jconv.nn import BatchNorm2d, Conv2d, ConvTranspose2d, MaxPool2d
 F32 = 4  # bytes
 
 
+def _abstract(build):
+    """The model's structure without allocating or initialising weights: summary only
+    needs shapes."""
+    return nnx.eval_shape(lambda: build(nnx.Rngs(0)))
+
+
 def _rows(s):
     return [(r.kind, r.output_shape, r.params, r.macs, r.activation_bytes, r.receptive_field)
             for r in s.layers]
@@ -21,11 +27,9 @@ def _rows(s):
 
 def test_two_block_cnn_hand_counts():
     """Conv2d(3,16,3,p1)-BN-ReLU-MaxPool(2)-Conv2d(16,32,3,p1)-BN-ReLU-MaxPool(2), (1,3,32,32)."""
-    r = nnx.Rngs(0)
-    model = nnx.Sequential(Conv2d(3, 16, 3, padding=1, rngs=r), BatchNorm2d(16, rngs=r),
-                           nnx.relu, MaxPool2d(2),
-                           Conv2d(16, 32, 3, padding=1, rngs=r), BatchNorm2d(32, rngs=r),
-                           nnx.relu, MaxPool2d(2))
+    model = _abstract(lambda r: nnx.Sequential(
+        Conv2d(3, 16, 3, padding=1, rngs=r), BatchNorm2d(16, rngs=r), nnx.relu, MaxPool2d(2),
+        Conv2d(16, 32, 3, padding=1, rngs=r), BatchNorm2d(32, rngs=r), nnx.relu, MaxPool2d(2)))
     s = jconv.summary(model, (1, 3, 32, 32))
     conv1_params, conv2_params = 16 * 3 * 3 * 3 + 16, 32 * 16 * 3 * 3 + 32
     conv1_macs = 16 * 32 * 32 * (3 * 3 * 3)   # C_out * H_out * W_out * (C_in * kH * kW)
@@ -56,9 +60,9 @@ def test_two_block_cnn_hand_counts():
 
 def test_practice_net_hand_counts():
     """Conv2d(3,32,5,p2)-ReLU-MaxPool2-Conv2d(32,64,3,p1)-ReLU-MaxPool2 on (2,3,64,64)."""
-    r = nnx.Rngs(1)
-    model = nnx.Sequential(Conv2d(3, 32, 5, padding=2, rngs=r), nnx.relu, MaxPool2d(2),
-                           Conv2d(32, 64, 3, padding=1, rngs=r), nnx.relu, MaxPool2d(2))
+    model = _abstract(lambda r: nnx.Sequential(
+        Conv2d(3, 32, 5, padding=2, rngs=r), nnx.relu, MaxPool2d(2),
+        Conv2d(32, 64, 3, padding=1, rngs=r), nnx.relu, MaxPool2d(2)))
     s = jconv.summary(model, (2, 3, 64, 64))
     p1, p2 = 32 * 3 * 5 * 5 + 32, 64 * 32 * 3 * 3 + 64
     m1, m2 = 2 * 32 * 64 * 64 * (3 * 5 * 5), 2 * 64 * 32 * 32 * (32 * 3 * 3)
@@ -91,7 +95,7 @@ class _Shared(nnx.Module):
 
 
 def test_shared_layer_params_counted_once_and_custom_module():
-    s = jconv.summary(_Shared(nnx.Rngs(0)), (5, 4, 8, 8))
+    s = jconv.summary(_abstract(_Shared), (5, 4, 8, 8))
     assert [(r.name, r.kind) for r in s.layers] == [
         ("conv", "Conv2d"), ("conv", "Conv2d"), ("pool", "GlobalAvgPool2d"), ("head", "Linear")]
     macs = 5 * 4 * 8 * 8 * 4 * 9
@@ -102,14 +106,14 @@ def test_shared_layer_params_counted_once_and_custom_module():
 
 
 def test_nhwc_unbatched_and_transposed_conv():
-    r = nnx.Rngs(0)
-    nhwc = nnx.Sequential(Conv2d(3, 8, (3, 5), stride=2, padding=1,
-                                 data_format="NHWC", rngs=r))
+    nhwc = _abstract(lambda r: nnx.Sequential(Conv2d(3, 8, (3, 5), stride=2, padding=1,
+                                                     data_format="NHWC", rngs=r)))
     s = jconv.summary(nhwc, (2, 16, 12, 3))
     assert s.layers[0].output_shape == (2, 8, 5, 8)
     assert s.layers[0].macs == jconv.conv2d_macs((2, 3, 16, 12), 8, (3, 5), stride=2, padding=1)
     assert s.layers[0].receptive_field == (3, 5)
-    up = nnx.Sequential(ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1, rngs=r))
+    up = _abstract(lambda r: nnx.Sequential(ConvTranspose2d(8, 4, 3, stride=2, padding=1,
+                                                            output_padding=1, rngs=r)))
     s = jconv.summary(up, (8, 5, 6))  # unbatched (C, H, W)
     assert s.layers[0].output_shape == (4, 10, 12)
     assert s.layers[0].macs == 8 * 5 * 6 * 4 * 3 * 3  # every input pixel scatters k*k*C_out
@@ -118,7 +122,7 @@ def test_nhwc_unbatched_and_transposed_conv():
 
 def test_summary_leaves_model_and_classes_untouched():
     r = nnx.Rngs(0)
-    model = nnx.Sequential(Conv2d(3, 4, 3, rngs=r), BatchNorm2d(4, rngs=r))  # train mode
+    model = nnx.Sequential(Conv2d(3, 4, 1, rngs=r), BatchNorm2d(4, rngs=r))  # train mode
     before = np.asarray(model.layers[1].mean[...]).copy()
     call = Conv2d.__call__
     jconv.summary(model, (2, 3, 8, 8))

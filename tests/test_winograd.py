@@ -17,6 +17,13 @@ from jconv._winograd import error_table, winograd_matrices
 
 WINOGRAD = ("winograd", "winograd2")
 
+def _normal(seed, *shapes, dtype=jnp.float32):
+    """NumPy-generated normal arrays: no per-shape compilation of JAX's PRNG in the tests."""
+    rng = np.random.default_rng(seed)
+    arrays = tuple(jnp.asarray(rng.normal(size=s), dtype) for s in shapes)
+    return arrays[0] if len(arrays) == 1 else arrays
+
+
 
 def _lax_ref(x, w, b, pads, groups, data_format):
     """Straight lax.conv_general_dilated, independent of jconv's own dispatch."""
@@ -47,16 +54,13 @@ def test_transform_matrices_give_1d_correlation(tile):
 
 
 @pytest.mark.parametrize("impl", WINOGRAD)
-@pytest.mark.parametrize("padding,pads", [
-    (0, ((0, 0), (0, 0))), ((2, 1), ((2, 2), (1, 1))), (((2, 0), (1, 3)), ((2, 0), (1, 3))),
-    ("same", ((1, 1), (1, 1)))])
-@pytest.mark.parametrize("groups,bias", [(1, True), (4, False)])
+@pytest.mark.parametrize("padding,pads,groups,bias", [
+    (0, ((0, 0), (0, 0)), 1, True), ((2, 1), ((2, 2), (1, 1)), 4, False),
+    (((2, 0), (1, 3)), ((2, 0), (1, 3)), 2, True), ("same", ((1, 1), (1, 1)), 1, False)])
 def test_forward_matches_lax_nchw(impl, padding, pads, groups, bias):
     # Odd sizes: neither output dim is a multiple of the tile, so padding + cropping is exercised.
-    kx, kw, kb = jax.random.split(jax.random.key(groups), 3)
-    x = jax.random.normal(kx, (2, 4, 9, 7), jnp.float32)
-    w = jax.random.normal(kw, (8, 4 // groups, 3, 3), jnp.float32)
-    b = jax.random.normal(kb, (8,), jnp.float32) if bias else None
+    x, w, b = _normal(groups, (2, 4, 9, 7), (8, 4 // groups, 3, 3), (8,))
+    b = b if bias else None
     got = jconv.conv2d(x, w, b, padding=padding, groups=groups, impl=impl)
     want = _lax_ref(x, w, b, pads, groups, "NCHW")
     assert got.shape == want.shape and got.dtype == jnp.float32
@@ -65,9 +69,7 @@ def test_forward_matches_lax_nchw(impl, padding, pads, groups, bias):
 
 @pytest.mark.parametrize("impl", WINOGRAD)
 def test_forward_nhwc_and_unbatched(impl):
-    kx, kw = jax.random.split(jax.random.key(1))
-    x = jax.random.normal(kx, (3, 10, 6, 4), jnp.float32)  # NHWC
-    w = jax.random.normal(kw, (6, 2, 3, 3), jnp.float32)
+    x, w = _normal(1, (3, 10, 6, 4), (6, 2, 3, 3))
     got = jconv.conv2d(x, w, padding=1, groups=2, impl=impl, data_format="NHWC")
     _assert_close(got, _lax_ref(x, w, None, ((1, 1), (1, 1)), 2, "NHWC"))
     x1 = jnp.transpose(x[0], (2, 0, 1))  # unbatched NCHW (C, H, W)
@@ -79,10 +81,7 @@ def test_forward_nhwc_and_unbatched(impl):
 @pytest.mark.parametrize("impl", WINOGRAD)
 def test_float64_exact_and_gradients(impl):
     with jax.enable_x64(True):
-        kx, kw, kb = jax.random.split(jax.random.key(2), 3)
-        x = jax.random.normal(kx, (1, 2, 5, 6), jnp.float64)
-        w = jax.random.normal(kw, (2, 1, 3, 3), jnp.float64)
-        b = jax.random.normal(kb, (2,), jnp.float64)
+        x, w, b = _normal(2, (1, 2, 5, 6), (2, 1, 3, 3), (2,), dtype=jnp.float64)
         f = lambda x, w, b: jconv.conv2d(x, w, b, padding=1, groups=2, impl=impl)  # noqa: E731
         np.testing.assert_allclose(f(x, w, b), _lax_ref(x, w, b, ((1, 1), (1, 1)), 2, "NCHW"),
                                    rtol=1e-12, atol=1e-12)
@@ -91,10 +90,7 @@ def test_float64_exact_and_gradients(impl):
 
 @pytest.mark.parametrize("impl", WINOGRAD)
 def test_float32_vjp_matches_lax(impl):
-    kx, kw, kc = jax.random.split(jax.random.key(3), 3)
-    x = jax.random.normal(kx, (2, 4, 7, 9), jnp.float32)
-    w = jax.random.normal(kw, (6, 2, 3, 3), jnp.float32)
-    ct = jax.random.normal(kc, (2, 6, 7, 9), jnp.float32)
+    x, w, ct = _normal(3, (2, 4, 7, 9), (6, 2, 3, 3), (2, 6, 7, 9))
 
     @partial(jax.jit, static_argnums=3)  # one compilation per impl, not one per eager op
     def grads(x, w, ct, which):
@@ -109,12 +105,12 @@ def test_float32_vjp_matches_lax(impl):
 def test_error_table_vs_float64():
     """The README's error table, on a smaller problem: F(2,3) is as accurate as lax, F(4,3)
     loses about an order of magnitude in float32; half precisions transform in float32, so
-    their error is the input/output rounding that lax has too."""
+    their error is the input/output rounding that lax has too. (float64 exactness is checked
+    in test_float64_exact_and_gradients.)"""
     rows = {(r["dtype"], r["impl"]): r["max_rel"]
-            for r in error_table(batch=1, channels=8, size=12)}
-    assert rows[("float64", "winograd")] < 1e-13 and rows[("float64", "winograd2")] < 1e-13
+            for r in error_table(("float32", "bfloat16"), batch=1, channels=8, size=12)}
     assert rows[("float32", "winograd2")] < 2e-6 and rows[("float32", "winograd")] < 2e-5
-    for dtype in ("float16", "bfloat16"):
+    for dtype in ("bfloat16",):
         for impl in WINOGRAD:
             assert rows[(dtype, impl)] <= 1.5 * rows[(dtype, "lax")] + 1e-6
 
@@ -150,8 +146,9 @@ def test_set_impl_switches_convs_and_leaves_pooling():
 
     model = nnx.Sequential(jconv.nn.Conv2d(3, 4, 3, padding=1, rngs=nnx.Rngs(0)),
                            jconv.nn.MaxPool2d(2, impl="loops"))
-    x = jax.random.normal(jax.random.key(5), (1, 3, 10, 10))
-    want = model(x)
+    forward = nnx.jit(lambda m, x: m(x))  # one compilation per impl setting
+    x = _normal(5, (1, 3, 10, 10))
+    want = forward(model, x)
     jconv.set_impl(model, "winograd")
     assert (model.layers[0].impl, model.layers[1].impl) == ("winograd", "loops")
-    _assert_close(model(x), want)
+    _assert_close(forward(model, x), want)
