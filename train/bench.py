@@ -6,7 +6,7 @@ all of them alike):
 
 Each round times ``--steps`` jitted train steps (real batches, forward + backward + AdamW
 update) per implementation; the table reports the median over rounds in images/s, and the
-ratio to the first implementation listed.
+ratio to the first one listed. ``--formats NHWC,NCHW`` also compares the data layouts.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)
     p.add_argument("--impls", default="lax,im2col,loops")
+    p.add_argument("--formats", default=None,
+                   help="comma-separated data formats to compare (default: the config's)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=5, help="train steps timed per round")
     p.add_argument("overrides", nargs="*", metavar="key=value")
@@ -38,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     if bad or args.rounds < 1 or args.steps < 1:
         print(f"error: --impls must name {tuple(CONV_IMPLS)} (got {bad}); --rounds and --steps "
               ">= 1", file=sys.stderr)
+        return 2
+    formats = args.formats.split(",") if args.formats else [None]
+    if any(f not in (None, "NHWC", "NCHW") for f in formats):
+        print(f"error: --formats must be NHWC and/or NCHW, got {args.formats!r}", file=sys.stderr)
         return 2
     try:
         cfg = load_config(args.config, args.overrides)
@@ -58,34 +64,42 @@ def main(argv: list[str] | None = None) -> int:
     data = [(jnp.asarray(b["image"]), jnp.asarray(b["label"])) for b in
             (batches[i] for i in range(len(batches)))]
     tx = make_optimizer(cfg.optim, make_schedule(cfg.optim, 1000, 10))
+    from omegaconf import OmegaConf
+
     runners = {}
-    for impl in impls:
-        fns, state = split_model(build_model(cfg.model, cfg.seed, impl), tx)
+    variants = [(i, f) for f in formats for i in impls]
+    for impl, fmt in variants:
+        model_cfg = cfg.model if fmt is None else OmegaConf.merge(cfg.model,
+                                                                   {"data_format": fmt})
+        fns, state = split_model(build_model(model_cfg, cfg.seed, impl), tx)
         step = make_train_step(fns, tx, cfg.optim.label_smoothing)
         t0 = time.perf_counter()
         state, m = step(state, *data[0])
         m["loss"].block_until_ready()
-        print(f"{impl}: compiled + first step {time.perf_counter() - t0:.1f} s", flush=True)
-        runners[impl] = [step, state]
-    times: dict[str, list[float]] = {i: [] for i in impls}
+        name = impl if fmt is None else f"{impl}/{fmt}"
+        print(f"{name}: compiled + first step {time.perf_counter() - t0:.1f} s", flush=True)
+        runners[name] = [step, state]
+    names = list(runners)
+    times: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(args.rounds):
-        for impl in impls:
-            step, state = runners[impl]
+        for name in names:
+            step, state = runners[name]
             t0 = time.perf_counter()
             for x, y in data:
                 state, m = step(state, x, y)
             m["loss"].block_until_ready()
-            times[impl].append(time.perf_counter() - t0)
-            runners[impl][1] = state
+            times[name].append(time.perf_counter() - t0)
+            runners[name][1] = state
     n_img = len(data) * bs
-    base = np.median(times[impls[0]])
-    print(f"\n{cfg.model.data_format}, batch {bs}, widths {list(cfg.model.widths)}; median of "
+    base = np.median(times[names[0]])
+    layout = cfg.model.data_format if args.formats is None else args.formats
+    print(f"\n{layout}, batch {bs}, widths {list(cfg.model.widths)}; median of "
           f"{args.rounds} rounds x {len(data)} steps")
-    print(f"{'impl':<10} {'images/s':>9} {'ms/step':>8} {'vs ' + impls[0]:>9}")
-    for impl in impls:
-        med = float(np.median(times[impl]))
-        print(f"{impl:<10} {n_img / med:>9.1f} {1000 * med / len(data):>8.1f} "
-              f"{base / med:>8.2f}x")
+    print(f"{'impl':<12} {'images/s':>9} {'ms/step':>8} {'vs ' + names[0]:>12}")
+    for name in names:
+        med = float(np.median(times[name]))
+        print(f"{name:<12} {n_img / med:>9.1f} {1000 * med / len(data):>8.1f} "
+              f"{base / med:>11.2f}x")
     return 0
 
 

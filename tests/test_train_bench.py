@@ -1,0 +1,28 @@
+"""train.bench: the throughput table runs on a tiny model and rejects bad arguments (the
+timings themselves are not tested)."""
+
+from __future__ import annotations
+
+import pytest
+
+from train.bench import main
+
+from train_helpers import TINY
+
+
+def test_bench_prints_a_row_per_impl_and_format(capsys):
+    assert main(["--config", "cifar.yaml", "--impls", "lax,im2col", "--formats", "NHWC,NCHW",
+                 "--rounds", "1", "--steps", "1", "data.source=synthetic", *TINY]) == 0
+    out = capsys.readouterr().out
+    for name in ("lax/NHWC", "im2col/NHWC", "lax/NCHW", "im2col/NCHW"):
+        assert f"\n{name} " in out
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--impls", "nope"], r"--impls must name .*\['nope'\]"),
+    (["--formats", "CHWN"], r"--formats must be NHWC and/or NCHW, got 'CHWN'"),
+    (["--rounds", "0"], r"--rounds and --steps >= 1"),
+])
+def test_bench_argument_errors(capsys, args, match):
+    assert main(["--config", "cifar.yaml", *args]) == 2
+    assert __import__("re").search(match, capsys.readouterr().err)
