@@ -98,10 +98,8 @@ def _tiles(x: jnp.ndarray, axis: int, tile: int) -> jnp.ndarray:
 
 # One compiled computation per geometry: run eagerly, the ~50 small slices and transforms
 # would each be dispatched (and compiled) on their own.
-@partial(jax.jit, static_argnums=(2, 3, 4))
-def _winograd(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec, tile: int,
-              name: str) -> jnp.ndarray:
-    check_winograd(spec, name)
+@partial(jax.jit, static_argnums=(2, 3))
+def _winograd(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec, tile: int) -> jnp.ndarray:
     bt, g_mat, at = winograd_matrices(tile)
     alpha = tile + 2
     ct = accum_dtype(x.dtype)
@@ -132,12 +130,14 @@ def _winograd(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec, tile: int,
 
 def conv_winograd(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
     """F(4x4, 3x3) Winograd conv; batched, in ``spec.data_format``, OIHW weights."""
-    return _winograd(x, w, spec, 4, "winograd")
+    check_winograd(spec, "winograd")  # outside jit: a plain traceback for the user
+    return _winograd(x, w, spec, 4)
 
 
 def conv_winograd2(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
     """F(2x2, 3x3) Winograd conv; batched, in ``spec.data_format``, OIHW weights."""
-    return _winograd(x, w, spec, 2, "winograd2")
+    check_winograd(spec, "winograd2")
+    return _winograd(x, w, spec, 2)
 
 
 def error_table(dtypes: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16"),
