@@ -116,7 +116,7 @@ def bench(batch: int = 64, repeats: int = 50, seed: int = 0) -> dict[str, float]
         Conv2d(3, 16, 3, padding=1, rngs=r), BatchNorm2d(16, rngs=r), nnx.relu, MaxPool2d(2),
         Conv2d(16, 32, 3, padding=1, rngs=r), BatchNorm2d(32, rngs=r), nnx.relu, MaxPool2d(2),
         lambda x: x.reshape(x.shape[0], -1), nnx.Linear(32 * 8 * 8, 10, rngs=r))
-    x = jax.random.normal(jax.random.key(seed), (batch, 3, 32, 32))
+    x = jnp.asarray(np.random.default_rng(seed).normal(size=(batch, 3, 32, 32)), jnp.float32)
     model(x)  # train mode: give the running statistics non-trivial values
     model.eval()
     folded = fold_conv_bn_sequential(model)

@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 
 import jconv
+from jconv.fold import bench
 from jconv.nn import BatchNorm2d, Conv2d, MaxPool2d
 
 # One compiled forward per model structure instead of hundreds of eager ops.
@@ -109,3 +110,11 @@ def test_bad_arguments():
         jconv.fold_conv_bn(conv, BatchNorm2d(4, data_format="NHWC", rngs=r))
     with pytest.raises(TypeError, match="model must be a flax.nnx.Sequential, got Conv2d"):
         jconv.fold_conv_bn_sequential(conv)
+
+
+def test_bench_runs_and_agrees():
+    # Tiny batch, one repeat: checks the benchmark is well formed, not its timings.
+    r = bench(batch=2, repeats=1)
+    assert r["unfolded_ms"] > 0 and r["folded_ms"] > 0
+    assert r["speedup"] == pytest.approx(r["unfolded_ms"] / r["folded_ms"])
+    assert r["max_abs_diff"] < 1e-4
