@@ -4,6 +4,7 @@ equivalence and the error paths of the command line."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,16 @@ def test_smoke_cifar10_dir_and_bare_config_name(tmp_path):
                  "data.source=cifar10_dir", f"data.dir={folder}", "train.epochs=1",
                  *TINY]) == 0
     assert _metrics(tmp_path / "run")[0]["epoch"] == 1
+
+
+def test_smoke_bfloat16_sgd_nesterov_cosine_nchw(tmp_path):
+    assert main(["--config", "cifar.yaml", "--workdir", str(tmp_path), "--quiet",
+                 "train.epochs=2", "train.max_steps_per_epoch=2", "model.dtype=bfloat16",
+                 "model.data_format=NCHW", "optim.name=sgd", "optim.lr=0.05",
+                 "optim.schedule=cosine", "model.conv_impl=im2col", *SYNTH]) == 0
+    records = _metrics(tmp_path)
+    assert len(records) == 2 and all(math.isfinite(r["train_loss"]) for r in records)
+    assert 0 < records[1]["lr"] < 0.05  # cosine decay under way
 
 
 def test_resume_after_kill_gives_identical_metrics(tmp_path, monkeypatch):

@@ -26,7 +26,7 @@ class ConvBNReLU(nnx.Module):
         # nnx.BatchNorm keeps running statistics in float32 whatever param_dtype says; the
         # float64 exactness check needs them in float64 too.
         for stat in (self.bn.mean, self.bn.var):
-            stat.value = stat.value.astype(param_dtype)
+            stat.set_value(stat[...].astype(param_dtype))
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         return nnx.relu(self.bn(self.conv(x)))
