@@ -9,6 +9,7 @@ augmenting whole batches with numpy is both the simplest and the fastest option 
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import re
@@ -149,6 +150,8 @@ def load_tfds(name: str, data_dir: str | None) -> Dataset:
     memory. ``data_dir`` None means ``$TFDS_DATA_DIR`` or TFDS's default folder."""
     import tensorflow_datasets as tfds
 
+    # TFDS logs a warning for every unprepared folder it probes; our error says it better.
+    logging.getLogger("absl").setLevel(logging.ERROR)
     data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
     splits = {}
     for split in ("train", "test"):

@@ -22,7 +22,7 @@ from .data import (Dataset, Normalizer, channel_stats, eval_batches, load_datase
                    steps_per_epoch, train_batches)
 from .model import CifarCNN, count_params, macs_per_image
 from .optim import make_optimizer, make_schedule
-from .steps import ModelFns, TrainState, make_eval_step, make_train_step, split_model
+from .steps import TrainState, make_eval_step, make_train_step, split_model
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
 
@@ -90,7 +90,7 @@ def _summary(cfg: Any, ds: Dataset, model: CifarCNN, steps: int, workdir: Path) 
     return "\n".join(lines)
 
 
-def _prepare_workdir(workdir: Path, resume: bool, cfg: Any) -> None:
+def _check_workdir(workdir: Path, resume: bool, cfg: Any) -> None:
     ckpt = workdir / "checkpoints"
     saved = workdir / "config.yaml"
     if resume and saved.is_file() and saved.read_text() != to_yaml(cfg):
@@ -99,6 +99,9 @@ def _prepare_workdir(workdir: Path, resume: bool, cfg: Any) -> None:
     if not resume and ckpt.exists() and any(ckpt.iterdir()):
         raise RunError(f"--workdir {workdir} already holds a run's checkpoints: pass --resume "
                        "to continue it, or choose another --workdir")
+
+
+def _prepare_workdir(workdir: Path, resume: bool) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     if not resume:
         for stale in ("metrics.jsonl", "results.json", "curves.png"):
@@ -113,10 +116,11 @@ def run(cfg: Any, workdir: str | Path, resume: bool = False, quiet: bool = False
     metrics as an uninterrupted run."""
     t_start = time.perf_counter()
     workdir = Path(workdir)
-    _prepare_workdir(workdir, resume, cfg)
+    _check_workdir(workdir, resume, cfg)
     if cfg.model.dtype == "float64" and not jax.config.jax_enable_x64:
         jax.config.update("jax_enable_x64", True)
     ds = load_dataset(cfg.data, cfg.seed)
+    _prepare_workdir(workdir, resume)
     norm = Normalizer(*channel_stats(ds.train.images))
     t = cfg.train
     steps = steps_per_epoch(len(ds.train), t.batch_size, t.max_steps_per_epoch)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -94,7 +95,7 @@ def count_params(model: nnx.Module) -> int:
       >>> count_params(nnx.Linear(3, 2, rngs=nnx.Rngs(0)))
       8
     """
-    return sum(int(p.size) for p in __import__("jax").tree.leaves(nnx.state(model, nnx.Param)))
+    return sum(int(p.size) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
 def macs_per_image(widths: Sequence[int], convs_per_stage: int, num_classes: int = 10,
