@@ -11,10 +11,10 @@ from .nn import set_impl
 from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
 from .shapes import (ConvParams, conv2d_output_shape, find_conv_params, pool2d_output_shape,
                      same_padding)
-from .summary import LayerSummary, ModelSummary, summary
-from .transpose import conv_transpose2d
 from .fold import fold_conv_bn, fold_conv_bn_sequential
+from .summary import LayerSummary, ModelSummary, summary
 from .torch_import import load_torch_state_dict
+from .transpose import conv_transpose2d
 
 __version__ = "0.1.0"
 
