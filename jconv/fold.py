@@ -105,9 +105,11 @@ def fold_conv_bn_sequential(model: nnx.Sequential) -> nnx.Sequential:
     return nnx.Sequential(*layers)
 
 
-def bench(batch: int = 64, repeats: int = 50, seed: int = 0) -> dict[str, float]:
+def bench(batch: int = 64, repeats: int = 50, seed: int = 0,
+          jit: bool = True) -> dict[str, float]:
     """Eval-mode inference of the seeds' 2-block CNN (+ linear head) on (batch, 3, 32, 32),
-    unfolded vs folded, both jitted, alternating, median of ``repeats`` runs each."""
+    unfolded vs folded, alternating, median of ``repeats`` runs each. ``jit=False`` runs the
+    models op by op (no XLA fusion across layers)."""
     from ._fft import _interleaved_medians
     from .nn import BatchNorm2d, MaxPool2d
 
@@ -120,7 +122,7 @@ def bench(batch: int = 64, repeats: int = 50, seed: int = 0) -> dict[str, float]
     model(x)  # train mode: give the running statistics non-trivial values
     model.eval()
     folded = fold_conv_bn_sequential(model)
-    run = nnx.jit(lambda m, x: m(x))
+    run = nnx.jit(lambda m, x: m(x)) if jit else (lambda m, x: m(x))
     times = _interleaved_medians({"unfolded": partial(run, model, x),
                                   "folded": partial(run, folded, x)}, repeats)
     t_unfolded, t_folded = times["unfolded"], times["folded"]
@@ -134,13 +136,14 @@ def _main() -> None:
     parser.add_argument("--bench", action="store_true", help="run the benchmark")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--eager", action="store_true", help="op by op instead of jitted")
     args = parser.parse_args()
     if not args.bench:
         parser.print_help()
         return
-    r = bench(args.batch, args.repeats)
+    r = bench(args.batch, args.repeats, jit=not args.eager)
     print(f"device: {jax.devices()[0].device_kind}; 2-block CNN + linear head, "
-          f"x=({args.batch}, 3, 32, 32) float32, eval mode, jitted, median of {args.repeats}")
+          f"x=({args.batch}, 3, 32, 32) float32, eval mode, {'eager' if args.eager else 'jitted'}, median of {args.repeats}")
     print(f"unfolded {r['unfolded_ms']:.3f} ms | folded {r['folded_ms']:.3f} ms | "
           f"speed-up {r['speedup']:.2f}x | max |diff| {r['max_abs_diff']:.2e}")
 
