@@ -143,7 +143,8 @@ def _main() -> None:
         return
     r = bench(args.batch, args.repeats, jit=not args.eager)
     print(f"device: {jax.devices()[0].device_kind}; 2-block CNN + linear head, "
-          f"x=({args.batch}, 3, 32, 32) float32, eval mode, {'eager' if args.eager else 'jitted'}, median of {args.repeats}")
+          f"x=({args.batch}, 3, 32, 32) float32, eval mode, "
+          f"{'eager' if args.eager else 'jitted'}, median of {args.repeats}")
     print(f"unfolded {r['unfolded_ms']:.3f} ms | folded {r['folded_ms']:.3f} ms | "
           f"speed-up {r['speedup']:.2f}x | max |diff| {r['max_abs_diff']:.2e}")
 

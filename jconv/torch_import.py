@@ -126,7 +126,8 @@ def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
         keys = _BN_KEYS if is_bn else _CONV_KEYS
         extra = set(tensors) - set(keys)
         if extra:
-            raise ValueError(f"{where}: unexpected entries {sorted(prefix + '.' + k for k in extra)}")
+            names = sorted(f"{prefix}.{k}" for k in extra)
+            raise ValueError(f"{where}: unexpected entries {names}")
         weight = tensors.get("weight")
         if isinstance(layer, nnx.BatchNorm) != is_bn or (
                 weight is not None and not is_bn

@@ -116,7 +116,8 @@ def test_numpy_state_dict_layouts():
     for h in range(2):
         for w_ in range(2):
             for c in range(3):
-                np.testing.assert_array_equal(kernel[(h * 2 + w_) * 3 + c], lin[:, c * 4 + h * 2 + w_])
+                np.testing.assert_array_equal(kernel[(h * 2 + w_) * 3 + c],
+                                              lin[:, c * 4 + h * 2 + w_])
 
 
 def _small():
