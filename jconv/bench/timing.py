@@ -24,11 +24,14 @@ def wall_ms(fn: Fn) -> float:
 
 def interleaved_medians(fns: dict[str, Fn], reps: int) -> dict[str, float]:
     """Median ms per function, calling them in turn ``reps`` times so that load changes on a
-    shared machine hit every candidate alike."""
+    shared machine hit every candidate alike. The starting function rotates every round:
+    with a fixed order the first one always ran right after the last (e.g. PyTorch, whose
+    OpenMP threads keep spinning after a call) and was measured up to ~2x slow."""
     samples: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, fn in fns.items():
-            samples[k].append(wall_ms(fn))
+    keys = list(fns)
+    for r in range(reps):
+        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+            samples[k].append(wall_ms(fns[k]))
     return {k: float(np.median(v)) for k, v in samples.items()}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import ModuleType
 
 import numpy as np
@@ -10,7 +11,11 @@ from .suite import Layer
 
 
 def load_torch() -> ModuleType | None:
-    """``torch`` if it is installed, else None (the column is then left out)."""
+    """``torch`` if it is installed, else None (the column is then left out).
+
+    Unless the user set it, ``OMP_WAIT_POLICY=PASSIVE`` is set first: by default PyTorch's
+    OpenMP workers busy-wait after each op and steal the cores from whatever JAX runs next."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import torch
     except ImportError:
