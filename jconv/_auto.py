@@ -95,10 +95,15 @@ def clear_auto_cache() -> None:
 
 def heuristic_choice(w_shape: tuple[int, ...], spec: ConvSpec) -> AutoChoice:
     """The choice used when measuring is off, from the CPU measurements in README
-    "Performance": depthwise layers (one input channel per group) use ``loops`` — a fused
-    multiply-add per tap — in every direction; all other layers use the chunked ``im2col``
-    in every direction, which beat XLA's conv forward+backward on every CIFAR layer in both
-    layouts (XLA's weight gradient is its slowest conv on CPU).
+    "Performance" (``docs/bench/layers_full.json``):
+
+    - depthwise (one input channel per group): ``loops`` — a fused multiply-add per tap —
+      in every direction (XLA's conv was 2-5x slower);
+    - other grouped convs: ``im2col`` everywhere (XLA's grouped conv was 11-35x slower);
+    - a small contraction, ``C_in/groups * kH * kW < 32`` (e.g. a 3x3 RGB stem):
+      ``im2col`` everywhere (XLA's conv cannot use its GEMM well there);
+    - everything else: ``lax`` everywhere, which the chunked alternatives did not beat
+      reliably on the CIFAR and ResNet-18 layers.
 
     Example:
       >>> import jax.numpy as jnp
@@ -108,9 +113,12 @@ def heuristic_choice(w_shape: tuple[int, ...], spec: ConvSpec) -> AutoChoice:
       >>> heuristic_choice((8, 3, 3, 3), spec).impls
       ('im2col', 'im2col', 'im2col')
     """
-    if w_shape[1] == 1 and spec.groups > 1:
-        return AutoChoice("loops", "loops", "loops", "heuristic")
-    return AutoChoice("im2col", "im2col", "im2col", "heuristic")
+    c_per_group, kh, kw = w_shape[1:]
+    if spec.groups > 1:
+        impl = "loops" if c_per_group == 1 else "im2col"
+    else:
+        impl = "im2col" if c_per_group * kh * kw < 32 else "lax"
+    return AutoChoice(impl, impl, impl, "heuristic")
 
 
 def cache_key(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.dtype,

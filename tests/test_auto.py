@@ -105,13 +105,17 @@ def _spec(x, w, fmt="NCHW", **kw):
     return canonical_conv(x, w, None, data_format=fmt, precision=None, **kw)[0]
 
 
-def test_heuristic_rules():
-    x, w = _arrays(c_in=16, c_out=16)
-    assert _auto.heuristic_choice(w.shape, _spec(x, w)).impls == ("im2col",) * 3
-    xg, wg = _arrays(c_in=4, c_out=8, groups=2)
-    assert _auto.heuristic_choice(wg.shape, _spec(xg, wg, groups=2)).impls == ("im2col",) * 3
-    xd, wd = _arrays(c_in=4, c_out=4, groups=4)
-    assert _auto.heuristic_choice(wd.shape, _spec(xd, wd, groups=4)).impls == ("loops",) * 3
+@pytest.mark.parametrize("c_in,groups,k,want", [
+    (16, 1, 3, "lax"),     # 16*3*3 = 144 >= 32
+    (3, 1, 3, "im2col"),   # RGB stem: 27 < 32
+    (3, 1, 7, "lax"),      # 7x7 RGB stem: 147
+    (8, 2, 3, "im2col"),   # grouped
+    (4, 4, 3, "loops"),    # depthwise
+])
+def test_heuristic_rules(c_in, groups, k, want):
+    x, w = _arrays(c_in=c_in, c_out=8, groups=groups, k=k)
+    spec = _spec(x, w, groups=groups)
+    assert _auto.heuristic_choice(w.shape, spec).impls == (want,) * 3
 
 
 def test_measuring_picks_the_fastest_and_caches(monkeypatch):
