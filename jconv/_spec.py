@@ -137,6 +137,17 @@ def _check_float(arr: object, name: str) -> None:
                         f"(float16/bfloat16/float32/float64), got dtype {dtype}")
 
 
+def check_bias(b: jnp.ndarray | None, c_out: int, dtype: jnp.dtype) -> None:
+    """A bias must be None or a (C_out,) float array of the input's dtype."""
+    if b is None:
+        return
+    _check_float(b, "b")
+    if b.shape != (c_out,):
+        raise ValueError(f"b must have shape (C_out,) = ({c_out},), got {tuple(b.shape)}")
+    if b.dtype != dtype:
+        raise TypeError(f"b must have the dtype of x ({dtype}), got {b.dtype}")
+
+
 def canonical_conv(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, *, stride: IntOrPair,
                    padding: PaddingLike, dilation: IntOrPair, groups: int, data_format: str,
                    precision: object) -> tuple[ConvSpec, bool]:
@@ -169,12 +180,7 @@ def canonical_conv(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, *, str
         raise ValueError(f"channel mismatch: x has C_in={c_in} channels but w expects "
                          f"C_in/groups={c_per_group} x groups={groups} = {c_per_group * groups} "
                          f"(w shape {tuple(w.shape)} is (C_out, C_in/groups, kH, kW))")
-    if b is not None:
-        _check_float(b, "b")
-        if b.shape != (c_out,):
-            raise ValueError(f"b must have shape (C_out,) = ({c_out},), got {tuple(b.shape)}")
-        if b.dtype != x.dtype:
-            raise TypeError(f"b must have the dtype of x ({x.dtype}), got {b.dtype}")
+    check_bias(b, c_out, x.dtype)
     pads = resolve_padding(padding, (kh, kw), dilation_p, stride_p)
     out_hw = []
     for size, k, s, p, d, axis in zip((h, w_), (kh, kw), stride_p, pads, dilation_p, "HW"):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._spec import (IntOrPair, _check_float, _is_int, check_data_format, check_impl, to_pair)
+from ._spec import (IntOrPair, _check_float, _is_int, check_bias, check_data_format, check_impl,
+                    to_pair)
 from .conv import CONV_IMPLS, conv2d
 
 
@@ -67,12 +68,7 @@ def conv_transpose2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = Non
     if c_in % groups:
         raise ValueError(f"groups={groups} must divide C_in={c_in}")
     c_out = w.shape[1] * groups
-    if b is not None:
-        _check_float(b, "b")
-        if b.shape != (c_out,):
-            raise ValueError(f"b must have shape (C_out,) = ({c_out},), got {tuple(b.shape)}")
-        if b.dtype != x.dtype:
-            raise TypeError(f"b must have the dtype of x ({x.dtype}), got {b.dtype}")
+    check_bias(b, c_out, x.dtype)
     s = to_pair(stride, "stride", minimum=1)
     p = to_pair(padding, "padding", minimum=0)
     d = to_pair(dilation, "dilation", minimum=1)
