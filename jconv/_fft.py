@@ -12,20 +12,15 @@ which is correct but does ``stride_h * stride_w`` times the necessary work: pref
 for strided convolutions.
 
 Run the benchmark (fft vs lax, kernel sizes 3..31, median of N) with
-``python -m jconv._fft --bench``.
+``python -m jconv.bench.fft --bench``.
 """
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
 from functools import partial
-from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from ._spec import ConvSpec, accum_dtype
@@ -74,65 +69,3 @@ def conv_fft(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
     y = jnp.fft.irfft2(yf.reshape(n, c_out, fh, fw // 2 + 1), s=(fh, fw))
     y = y[:, :, : (ho - 1) * sh + 1: sh, : (wo - 1) * sw + 1: sw].astype(x.dtype)
     return y if spec.data_format == "NCHW" else jnp.transpose(y, (0, 2, 3, 1))
-
-
-def _interleaved_medians(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Median seconds of each zero-argument jitted call; the calls alternate within every
-    repeat so that load from other processes hits all of them alike."""
-    for fn in fns.values():
-        jax.block_until_ready(fn())  # compile + warm up outside the timed runs
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn())
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def bench(kernel_sizes: tuple[int, ...] = (3, 7, 11, 15, 19, 23, 27, 31), batch: int = 4,
-          channels: int = 8, size: int = 64, repeats: int = 5) -> list[dict[str, float]]:
-    """Time jitted fft vs lax forward convs, 'same' padding, float32; one row per kernel size.
-
-    Both impls run in this process on the same input, alternating; each time is the median
-    of ``repeats`` runs after one warm-up (compile) call.
-    """
-    from .conv import conv2d  # imported here: conv.py registers this module's impl
-
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(batch, channels, size, size)), jnp.float32)
-    rows = []
-    for k in kernel_sizes:
-        w = jnp.asarray(rng.normal(size=(channels, channels, k, k)) / k, jnp.float32)
-        fns = {impl: partial(jax.jit(partial(conv2d, padding="same", impl=impl)), x, w)
-               for impl in ("lax", "fft")}
-        times = _interleaved_medians(fns, repeats)
-        rows.append({"kernel": k, "lax_ms": 1e3 * times["lax"], "fft_ms": 1e3 * times["fft"],
-                     "lax_over_fft": times["lax"] / times["fft"]})
-    return rows
-
-
-def _main() -> None:
-    parser = argparse.ArgumentParser(description="Benchmark impl='fft' against impl='lax'.")
-    parser.add_argument("--bench", action="store_true", help="run the benchmark")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--channels", type=int, default=8)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    if not args.bench:
-        parser.print_help()
-        return
-    print(f"device: {jax.devices()[0].device_kind}; x=({args.batch}, {args.channels}, "
-          f"{args.size}, {args.size}) float32, C_out={args.channels}, padding='same', "
-          f"median of {args.repeats}")
-    print("| kernel | lax (ms) | fft (ms) | lax / fft |")
-    print("|---:|---:|---:|---:|")
-    for r in bench(batch=args.batch, channels=args.channels, size=args.size,
-                   repeats=args.repeats):
-        print(f"| {r['kernel']}x{r['kernel']} | {r['lax_ms']:.2f} | {r['fft_ms']:.2f} | "
-              f"{r['lax_over_fft']:.2f} |")
-
-
-if __name__ == "__main__":
-    _main()

@@ -2,15 +2,12 @@
 map per output channel, so it can be baked into the conv's weights and bias.
 
 Benchmark (folded vs unfolded inference, median of N, same process):
-``python -m jconv.fold --bench``.
+``python -m jconv.bench.fold --bench``.
 """
 
 from __future__ import annotations
 
-import argparse
-from functools import partial
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -103,51 +100,3 @@ def fold_conv_bn_sequential(model: nnx.Sequential) -> nnx.Sequential:
             layers.append(nnx.clone(layer) if isinstance(layer, nnx.Module) else layer)
         i += 1
     return nnx.Sequential(*layers)
-
-
-def bench(batch: int = 64, repeats: int = 50, seed: int = 0,
-          jit: bool = True) -> dict[str, float]:
-    """Eval-mode inference of the seeds' 2-block CNN (+ linear head) on (batch, 3, 32, 32),
-    unfolded vs folded, alternating, median of ``repeats`` runs each. ``jit=False`` runs the
-    models op by op (no XLA fusion across layers)."""
-    from ._fft import _interleaved_medians
-    from .nn import BatchNorm2d, MaxPool2d
-
-    r = nnx.Rngs(seed)
-    model = nnx.Sequential(
-        Conv2d(3, 16, 3, padding=1, rngs=r), BatchNorm2d(16, rngs=r), nnx.relu, MaxPool2d(2),
-        Conv2d(16, 32, 3, padding=1, rngs=r), BatchNorm2d(32, rngs=r), nnx.relu, MaxPool2d(2),
-        lambda x: x.reshape(x.shape[0], -1), nnx.Linear(32 * 8 * 8, 10, rngs=r))
-    x = jnp.asarray(np.random.default_rng(seed).normal(size=(batch, 3, 32, 32)), jnp.float32)
-    model(x)  # train mode: give the running statistics non-trivial values
-    model.eval()
-    folded = fold_conv_bn_sequential(model)
-    run = nnx.jit(lambda m, x: m(x)) if jit else (lambda m, x: m(x))
-    times = _interleaved_medians({"unfolded": partial(run, model, x),
-                                  "folded": partial(run, folded, x)}, repeats)
-    t_unfolded, t_folded = times["unfolded"], times["folded"]
-    err = float(jnp.abs(run(model, x) - run(folded, x)).max())
-    return {"unfolded_ms": 1e3 * t_unfolded, "folded_ms": 1e3 * t_folded,
-            "speedup": t_unfolded / t_folded, "max_abs_diff": err}
-
-
-def _main() -> None:
-    parser = argparse.ArgumentParser(description="Time folded vs unfolded conv+BN inference.")
-    parser.add_argument("--bench", action="store_true", help="run the benchmark")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--eager", action="store_true", help="op by op instead of jitted")
-    args = parser.parse_args()
-    if not args.bench:
-        parser.print_help()
-        return
-    r = bench(args.batch, args.repeats, jit=not args.eager)
-    print(f"device: {jax.devices()[0].device_kind}; 2-block CNN + linear head, "
-          f"x=({args.batch}, 3, 32, 32) float32, eval mode, "
-          f"{'eager' if args.eager else 'jitted'}, median of {args.repeats}")
-    print(f"unfolded {r['unfolded_ms']:.3f} ms | folded {r['folded_ms']:.3f} ms | "
-          f"speed-up {r['speedup']:.2f}x | max |diff| {r['max_abs_diff']:.2e}")
-
-
-if __name__ == "__main__":
-    _main()

@@ -13,7 +13,8 @@ from jax import lax
 from jax.test_util import check_grads
 
 import jconv
-from jconv._fft import bench, fast_fft_size
+from jconv._fft import fast_fft_size
+from jconv.bench.fft import bench
 
 def _normal(seed, *shapes, dtype=jnp.float32):
     """NumPy-generated normal arrays: no per-shape compilation of JAX's PRNG in the tests."""

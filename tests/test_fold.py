@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 import jconv
-from jconv.fold import bench
+from jconv.bench.fold import bench
 from jconv.nn import BatchNorm2d, Conv2d, MaxPool2d
 
 # One compiled forward per model structure instead of hundreds of eager ops.

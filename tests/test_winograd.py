@@ -13,7 +13,8 @@ from jax import lax
 from jax.test_util import check_grads
 
 import jconv
-from jconv._winograd import error_table, winograd_matrices
+from jconv._winograd import winograd_matrices
+from jconv.bench.winograd_error import error_table
 
 WINOGRAD = ("winograd", "winograd2")
 
