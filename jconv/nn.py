@@ -19,6 +19,16 @@ kaiming_normal_oihw = jax.nn.initializers.variance_scaling(
     2.0, "fan_in", "truncated_normal", in_axis=1, out_axis=0)
 
 
+def _check_channels(in_channels: int, out_channels: int, groups: int) -> None:
+    for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
+                    ("groups", groups)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"groups={groups} must divide both in_channels={in_channels} "
+                         f"and out_channels={out_channels}")
+
+
 class Conv2d(nnx.Module):
     """``torch.nn.Conv2d`` for Flax NNX; the computation is :func:`jconv.conv2d`.
 
@@ -46,13 +56,7 @@ class Conv2d(nnx.Module):
                  data_format: str = "NCHW", dtype: Any = None, param_dtype: Any = jnp.float32,
                  precision: Any = None, kernel_init: Any = kaiming_normal_oihw,
                  rngs: nnx.Rngs):
-        for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
-                        ("groups", groups)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide both in_channels={in_channels} "
-                             f"and out_channels={out_channels}")
+        _check_channels(in_channels, out_channels, groups)
         kh, kw = to_pair(kernel_size, "kernel_size", minimum=1)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = (kh, kw)
@@ -206,13 +210,7 @@ class ConvTranspose2d(nnx.Module):
                  impl: str = "lax", data_format: str = "NCHW", dtype: Any = None,
                  param_dtype: Any = jnp.float32, precision: Any = None,
                  kernel_init: Any = kaiming_normal_oihw, rngs: nnx.Rngs):
-        for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
-                        ("groups", groups)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide both in_channels={in_channels} "
-                             f"and out_channels={out_channels}")
+        _check_channels(in_channels, out_channels, groups)
         kh, kw = to_pair(kernel_size, "kernel_size", minimum=1)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = (kh, kw)
