@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -93,6 +98,41 @@ def test_resume_after_kill_gives_identical_metrics(tmp_path, monkeypatch):
                                                                                "resumed")]
     assert final[0]["confusion_matrix"] == final[1]["confusion_matrix"]
     assert final[0]["test_loss"] == final[1]["test_loss"]
+
+
+def test_resume_after_sigkill_of_a_real_process(tmp_path):
+    """A separate ``python -m train`` process is SIGKILLed (no cleanup, no handler) once
+    epoch 1 is on disk; ``--resume`` must then end exactly like an uninterrupted run."""
+    # Enough steps per epoch that the kill lands inside epoch 2 or 3, not after the run.
+    args = ["--config", "cifar.yaml", "--quiet", "train.epochs=3", "train.keep_checkpoints=1",
+            *SYNTH, "data.synthetic_train=4096"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "train", *args]
+    subprocess.run([*cmd, "--workdir", str(tmp_path / "full")], cwd=repo, env=env, check=True,
+                   capture_output=True, timeout=300)
+
+    victim = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, "--workdir", str(victim)], cwd=repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    log = victim / "metrics.jsonl"
+    while not (log.exists() and log.read_text().count("\n") >= 1):  # epoch 1 fully written
+        assert proc.poll() is None and time.monotonic() < deadline, "run ended before epoch 1"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert len(_metrics(victim)) < 3, "the kill came after the run had finished"
+
+    subprocess.run([*cmd, "--workdir", str(victim), "--resume"], cwd=repo, env=env, check=True,
+                   capture_output=True, timeout=300)
+    full, resumed = _metrics(tmp_path / "full"), _metrics(victim)
+    assert [r["epoch"] for r in resumed] == [1, 2, 3]
+    for a, b in zip(full, resumed):
+        assert {k: a[k] for k in loop.DETERMINISTIC_FIELDS} == \
+            {k: b[k] for k in loop.DETERMINISTIC_FIELDS}
+    final = [json.loads((d / "results.json").read_text()) for d in (tmp_path / "full", victim)]
+    assert final[0]["confusion_matrix"] == final[1]["confusion_matrix"]
 
 
 def test_existing_run_needs_resume_with_the_same_config(tmp_path, capsys):
