@@ -137,6 +137,25 @@ def _check_float(arr: object, name: str) -> None:
                         f"(float16/bfloat16/float32/float64), got dtype {dtype}")
 
 
+def check_operands(x: jnp.ndarray, w: jnp.ndarray, groups: int, data_format: str,
+                   w_layout: str) -> None:
+    """Checks every conv-like op makes of its operands: float arrays of one dtype, x 3-D or
+    4-D in ``data_format``, w 4-D (its ``w_layout`` named in the message), groups >= 1."""
+    _check_float(x, "x")
+    _check_float(w, "w")
+    if x.ndim not in (3, 4):
+        expect = "(N, C_in, H, W) or (C_in, H, W)" if data_format == "NCHW" else \
+            "(N, H, W, C_in) or (H, W, C_in)"
+        raise ValueError(f"x must be 3-D or 4-D {expect} for data_format={data_format!r}, "
+                         f"got shape {tuple(x.shape)}")
+    if w.ndim != 4:
+        raise ValueError(f"w must be 4-D {w_layout}, got shape {tuple(w.shape)}")
+    if x.dtype != w.dtype:
+        raise TypeError(f"x and w must have the same dtype, got x {x.dtype} and w {w.dtype}")
+    if not _is_int(groups) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+
+
 def check_bias(b: jnp.ndarray | None, c_out: int, dtype: jnp.dtype) -> None:
     """A bias must be None or a (C_out,) float array of the input's dtype."""
     if b is None:
@@ -153,20 +172,8 @@ def canonical_conv(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, *, str
                    precision: object) -> tuple[ConvSpec, bool]:
     """Validate a conv call. Returns the spec and whether ``x`` was unbatched."""
     data_format = check_data_format(data_format)
-    _check_float(x, "x")
-    _check_float(w, "w")
-    if x.ndim not in (3, 4):
-        expect = "(N, C_in, H, W) or (C_in, H, W)" if data_format == "NCHW" else \
-            "(N, H, W, C_in) or (H, W, C_in)"
-        raise ValueError(f"x must be 3-D or 4-D {expect} for data_format={data_format!r}, "
-                         f"got shape {tuple(x.shape)}")
+    check_operands(x, w, groups, data_format, "(C_out, C_in/groups, kH, kW)")
     unbatched = x.ndim == 3
-    if w.ndim != 4:
-        raise ValueError(f"w must be 4-D (C_out, C_in/groups, kH, kW), got shape {tuple(w.shape)}")
-    if x.dtype != w.dtype:
-        raise TypeError(f"x and w must have the same dtype, got x {x.dtype} and w {w.dtype}")
-    if not _is_int(groups) or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}")
     stride_p = to_pair(stride, "stride", minimum=1)
     dilation_p = to_pair(dilation, "dilation", minimum=1)
     if data_format == "NCHW":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._spec import (IntOrPair, _check_float, _is_int, check_bias, check_data_format, check_impl,
+from ._spec import (IntOrPair, check_bias, check_data_format, check_impl, check_operands,
                     to_pair)
 from .conv import CONV_IMPLS, conv2d
 
@@ -46,18 +46,7 @@ def conv_transpose2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = Non
     """
     check_impl(impl, tuple(CONV_IMPLS))
     data_format = check_data_format(data_format)
-    _check_float(x, "x")
-    _check_float(w, "w")
-    if x.ndim not in (3, 4):
-        raise ValueError(f"x must be 3-D or 4-D ({data_format}, batched or unbatched), "
-                         f"got shape {tuple(x.shape)}")
-    if w.ndim != 4:
-        raise ValueError(f"w must be 4-D (C_in, C_out/groups, kH, kW), got shape "
-                         f"{tuple(w.shape)}")
-    if x.dtype != w.dtype:
-        raise TypeError(f"x and w must have the same dtype, got x {x.dtype} and w {w.dtype}")
-    if not _is_int(groups) or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    check_operands(x, w, groups, data_format, "(C_in, C_out/groups, kH, kW)")
     unbatched = x.ndim == 3
     xb = x[None] if unbatched else x
     c_in = xb.shape[1] if data_format == "NCHW" else xb.shape[3]
