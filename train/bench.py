@@ -12,11 +12,13 @@ ratio to the first one listed. ``--formats NHWC,NCHW`` also compares the data la
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 
 import jax.numpy as jnp
-import numpy as np
+
+from jconv.bench.timing import interleaved_medians
 
 from .config import ConfigError, load_config
 from .data import DataError, Normalizer, channel_stats, load_dataset, train_batches
@@ -80,24 +82,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: compiled + first step {time.perf_counter() - t0:.1f} s", flush=True)
         runners[name] = [step, state]
     names = list(runners)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for _ in range(args.rounds):
-        for name in names:
-            step, state = runners[name]
-            t0 = time.perf_counter()
-            for x, y in data:
-                state, m = step(state, x, y)
-            m["loss"].block_until_ready()
-            times[name].append(time.perf_counter() - t0)
-            runners[name][1] = state
+
+    def run_steps(name: str) -> None:
+        step, state = runners[name]
+        for x, y in data:
+            state, m = step(state, x, y)
+        m["loss"].block_until_ready()
+        runners[name][1] = state
+
+    # jconv's benchmark timer: interleaved rounds with a rotating start, medians in ms.
+    times = interleaved_medians({n: functools.partial(run_steps, n) for n in names},
+                                args.rounds)
     n_img = len(data) * bs
-    base = np.median(times[names[0]])
+    base = times[names[0]] / 1000
     layout = cfg.model.data_format if args.formats is None else args.formats
     print(f"\n{layout}, batch {bs}, widths {list(cfg.model.widths)}; median of "
           f"{args.rounds} rounds x {len(data)} steps")
     print(f"{'impl':<12} {'images/s':>9} {'ms/step':>8} {'vs ' + names[0]:>12}")
     for name in names:
-        med = float(np.median(times[name]))
+        med = times[name] / 1000
         print(f"{name:<12} {n_img / med:>9.1f} {1000 * med / len(data):>8.1f} "
               f"{base / med:>11.2f}x")
     return 0
