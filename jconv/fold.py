@@ -7,7 +7,6 @@ Benchmark (folded vs unfolded inference, median of N, same process):
 
 from __future__ import annotations
 
-
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
