@@ -15,10 +15,12 @@ from .fold import fold_conv_bn, fold_conv_bn_sequential
 from .summary import LayerSummary, ModelSummary, summary
 from .torch_import import load_torch_state_dict
 from .transpose import conv_transpose2d
+from .xla_options import CONV_BACKENDS, conv_compiler_options, jit
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CONV_BACKENDS",
     "IMPLS",
     "AutoChoice",
     "auto_choice",
@@ -36,11 +38,13 @@ __all__ = [
     "conv2d_macs",
     "conv2d_output_shape",
     "conv2d_params",
+    "conv_compiler_options",
     "conv_transpose2d",
     "find_conv_params",
     "fold_conv_bn",
     "fold_conv_bn_sequential",
     "global_avg_pool2d",
+    "jit",
     "load_torch_state_dict",
     "max_pool2d",
     "nn",

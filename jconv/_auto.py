@@ -12,17 +12,24 @@ on fresh concrete arrays outside any trace, then cached in memory and, when the
 ``JCONV_AUTO_CACHE`` environment variable names a JSON file, on disk. With measuring off
 (``JCONV_AUTO_MEASURE=0`` or :func:`set_auto_measure`) the documented :func:`heuristic_choice`
 is used instead, so tests and CI stay fast and deterministic.
+
+Measurements compile with the XLA compiler options of the jit that is being traced, when
+that jit says so through :func:`compiler_options_scope` (``jconv.jit`` does): on CPU those
+options decide which kernels XLA runs a convolution with, and so which implementation wins.
+The options are part of the cache key.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +53,10 @@ MEASURE_REPS = 5
 _MEMORY: dict[str, "AutoChoice"] = {}
 _DISK_LOADED: set[str] = set()
 _MEASURE_OVERRIDE: list[bool | None] = [None]
+# The compiler options of the jit being traced (sorted (name, value) pairs): a context
+# variable, so nested or concurrent traces each see their own.
+_COMPILER_OPTIONS: contextvars.ContextVar[tuple[tuple[str, Any], ...]] = contextvars.ContextVar(
+    "jconv_auto_compiler_options", default=())
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,35 @@ def measuring_enabled() -> bool:
     return os.environ.get(MEASURE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+@contextlib.contextmanager
+def compiler_options_scope(options: Mapping[str, Any] | None) -> Iterator[None]:
+    """While active, ``impl="auto"`` measures (and caches) its choices compiled with these XLA
+    compiler options — those of the jit whose trace is running. ``jconv.jit`` enters it for
+    you; use it directly around ``jax.jit(f, compiler_options=opts).lower(...)``.
+
+    Example:
+      >>> from jconv._auto import compiler_options_scope, current_compiler_options
+      >>> with compiler_options_scope({"xla_cpu_enable_fast_math": False}):
+      ...     current_compiler_options()
+      {'xla_cpu_enable_fast_math': False}
+      >>> current_compiler_options()
+      {}
+    """
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(f"options must be a mapping of XLA option names to values or None, "
+                        f"got {options!r}")
+    token = _COMPILER_OPTIONS.set(tuple(sorted((options or {}).items())))
+    try:
+        yield
+    finally:
+        _COMPILER_OPTIONS.reset(token)
+
+
+def current_compiler_options() -> dict[str, Any]:
+    """The compiler options ``impl="auto"`` measures with right now (``{}``: XLA's defaults)."""
+    return dict(_COMPILER_OPTIONS.get())
+
+
 def clear_auto_cache() -> None:
     """Forget every in-memory choice (a disk cache file is left alone, but re-read)."""
     _MEMORY.clear()
@@ -123,11 +163,15 @@ def heuristic_choice(w_shape: tuple[int, ...], spec: ConvSpec) -> AutoChoice:
 
 def cache_key(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.dtype,
               spec: ConvSpec) -> str:
-    """The cache key: backend, shapes, dtype and every field of the spec."""
-    return "|".join(str(v) for v in (
-        jax.default_backend(), tuple(x_shape), tuple(w_shape), jnp.dtype(dtype).name,
-        spec.stride, spec.padding, spec.dilation, spec.groups, spec.data_format,
-        spec.precision))
+    """The cache key: backend, shapes, dtype, every field of the spec and, when the traced
+    jit has any, its compiler options."""
+    parts = [jax.default_backend(), tuple(x_shape), tuple(w_shape), jnp.dtype(dtype).name,
+             spec.stride, spec.padding, spec.dilation, spec.groups, spec.data_format,
+             spec.precision]
+    options = _COMPILER_OPTIONS.get()
+    if options:
+        parts.append(options)
+    return "|".join(str(v) for v in parts)
 
 
 def _time_ms(fn: Callable[..., jnp.ndarray], args: tuple) -> float:
@@ -142,8 +186,10 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
     arrays of these shapes (``reps`` alternating rounds after a compile/warm-up call) and pick
     the fastest for each by its *minimum* time — on a shared machine noise only ever adds
     time, so the minimum is the steadiest estimate; ties go to the earlier candidate in
-    :data:`CANDIDATES`. ``times_ms`` reports those minima."""
+    :data:`CANDIDATES`. ``times_ms`` reports those minima. Compiled with the options of the
+    enclosing :func:`compiler_options_scope`, if any."""
     rng = np.random.default_rng(0)
+    jit = functools.partial(jax.jit, compiler_options=current_compiler_options() or None)
     n, c_out = x_shape[0], w_shape[0]
     y_shape = ((n, c_out, *spec.out_hw) if spec.data_format == "NCHW"
                else (n, *spec.out_hw, c_out))
@@ -154,9 +200,9 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
         for name, impl in CANDIDATES.items():
             conv = functools.partial(impl, spec=spec)
             fns[name] = (
-                jax.jit(conv),
-                jax.jit(lambda x, w, dy, conv=conv: jax.vjp(lambda a: conv(a, w), x)[1](dy)[0]),
-                jax.jit(lambda x, w, dy, conv=conv: jax.vjp(lambda b: conv(x, b), w)[1](dy)[0]),
+                jit(conv),
+                jit(lambda x, w, dy, conv=conv: jax.vjp(lambda a: conv(a, w), x)[1](dy)[0]),
+                jit(lambda x, w, dy, conv=conv: jax.vjp(lambda b: conv(x, b), w)[1](dy)[0]),
             )
             for k, fn in enumerate(fns[name]):
                 jax.block_until_ready(fn(x, w) if k == 0 else fn(x, w, dy))
