@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import jax
 import pytest
 
 import jconv
@@ -21,14 +22,14 @@ def _no_measuring():
 
 
 def test_quick_run_writes_table_csv_json_and_chart(tmp_path, capsys):
-    rc = cli.main(["--mode", "quick", "--impls", "auto", "--formats", "NCHW", "--reps", "1",
-                   "--no-torch", "--out", str(tmp_path)])
+    rc = cli.main(["--mode", "quick", "--impls", "auto,auto+eigen", "--formats", "NCHW",
+                   "--reps", "1", "--no-torch", "--out", str(tmp_path)])
     assert rc == 0
     out = capsys.readouterr().out
     assert "XLA matmul" in out and "fwd_bwd_speedup" in out
     rows = list(csv.DictReader((tmp_path / "layers_quick.csv").open()))
-    assert len(rows) == len(suite("quick")) * 2  # lax is always added as the baseline
-    assert {r["impl"] for r in rows} == {"lax", "auto"}
+    assert len(rows) == len(suite("quick")) * 3  # lax is always added as the baseline
+    assert {r["impl"] for r in rows} == {"lax", "auto", "auto+eigen"}
     for r in rows:
         assert float(r["fwd_ms"]) > 0 and float(r["fwd_bwd_ms"]) > 0
         assert float(r["matmul_gflops"]) > 0
@@ -43,10 +44,23 @@ def test_quick_run_writes_table_csv_json_and_chart(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_model_train_step_rows():
-    rows = run_model(["lax", "auto"], ["NHWC"], batch=2, reps=1, with_torch=False)
-    assert [(r["impl"], r["format"]) for r in rows] == [("lax", "NHWC"), ("auto", "NHWC")]
+    rows = run_model(["lax", "auto+eigen"], ["NHWC"], batch=2, reps=1, with_torch=False)
+    assert [(r["impl"], r["format"]) for r in rows] == [("lax", "NHWC"), ("auto+eigen", "NHWC")]
     assert all(r["images_per_s"] > 0 for r in rows)
     assert rows[0]["speedup_vs_lax"] == 1.0
+
+
+def test_split_label_and_eigen_case_compile_options():
+    """"+eigen" labels compile with the Eigen conv options; plain ones with XLA's defaults."""
+    from jconv.bench.timing import ConvCase, split_label
+
+    assert split_label("lax+eigen") == ("lax", "eigen")
+    assert split_label("im2col") == ("im2col", "xla_default")
+    layer = suite("quick")[1]  # c4 64->64: wide enough for XLA:CPU to consider YNNPACK
+    plain, eigen = ConvCase(layer, "lax", "NHWC"), ConvCase(layer, "lax+eigen", "NHWC")
+    assert plain.fwd().shape == eigen.fwd().shape
+    if jax.default_backend() == "cpu":
+        assert "ynn_fusion" not in eigen._fwd.as_text()
 
 
 def test_layer_flops_formula():
@@ -72,6 +86,7 @@ def test_suite_rejects_unknown_mode():
 
 @pytest.mark.parametrize("argv,message", [
     (["--impls", "nope"], "--impls must be a comma list from"),
+    (["--impls", "lax,nope+eigen"], "got 'lax,nope+eigen'"),
     (["--formats", "NCWH"], "--formats must be a comma list from"),
     (["--reps", "0"], "--reps must be >= 1, got 0"),
 ])

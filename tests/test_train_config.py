@@ -36,6 +36,8 @@ def test_every_registered_conv_impl_is_accepted(impl):
     ("optim.lr=-1", r"optim.lr=-1.0 is invalid: expected a positive number"),
     ("train.epochs=0", r"train.epochs=0 is invalid: expected a positive int"),
     ("model.conv_impl=fast", r"model.conv_impl='fast' is invalid: expected one of"),
+    ("model.conv_backend=cudnn",
+     r"model.conv_backend='cudnn' is invalid: expected one of \('eigen', 'xla_default'\)"),
     ("model.pool_impl=fast", r"model.pool_impl='fast' is invalid"),
     ("model.data_format=NCWH", r"model.data_format='NCWH' is invalid"),
     ("model.dtype=float16", r"model.dtype='float16' is invalid"),

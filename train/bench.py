@@ -4,6 +4,9 @@ all of them alike):
 
     python -m train.bench --config cifar_subset.yaml --impls lax,im2col,loops --rounds 5
 
+An implementation is a name in ``jconv.conv.CONV_IMPLS``, compiled with XLA's default conv
+kernels, or that name plus ``+eigen`` (``lax+eigen``) for ``jconv.conv_compiler_options
+("eigen")`` — the labels of ``python -m jconv.bench``; ``model.conv_backend`` is not used.
 Each round times ``--steps`` jitted train steps (real batches, forward + backward + AdamW
 update) per implementation; the table reports the median over rounds in images/s, and the
 ratio to the first one listed. ``--formats NHWC,NCHW`` also compares the data layouts.
@@ -18,7 +21,7 @@ import time
 
 import jax.numpy as jnp
 
-from jconv.bench.timing import interleaved_medians
+from jconv.bench.timing import EIGEN_SUFFIX, interleaved_medians, split_label
 
 from .config import ConfigError, load_config
 from .data import DataError, Normalizer, channel_stats, load_dataset, train_batches
@@ -38,10 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
     impls = [i for i in args.impls.split(",") if i]
-    bad = [i for i in impls if i not in CONV_IMPLS]
+    bad = [i for i in impls if split_label(i)[0] not in CONV_IMPLS]
     if bad or args.rounds < 1 or args.steps < 1:
-        print(f"error: --impls must name {tuple(CONV_IMPLS)} (got {bad}); --rounds and --steps "
-              ">= 1", file=sys.stderr)
+        print(f"error: --impls must name {tuple(CONV_IMPLS)}, each optionally with "
+              f"{EIGEN_SUFFIX} (got {bad}); --rounds and --steps >= 1", file=sys.stderr)
         return 2
     formats = args.formats.split(",") if args.formats else [None]
     if any(f not in (None, "NHWC", "NCHW") for f in formats):
@@ -70,15 +73,16 @@ def main(argv: list[str] | None = None) -> int:
 
     runners = {}
     variants = [(i, f) for f in formats for i in impls]
-    for impl, fmt in variants:
+    for label, fmt in variants:
+        impl, conv_backend = split_label(label)
         model_cfg = cfg.model if fmt is None else OmegaConf.merge(cfg.model,
                                                                    {"data_format": fmt})
         fns, state = split_model(build_model(model_cfg, cfg.seed, impl), tx)
-        step = make_train_step(fns, tx, cfg.optim.label_smoothing)
+        step = make_train_step(fns, tx, cfg.optim.label_smoothing, conv_backend)
         t0 = time.perf_counter()
         state, m = step(state, *data[0])
         m["loss"].block_until_ready()
-        name = impl if fmt is None else f"{impl}/{fmt}"
+        name = label if fmt is None else f"{label}/{fmt}"
         print(f"{name}: compiled + first step {time.perf_counter() - t0:.1f} s", flush=True)
         runners[name] = [step, state]
     names = list(runners)

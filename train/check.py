@@ -63,7 +63,7 @@ def grads_f32(cfg: Any, impl: str, batch: dict) -> tuple[float, Any]:
 
     fns, state = split_model(build_model(cfg.model, cfg.seed, impl, "float32"),
                              optax.identity())
-    loss, grads = make_grad_fn(fns, cfg.optim.label_smoothing)(
+    loss, grads = make_grad_fn(fns, cfg.optim.label_smoothing, cfg.model.conv_backend)(
         state["params"], state["batch_stats"], batch["image"], batch["label"])
     return float(loss), jax.device_get(grads)
 
@@ -77,7 +77,7 @@ def trajectory_f64(cfg: Any, impl: str, batches: list[dict]) -> tuple[np.ndarray
     schedule = make_schedule(cfg.optim, len(batches), 1)
     tx = make_optimizer(cfg.optim, schedule)
     fns, state = split_model(build_model(cfg.model, cfg.seed, impl, "float64"), tx)
-    step = make_train_step(fns, tx, cfg.optim.label_smoothing)
+    step = make_train_step(fns, tx, cfg.optim.label_smoothing, cfg.model.conv_backend)
     losses = []
     for b in batches:
         state, metrics = step(state, b["image"].astype(np.float64), b["label"])

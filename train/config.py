@@ -44,6 +44,7 @@ class ModelConfig:
     convs_per_stage: int = MISSING
     pool_first: bool = MISSING  # pool after a stage's first conv (airbench) or its last
     conv_impl: str = MISSING  # any name in jconv.conv.CONV_IMPLS
+    conv_backend: str = MISSING  # jconv.CONV_BACKENDS: XLA:CPU conv kernels of the jitted steps
     pool_impl: str = MISSING  # any name in jconv.IMPLS
     data_format: str = MISSING  # NHWC or NCHW
     dtype: str = MISSING  # compute dtype: float32 | bfloat16 (params stay float32)
@@ -152,7 +153,7 @@ def validate(cfg: Any) -> None:
       ...
       train.config.ConfigError: optim.lr=-1.0 is invalid: expected a positive number
     """
-    from jconv import IMPLS
+    from jconv import CONV_BACKENDS, IMPLS
     from jconv.conv import CONV_IMPLS
 
     d, m, o, t = cfg.data, cfg.model, cfg.optim, cfg.train
@@ -171,6 +172,8 @@ def validate(cfg: Any) -> None:
     _check(m.convs_per_stage > 0, "model.convs_per_stage", m.convs_per_stage, "a positive int")
     _check(m.conv_impl in CONV_IMPLS, "model.conv_impl", m.conv_impl,
            f"one of {tuple(CONV_IMPLS)}")
+    _check(m.conv_backend in CONV_BACKENDS, "model.conv_backend", m.conv_backend,
+           f"one of {CONV_BACKENDS}")
     _check(m.pool_impl in IMPLS, "model.pool_impl", m.pool_impl, f"one of {tuple(IMPLS)}")
     _check(m.data_format in ("NHWC", "NCHW"), "model.data_format", m.data_format,
            "'NHWC' or 'NCHW'")

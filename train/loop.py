@@ -78,7 +78,7 @@ def _summary(cfg: Any, ds: Dataset, model: CifarCNN, steps: int, workdir: Path) 
         f"  devices     {', '.join(report.devices())}",
         f"  data        {ds.description}",
         f"  model       widths {list(m.widths)} x {m.convs_per_stage} convs, "
-        f"conv_impl={m.conv_impl}, {m.data_format}, {m.dtype}",
+        f"conv_impl={m.conv_impl} ({m.conv_backend} XLA conv kernels), {m.data_format}, {m.dtype}",
         f"  size        {count_params(model):,} parameters, {macs / 1e6:.1f} M MACs/image "
         f"(forward)",
         f"  optimiser   {cfg.optim.name} lr={cfg.optim.lr} {cfg.optim.schedule} "
@@ -157,9 +157,9 @@ def run(cfg: Any, workdir: str | Path, resume: bool = False, quiet: bool = False
     t_compile = time.perf_counter()
     x0 = jnp.zeros((t.batch_size, 32, 32, 3), input_dtype)
     y0 = jnp.zeros((t.batch_size,), jnp.int32)
-    train_step = make_train_step(fns, tx, cfg.optim.label_smoothing).lower(
+    train_step = make_train_step(fns, tx, cfg.optim.label_smoothing, cfg.model.conv_backend).lower(
         state, x0, y0).compile()
-    eval_step = make_eval_step(fns, t.tta_flip).lower(
+    eval_step = make_eval_step(fns, t.tta_flip, cfg.model.conv_backend).lower(
         state["params"], state["batch_stats"],
         jnp.zeros((t.eval_batch_size, 32, 32, 3), input_dtype)).compile()
     print(f"  compiled    train and eval steps in {time.perf_counter() - t_compile:.1f} s",

@@ -1,7 +1,7 @@
 """The model as pure functions of its state, and the jitted train and eval steps.
 
 The NNX model is split once into a graph definition and three pytrees (``params``,
-``batch_stats`` and the Optax state); the steps are plain ``jax.jit`` functions of those
+``batch_stats`` and the Optax state); the steps are ``jconv.jit`` functions of those
 pytrees, which keeps per-step Python overhead near zero and makes the whole training state
 one pytree that Orbax can save and restore exactly.
 """
@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+
+import jconv
 
 TrainState = dict[str, Any]  # {"params", "batch_stats", "opt_state", "step"}
 
@@ -67,11 +69,13 @@ def smoothed_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
 
 
 def make_train_step(fns: ModelFns, tx: optax.GradientTransformation,
-                    label_smoothing: float) -> Callable:
+                    label_smoothing: float, conv_backend: str) -> Callable:
     """Jitted ``(state, images (B,32,32,3), labels (B,)) -> (state, {"loss", "correct"})``.
 
     ``loss`` is the batch-mean smoothed cross-entropy, ``correct`` the number of right
-    argmax predictions. The input state's buffers are donated (updated in place).
+    argmax predictions. The input state's buffers are donated (updated in place). Compiled
+    by ``jconv.jit`` with ``conv_backend`` (``"eigen"`` | ``"xla_default"``), as are the
+    other steps.
     """
 
     def step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray):
@@ -89,10 +93,10 @@ def make_train_step(fns: ModelFns, tx: optax.GradientTransformation,
         correct = jnp.sum(jnp.argmax(logits, -1) == labels)
         return new, {"loss": loss, "correct": correct}
 
-    return jax.jit(step, donate_argnums=0)
+    return jconv.jit(step, conv_backend=conv_backend, donate_argnums=0)
 
 
-def make_grad_fn(fns: ModelFns, label_smoothing: float) -> Callable:
+def make_grad_fn(fns: ModelFns, label_smoothing: float, conv_backend: str) -> Callable:
     """Jitted ``(params, batch_stats, images, labels) -> (loss, grads)`` in train mode: the
     gradient the train step applies, exposed for the cross-implementation check."""
 
@@ -103,10 +107,10 @@ def make_grad_fn(fns: ModelFns, label_smoothing: float) -> Callable:
 
         return jax.value_and_grad(loss_fn)(params, batch_stats)
 
-    return jax.jit(grad)
+    return jconv.jit(grad, conv_backend=conv_backend)
 
 
-def make_eval_step(fns: ModelFns, tta_flip: bool) -> Callable:
+def make_eval_step(fns: ModelFns, tta_flip: bool, conv_backend: str) -> Callable:
     """Jitted ``(params, batch_stats, images (B,32,32,3)) -> logits (B, K)`` in eval mode;
     with ``tta_flip`` the mean of the logits of the images and their mirror images."""
 
@@ -117,4 +121,4 @@ def make_eval_step(fns: ModelFns, tta_flip: bool) -> Callable:
             logits = 0.5 * (logits + model(images[:, :, ::-1]))
         return logits
 
-    return jax.jit(step)
+    return jconv.jit(step, conv_backend=conv_backend)

@@ -17,10 +17,11 @@ from .model import run_model
 from .report import format_table, layer_chart, model_chart, write_files
 from .run import run_layers
 from .suite import suite
-from .timing import matmul_peak_gflops
+from .timing import EIGEN_SUFFIX, matmul_peak_gflops
 from .torch_ref import load_torch
 
-DEFAULT_IMPLS = "lax,im2col,loops,auto"
+DEFAULT_IMPLS = "lax,im2col,loops,auto,lax+eigen,auto+eigen"
+IMPL_LABELS = tuple(CONV_IMPLS) + tuple(i + EIGEN_SUFFIX for i in CONV_IMPLS)
 
 
 def _csv_list(value: str, allowed: Sequence[str], name: str) -> list[str]:
@@ -37,7 +38,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mode", choices=("quick", "full"), default="quick",
                    help="quick: 3 tiny layers, seconds (CI); full: the README suite")
     p.add_argument("--impls", default=DEFAULT_IMPLS,
-                   help=f"comma list of jconv impls (lax is always added), default {DEFAULT_IMPLS}")
+                   help="comma list of jconv impls, each optionally with +eigen (compiled "
+                        "with jconv.conv_compiler_options('eigen')); lax is always added; "
+                        f"default {DEFAULT_IMPLS}")
     p.add_argument("--formats", default="NCHW,NHWC", help="comma list of NCHW,NHWC")
     p.add_argument("--suites", default="cifar,resnet18,special",
                    help="full mode: comma list of cifar,resnet18,special")
@@ -52,7 +55,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("docs/bench"), help="output folder")
     args = p.parse_args(argv)
     try:
-        impls = _csv_list(args.impls, tuple(CONV_IMPLS), "--impls")
+        impls = _csv_list(args.impls, IMPL_LABELS, "--impls")
         args.formats = _csv_list(args.formats.upper(), ("NCHW", "NHWC"), "--formats")
         args.suites = _csv_list(args.suites, ("cifar", "resnet18", "special"), "--suites")
     except argparse.ArgumentTypeError as err:

@@ -14,7 +14,8 @@ import numpy as np
 from flax import nnx
 
 from .. import nn as jnn
-from .timing import interleaved_medians
+from ..xla_options import jit as conv_jit
+from .timing import interleaved_medians, split_label
 from .torch_ref import load_torch
 
 WIDTHS = (32, 64, 128)
@@ -53,30 +54,40 @@ class SixConvCNN(nnx.Module):
         return self.head(self.pool(x))
 
 
-def jax_train_step(impl: str, data_format: str, batch: int) -> Any:
-    """A jitted SGD(momentum) step closure for one impl; returns (step_fn, compile seconds)."""
+def jax_train_step(label: str, data_format: str, batch: int) -> Any:
+    """A jitted SGD(momentum) step closure for one implementation label (``"auto+eigen"``:
+    ``impl="auto"`` compiled with the Eigen conv options, see ``timing.split_label``);
+    returns (step_fn, compile seconds)."""
     import optax
 
+    impl, conv_backend = split_label(label)
     model = SixConvCNN(impl, data_format, nnx.Rngs(0))
     optimizer = nnx.Optimizer(model, optax.sgd(0.01, momentum=0.9), wrt=nnx.Param)
+    graphdef, state = nnx.split((model, optimizer))
     rng = np.random.default_rng(0)
     shape = (batch, 3, 32, 32) if data_format == "NCHW" else (batch, 32, 32, 3)
     images = jnp.asarray(rng.standard_normal(shape), jnp.float32)
     labels = jnp.asarray(rng.integers(0, 10, batch))
 
-    @nnx.jit
-    def step(model: SixConvCNN, optimizer: nnx.Optimizer, images: jnp.ndarray,
-             labels: jnp.ndarray) -> jnp.ndarray:
+    def step(state: nnx.State, images: jnp.ndarray,
+             labels: jnp.ndarray) -> tuple[jnp.ndarray, nnx.State]:
+        model, optimizer = nnx.merge(graphdef, state)
+
         def loss_fn(m: SixConvCNN) -> jnp.ndarray:
             logits = m(images)
             return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
         loss, grads = nnx.value_and_grad(loss_fn)(model)
         optimizer.update(model, grads)
-        return loss
+        return loss, nnx.state((model, optimizer))
+
+    # jconv.jit rather than nnx.jit: only jax.jit takes compiler_options.
+    jitted = conv_jit(step, conv_backend=conv_backend, donate_argnums=0)
+    holder = [state]
 
     def run() -> None:
-        jax.block_until_ready(step(model, optimizer, images, labels))
+        loss, holder[0] = jitted(holder[0], images, labels)
+        jax.block_until_ready(loss)
 
     start = time.perf_counter()
     run()  # the first call traces, compiles (and lets impl="auto" measure) and runs once
@@ -112,7 +123,8 @@ def torch_train_step(torch: Any, data_format: str, batch: int) -> Any:
 
 def run_model(impls: list[str], formats: list[str], batch: int, reps: int,
               with_torch: bool) -> list[dict[str, Any]]:
-    """Median train-step time and images/s per (impl, format), all interleaved."""
+    """Median train-step time and images/s per (implementation label, format), all
+    interleaved."""
     torch = load_torch() if with_torch else None
     steps: dict[tuple[str, str], Any] = {}
     for fmt in formats:

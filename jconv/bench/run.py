@@ -8,25 +8,28 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from .._auto import auto_choice
+from .._auto import auto_choice, compiler_options_scope
 from .._spec import canonical_conv
+from ..xla_options import conv_compiler_options
 from .suite import Layer
-from .timing import ConvCase, interleaved_medians, matmul_case
+from .timing import ConvCase, interleaved_medians, matmul_case, split_label
 from .torch_ref import TorchCase, load_torch
 
 
-def _auto_label(layer: Layer, data_format: str) -> str:
-    """``fwd/dx/dw`` implementations auto chose for this layer (cached by the run itself)."""
+def _auto_label(layer: Layer, data_format: str, conv_backend: str) -> str:
+    """``fwd/dx/dw`` implementations auto chose for this layer under ``conv_backend``'s
+    compiler options (cached by the run itself)."""
     x = jnp.zeros(layer.x_shape(data_format), jnp.float32)
     w = jnp.zeros(layer.w_shape, jnp.float32)
     spec, _ = canonical_conv(x, w, None, data_format=data_format, precision=None,
                              **layer.conv_kwargs)
-    return "/".join(auto_choice(x.shape, w.shape, x.dtype, spec).impls)
+    with compiler_options_scope(conv_compiler_options(conv_backend)):
+        return "/".join(auto_choice(x.shape, w.shape, x.dtype, spec).impls)
 
 
 def run_layers(layers: list[Layer], impls: list[str], formats: list[str], reps: int,
                with_torch: bool, matmul_size: int = 1024) -> list[dict[str, Any]]:
-    """One row per (layer, data format, impl): compile s, fwd and fwd+bwd median ms,
+    """One row per (layer, data format, impl label — see ``split_label``): compile s, fwd and fwd+bwd median ms,
     GFLOP/s, % of the matmul peak, speedup over ``lax`` (t_lax / t_impl), compiled MB.
 
     The matmul peak is timed inside each layer's interleaved fwd+bwd loop, so a load change
@@ -56,7 +59,8 @@ def run_layers(layers: list[Layer], impls: list[str], formats: list[str], reps: 
                     fwd_speedup=round(fwd["lax"] / fwd[name], 3) if "lax" in fwd else math.nan,
                     fwd_bwd_speedup=round(fb["lax"] / fb[name], 3) if "lax" in fb else math.nan,
                     peak_mb=round(case.peak_mb, 1),
-                    choice=_auto_label(layer, fmt) if name == "auto" else ""))
+                    choice=(_auto_label(layer, fmt, split_label(name)[1])
+                            if split_label(name)[0] == "auto" else "")))
             del cases
             gc.collect()
     return rows

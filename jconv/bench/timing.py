@@ -10,9 +10,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..conv import conv2d
+from ..xla_options import jit as conv_jit
 from .suite import Layer
 
 Fn = Callable[[], object]
+EIGEN_SUFFIX = "+eigen"
+
+
+def split_label(label: str) -> tuple[str, str]:
+    """A bench implementation label -> (jconv impl, conv_backend): ``"auto+eigen"`` is
+    ``impl="auto"`` compiled with ``jconv.conv_compiler_options("eigen")``.
+
+    Example:
+      >>> split_label("auto+eigen"), split_label("lax")
+      (('auto', 'eigen'), ('lax', 'xla_default'))
+    """
+    if label.endswith(EIGEN_SUFFIX):
+        return label[:-len(EIGEN_SUFFIX)], "eigen"
+    return label, "xla_default"
 
 
 def wall_ms(fn: Fn) -> float:
@@ -51,13 +66,16 @@ def matmul_peak_gflops(size: int = 1024, reps: int = 5) -> float:
 
 
 class ConvCase:
-    """Compiled forward and forward+backward functions of one layer, impl and data format.
+    """Compiled forward and forward+backward functions of one layer, implementation label
+    (see :func:`split_label`) and data format.
 
     ``fwd()`` runs y = conv2d(x, w); ``fwd_bwd()`` runs <conv2d(x, w), dy> and its gradient
     with respect to both x and w (forward pass included), as a training step needs.
     """
 
-    def __init__(self, layer: Layer, impl: str, data_format: str, dtype: object = jnp.float32):
+    def __init__(self, layer: Layer, label: str, data_format: str,
+                 dtype: object = jnp.float32):
+        impl, conv_backend = split_label(label)
         rng = np.random.default_rng(0)
         self.x = jnp.asarray(rng.standard_normal(layer.x_shape(data_format)), dtype)
         self.w = jnp.asarray(0.1 * rng.standard_normal(layer.w_shape), dtype)
@@ -75,8 +93,9 @@ class ConvCase:
                                       argnums=(0, 1))(x, w)
 
         start = time.perf_counter()
-        self._fwd = jax.jit(conv).lower(self.x, self.w).compile()
-        compiled_fb = jax.jit(grads).lower(self.x, self.w, self.dy).compile()
+        self._fwd = conv_jit(conv, conv_backend=conv_backend).lower(self.x, self.w).compile()
+        compiled_fb = conv_jit(grads, conv_backend=conv_backend).lower(
+            self.x, self.w, self.dy).compile()
         self.compile_s = time.perf_counter() - start
         self._fwd_bwd = compiled_fb
         self.peak_mb = _compiled_mb(compiled_fb)
