@@ -63,8 +63,9 @@ _COMPILER_OPTIONS: contextvars.ContextVar[tuple[tuple[str, Any], ...]] = context
 class AutoChoice:
     """Implementations for the forward pass, the input gradient and the weight gradient.
 
-    ``times_ms`` holds the measured minima {impl: (fwd, dx, dw)} (empty when not measured);
-    ``source`` is ``"measured"``, ``"heuristic"`` or ``"disk"``.
+    ``times_ms`` holds the measured per-pass minima {impl: (fwd, dx, dw)} and ``joint_ms``
+    the forward+backward minima {"fwd/dx/dw": ms} of the triples compared last (both empty
+    when not measured); ``source`` is ``"measured"``, ``"heuristic"`` or ``"disk"``.
     """
 
     fwd: str
@@ -72,6 +73,7 @@ class AutoChoice:
     dw: str
     source: str
     times_ms: tuple[tuple[str, tuple[float, float, float]], ...] = ()
+    joint_ms: tuple[tuple[str, float], ...] = ()
 
     @property
     def impls(self) -> tuple[str, str, str]:
@@ -182,12 +184,20 @@ def _time_ms(fn: Callable[..., jnp.ndarray], args: tuple) -> float:
 
 def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.dtype,
                    spec: ConvSpec, reps: int = MEASURE_REPS) -> AutoChoice:
-    """Time every candidate's forward, input-gradient and weight-gradient pass on random
-    arrays of these shapes (``reps`` alternating rounds after a compile/warm-up call) and pick
-    the fastest for each by its *minimum* time — on a shared machine noise only ever adds
-    time, so the minimum is the steadiest estimate; ties go to the earlier candidate in
-    :data:`CANDIDATES`. ``times_ms`` reports those minima. Compiled with the options of the
-    enclosing :func:`compiler_options_scope`, if any."""
+    """Measure which implementations to use, in two stages, on random arrays of these shapes
+    (each timing: ``reps`` alternating rounds after a compile/warm-up call, summarised by
+    its *minimum* — on a shared machine noise only ever adds time):
+
+    1. every candidate's forward, input-gradient and weight-gradient pass on its own; the
+       fastest per pass makes the mixed triple (``times_ms`` holds these minima);
+    2. forward+backward together (value and both gradients, as in training) for the mixed
+       triple and for each candidate used in all three roles; the fastest wins
+       (``joint_ms``). Passes timed alone can mislead where the passes share work — e.g.
+       ``im2col``'s forward and weight gradient build the same patch matrix, which XLA
+       computes once in the joint graph.
+
+    Ties go to the mixed triple, then to the earlier candidate in :data:`CANDIDATES`.
+    Compiled with the options of the enclosing :func:`compiler_options_scope`, if any."""
     rng = np.random.default_rng(0)
     jit = functools.partial(jax.jit, compiler_options=current_compiler_options() or None)
     n, c_out = x_shape[0], w_shape[0]
@@ -196,26 +206,45 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
     # Measuring runs while an outer jit/grad may be tracing: evaluate eagerly, on concrete data.
     with jax.ensure_compile_time_eval():
         x, w, dy = (jnp.asarray(rng.standard_normal(s), dtype) for s in (x_shape, w_shape, y_shape))
-        fns: dict[str, tuple[Callable[..., jnp.ndarray], ...]] = {}
+        fns: dict[tuple[str, int], Callable[..., jnp.ndarray]] = {}
         for name, impl in CANDIDATES.items():
             conv = functools.partial(impl, spec=spec)
-            fns[name] = (
-                jit(conv),
-                jit(lambda x, w, dy, conv=conv: jax.vjp(lambda a: conv(a, w), x)[1](dy)[0]),
-                jit(lambda x, w, dy, conv=conv: jax.vjp(lambda b: conv(x, b), w)[1](dy)[0]),
-            )
-            for k, fn in enumerate(fns[name]):
-                jax.block_until_ready(fn(x, w) if k == 0 else fn(x, w, dy))
-        samples: dict[str, list[list[float]]] = {name: [[], [], []] for name in CANDIDATES}
-        for _ in range(reps):
-            for name, (fwd, dx, dw) in fns.items():
-                samples[name][0].append(_time_ms(fwd, (x, w)))
-                samples[name][1].append(_time_ms(dx, (x, w, dy)))
-                samples[name][2].append(_time_ms(dw, (x, w, dy)))
-    low = {name: tuple(float(np.min(s)) for s in per) for name, per in samples.items()}
-    best = [min(CANDIDATES, key=lambda name: low[name][k]) for k in range(3)]
+            fns[(name, 0)] = jit(conv)
+            fns[(name, 1)] = jit(lambda x, w, dy, conv=conv:
+                                 jax.vjp(lambda a: conv(a, w), x)[1](dy)[0])
+            fns[(name, 2)] = jit(lambda x, w, dy, conv=conv:
+                                 jax.vjp(lambda b: conv(x, b), w)[1](dy)[0])
+        passes = _minima(fns, {key: (x, w) if key[1] == 0 else (x, w, dy) for key in fns},
+                         reps)
+        low = {name: tuple(passes[(name, k)] for k in range(3)) for name in CANDIDATES}
+        mixed = tuple(min(CANDIDATES, key=lambda name: low[name][k]) for k in range(3))
+        triples = list(dict.fromkeys([mixed] + [(c, c, c) for c in CANDIDATES]))
+        joint_fns = {t: jit(_joint_fn(spec, t)) for t in triples}
+        joint = _minima(joint_fns, {t: (x, w, dy) for t in triples}, reps)
+    best = min(triples, key=lambda t: joint[t])
     return AutoChoice(*best, source="measured",
-                      times_ms=tuple((name, low[name]) for name in CANDIDATES))
+                      times_ms=tuple((name, low[name]) for name in CANDIDATES),
+                      joint_ms=tuple(("/".join(t), joint[t]) for t in triples))
+
+
+def _joint_fn(spec: ConvSpec, impls: tuple[str, str, str]) -> Callable[..., tuple]:
+    """(x, w, dy) -> (<conv(x, w), dy>, (d/dx, d/dw)): one training-like forward+backward."""
+    def fn(x: jnp.ndarray, w: jnp.ndarray, dy: jnp.ndarray) -> tuple:
+        return jax.value_and_grad(
+            lambda a, b: jnp.vdot(_conv_bilinear(a, b, spec, impls), dy), argnums=(0, 1))(x, w)
+    return fn
+
+
+def _minima(fns: Mapping[Any, Callable[..., Any]], args: Mapping[Any, tuple],
+            reps: int) -> dict[Any, float]:
+    """Minimum ms per function over ``reps`` alternating rounds, after one warm-up call each."""
+    for key, fn in fns.items():
+        jax.block_until_ready(fn(*args[key]))
+    samples: dict[Any, list[float]] = {key: [] for key in fns}
+    for _ in range(reps):
+        for key, fn in fns.items():
+            samples[key].append(_time_ms(fn, args[key]))
+    return {key: float(np.min(v)) for key, v in samples.items()}
 
 
 def _disk_path() -> Path | None:

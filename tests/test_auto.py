@@ -126,8 +126,12 @@ def test_measuring_picks_the_fastest_and_caches(monkeypatch):
     assert choice.source == "measured"
     times = dict(choice.times_ms)
     assert set(times) == set(_auto.CANDIDATES)
-    for k, picked in enumerate(choice.impls):
-        assert times[picked][k] == min(t[k] for t in times.values())
+    mixed = tuple(min(times, key=lambda name: times[name][k]) for k in range(3))
+    joint = dict(choice.joint_ms)
+    # Stage 2 compares the per-pass winners with each candidate in all three roles ...
+    assert set(joint) == {"/".join(mixed)} | {f"{c}/{c}/{c}" for c in _auto.CANDIDATES}
+    # ... and keeps the fastest forward+backward.
+    assert joint["/".join(choice.impls)] == min(joint.values())
 
     def must_not_measure(*args, **kwargs):
         raise AssertionError("a cached choice was measured again")
