@@ -47,6 +47,7 @@ def run_layers(layers: list[Layer], impls: list[str], formats: list[str], reps: 
                                       **{k: c.fwd_bwd for k, c in cases.items()}}, reps)
             peak_gflops = matmul_flops / (fb.pop("__matmul__") * 1e6)
             for name, case in cases.items():
+                impl, conv_backend = split_label(name)
                 fb_gflops = 3 * layer.fwd_flops / (fb[name] * 1e6)
                 rows.append(dict(
                     suite=layer.suite, layer=layer.name, batch=layer.n, format=fmt, impl=name,
@@ -59,8 +60,7 @@ def run_layers(layers: list[Layer], impls: list[str], formats: list[str], reps: 
                     fwd_speedup=round(fwd["lax"] / fwd[name], 3) if "lax" in fwd else math.nan,
                     fwd_bwd_speedup=round(fb["lax"] / fb[name], 3) if "lax" in fb else math.nan,
                     peak_mb=round(case.peak_mb, 1),
-                    choice=(_auto_label(layer, fmt, split_label(name)[1])
-                            if split_label(name)[0] == "auto" else "")))
+                    choice=_auto_label(layer, fmt, conv_backend) if impl == "auto" else ""))
             del cases
             gc.collect()
     return rows
