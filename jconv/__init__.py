@@ -3,7 +3,7 @@ with PyTorch semantics, pooling, shape/cost helpers and Flax NNX layers."""
 
 from . import nn
 from ._auto import AutoChoice, auto_choice, clear_auto_cache, set_auto_measure
-from ._spec import IMPLS
+from ._registry import CONV_IMPLS, IMPLS, POOL_IMPLS, Implementation
 from .conv import conv2d
 from .cost import (ReceptiveField, RFLayer, activation_bytes, conv2d_flops, conv2d_macs,
                    conv2d_params, receptive_field)
@@ -21,7 +21,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CONV_BACKENDS",
+    "CONV_IMPLS",
     "IMPLS",
+    "Implementation",
+    "POOL_IMPLS",
     "AutoChoice",
     "auto_choice",
     "clear_auto_cache",

@@ -7,11 +7,14 @@ the implementation fastest forward and whose two tangent terms run the implement
 *transposes* are fastest. Everything stays ordinary differentiable JAX, so jit, vmap,
 forward mode and grad-of-grad all work.
 
-The choice is measured once per (backend, shapes, dtype, spec) — like ``cudnn.benchmark`` —
-on fresh concrete arrays outside any trace, then cached in memory and, when the
-``JCONV_AUTO_CACHE`` environment variable names a JSON file, on disk. With measuring off
-(``JCONV_AUTO_MEASURE=0`` or :func:`set_auto_measure`) the documented :func:`heuristic_choice`
-is used instead, so tests and CI stay fast and deterministic.
+The choice is made per *platform the computation is lowered for* (``lax.platform_dependent``
+emits one branch per platform and lowering keeps only its own): on the platform jax is running
+on (the host backend) it is measured once per (platform, shapes, dtype, spec) — like
+``cudnn.benchmark`` — on fresh concrete arrays outside any trace, then cached in memory and,
+when the ``JCONV_AUTO_CACHE`` environment variable names a JSON file, on disk. For every other
+platform, and with measuring off (``JCONV_AUTO_MEASURE=0`` or :func:`set_auto_measure`), the
+documented :func:`heuristic_choice` is used: host kernels are never timed to choose for
+another platform (e.g. while exporting for ``cuda`` on a CPU machine).
 
 Measurements compile with the XLA compiler options of the jit that is being traced, when
 that jit says so through :func:`compiler_options_scope` (``jconv.jit`` does): on CPU those
@@ -36,16 +39,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
-from ._im2col import conv_im2col
-from ._lax import conv_lax
-from ._loops import conv_loops
 from ._spec import ConvSpec
 
-CANDIDATES: dict[str, Callable[[jnp.ndarray, jnp.ndarray, ConvSpec], jnp.ndarray]] = {
-    "lax": conv_lax,
-    "im2col": conv_im2col,
-    "loops": conv_loops,
-}
+# Platforms a choice is made for; jax.default_backend() names the host the same way.
+PLATFORMS = ("cpu", "gpu", "tpu")
 MEASURE_ENV = "JCONV_AUTO_MEASURE"
 CACHE_ENV = "JCONV_AUTO_CACHE"
 MEASURE_REPS = 5
@@ -135,9 +132,25 @@ def clear_auto_cache() -> None:
     _DISK_LOADED.clear()
 
 
-def heuristic_choice(w_shape: tuple[int, ...], spec: ConvSpec) -> AutoChoice:
-    """The choice used when measuring is off, from the CPU measurements in README
-    "Performance" (``docs/bench/layers_full.json``):
+def candidates() -> dict[str, Callable[[jnp.ndarray, jnp.ndarray, ConvSpec], jnp.ndarray]]:
+    """The exact implementations ``auto`` chooses among (the registry's, in its order)."""
+    from ._registry import auto_candidates  # the registry imports this module
+
+    return auto_candidates()
+
+
+def host_platform() -> str:
+    """The platform jax runs on here: ``"cpu"``, ``"gpu"`` or ``"tpu"``."""
+    return jax.default_backend()
+
+
+def heuristic_choice(w_shape: tuple[int, ...], spec: ConvSpec,
+                     platform: str = "cpu") -> AutoChoice:
+    """The choice used when measuring is off, and for platforms other than the host.
+
+    On GPU and TPU: ``lax`` everywhere — XLA's convolution there is the vendor library
+    (cuDNN) or the TPU's own, and no jconv implementation has been measured to beat it.
+    On CPU, from the measurements in docs/performance.md (``docs/bench/layers_full.json``):
 
     - depthwise (one input channel per group): ``loops`` — a fused multiply-add per tap —
       in every direction (XLA's conv was 2-5x slower);
@@ -155,6 +168,8 @@ def heuristic_choice(w_shape: tuple[int, ...], spec: ConvSpec) -> AutoChoice:
       >>> heuristic_choice((8, 3, 3, 3), spec).impls
       ('im2col', 'im2col', 'im2col')
     """
+    if platform != "cpu":
+        return AutoChoice("lax", "lax", "lax", "heuristic")
     c_per_group, kh, kw = w_shape[1:]
     if spec.groups > 1:
         impl = "loops" if c_per_group == 1 else "im2col"
@@ -164,10 +179,10 @@ def heuristic_choice(w_shape: tuple[int, ...], spec: ConvSpec) -> AutoChoice:
 
 
 def cache_key(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.dtype,
-              spec: ConvSpec) -> str:
-    """The cache key: backend, shapes, dtype, every field of the spec and, when the traced
-    jit has any, its compiler options."""
-    parts = [jax.default_backend(), tuple(x_shape), tuple(w_shape), jnp.dtype(dtype).name,
+              spec: ConvSpec, platform: str | None = None) -> str:
+    """The cache key: platform (default: the host's), shapes, dtype, every field of the spec
+    and, when the traced jit has any, its compiler options."""
+    parts = [platform or host_platform(), tuple(x_shape), tuple(w_shape), jnp.dtype(dtype).name,
              spec.stride, spec.padding, spec.dilation, spec.groups, spec.data_format,
              spec.precision]
     options = _COMPILER_OPTIONS.get()
@@ -196,9 +211,10 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
        ``im2col``'s forward and weight gradient build the same patch matrix, which XLA
        computes once in the joint graph.
 
-    Ties go to the mixed triple, then to the earlier candidate in :data:`CANDIDATES`.
+    Ties go to the mixed triple, then to the earlier candidate in :func:`candidates`.
     Compiled with the options of the enclosing :func:`compiler_options_scope`, if any."""
     rng = np.random.default_rng(0)
+    cands = candidates()
     jit = functools.partial(jax.jit, compiler_options=current_compiler_options() or None)
     n, c_out = x_shape[0], w_shape[0]
     y_shape = ((n, c_out, *spec.out_hw) if spec.data_format == "NCHW"
@@ -207,7 +223,7 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
     with jax.ensure_compile_time_eval():
         x, w, dy = (jnp.asarray(rng.standard_normal(s), dtype) for s in (x_shape, w_shape, y_shape))
         fns: dict[tuple[str, int], Callable[..., jnp.ndarray]] = {}
-        for name, impl in CANDIDATES.items():
+        for name, impl in cands.items():
             conv = functools.partial(impl, spec=spec)
             fns[(name, 0)] = jit(conv)
             fns[(name, 1)] = jit(lambda x, w, dy, conv=conv:
@@ -216,14 +232,14 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
                                  jax.vjp(lambda b: conv(x, b), w)[1](dy)[0])
         passes = _minima(fns, {key: (x, w) if key[1] == 0 else (x, w, dy) for key in fns},
                          reps)
-        low = {name: tuple(passes[(name, k)] for k in range(3)) for name in CANDIDATES}
-        mixed = tuple(min(CANDIDATES, key=lambda name: low[name][k]) for k in range(3))
-        triples = list(dict.fromkeys([mixed] + [(c, c, c) for c in CANDIDATES]))
+        low = {name: tuple(passes[(name, k)] for k in range(3)) for name in cands}
+        mixed = tuple(min(cands, key=lambda name: low[name][k]) for k in range(3))
+        triples = list(dict.fromkeys([mixed] + [(c, c, c) for c in cands]))
         joint_fns = {t: jit(_joint_fn(spec, t)) for t in triples}
         joint = _minima(joint_fns, {t: (x, w, dy) for t in triples}, reps)
     best = min(triples, key=lambda t: joint[t])
     return AutoChoice(*best, source="measured",
-                      times_ms=tuple((name, low[name]) for name in CANDIDATES),
+                      times_ms=tuple((name, low[name]) for name in cands),
                       joint_ms=tuple(("/".join(t), joint[t]) for t in triples))
 
 
@@ -270,8 +286,10 @@ def _save_disk(path: Path) -> None:
 
 
 def auto_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.dtype,
-                spec: ConvSpec) -> AutoChoice:
-    """The cached (or newly measured / heuristic) choice for a batched conv of these shapes.
+                spec: ConvSpec, platform: str | None = None) -> AutoChoice:
+    """The cached (or newly measured / heuristic) choice for a batched conv of these shapes,
+    for ``platform`` (``"cpu"``, ``"gpu"`` or ``"tpu"``; default: the host's). Only the host
+    platform is ever measured; any other gets :func:`heuristic_choice`.
 
     x_shape: (N, C_in, H, W) or (N, H, W, C_in) per ``spec.data_format``; w_shape OIHW.
 
@@ -285,15 +303,19 @@ def auto_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.d
       ('loops', 'loops', 'loops')
       >>> jconv.set_auto_measure(None)
     """
-    key = cache_key(x_shape, w_shape, dtype, spec)
+    platform = platform or host_platform()
+    if platform not in PLATFORMS:
+        raise ValueError(f"platform must be one of {PLATFORMS}, got {platform!r}")
+    measure = measuring_enabled() and platform == host_platform()
+    key = cache_key(x_shape, w_shape, dtype, spec, platform)
     disk = _disk_path()
     if disk is not None:
         _load_disk(disk)
     choice = _MEMORY.get(key)
-    if choice is not None and (choice.source != "heuristic" or not measuring_enabled()):
+    if choice is not None and (choice.source != "heuristic" or not measure):
         return choice
-    if not measuring_enabled():
-        choice = heuristic_choice(tuple(w_shape), spec)
+    if not measure:
+        choice = heuristic_choice(tuple(w_shape), spec, platform)
     else:
         choice = measure_choice(tuple(x_shape), tuple(w_shape), dtype, spec)
     _MEMORY[key] = choice
@@ -305,7 +327,7 @@ def auto_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.d
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _conv_bilinear(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec,
                    impls: tuple[str, str, str]) -> jnp.ndarray:
-    return CANDIDATES[impls[0]](x, w, spec)
+    return candidates()[impls[0]](x, w, spec)
 
 
 def _conv_bilinear_jvp(spec: ConvSpec, impls: tuple[str, str, str], primals: tuple,
@@ -315,9 +337,9 @@ def _conv_bilinear_jvp(spec: ConvSpec, impls: tuple[str, str, str], primals: tup
     # Symbolic zeros skip a whole conv, e.g. the input gradient of a network's first layer.
     terms = []
     if not isinstance(tx, SymbolicZero):
-        terms.append(CANDIDATES[impls[1]](tx, w, spec))
+        terms.append(candidates()[impls[1]](tx, w, spec))
     if not isinstance(tw, SymbolicZero):
-        terms.append(CANDIDATES[impls[2]](x, tw, spec))
+        terms.append(candidates()[impls[2]](x, tw, spec))
     ty = functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
     return y, ty
 
@@ -326,6 +348,13 @@ _conv_bilinear.defjvp(_conv_bilinear_jvp, symbolic_zeros=True)
 
 
 def conv_auto(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
-    """Batched conv in ``spec.data_format`` with OIHW weights via the chosen implementations."""
-    choice = auto_choice(tuple(x.shape), tuple(w.shape), x.dtype, spec)
-    return _conv_bilinear(x, w, spec, choice.impls)
+    """Batched conv in ``spec.data_format`` with OIHW weights via the implementations chosen
+    for each platform; lowering for one platform keeps only that platform's choice."""
+    impls = {p: auto_choice(tuple(x.shape), tuple(w.shape), x.dtype, spec, p).impls
+             for p in PLATFORMS}
+    branch = {p: (lambda a, b, t=t: _conv_bilinear(a, b, spec, t)) for p, t in impls.items()}
+    if len(set(impls.values())) == 1:
+        return branch["cpu"](x, w)
+    return jax.lax.platform_dependent(x, w, cpu=branch["cpu"], cuda=branch["gpu"],
+                                      rocm=branch["gpu"], tpu=branch["tpu"],
+                                      default=branch["gpu"])

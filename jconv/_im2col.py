@@ -1,9 +1,10 @@
 """``impl="im2col"``: gather every receptive-field patch into a matrix, then one matmul.
 
 The patch matrix has one row per output pixel and ``kH*kW*C_in/groups`` columns per group.
-It is built and multiplied one cache-sized batch chunk at a time (see
-:func:`jconv._windows.map_batch_chunks`): materialising it for the whole batch made this
-implementation memory-bound, ~10x slower than ``lax`` on the CIFAR layers.
+On CPU it is built and multiplied one cache-sized batch chunk at a time (materialising it
+for the whole batch made this implementation memory-bound there, several times slower than
+``lax`` on the CIFAR layers); on GPU/TPU the whole batch is one matmul (see
+:func:`jconv._windows.run_planned`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._spec import ConvSpec, accum_dtype
-from ._windows import batch_chunk, from_nhwc, map_batch_chunks, pad_hw, tap_windows, to_nhwc
+from ._windows import from_nhwc, pad_hw, run_planned, tap_windows, to_nhwc
 
 
 def im2col(x_nhwc: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
@@ -47,5 +48,4 @@ def conv_im2col(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
     """Batched conv in ``spec.data_format`` with OIHW weights; output dtype = input dtype."""
     (ho, wo), (kh, kw) = spec.out_hw, spec.kernel
     per_image = ho * wo * kh * kw * w.shape[1] * spec.groups * x.dtype.itemsize
-    chunk = batch_chunk(x.shape[0], per_image)
-    return map_batch_chunks(lambda xb, wb: _im2col_chunk(xb, wb, spec), x, w, chunk)
+    return run_planned(lambda xb, wb: _im2col_chunk(xb, wb, spec), x, w, per_image)

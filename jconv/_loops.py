@@ -4,7 +4,8 @@ Each step takes the strided, dilated window of the padded input that one tap tou
 contracts it over input channels with that tap's weights; the tap results are summed. There
 is no loop over output pixels: one window covers all of them at once. Depthwise layers
 (one input channel per group) use a broadcast multiply per tap instead of a contraction, so
-XLA fuses all taps into one elementwise loop. Like im2col, it runs per cache-sized batch chunk.
+XLA fuses all taps into one elementwise loop. Like im2col, it runs per cache-sized batch
+chunk on CPU and on whole batches on GPU/TPU (:func:`jconv._windows.run_planned`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._spec import ConvSpec, accum_dtype
-from ._windows import batch_chunk, from_nhwc, map_batch_chunks, pad_hw, tap_windows, to_nhwc
+from ._windows import from_nhwc, pad_hw, run_planned, tap_windows, to_nhwc
 
 
 def _loops_chunk(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
@@ -44,7 +45,7 @@ def _loops_chunk(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
 def conv_loops(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
     """Batched conv in ``spec.data_format`` with OIHW weights; output dtype = input dtype."""
     (ho, wo), c_out = spec.out_hw, w.shape[0]
-    # Live per image: the tap window plus the accumulator.
-    per_image = ho * wo * (w.shape[1] * spec.groups + c_out) * 4
-    chunk = batch_chunk(x.shape[0], per_image)
-    return map_batch_chunks(lambda xb, wb: _loops_chunk(xb, wb, spec), x, w, chunk)
+    # Live per image: the tap window (input dtype) plus the accumulator (accumulation dtype).
+    per_image = ho * wo * (w.shape[1] * spec.groups * x.dtype.itemsize
+                           + c_out * accum_dtype(x.dtype).itemsize)
+    return run_planned(lambda xb, wb: _loops_chunk(xb, wb, spec), x, w, per_image)

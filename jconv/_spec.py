@@ -18,7 +18,6 @@ PadPairs = tuple[tuple[int, int], tuple[int, int]]
 IntOrPair = Union[int, Sequence[int]]
 PaddingLike = Union[int, str, Sequence[int], Sequence[Sequence[int]]]
 
-IMPLS: tuple[str, ...] = ("lax", "im2col", "loops")
 DATA_FORMATS: tuple[str, ...] = ("NCHW", "NHWC")
 FLOAT_DTYPES = (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
 

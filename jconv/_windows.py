@@ -3,10 +3,12 @@
 Both work channels-last (NHWC) because the contraction over channels is then a plain matmul
 over the minor axis; NCHW callers are transposed once on the way in and once on the way out.
 
-The conv implementations run per *batch chunk* (:func:`map_batch_chunks`): this machine's
-memory bandwidth, not its FLOPs, limits a materialised patch matrix, so each chunk's windows
-are sized to stay in cache (:data:`CHUNK_BYTES`) and are recomputed, not stored, for the
-backward pass.
+The conv implementations run under a per-platform *execution plan* (:func:`run_planned`).
+On CPU they run per cache-sized batch chunk: memory bandwidth, not FLOPs, limits a
+materialised patch matrix there, so each chunk's windows stay in cache
+(:data:`CPU_CHUNK_BYTES`) and are recomputed, not stored, for the backward pass. On GPU and
+TPU the whole batch is one chunk (one large matmul), split only past
+:data:`ACCELERATOR_CHUNK_BYTES`.
 """
 
 from __future__ import annotations
@@ -53,17 +55,27 @@ def tap_windows(xp: jnp.ndarray, kernel: Pair, stride: Pair, dilation: Pair,
             yield lax.slice(xp, start, limit, (1, sh, sw, 1))
 
 
-# Working-set budget for one chunk's patch matrix: about a per-core L2 cache. Measured on the
-# 2-core EPYC dev box, 1-image chunks (1.2 MB) ran the CIFAR 32x32x32 layer's fwd+bwd ~3x
-# faster than one whole-batch patch matrix, 16-image chunks (19 MB) no faster than whole.
-CHUNK_BYTES = 2 * 1024 * 1024
+# Per-platform working-set budget for one batch chunk (patch matrix, or tap window plus
+# accumulator). CPU: about a per-core L2 cache, because there a materialised patch matrix is
+# limited by memory bandwidth and cache-sized chunks ran the CIFAR layers several times
+# faster than whole batches (docs/performance.md). GPU/TPU: the whole batch is one chunk, so
+# the contraction is one large matmul that fills the device; chunks appear only when one
+# would not fit comfortably in device memory. The accelerator figure is deliberately far
+# below any current device's memory and is not a cache size.
+CPU_CHUNK_BYTES = 2 * 1024 * 1024
+ACCELERATOR_CHUNK_BYTES = 1024 * 1024 * 1024
 
 
-def batch_chunk(n: int, bytes_per_item: int, budget: int = CHUNK_BYTES) -> int:
+def batch_chunk(n: int, bytes_per_item: int, budget: int) -> int:
     """Largest divisor of ``n`` whose chunk of ``bytes_per_item``-sized items fits ``budget``
-    (at least 1), so the batch splits into equal chunks without padding."""
+    (at least 1), so the batch splits into equal chunks without padding. ``n = 0`` gives 1.
+
+    Example:
+      >>> batch_chunk(128, 300_000, CPU_CHUNK_BYTES), batch_chunk(128, 300_000, 10**9)
+      (4, 128)
+    """
     limit = max(1, budget // max(1, bytes_per_item))
-    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+    return max((d for d in range(1, min(n, limit) + 1) if n % d == 0), default=1)
 
 
 def map_batch_chunks(fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray], x: jnp.ndarray,
@@ -81,3 +93,30 @@ def map_batch_chunks(fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray], x: j
     xs = x.reshape(n // chunk, chunk, *x.shape[1:])
     ys = lax.map(lambda xb: body(xb, w), xs)
     return ys.reshape(n, *ys.shape[2:])
+
+
+def batch_plan(n: int, bytes_per_item: int) -> dict[str, int]:
+    """The batch chunk each platform runs a conv of ``n`` examples with: ``{"cpu": c,
+    "accelerator": a}`` (GPU and TPU share the accelerator rule).
+
+    Example (the 32->32 channel CIFAR layer at batch 128: 1.2 MB of patches per image):
+      >>> batch_plan(128, 32 * 32 * 9 * 32 * 4)
+      {'cpu': 1, 'accelerator': 128}
+    """
+    return {"cpu": batch_chunk(n, bytes_per_item, CPU_CHUNK_BYTES),
+            "accelerator": batch_chunk(n, bytes_per_item, ACCELERATOR_CHUNK_BYTES)}
+
+
+def run_planned(fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray], x: jnp.ndarray,
+                w: jnp.ndarray, bytes_per_item: int) -> jnp.ndarray:
+    """``fn(x, w)`` under the execution plan of the platform the computation is *lowered*
+    for (``lax.platform_dependent``), not the host it is traced on: cache-sized chunks on
+    CPU, whole batches on GPU/TPU (see :func:`batch_plan`). When both plans agree no
+    platform switch is emitted; otherwise lowering for one platform keeps only its branch.
+    """
+    plan = batch_plan(x.shape[0], bytes_per_item)
+    if plan["cpu"] == plan["accelerator"]:
+        return map_batch_chunks(fn, x, w, plan["cpu"])
+    return lax.platform_dependent(
+        x, w, cpu=lambda a, b: map_batch_chunks(fn, a, b, plan["cpu"]),
+        default=lambda a, b: map_batch_chunks(fn, a, b, plan["accelerator"]))

@@ -1,30 +1,11 @@
-"""``jconv.conv2d``: one signature, three interchangeable implementations."""
+"""``jconv.conv2d``: one signature, every implementation of :mod:`jconv._registry`."""
 
 from __future__ import annotations
 
-from typing import Callable
-
 import jax.numpy as jnp
 
-from ._auto import conv_auto
-from ._fft import conv_fft
-from ._im2col import conv_im2col
-from ._lax import conv_lax
-from ._loops import conv_loops
-from ._spec import ConvSpec, IntOrPair, PaddingLike, canonical_conv, check_impl
-from ._winograd import conv_winograd, conv_winograd2
-
-ConvImpl = Callable[[jnp.ndarray, jnp.ndarray, ConvSpec], jnp.ndarray]
-
-CONV_IMPLS: dict[str, ConvImpl] = {
-    "lax": conv_lax,
-    "im2col": conv_im2col,
-    "loops": conv_loops,
-    "winograd": conv_winograd,
-    "winograd2": conv_winograd2,
-    "fft": conv_fft,
-    "auto": conv_auto,
-}
+from ._registry import CONV_IMPLS, conv_impl
+from ._spec import IntOrPair, PaddingLike, canonical_conv, check_impl
 
 
 def conv2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
@@ -81,7 +62,7 @@ def conv2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
                                      groups=groups, data_format=data_format, precision=precision)
     if unbatched:
         x = x[None]
-    y = CONV_IMPLS[impl](x, w, spec)
+    y = conv_impl(impl)(x, w, spec)
     if b is not None:
         y = y + (b[:, None, None] if spec.data_format == "NCHW" else b)
     return y[0] if unbatched else y

@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ._spec import IMPLS, IntOrPair, PaddingLike, check_data_format, check_impl, to_pair
-from .conv import CONV_IMPLS, conv2d
+from ._registry import CONV_IMPLS, POOL_IMPLS
+from ._spec import IntOrPair, PaddingLike, check_data_format, check_impl, to_pair
+from .conv import conv2d
 from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
 from .transpose import conv_transpose2d
 
@@ -90,7 +91,7 @@ class MaxPool2d(nnx.Module):
                  impl: str = "lax", data_format: str = "NCHW"):
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.dilation, self.ceil_mode = dilation, ceil_mode
-        self.impl = check_impl(impl, IMPLS)
+        self.impl = check_impl(impl, POOL_IMPLS)
         self.data_format = check_data_format(data_format)
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -112,7 +113,7 @@ class AvgPool2d(nnx.Module):
                  *, impl: str = "lax", data_format: str = "NCHW"):
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
-        self.impl = check_impl(impl, IMPLS)
+        self.impl = check_impl(impl, POOL_IMPLS)
         self.data_format = check_data_format(data_format)
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -177,7 +178,7 @@ def set_impl(model: nnx.Module, impl: str) -> nnx.Module:
     for _, layer in nnx.iter_graph(model):
         if isinstance(layer, (Conv2d, ConvTranspose2d)):
             layer.impl = impl
-        elif isinstance(layer, (MaxPool2d, AvgPool2d)) and impl in IMPLS:
+        elif isinstance(layer, (MaxPool2d, AvgPool2d)) and impl in POOL_IMPLS:
             # Pooling exists only as lax/im2col/loops: other impls switch the convs alone.
             layer.impl = impl
     return model

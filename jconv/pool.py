@@ -2,100 +2,17 @@
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from ._spec import IMPLS, IntOrPair, PoolSpec, accum_dtype, canonical_pool, check_data_format, \
-    check_impl
-from ._windows import from_nhwc, pad_hw, tap_windows, to_nhwc
-
-
-def _reduce_lax(x: jnp.ndarray, spec: PoolSpec, op: str) -> jnp.ndarray:
-    init, fn = (-jnp.inf, lax.max) if op == "max" else (0.0, lax.add)
-    spatial = (2, 3) if spec.data_format == "NCHW" else (1, 2)
-    dims, strides, dil, pads = [1] * 4, [1] * 4, [1] * 4, [(0, 0)] * 4
-    for a, k, s, d, p in zip(spatial, spec.kernel, spec.stride, spec.dilation, spec.padding):
-        dims[a], strides[a], dil[a], pads[a] = k, s, d, p
-    # reduce_window pads with the init value: -inf for max, 0 for sum, exactly as PyTorch.
-    # The init must be a concrete NumPy scalar: under jit a jnp constant is a tracer, and
-    # lax then falls back to a generic reduce_window that has no derivative.
-    return lax.reduce_window(x, np.array(init, x.dtype), fn, dims, strides, pads,
-                             window_dilation=dil)
-
-
-def _dilated_argmax(x: jnp.ndarray, spec: PoolSpec) -> jnp.ndarray:
-    """Flat index into the padded (H, W) plane of each window's maximum (first one on ties),
-    shape (N, H_out, W_out, C); computed with a variadic ``lax.reduce_window``."""
-    xp = pad_hw(to_nhwc(x, spec.data_format), spec.padding, -jnp.inf)
-    n, hp, wp, c = xp.shape
-    iota = jnp.broadcast_to(jnp.arange(hp * wp, dtype=jnp.int32).reshape(1, hp, wp, 1), xp.shape)
-
-    def pick(a, b):
-        take_b = (b[0] > a[0]) | ((b[0] == a[0]) & (b[1] < a[1]))
-        return lax.select(take_b, b[0], a[0]), lax.select(take_b, b[1], a[1])
-
-    dims = (1, *spec.kernel, 1)
-    strides = (1, *spec.stride, 1)
-    _, idx = lax.reduce_window((xp, iota), (jnp.asarray(-jnp.inf, x.dtype), jnp.int32(hp * wp)),
-                               pick, dims, strides, "VALID", window_dilation=(1, *spec.dilation, 1))
-    return idx
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _dilated_max_lax(x: jnp.ndarray, spec: PoolSpec) -> jnp.ndarray:
-    return _reduce_lax(x, spec, "max")
-
-
-@_dilated_max_lax.defjvp
-def _dilated_max_lax_jvp(spec: PoolSpec, primals, tangents):
-    # XLA has no transpose for max windows with window dilation (select_and_gather), so
-    # jax.grad fails on them; route the tangent through a gather at the argmax instead,
-    # which JAX can transpose (scatter-add) and differentiate again.
-    (x,), (t,) = primals, tangents
-    idx = _dilated_argmax(lax.stop_gradient(x), spec)
-    tp = pad_hw(to_nhwc(t, spec.data_format), spec.padding)
-    n, hp, wp, c = tp.shape
-    _, ho, wo, _ = idx.shape
-    t_out = jnp.take_along_axis(tp.reshape(n, hp * wp, c), idx.reshape(n, ho * wo, c), axis=1)
-    return _dilated_max_lax(x, spec), from_nhwc(t_out.reshape(n, ho, wo, c), spec.data_format)
-
-
-def _taps(x: jnp.ndarray, spec: PoolSpec, op: str):
-    fill = -jnp.inf if op == "max" else 0.0
-    xp = pad_hw(to_nhwc(x, spec.data_format), spec.padding, fill)
-    return tap_windows(xp, spec.kernel, spec.stride, spec.dilation, spec.out_hw)
-
-
-def _reduce_im2col(x: jnp.ndarray, spec: PoolSpec, op: str) -> jnp.ndarray:
-    patches = jnp.stack(list(_taps(x, spec, op)), axis=3)
-    out = patches.max(axis=3) if op == "max" else patches.sum(axis=3)
-    return from_nhwc(out, spec.data_format)
-
-
-def _reduce_loops(x: jnp.ndarray, spec: PoolSpec, op: str) -> jnp.ndarray:
-    combine = jnp.maximum if op == "max" else jnp.add
-    out = functools.reduce(combine, _taps(x, spec, op))
-    return from_nhwc(out, spec.data_format)
-
-
-def _reduce_lax_differentiable(x: jnp.ndarray, spec: PoolSpec, op: str) -> jnp.ndarray:
-    if op == "max" and spec.dilation != (1, 1):
-        return _dilated_max_lax(x, spec)
-    return _reduce_lax(x, spec, op)
-
-
-_REDUCERS = {"lax": _reduce_lax_differentiable, "im2col": _reduce_im2col,
-             "loops": _reduce_loops}
+from ._registry import POOL_IMPLS, pool_reducer
+from ._spec import IntOrPair, PoolSpec, accum_dtype, canonical_pool, check_data_format, check_impl
 
 
 def _pool(x: jnp.ndarray, spec: PoolSpec, unbatched: bool, op: str, impl: str) -> jnp.ndarray:
     if unbatched:
         x = x[None]
-    y = _REDUCERS[impl](x, spec, op)
+    y = pool_reducer(impl)(x, spec, op)
     return y[0] if unbatched else y
 
 
@@ -122,7 +39,7 @@ def max_pool2d(x: jnp.ndarray, kernel_size: IntOrPair, stride: IntOrPair | None 
       >>> jconv.max_pool2d(x, 2)[0, 0].tolist()
       [[5.0, 7.0], [13.0, 15.0]]
     """
-    check_impl(impl, IMPLS)
+    check_impl(impl, POOL_IMPLS)
     spec, unbatched = canonical_pool(x, kernel_size, stride, padding, dilation, ceil_mode,
                                      data_format)
     return _pool(x, spec, unbatched, "max", impl)
@@ -161,7 +78,7 @@ def avg_pool2d(x: jnp.ndarray, kernel_size: IntOrPair, stride: IntOrPair | None 
       >>> jconv.avg_pool2d(x, 2, impl="loops")[0, 0].tolist()
       [[2.5, 4.5], [10.5, 12.5]]
     """
-    check_impl(impl, IMPLS)
+    check_impl(impl, POOL_IMPLS)
     if not isinstance(count_include_pad, (bool, np.bool_)):
         raise TypeError(f"count_include_pad must be a bool, got {count_include_pad!r}")
     spec, unbatched = canonical_pool(x, kernel_size, stride, padding, 1, ceil_mode, data_format)

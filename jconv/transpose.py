@@ -8,7 +8,8 @@ import jax.numpy as jnp
 
 from ._spec import (IntOrPair, check_bias, check_data_format, check_impl, check_operands,
                     to_pair)
-from .conv import CONV_IMPLS, conv2d
+from ._registry import CONV_IMPLS
+from .conv import conv2d
 
 
 def conv_transpose2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,

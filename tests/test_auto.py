@@ -39,7 +39,8 @@ def _fresh_auto(monkeypatch):
 
 def _force(monkeypatch, triple):
     monkeypatch.setattr(_auto, "heuristic_choice",
-                        lambda w_shape, spec: _auto.AutoChoice(*triple, source="heuristic"))
+                        lambda w_shape, spec, platform="cpu": _auto.AutoChoice(
+                            *triple, source="heuristic"))
 
 
 def _arrays(dtype=jnp.float32, fmt="NCHW", n=2, c_in=4, c_out=8, k=3, groups=1, hw=7):
@@ -125,11 +126,11 @@ def test_measuring_picks_the_fastest_and_caches(monkeypatch):
     choice = jconv.auto_choice(x.shape, w.shape, x.dtype, spec)
     assert choice.source == "measured"
     times = dict(choice.times_ms)
-    assert set(times) == set(_auto.CANDIDATES)
+    assert set(times) == set(_auto.candidates())
     mixed = tuple(min(times, key=lambda name: times[name][k]) for k in range(3))
     joint = dict(choice.joint_ms)
     # Stage 2 compares the per-pass winners with each candidate in all three roles ...
-    assert set(joint) == {"/".join(mixed)} | {f"{c}/{c}/{c}" for c in _auto.CANDIDATES}
+    assert set(joint) == {"/".join(mixed)} | {f"{c}/{c}/{c}" for c in _auto.candidates()}
     # ... and keeps the fastest forward+backward.
     assert joint["/".join(choice.impls)] == min(joint.values())
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import pytest
 
-from jconv.conv import CONV_IMPLS
+from jconv import _registry
 from train.check import main, max_rel_err, run_check
 from train.config import load_config
 
@@ -25,11 +25,13 @@ def test_lax_im2col_loops_agree_on_the_real_model():
 
 
 def test_a_wrong_implementation_fails(monkeypatch, capsys):
-    lax_conv = CONV_IMPLS["lax"]
+    lax_conv = _registry.conv_impl("lax")
     # One kernel tap weighted 1% too much: invisible in a loss curve, far above float64
     # noise. (A uniform output scale would not do: the BatchNorm after each conv cancels it.)
-    monkeypatch.setitem(CONV_IMPLS, "slightly_wrong",
-                        lambda x, w, spec: lax_conv(x, w.at[:, :, 0, 0].multiply(1.01), spec))
+    wrong = _registry.Implementation(
+        "slightly_wrong", lambda x, w, spec: lax_conv(x, w.at[:, :, 0, 0].multiply(1.01), spec),
+        "lax with one tap off by 1%", exact=False)
+    monkeypatch.setitem(_registry._REGISTRY, "slightly_wrong", wrong)
     assert main(["--config", "cifar.yaml", "--impls", "lax,slightly_wrong", "--steps", "1",
                  "--batch-size", "8", *CFG]) == 1
     out = capsys.readouterr().out

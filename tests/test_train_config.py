@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jconv.conv import CONV_IMPLS
+from jconv import CONV_IMPLS
 from train.config import CONFIG_DIR, ConfigError, load_config, resolve_config_path
 
 

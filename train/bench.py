@@ -4,7 +4,7 @@ all of them alike):
 
     python -m train.bench --config cifar_subset.yaml --impls lax,im2col,loops --rounds 5
 
-An implementation is a name in ``jconv.conv.CONV_IMPLS``, compiled with XLA's default conv
+An implementation is a name in ``jconv.CONV_IMPLS``, compiled with XLA's default conv
 kernels, or that name plus ``+eigen`` (``lax+eigen``) for ``jconv.conv_compiler_options
 ("eigen")`` — the labels of ``python -m jconv.bench``; ``model.conv_backend`` is not used.
 Each round times ``--steps`` jitted train steps (real batches, forward + backward + AdamW
@@ -28,7 +28,7 @@ from .data import DataError, Normalizer, channel_stats, load_dataset, train_batc
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jconv.conv import CONV_IMPLS
+    from jconv import CONV_IMPLS
 
     p = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

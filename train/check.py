@@ -3,7 +3,7 @@
     python -m train.check --config configs/cifar.yaml data.source=cifar10_dir \\
         data.dir=/path/to/cifar-10-batches-py
 
-For each name in ``jconv.conv.CONV_IMPLS`` the model of the config is built from the same
+For each name in ``jconv.CONV_IMPLS`` the model of the config is built from the same
 seed (so with identical parameters) and fed the same real, augmented training batches:
 
 1. float32: loss and gradient of one train-mode step at the initial parameters, compared
@@ -134,7 +134,7 @@ def run_check(cfg: Any, impls: list[str], reference: str, steps: int, batch_size
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jconv.conv import CONV_IMPLS
+    from jconv import CONV_IMPLS
 
     p = argparse.ArgumentParser(prog="python -m train.check", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -43,9 +43,9 @@ class ModelConfig:
     widths: List[int] = MISSING  # channels of each stage; each stage halves H and W
     convs_per_stage: int = MISSING
     pool_first: bool = MISSING  # pool after a stage's first conv (airbench) or its last
-    conv_impl: str = MISSING  # any name in jconv.conv.CONV_IMPLS
+    conv_impl: str = MISSING  # any name in jconv.CONV_IMPLS
     conv_backend: str = MISSING  # jconv.CONV_BACKENDS: XLA:CPU conv kernels of the jitted steps
-    pool_impl: str = MISSING  # any name in jconv.IMPLS
+    pool_impl: str = MISSING  # any name in jconv.POOL_IMPLS
     data_format: str = MISSING  # NHWC or NCHW
     dtype: str = MISSING  # compute dtype: float32 | bfloat16 (params stay float32)
     bn_momentum: float = MISSING  # PyTorch meaning
@@ -153,8 +153,7 @@ def validate(cfg: Any) -> None:
       ...
       train.config.ConfigError: optim.lr=-1.0 is invalid: expected a positive number
     """
-    from jconv import CONV_BACKENDS, IMPLS
-    from jconv.conv import CONV_IMPLS
+    from jconv import CONV_BACKENDS, CONV_IMPLS, POOL_IMPLS
 
     d, m, o, t = cfg.data, cfg.model, cfg.optim, cfg.train
     _check(d.source in SOURCES, "data.source", d.source, f"one of {SOURCES}")
@@ -174,7 +173,8 @@ def validate(cfg: Any) -> None:
            f"one of {tuple(CONV_IMPLS)}")
     _check(m.conv_backend in CONV_BACKENDS, "model.conv_backend", m.conv_backend,
            f"one of {CONV_BACKENDS}")
-    _check(m.pool_impl in IMPLS, "model.pool_impl", m.pool_impl, f"one of {tuple(IMPLS)}")
+    _check(m.pool_impl in POOL_IMPLS, "model.pool_impl", m.pool_impl,
+           f"one of {POOL_IMPLS}")
     _check(m.data_format in ("NHWC", "NCHW"), "model.data_format", m.data_format,
            "'NHWC' or 'NCHW'")
     _check(m.dtype in DTYPES, "model.dtype", m.dtype, f"one of {DTYPES}")

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import jax
 
-from ..conv import CONV_IMPLS
+from .._registry import CONV_IMPLS
 from .._auto import measuring_enabled
 from .model import run_model
 from .report import format_table, layer_chart, model_chart, write_files

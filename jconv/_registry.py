@@ -1,0 +1,135 @@
+"""The one table of convolution implementations: name -> :class:`Implementation`.
+
+Everything else that names implementations derives from it: ``jconv.CONV_IMPLS`` (every
+``impl=`` that :func:`jconv.conv2d` accepts), ``jconv.IMPLS`` (the exact general ones, which
+``impl="auto"`` chooses among), ``jconv.POOL_IMPLS`` (those with a pooling counterpart), the
+train config's validation and the benchmarks' labels.
+
+Every implementation shares one signature, ``conv(x, w, spec) -> y``: ``x`` batched in
+``spec.data_format``, ``w`` (C_out, C_in/groups, kH, kW), ``spec`` the frozen
+:class:`jconv._spec.ConvSpec` that :func:`jconv._spec.canonical_conv` parsed once; the result
+has the input's dtype. To add one: write that function in its own module, add an
+``Implementation`` below, and the suite's registry-driven tests pick it up.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import jax.numpy as jnp
+
+from ._auto import conv_auto
+from ._fft import conv_fft
+from ._im2col import conv_im2col
+from ._lax import conv_lax
+from ._loops import conv_loops
+from ._pool_impls import reduce_im2col, reduce_lax, reduce_loops
+from ._spec import ConvSpec, PoolSpec
+from ._winograd import conv_winograd, conv_winograd2
+
+ConvImpl = Callable[[jnp.ndarray, jnp.ndarray, ConvSpec], jnp.ndarray]
+PoolReducer = Callable[[jnp.ndarray, PoolSpec, str], jnp.ndarray]
+
+_XLA_PLAN = {"cpu": "XLA's convolution (YNNPACK; Eigen under jconv.jit / conv_backend='eigen')",
+             "gpu": "XLA's convolution (cuDNN)", "tpu": "XLA's convolution"}
+_CHUNKED_PLAN = {"cpu": "cache-sized batch chunks under lax.map (2 MiB working set each)",
+                 "gpu": "whole batch in one contraction; chunks only past 1 GiB",
+                 "tpu": "whole batch in one contraction; chunks only past 1 GiB"}
+_WHOLE_PLAN = {"cpu": "whole batch", "gpu": "whole batch", "tpu": "whole batch"}
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """One convolution implementation and what it supports.
+
+    ``exact``: accepts every argument and computes the convolution with ordinary rounding
+    (these are ``impl="auto"``'s candidates); ``restrictions``: the arguments it rejects or
+    handles specially ("" when none); ``pool``: the pooling reduction of the same name, if
+    any; ``plans``: how it executes on each platform it is lowered for; ``grad_of_grad``:
+    whether second derivatives are supported.
+    """
+
+    name: str
+    conv: ConvImpl
+    summary: str
+    exact: bool
+    restrictions: str = ""
+    pool: PoolReducer | None = None
+    plans: Mapping[str, str] = field(default_factory=lambda: dict(_WHOLE_PLAN))
+    grad_of_grad: bool = True
+
+    @property
+    def auto_candidate(self) -> bool:
+        return self.exact and self.name != "auto"
+
+
+_REGISTRY: dict[str, Implementation] = {}
+
+
+def register(impl: Implementation) -> Implementation:
+    """Add ``impl`` to the table (its name must be new)."""
+    if impl.name in _REGISTRY:
+        raise ValueError(f"an implementation named {impl.name!r} is already registered")
+    _REGISTRY[impl.name] = impl
+    return impl
+
+
+for _impl in (
+    Implementation("lax", conv_lax, "lax.conv_general_dilated", exact=True, pool=reduce_lax,
+                   plans=_XLA_PLAN),
+    Implementation("im2col", conv_im2col, "patch matrix + one matmul per group", exact=True,
+                   pool=reduce_im2col, plans=_CHUNKED_PLAN),
+    Implementation("loops", conv_loops, "explicit loop over the kH*kW kernel taps", exact=True,
+                   pool=reduce_loops, plans=_CHUNKED_PLAN),
+    Implementation("winograd", conv_winograd, "Winograd F(4x4, 3x3)", exact=False,
+                   restrictions="3x3 kernels, stride 1, dilation 1 (else ValueError); "
+                                "one NaN/inf input pixel spreads over its whole tile"),
+    Implementation("winograd2", conv_winograd2, "Winograd F(2x2, 3x3)", exact=False,
+                   restrictions="3x3 kernels, stride 1, dilation 1 (else ValueError); "
+                                "one NaN/inf input pixel spreads over its whole tile"),
+    Implementation("fft", conv_fft, "FFT convolution", exact=False,
+                   restrictions="strides compute the stride-1 result and subsample it; "
+                                "rounding grows with the transform size; one NaN/inf input "
+                                "pixel spreads over the whole output"),
+    Implementation("auto", conv_auto, "fastest exact implementation per shape and pass",
+                   exact=True,
+                   plans={"cpu": "lax/im2col/loops per pass: measured once per shape, or the "
+                                 "CPU heuristic",
+                          "gpu": "lax; measured on the GPU when it is the host",
+                          "tpu": "lax; measured on the TPU when it is the host"}),
+):
+    register(_impl)
+
+CONV_IMPLS: Mapping[str, Implementation] = types.MappingProxyType(_REGISTRY)
+
+
+def conv_impl(name: str) -> ConvImpl:
+    """The ``conv(x, w, spec)`` function registered as ``name``."""
+    return _REGISTRY[name].conv
+
+
+def pool_reducer(name: str) -> PoolReducer:
+    """The pooling reduction registered with the implementation ``name``."""
+    reducer = _REGISTRY[name].pool
+    if reducer is None:
+        raise ValueError(f"impl={name!r} has no pooling counterpart; use one of {pool_impls()}")
+    return reducer
+
+
+def auto_candidates() -> dict[str, ConvImpl]:
+    """The implementations ``impl="auto"`` chooses among, in registry order."""
+    return {n: i.conv for n, i in _REGISTRY.items() if i.auto_candidate}
+
+
+def exact_impls() -> tuple[str, ...]:
+    return tuple(auto_candidates())
+
+
+def pool_impls() -> tuple[str, ...]:
+    return tuple(n for n, i in _REGISTRY.items() if i.pool is not None)
+
+
+IMPLS: tuple[str, ...] = exact_impls()
+POOL_IMPLS: tuple[str, ...] = pool_impls()
