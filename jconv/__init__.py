@@ -15,7 +15,7 @@ from .fold import fold_conv_bn, fold_conv_bn_sequential
 from .summary import LayerSummary, ModelSummary, summary
 from .torch_import import load_torch_state_dict
 from .transpose import conv_transpose2d
-from .xla_options import CONV_BACKENDS, conv_compiler_options, jit
+from .xla_options import CONV_BACKENDS, conv_compiler_options, jit, set_default_conv_backend
 
 __version__ = "0.1.0"
 
@@ -29,6 +29,7 @@ __all__ = [
     "auto_choice",
     "clear_auto_cache",
     "set_auto_measure",
+    "set_default_conv_backend",
     "ConvParams",
     "LayerSummary",
     "ModelSummary",

@@ -14,6 +14,9 @@ given to, and it is not an approximation — both backends compute the exact con
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 import warnings
 from typing import Any, Callable
 
@@ -101,3 +104,68 @@ def jit(fun: Callable[..., Any], *, conv_backend: str = "eigen",
             return fun(*args, **kwargs)
 
     return jax.jit(traced, compiler_options=options or None, **jit_kwargs)
+
+
+def _backends_initialized() -> bool:
+    try:
+        from jax._src import xla_bridge
+    except ImportError:  # a jax without this private module: assume the safe answer
+        return True
+    return bool(xla_bridge.backends_are_initialized())
+
+
+@functools.cache
+def _flag_accepted(flag: str) -> bool:
+    """Whether this jaxlib starts with ``flag`` in XLA_FLAGS (XLA aborts the process on an
+    unknown flag, so it is tried in a child process once)."""
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip(),
+           "JAX_PLATFORMS": "cpu"}
+    probe = "import jax, jax.numpy as jnp; jax.block_until_ready(jnp.ones(2) + 1)"
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                              timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def set_default_conv_backend(conv_backend: str) -> None:
+    """Process-wide opt-in: every CPU compilation of this process, plain ``jax.jit``
+    included, runs convolutions with ``conv_backend``'s kernels (see
+    :func:`conv_compiler_options`).
+
+    It works by adding the option to the ``XLA_FLAGS`` environment variable, which XLA reads
+    once, when JAX starts its backend: so call it before the first JAX computation (right
+    after the imports). Calling it later raises a ``RuntimeError``, because the flag could
+    no longer take effect. Nothing happens on ``import jconv``; equivalently, start Python
+    with ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=`` followed by
+    ``LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE``. The flag changes only
+    XLA's CPU backend. ``"xla_default"`` removes the flag again (before the first
+    computation). A jaxlib that does not know the flag gets a ``RuntimeWarning`` and XLA's
+    default kernels.
+
+    Example (in a fresh process)::
+
+        import jconv
+        jconv.set_default_conv_backend("eigen")   # before any computation
+        ...                                         # jax.jit(f) now uses Eigen convs on CPU
+    """
+    if not isinstance(conv_backend, str) or conv_backend not in CONV_BACKENDS:
+        raise ValueError(f"conv_backend must be one of {CONV_BACKENDS}, got {conv_backend!r}")
+    flag = f"--{YNN_FUSION_OPTION}={EIGEN_YNN_FUSION_TYPES}"
+    current = os.environ.get("XLA_FLAGS", "")
+    others = [f for f in current.split() if not f.startswith(f"--{YNN_FUSION_OPTION}=")]
+    wanted = others + ([flag] if conv_backend == "eigen" else [])
+    if wanted == current.split():
+        return
+    if _backends_initialized():
+        raise RuntimeError(
+            f"set_default_conv_backend({conv_backend!r}) must run before JAX's first "
+            "computation: the XLA backend has already started and read XLA_FLAGS. Call it "
+            "right after the imports, use jconv.jit(f, conv_backend=...) for one function, "
+            f"or start Python with XLA_FLAGS='{flag}'")
+    if conv_backend == "eigen" and not _flag_accepted(flag):
+        warnings.warn(f"this jaxlib does not accept XLA_FLAGS={flag}; convolutions keep "
+                      "XLA's default kernels", RuntimeWarning, stacklevel=2)
+        return
+    os.environ["XLA_FLAGS"] = " ".join(wanted)
