@@ -12,6 +12,7 @@ from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
 from .shapes import (ConvParams, conv2d_output_shape, find_conv_params, pool2d_output_shape,
                      same_padding)
 from .fold import fold_conv_bn, fold_conv_bn_sequential
+from .fold_graph import FoldReport, fold_conv_bn_graph
 from .summary import LayerSummary, ModelSummary, summary
 from .torch_import import load_torch_state_dict
 from .transpose import conv_transpose2d
@@ -47,6 +48,8 @@ __all__ = [
     "find_conv_params",
     "fold_conv_bn",
     "fold_conv_bn_sequential",
+    "fold_conv_bn_graph",
+    "FoldReport",
     "global_avg_pool2d",
     "jit",
     "load_torch_state_dict",
