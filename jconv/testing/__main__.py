@@ -1,5 +1,6 @@
 """``python -m jconv.testing package.module:function [--op conv2d] [--cases quick|default|full]
-[--seed N]``: check a function and print the report; exit 1 if it failed, 2 on bad input."""
+[--seed N] [--dtypes float64,float32] [--no-grads] [--fail-fast]``: check a function and
+print the report; exit 1 if it failed, 2 on bad input."""
 
 from __future__ import annotations
 
@@ -46,11 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dtypes", default=",".join(DTYPES),
                         help="comma-separated, e.g. float64,float32")
     parser.add_argument("--no-grads", action="store_true", help="check the forward pass only")
+    parser.add_argument("--fail-fast", action="store_true", help="stop at the first failing case")
     args = parser.parse_args(argv)
     try:
         fn = load_target(args.target)
         report = _CHECKS[args.op](fn, cases=args.cases, seed=args.seed,
-                                  dtypes=tuple(args.dtypes.split(",")), grads=not args.no_grads)
+                                  dtypes=tuple(args.dtypes.split(",")), grads=not args.no_grads,
+                                  fail_fast=args.fail_fast)
     except (ValueError, TypeError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2

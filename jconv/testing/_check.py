@@ -185,7 +185,8 @@ def _order1(check_grads: Callable[..., Any], call: Callable[..., Any], diff: tup
 
 def run_checks(op: str, fn: Callable[..., Any], cases: Sequence[Any], label: str,
                dtypes: Sequence[str], grads: bool, check_grads_cases: int,
-               tolerances: dict[str, tuple[float, float]] | None, jit: bool) -> CheckReport:
+               tolerances: dict[str, tuple[float, float]] | None, jit: bool,
+               fail_fast: bool = False) -> CheckReport:
     """Check ``fn`` on every case and dtype; see :func:`jconv.testing.check_conv2d`."""
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {fn!r}")
@@ -206,6 +207,9 @@ def run_checks(op: str, fn: Callable[..., Any], cases: Sequence[Any], label: str
             ok = _check_case(fn, case, i, dtype, grads, tols[dtype], jit, report.results)
             if dtype == "float64":
                 float64_ok[i] = ok
+            if fail_fast and not ok:
+                report.stopped_early = True
+                return report
     if grads and "float64" in dtypes:
         for i, case in enumerate(cases[:check_grads_cases]):
             if float64_ok.get(i):  # a case that already failed would only fail again

@@ -54,6 +54,7 @@ class CheckReport:
     dtypes: tuple[str, ...]
     tolerances: dict[str, tuple[float, float]]
     results: list[CheckResult] = field(default_factory=list)
+    stopped_early: bool = False
 
     @property
     def passed(self) -> bool:
@@ -76,7 +77,8 @@ class CheckReport:
 
     def __str__(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
-        lines = [f"check_{self.op}({self.fn_name}): {self.n_cases} cases ({self.label}) "
+        early = ", stopped at the first failure" if self.stopped_early else ""
+        lines = [f"check_{self.op}({self.fn_name}): {self.n_cases} cases ({self.label}{early}) "
                  f"-> {verdict}",
                  f"{'dtype':<10}{'forward err':>12}{'tol':>9}{'grad err':>12}{'tol':>9}"
                  f"{'failed':>10}  result"]
