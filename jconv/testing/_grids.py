@@ -141,7 +141,8 @@ def conv_transpose2d_cases(kind: str = "default", n: int | None = None,
         d2 = (d, d) if isinstance(d, int) else d
         op = tuple(int(rng.integers(0, max(s2[i], d2[i]))) for i in range(2))
         # Padding crops the output; keep it where the output stays positive.
-        pad = tuple(int(rng.integers(0, 2)) if d2[i] * (k[i] - 1) >= 2 else 0 for i in range(2))
+        pad = tuple(int(rng.integers(0, 2)) if d2[i] * (k[i] - 1) >= 2 else 0
+                    for i in range(2))
         hw = tuple(int(rng.integers(2, 6)) for _ in range(2))
         cig = int(rng.integers(1, 3))
         cases.append(ConvTranspose2dCase((int(rng.integers(1, 3)), groups * cig, *hw),
