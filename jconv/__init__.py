@@ -20,6 +20,16 @@ from .xla_options import CONV_BACKENDS, conv_compiler_options, jit, set_default_
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # jconv.testing loads on first use: plain ``import jconv`` stays as light as before.
+    if name == "testing":
+        import importlib
+
+        return importlib.import_module(".testing", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "CONV_BACKENDS",
     "CONV_IMPLS",
@@ -60,4 +70,5 @@ __all__ = [
     "same_padding",
     "set_impl",
     "summary",
+    "testing",
 ]

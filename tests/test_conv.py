@@ -1,8 +1,9 @@
-"""conv2d: every impl against the NumPy oracle, against each other, and under transforms."""
+"""conv2d: every impl against jconv.testing's NumPy oracle (values and gradients), hand
+examples, and under transforms."""
 
 from __future__ import annotations
 
-import itertools
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -10,122 +11,51 @@ import numpy as np
 import pytest
 
 import jconv
-from oracle import conv2d_ref
+from jconv import testing
 
 IMPLS = ["lax", "im2col", "loops"]
-STRIDES = [1, 2, (2, 1)]
-PADDINGS = [0, 1, (1, 2), ((1, 0), (2, 1)), "valid", "same"]
-DILATIONS = [1, 2, (1, 2)]
-KERNELS = [(3, 3), (2, 3), (1, 1), (3, 2)]
+
+# Every impl against jconv.testing's float64 oracle, forward and reverse-mode gradients:
+# lax on the 48 "default" cases in float64 (+ order-2 check_grads on one), every exact impl
+# on the 10 "quick" cases in float32/bfloat16/float16 (im2col and loops also float64), fft in float64/float32, and the
+# restricted Winograd impls on the default cases they accept (3x3, stride 1, dilation 1).
+# Each case and dtype is one XLA compile, so the lists stay short; the oracle itself is
+# checked against PyTorch in test_testing.py.
+WINOGRAD_CASES = [c for c in testing.conv2d_cases("default")
+                  if c.w_shape[2:] == (3, 3) and c.stride == 1 and c.dilation == 1]
+LOW = ("float32", "bfloat16", "float16")
+CHECKS = [
+    pytest.param("lax", "default", ("float64",), 1, id="lax-default"),
+    pytest.param("lax", "quick", LOW, 0, id="lax-quick"),
+    *(pytest.param(impl, "quick", ("float64", *LOW), 0, id=f"{impl}-quick")
+      for impl in ("im2col", "loops")),
+    pytest.param("fft", "quick", ("float64", "float32"), 0, id="fft-quick"),
+    *(pytest.param(impl, WINOGRAD_CASES, ("float64", "float32"), 0, id=f"{impl}-3x3")
+      for impl in ("winograd", "winograd2")),
+]
 
 
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
+def _record(report, impl, record_error):
+    for dtype in report.dtypes:
+        record_error("conv", dtype, impl, report.worst(dtype, "forward"))
+        record_error("conv-grad", dtype, impl, report.worst(dtype, "grad"))
 
 
-def _explicit_pads(padding, kernel, dilation):
-    """Padding forms resolved independently of jconv (PyTorch's documented rules)."""
-    if padding == "valid":
-        return ((0, 0), (0, 0))
-    if padding == "same":
-        tot = [d * (k - 1) for k, d in zip(kernel, dilation)]
-        return tuple((t // 2, t - t // 2) for t in tot)
-    if isinstance(padding, int):
-        return ((padding, padding),) * 2
-    if isinstance(padding[0], int):
-        return tuple((p, p) for p in padding)
-    return tuple(tuple(p) for p in padding)
+@pytest.mark.slow  # 10-50 s each on the shared 2-core CPU: one XLA compile per case and dtype
+@pytest.mark.parametrize("impl,cases,dtypes,check_grads_cases", CHECKS)
+def test_check_conv2d(impl, cases, dtypes, check_grads_cases, record_error):
+    report = testing.check_conv2d(functools.partial(jconv.conv2d, impl=impl), cases=cases,
+                                  dtypes=dtypes, check_grads_cases=check_grads_cases)
+    _record(report, impl, record_error)
+    assert report.passed, str(report)
 
 
-def _grid():
-    """Every stride x padding pair, with dilation/groups/bias/layout/kernel cycled so each
-    value of each argument meets many others (a covering design, not the full product)."""
-    cases = []
-    for i, (stride, padding) in enumerate(itertools.product(STRIDES, PADDINGS)):
-        if padding == "same" and _pair(stride) != (1, 1):
-            continue
-        cases.append(dict(stride=stride, padding=padding, dilation=DILATIONS[i % 3],
-                          groups=[1, 2, 4][(i // 3) % 3], bias=i % 2 == 0,
-                          data_format=["NCHW", "NHWC"][(i // 2) % 2], kernel=KERNELS[i % 4]))
-    return cases
-
-
-GRID = _grid()
-
-# One compiled call per case is much cheaper than eager op-by-op dispatch of the tap loops.
-conv_jit = jax.jit(jconv.conv2d, static_argnames=(
-    "stride", "padding", "dilation", "groups", "impl", "data_format", "precision"))
-
-
-def _inputs(rng, n=2, c_in=4, hw=(8, 9), c_out=4, groups=1, kernel=(3, 3), dtype=np.float32):
-    x = rng.standard_normal((n, c_in, *hw)).astype(dtype)
-    w = rng.standard_normal((c_out, c_in // groups, *kernel)).astype(dtype)
-    b = rng.standard_normal((c_out,)).astype(dtype)
-    return x, w, b
-
-
-def _nhwc(a):
-    return np.transpose(a, (0, 2, 3, 1))
-
-
-def _run(impl, x, w, b, case, dtype=jnp.float32):
-    """Call jconv.conv2d on NCHW test data in the case's layout; return NCHW float64."""
-    fmt = case["data_format"]
-    xin = _nhwc(x) if fmt == "NHWC" else x
-    y = conv_jit(jnp.asarray(xin, dtype), jnp.asarray(w, dtype),
-                 None if b is None else jnp.asarray(b, dtype), stride=case["stride"],
-                 padding=case["padding"], dilation=case["dilation"],
-                 groups=case["groups"], impl=impl, data_format=fmt)
-    assert y.dtype == dtype
-    y = np.asarray(y.astype(jnp.float32) if dtype != jnp.float64 else y, np.float64)
-    return np.transpose(y, (0, 3, 1, 2)) if fmt == "NHWC" else y
-
-
-def _ref(x, w, b, case):
-    k = w.shape[2:]
-    return conv2d_ref(x, w, b, _pair(case["stride"]),
-                      _explicit_pads(case["padding"], k, _pair(case["dilation"])),
-                      _pair(case["dilation"]), case["groups"])
-
-
-@pytest.mark.parametrize("case", GRID, ids=lambda c: "-".join(str(v) for v in c.values()))
 @pytest.mark.parametrize("impl", IMPLS)
-def test_matches_oracle_float64(impl, case, x64, record_error):
-    rng = np.random.default_rng(0)
-    x, w, b = _inputs(rng, groups=case["groups"], kernel=case["kernel"], dtype=np.float64)
-    b = b if case["bias"] else None
-    got = _run(impl, x, w, b, case, jnp.float64)
-    want = _ref(x, w, b, case)
-    assert got.shape == want.shape
-    assert record_error("conv", "float64", impl, got, want) < 1e-12
-
-
-# Tolerances are relative to max(1, max|ref|); inputs are O(1), sums of <= 36 terms.
-DTYPE_TOL = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2, jnp.float16: 2e-3}
-
-
-@pytest.mark.parametrize("dtype", list(DTYPE_TOL), ids=lambda d: jnp.dtype(d).name)
-@pytest.mark.parametrize("case", GRID[::3], ids=lambda c: "-".join(str(v) for v in c.values()))
-@pytest.mark.parametrize("impl", IMPLS)
-def test_low_precision_matches_oracle(impl, case, dtype, record_error):
-    rng = np.random.default_rng(1)
-    x, w, b = _inputs(rng, groups=case["groups"], kernel=case["kernel"])
-    # Round the inputs to the test dtype first so the oracle sees exactly what jconv sees.
-    x, w, b = (np.asarray(jnp.asarray(a, dtype).astype(jnp.float32)) for a in (x, w, b))
-    b = b if case["bias"] else None
-    got = _run(impl, x, w, b, case, dtype)
-    err = record_error("conv", jnp.dtype(dtype).name, impl, got, _ref(x, w, b, case))
-    assert err < DTYPE_TOL[dtype]
-
-
-@pytest.mark.parametrize("case", GRID[1::2], ids=lambda c: "-".join(str(v) for v in c.values()))
-def test_impls_agree_float32(case):
-    rng = np.random.default_rng(2)
-    x, w, b = _inputs(rng, n=3, c_in=8, hw=(11, 10), c_out=8, groups=case["groups"],
-                      kernel=case["kernel"])
-    outs = [_run(impl, x, w, b if case["bias"] else None, case) for impl in IMPLS]
-    for out in outs[1:]:
-        np.testing.assert_allclose(out, outs[0], rtol=1e-5, atol=1e-5)
+def test_check_conv2d_nhwc(impl, record_error):
+    nhwc = functools.partial(jconv.conv2d, impl=impl, data_format="NHWC")
+    report = testing.check_conv2d(testing.from_nhwc(nhwc), cases="quick", dtypes=("float32",))
+    _record(report, f"{impl}-nhwc", record_error)
+    assert report.passed, str(report)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -133,9 +63,9 @@ def test_depthwise_and_rectangular(impl, x64, record_error):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 6, 13, 7))
     w = rng.standard_normal((12, 1, 5, 3))  # depthwise with channel multiplier 2
-    case = dict(stride=(2, 1), padding=(2, 1), dilation=(1, 2), groups=6, data_format="NCHW")
-    got = _run(impl, x, w, None, case, jnp.float64)
-    assert record_error("conv", "float64", impl, got, _ref(x, w, None, case)) < 1e-12
+    kw = dict(stride=(2, 1), padding=(2, 1), dilation=(1, 2), groups=6)
+    got = jconv.conv2d(jnp.asarray(x), jnp.asarray(w), impl=impl, **kw)
+    assert record_error("conv", "float64", impl, got, testing.reference_conv2d(x, w, **kw)) < 1e-12
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -230,27 +160,3 @@ def test_precision_argument_reaches_the_contraction(impl):
     np.testing.assert_allclose(hi, jconv.conv2d(x, w, impl="lax"), rtol=1e-5, atol=1e-5)
 
 
-
-# PyTorch warns that it copies the input for 'same' with even kernels; expected, not ours.
-@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
-@pytest.mark.parametrize("case", GRID, ids=lambda c: "-".join(str(v) for v in c.values()))
-def test_matches_pytorch(case):
-    torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(10)
-    x, w, b = _inputs(rng, groups=case["groups"], kernel=case["kernel"])
-    b = b if case["bias"] else None
-    pads = _explicit_pads(case["padding"], case["kernel"], _pair(case["dilation"]))
-    if isinstance(case["padding"], str):
-        tpad = case["padding"]
-    elif pads[0][0] == pads[0][1] and pads[1][0] == pads[1][1]:
-        tpad = (pads[0][0], pads[1][0])
-    else:  # torch.conv2d has no asymmetric padding: pad explicitly first
-        x = np.pad(x, ((0, 0), (0, 0), pads[0], pads[1]))
-        tpad = 0
-    want = torch.nn.functional.conv2d(
-        torch.from_numpy(x), torch.from_numpy(w), None if b is None else torch.from_numpy(b),
-        stride=case["stride"], padding=tpad, dilation=case["dilation"], groups=case["groups"])
-    x_nchw = _inputs(np.random.default_rng(10), groups=case["groups"], kernel=case["kernel"])[0]
-    for impl in IMPLS:
-        got = _run(impl, x_nchw, w, b, case)
-        np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-5)

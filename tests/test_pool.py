@@ -1,6 +1,9 @@
-"""Pooling: every impl against the NumPy oracle, PyTorch, and the documented rules."""
+"""Pooling: every impl against jconv.testing's NumPy oracle (values and gradients),
+PyTorch, and the documented rules."""
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -8,66 +11,42 @@ import numpy as np
 import pytest
 
 import jconv
-from oracle import avg_pool2d_ref, max_pool2d_ref
+from jconv import testing
 
 IMPLS = ["lax", "im2col", "loops"]
 
-# (kernel, stride, padding, dilation, ceil_mode): overlapping, strided, padded, dilated,
-# rectangular, and ceil-mode cases where the last window hangs past the padded input.
-MAX_CASES = [
-    ((2, 2), None, (0, 0), (1, 1), False),
-    ((3, 3), (2, 2), (1, 1), (1, 1), False),
-    ((3, 2), (2, 1), (1, 0), (1, 1), True),
-    ((3, 3), (2, 2), (1, 1), (2, 1), True),
-    ((2, 3), (3, 2), (0, 1), (1, 2), True),
-    ((3, 3), (1, 1), (0, 0), (1, 1), False),
-]
-AVG_CASES = [
-    ((2, 2), None, (0, 0), False, True),
-    ((3, 3), (2, 2), (1, 1), False, True),
-    ((3, 3), (2, 2), (1, 1), False, False),
-    ((3, 2), (2, 1), (1, 1), True, True),
-    ((3, 2), (2, 1), (1, 1), True, False),
-    ((2, 3), (3, 2), (1, 0), True, True),
-]
+# The hand-picked forms of jconv.testing (overlapping, strided, padded, dilated, rectangular,
+# ceil-mode windows hanging past the padded input, count_include_pad both ways, unbatched).
+MAX_CASES = testing.max_pool2d_cases("quick")
+AVG_CASES = testing.avg_pool2d_cases("quick")
 
 
 def _x(rng, shape=(2, 3, 7, 9)):
     return rng.standard_normal(shape)
 
 
-def _to(x, fmt):
-    return np.transpose(x, (0, 2, 3, 1)) if fmt == "NHWC" else x
+POOL_CHECKS = [(testing.check_max_pool2d, jconv.max_pool2d),
+               (testing.check_avg_pool2d, jconv.avg_pool2d)]
 
 
-def _from(y, fmt):
-    return np.transpose(np.asarray(y), (0, 3, 1, 2)) if fmt == "NHWC" else np.asarray(y)
-
-
+@pytest.mark.slow  # up to 11 s each on the shared 2-core CPU
 @pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
-@pytest.mark.parametrize("case", MAX_CASES, ids=str)
+@pytest.mark.parametrize("check,pool", POOL_CHECKS, ids=["max", "avg"])
 @pytest.mark.parametrize("impl", IMPLS)
-def test_max_pool_matches_oracle(impl, case, fmt, x64, record_error):
-    k, s, p, d, ceil = case
-    x = _x(np.random.default_rng(0))
-    got = _from(jconv.max_pool2d(jnp.asarray(_to(x, fmt)), k, s, p, d, ceil, impl=impl,
-                                 data_format=fmt), fmt)
-    want = max_pool2d_ref(x, k, s or k, p, d, ceil)
-    assert got.shape == want.shape
-    assert record_error("maxpool", "float64", impl, got, want) == 0.0
-
-
-@pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
-@pytest.mark.parametrize("case", AVG_CASES, ids=str)
-@pytest.mark.parametrize("impl", IMPLS)
-def test_avg_pool_matches_oracle(impl, case, fmt, x64, record_error):
-    k, s, p, ceil, incl = case
-    x = _x(np.random.default_rng(1))
-    got = _from(jconv.avg_pool2d(jnp.asarray(_to(x, fmt)), k, s, p, ceil, incl, impl=impl,
-                                 data_format=fmt), fmt)
-    want = avg_pool2d_ref(x, k, s or k, p, ceil, incl)
-    assert got.shape == want.shape
-    assert record_error("avgpool", "float64", impl, got, want) < 1e-14
+def test_pool_matches_oracle(impl, check, pool, fmt, record_error):
+    """Values and gradients in float64/float32/bfloat16; max pooling is exact (0 error)."""
+    fn = functools.partial(pool, impl=impl, data_format=fmt)
+    fn = testing.from_nhwc(fn) if fmt == "NHWC" else fn
+    report = check(fn, cases="quick", check_grads_cases=0,
+                   dtypes=("float64", "float32", "bfloat16") if fmt == "NCHW" else ("float64",))
+    kind = pool.__name__.replace("_pool2d", "pool")
+    for dtype in report.dtypes:
+        record_error(kind, dtype, impl, report.worst(dtype, "forward"))
+    assert report.passed, str(report)
+    if pool is jconv.max_pool2d:
+        assert all(report.worst(d, "forward") == 0.0 for d in report.dtypes), str(report)
+    else:
+        assert report.worst("float64", "forward") < 1e-14, str(report)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16], ids=lambda d: jnp.dtype(d).name)
@@ -79,9 +58,9 @@ def test_pool_low_precision(impl, dtype, record_error):
     av = jconv.avg_pool2d(x, 3, 2, 1, impl=impl)
     assert mx.dtype == dtype and av.dtype == dtype
     name = jnp.dtype(dtype).name
-    assert record_error("maxpool", name, impl, mx.astype(jnp.float32), max_pool2d_ref(ref_in, (3, 3), (2, 2), (1, 1), (1, 1), False)) == 0.0
+    assert record_error("maxpool", name, impl, mx.astype(jnp.float32), testing.reference_max_pool2d(ref_in, 3, 2, 1)) == 0.0
     tol = {"float32": 1e-6, "bfloat16": 1e-2, "float16": 1e-3}[name]
-    assert record_error("avgpool", name, impl, av.astype(jnp.float32), avg_pool2d_ref(ref_in, (3, 3), (2, 2), (1, 1), False, True)) < tol
+    assert record_error("avgpool", name, impl, av.astype(jnp.float32), testing.reference_avg_pool2d(ref_in, 3, 2, 1)) < tol
 
 
 def test_max_pool_hand_example():
@@ -127,21 +106,21 @@ def test_unbatched_and_jit(impl):
     np.testing.assert_allclose(f(x[1]), f(x)[1], rtol=1e-6)
 
 
-@pytest.mark.parametrize("case", MAX_CASES, ids=str)
+@pytest.mark.parametrize("case", MAX_CASES, ids=lambda c: c.name)
 def test_max_pool_matches_pytorch(case):
     torch = pytest.importorskip("torch")
-    k, s, p, d, ceil = case
-    x = _x(np.random.default_rng(3)).astype(np.float32)
-    want = torch.nn.functional.max_pool2d(torch.from_numpy(x), k, s, p, d, ceil_mode=ceil)
+    x = case.inputs("float32")[0].astype(np.float32)
+    want = torch.nn.functional.max_pool2d(torch.from_numpy(x), **case.kwargs)
     for impl in IMPLS:
-        np.testing.assert_array_equal(jconv.max_pool2d(jnp.asarray(x), k, s, p, d, ceil, impl=impl), want.numpy())
+        got = jconv.max_pool2d(jnp.asarray(x), **case.kwargs, impl=impl)
+        np.testing.assert_array_equal(got, want.numpy())
 
 
-@pytest.mark.parametrize("case", AVG_CASES, ids=str)
+@pytest.mark.parametrize("case", AVG_CASES, ids=lambda c: c.name)
 def test_avg_pool_matches_pytorch(case):
     torch = pytest.importorskip("torch")
-    k, s, p, ceil, incl = case
-    x = _x(np.random.default_rng(4)).astype(np.float32)
-    want = torch.nn.functional.avg_pool2d(torch.from_numpy(x), k, s, p, ceil, incl)
+    x = case.inputs("float32")[0].astype(np.float32)
+    want = torch.nn.functional.avg_pool2d(torch.from_numpy(x), **case.kwargs)
     for impl in IMPLS:
-        np.testing.assert_allclose(jconv.avg_pool2d(jnp.asarray(x), k, s, p, ceil, incl, impl=impl), want.numpy(), rtol=1e-6, atol=1e-6)
+        got = jconv.avg_pool2d(jnp.asarray(x), **case.kwargs, impl=impl)
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-6, atol=1e-6)

@@ -1,7 +1,9 @@
-"""conv_transpose2d / nn.ConvTranspose2d: a NumPy scatter-add oracle, PyTorch (optional),
-every impl, layouts, gradients and error messages."""
+"""conv_transpose2d / nn.ConvTranspose2d: jconv.testing's scatter-add oracle (values and
+gradients), PyTorch (optional), every impl, layouts, gradients and error messages."""
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,7 @@ from flax import nnx
 from jax.test_util import check_grads
 
 import jconv
+from jconv import testing
 from jconv.transpose import conv_transpose2d
 
 def _normal(seed, *shapes, dtype=jnp.float32):
@@ -19,32 +22,6 @@ def _normal(seed, *shapes, dtype=jnp.float32):
     arrays = tuple(jnp.asarray(rng.normal(size=s), dtype) for s in shapes)
     return arrays[0] if len(arrays) == 1 else arrays
 
-
-
-def scatter_ref(x, w, b, stride, padding, output_padding, groups, dilation):
-    """PyTorch's definition, written out: input pixel (i, j) of channel c adds
-    x[c, i, j] * w[c, o, p, q] to output (o, i*s - pad + p*d, j*s - pad + q*d); float64."""
-    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
-    n_, c_in, h, wd = x.shape
-    _, cog, kh, kw = w.shape
-    (sh, sw), (ph, pw), (oph, opw), (dh, dw) = stride, padding, output_padding, dilation
-    ho = (h - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1
-    wo = (wd - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
-    out = np.zeros((n_, cog * groups, ho, wo))
-    cig = c_in // groups
-    for c in range(c_in):
-        g = c // cig
-        for o in range(cog):
-            for i in range(h):
-                for j in range(wd):
-                    for p in range(kh):
-                        for q in range(kw):
-                            r, col = i * sh - ph + p * dh, j * sw - pw + q * dw
-                            if 0 <= r < ho and 0 <= col < wo:
-                                out[:, g * cog + o, r, col] += x[:, c, i, j] * w[c, o, p, q]
-    if b is not None:
-        out += np.asarray(b, np.float64)[None, :, None, None]
-    return out
 
 
 # (kernel, stride, padding, output_padding, groups, dilation), all as (h, w) pairs or ints.
@@ -79,9 +56,22 @@ def test_matches_scatter_oracle(impl, case):
     b = rng.normal(size=(w.shape[1] * g,)).astype(np.float32)
     got = conv_transpose2d(jnp.asarray(x), jnp.asarray(w), jnp.asarray(b), stride=s, padding=p,
                            output_padding=op, groups=g, dilation=d, impl=impl)
-    want = scatter_ref(x, w, b, _pair(s), _pair(p), _pair(op), g, _pair(d))
+    want = testing.reference_conv_transpose2d(x, w, b, stride=s, padding=p, output_padding=op,
+                                              groups=g, dilation=d)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow  # 10-26 s each on the shared 2-core CPU
+@pytest.mark.parametrize("impl,cases", [("lax", "default"), ("im2col", "quick"),
+                                        ("loops", "quick")])
+def test_check_conv_transpose2d(impl, cases, record_error):
+    """Values and x/w/b gradients against the oracle in float64/float32/bfloat16."""
+    report = testing.check_conv_transpose2d(functools.partial(conv_transpose2d, impl=impl),
+                                            cases=cases, check_grads_cases=0)
+    for dtype in report.dtypes:
+        record_error("convT", dtype, impl, report.worst(dtype, "forward"))
+    assert report.passed, str(report)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])

@@ -1,0 +1,44 @@
+"""``jconv.testing``: check any convolution (or pooling) against PyTorch's definitions,
+gradients included.
+
+Float64 NumPy oracles (``reference_*``), case lists that cover every argument form
+(``conv2d_cases``), checkers that compare a function with the oracle per dtype, forward and
+reverse mode, plus ``jax.test_util.check_grads`` (``check_*`` -> report, ``assert_*`` ->
+AssertionError with a runnable repro), adapters for other conventions, a pytest
+parametrisation and a CLI (``python -m jconv.testing module:function``). See docs/testing.md.
+
+Example (check a conv in five lines; put your own function in place of ``my_conv``):
+  >>> import functools, jconv
+  >>> from jconv import testing
+  >>> my_conv = functools.partial(jconv.conv2d, impl="im2col")
+  >>> report = testing.check_conv2d(my_conv, cases="quick", dtypes=("float32",))
+  >>> report.passed
+  True
+"""
+
+from ._adapters import from_layer, from_nhwc
+from ._api import (DTYPES, assert_avg_pool2d, assert_conv2d, assert_conv_transpose2d,
+                   assert_max_pool2d, check_avg_pool2d, check_conv2d, check_conv_transpose2d,
+                   check_max_pool2d)
+from ._cases import AvgPool2dCase, Conv2dCase, ConvTranspose2dCase, MaxPool2dCase
+from ._grids import (KINDS, avg_pool2d_cases, conv2d_cases, conv_transpose2d_cases,
+                     max_pool2d_cases)
+from ._oracle import (conv_pads, reference_conv2d, reference_conv2d_vjp,
+                      reference_conv_transpose2d, reference_conv_transpose2d_vjp)
+from ._pool_oracle import (reference_avg_pool2d, reference_avg_pool2d_vjp,
+                           reference_max_pool2d, reference_max_pool2d_vjp)
+from ._pytest import pytest_cases
+from ._report import DEFAULT_TOLERANCES, CheckReport, CheckResult
+
+__all__ = [
+    "DEFAULT_TOLERANCES", "DTYPES", "KINDS",
+    "AvgPool2dCase", "CheckReport", "CheckResult", "Conv2dCase", "ConvTranspose2dCase",
+    "MaxPool2dCase",
+    "assert_avg_pool2d", "assert_conv2d", "assert_conv_transpose2d", "assert_max_pool2d",
+    "avg_pool2d_cases", "check_avg_pool2d", "check_conv2d", "check_conv_transpose2d",
+    "check_max_pool2d", "conv2d_cases", "conv_pads", "conv_transpose2d_cases",
+    "from_layer", "from_nhwc", "max_pool2d_cases", "pytest_cases",
+    "reference_avg_pool2d", "reference_avg_pool2d_vjp", "reference_conv2d",
+    "reference_conv2d_vjp", "reference_conv_transpose2d", "reference_conv_transpose2d_vjp",
+    "reference_max_pool2d", "reference_max_pool2d_vjp",
+]

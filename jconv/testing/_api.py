@@ -1,0 +1,165 @@
+"""The public ``check_*`` / ``assert_*`` functions."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence, Union
+
+from ._cases import AvgPool2dCase, Conv2dCase, ConvTranspose2dCase, MaxPool2dCase
+from ._check import run_checks
+from ._grids import (KINDS, avg_pool2d_cases, conv2d_cases, conv_transpose2d_cases,
+                     max_pool2d_cases)
+from ._report import CheckReport
+
+DTYPES: tuple[str, ...] = ("float64", "float32", "bfloat16")
+# How many cases (from the front of the list, the richest forms) also get check_grads.
+_CHECK_GRADS_CASES = {"quick": 1, "default": 2, "full": 6}
+Cases = Union[str, Any, Sequence[Any]]
+
+_GRIDS: dict[str, tuple[Callable[..., list[Any]], type]] = {
+    "conv2d": (conv2d_cases, Conv2dCase),
+    "conv_transpose2d": (conv_transpose2d_cases, ConvTranspose2dCase),
+    "max_pool2d": (max_pool2d_cases, MaxPool2dCase),
+    "avg_pool2d": (avg_pool2d_cases, AvgPool2dCase),
+}
+
+
+def _resolve(op: str, cases: Cases, seed: int, check_grads_cases: int | None
+             ) -> tuple[list[Any], str, int]:
+    grid, case_type = _GRIDS[op]
+    if isinstance(cases, str):
+        if cases not in KINDS:
+            raise ValueError(f"cases must be one of {KINDS} or a list of {case_type.__name__}, "
+                             f"got {cases!r}")
+        listed, label = grid(cases, seed=seed), f"{cases!r}, seed {seed}"
+        n_grads = _CHECK_GRADS_CASES[cases]
+    else:
+        listed = [cases] if isinstance(cases, case_type) else list(cases)
+        bad = [c for c in listed if not isinstance(c, case_type)]
+        if bad or not listed:
+            raise TypeError(f"cases must be one of {KINDS} or a non-empty list of "
+                            f"{case_type.__name__}, got {bad[0] if bad else cases!r}")
+        label, n_grads = "given cases", 1
+    return listed, label, n_grads if check_grads_cases is None else check_grads_cases
+
+
+def _check(op: str, fn: Callable[..., Any], cases: Cases, dtypes: Sequence[str], grads: bool,
+           seed: int, check_grads_cases: int | None,
+           tolerances: dict[str, tuple[float, float]] | None, jit: bool,
+           fail_fast: bool) -> CheckReport:
+    listed, label, n_grads = _resolve(op, cases, seed, check_grads_cases)
+    return run_checks(op, fn, listed, label, dtypes, grads, n_grads, tolerances, jit,
+                      fail_fast)
+
+
+def check_conv2d(fn: Callable[..., Any], *, cases: Cases = "default",
+                 dtypes: Sequence[str] = DTYPES, grads: bool = True, seed: int = 0,
+                 check_grads_cases: int | None = None,
+                 tolerances: dict[str, tuple[float, float]] | None = None,
+                 jit: bool = True, fail_fast: bool = False) -> CheckReport:
+    """Check that ``fn`` is ``torch.nn.functional.conv2d``, gradients included.
+
+    ``fn(x, w, b=None, *, stride, padding, dilation, groups)`` takes NCHW JAX arrays:
+    x (N, C_in, H, W) or (C_in, H, W), w (C_out, C_in/groups, kH, kW), b (C_out,) or None,
+    and returns (N, C_out, H_out, W_out). For every case and dtype it checks the output's
+    shape, dtype and values against :func:`reference_conv2d`, and the reverse-mode gradients
+    for x, w and b against the oracle's VJP, each with error
+    ``max|got - want| / max(1, max|want|)`` under ``tolerances[dtype] = (forward, grad)``
+    (defaults in ``DEFAULT_TOLERANCES``). The first ``check_grads_cases`` cases (default 1
+    quick, 2 default, 6 full, 1 for a given list) also run ``jax.test_util.check_grads``
+    with ``order=2`` in float64, each mode separately; a mode ``fn`` cannot do is reported
+    "unsupported". Exceptions, wrong shapes or dtypes and NaNs are reported failures.
+
+    Args:
+      cases: ``"quick"``, ``"default"``, ``"full"`` (see :func:`conv2d_cases`), or your own
+        :class:`Conv2dCase` list.
+      dtypes: any of ``"float64"`` (run under ``jax.enable_x64`` for you), ``"float32"``,
+        ``"bfloat16"``, ``"float16"``.
+      grads: also check gradients.
+      seed: which random draws and data.
+      jit: call ``fn`` under ``jax.jit`` (one compile per case); falls back to eager for a
+        function that needs concrete values.
+      fail_fast: stop at the first failing case (all dtypes before it were checked).
+
+    Returns a :class:`CheckReport`: ``.passed``, ``.failures``, and ``str()`` a table.
+
+    Example:
+      >>> import jconv
+      >>> from jconv import testing
+      >>> report = testing.check_conv2d(jconv.conv2d, cases="quick", dtypes=("float32",))
+      >>> report.passed
+      True
+    """
+    return _check("conv2d", fn, cases, dtypes, grads, seed, check_grads_cases, tolerances,
+                  jit, fail_fast)
+
+
+def check_conv_transpose2d(fn: Callable[..., Any], *, cases: Cases = "default",
+                           dtypes: Sequence[str] = DTYPES, grads: bool = True, seed: int = 0,
+                           check_grads_cases: int | None = None,
+                           tolerances: dict[str, tuple[float, float]] | None = None,
+                           jit: bool = True, fail_fast: bool = False) -> CheckReport:
+    """:func:`check_conv2d` for ``torch.nn.functional.conv_transpose2d``:
+    ``fn(x, w, b=None, *, stride, padding, output_padding, groups, dilation)`` with
+    x (N, C_in, H, W), w (C_in, C_out/groups, kH, kW) -> (N, C_out, H_out, W_out).
+
+    >>> import jconv
+    >>> check_conv_transpose2d(jconv.conv_transpose2d, cases="quick", dtypes=("float32",),
+    ...                        check_grads_cases=0).passed
+    True
+    """
+    return _check("conv_transpose2d", fn, cases, dtypes, grads, seed, check_grads_cases, tolerances,
+                  jit, fail_fast)
+
+
+def check_max_pool2d(fn: Callable[..., Any], *, cases: Cases = "default",
+                     dtypes: Sequence[str] = DTYPES, grads: bool = True, seed: int = 0,
+                     check_grads_cases: int | None = None,
+                     tolerances: dict[str, tuple[float, float]] | None = None,
+                     jit: bool = True, fail_fast: bool = False) -> CheckReport:
+    """:func:`check_conv2d` for ``torch.nn.functional.max_pool2d``:
+    ``fn(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False)`` (called with
+    keywords), x (N, C, H, W) or (C, H, W). Inputs hold distinct values, so the gradient
+    (all of a window's cotangent to its max) is unambiguous.
+
+    >>> import jconv
+    >>> check_max_pool2d(jconv.max_pool2d, cases="quick", dtypes=("float32",)).passed
+    True
+    """
+    return _check("max_pool2d", fn, cases, dtypes, grads, seed, check_grads_cases, tolerances,
+                  jit, fail_fast)
+
+
+def check_avg_pool2d(fn: Callable[..., Any], *, cases: Cases = "default",
+                     dtypes: Sequence[str] = DTYPES, grads: bool = True, seed: int = 0,
+                     check_grads_cases: int | None = None,
+                     tolerances: dict[str, tuple[float, float]] | None = None,
+                     jit: bool = True, fail_fast: bool = False) -> CheckReport:
+    """:func:`check_conv2d` for ``torch.nn.functional.avg_pool2d``:
+    ``fn(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True)``
+    (called with keywords), x (N, C, H, W) or (C, H, W).
+
+    >>> import jconv
+    >>> check_avg_pool2d(jconv.avg_pool2d, cases="quick", dtypes=("float32",)).passed
+    True
+    """
+    return _check("avg_pool2d", fn, cases, dtypes, grads, seed, check_grads_cases, tolerances,
+                  jit, fail_fast)
+
+
+def _asserting(check: Callable[..., CheckReport]) -> Callable[..., CheckReport]:
+    def assert_(fn: Callable[..., Any], **kwargs: Any) -> CheckReport:
+        report = check(fn, **kwargs)
+        if not report.passed:
+            raise AssertionError(f"{report.first_failure()}\n\n{report}")
+        return report
+    assert_.__name__ = check.__name__.replace("check_", "assert_")
+    assert_.__doc__ = (f"Run :func:`{check.__name__}` (same arguments) and raise "
+                       "AssertionError naming the first failing case as a runnable repro; "
+                       "returns the report when everything passed.")
+    return assert_
+
+
+assert_conv2d = _asserting(check_conv2d)
+assert_conv_transpose2d = _asserting(check_conv_transpose2d)
+assert_max_pool2d = _asserting(check_max_pool2d)
+assert_avg_pool2d = _asserting(check_avg_pool2d)

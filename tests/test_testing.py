@@ -1,0 +1,362 @@
+"""jconv.testing: the oracles against PyTorch, the checker against deliberately broken convs
+(each must FAIL) and correct ones (must PASS), failure reporting, errors, CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import jconv
+from jconv import testing
+from jconv.testing.__main__ import load_target, main
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def lax_conv(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, _pads=None,
+             _stride=None, _dilation=None, _dtype=None):
+    """A correct torch-signature wrapper around lax.conv_general_dilated; the underscore
+    knobs let the mutants below break one thing at a time."""
+    s, d = _pair(stride), _pair(dilation)
+    pads = testing.conv_pads(padding, tuple(w.shape[2:]), d, s)
+    pads = _pads(pads, padding) if _pads else pads
+    unbatched = x.ndim == 3
+    xb = x[None] if unbatched else x
+    dtype = x.dtype
+    if _dtype is not None:
+        xb, w = xb.astype(_dtype), w.astype(_dtype)
+    y = lax.conv_general_dilated(xb, w, _stride(s) if _stride else s, pads,
+                                 rhs_dilation=_dilation or d, feature_group_count=groups,
+                                 dimension_numbers=("NCHW", "OIHW", "NCHW"),
+                                 precision="highest").astype(dtype)
+    if b is not None:
+        y = y + b[:, None, None]
+    return y[0] if unbatched else y
+
+
+def symmetric_padding(x, w, b=None, **kw):
+    return lax_conv(x, w, b, _pads=lambda p, _: ((p[0][0],) * 2, (p[1][0],) * 2), **kw)
+
+
+def same_extra_pixel_top_left(x, w, b=None, **kw):
+    swap = lambda p, padding: tuple(q[::-1] for q in p) if padding == "same" else p  # noqa: E731
+    return lax_conv(x, w, b, _pads=swap, **kw)
+
+
+def stride_axes_swapped(x, w, b=None, **kw):
+    return lax_conv(x, w, b, _stride=lambda s: s[::-1], **kw)
+
+
+def dilation_ignored(x, w, b=None, **kw):
+    return lax_conv(x, w, b, _dilation=(1, 1), **kw)
+
+
+def flipped_kernel(x, w, b=None, **kw):
+    return lax_conv(x, w[:, :, ::-1, ::-1], b, **kw)
+
+
+def groups_interleaved(x, w, b=None, *, groups=1, **kw):
+    """Reads group g's channels as every groups-th channel instead of a contiguous block."""
+    c = x.shape[-3]
+    perm = np.arange(c).reshape(c // groups, groups).T.reshape(-1)
+    return lax_conv(jnp.take(x, perm, axis=-3), w, b, groups=groups, **kw)
+
+
+def bfloat16_inside(x, w, b=None, **kw):
+    return lax_conv(x, w, b, _dtype=jnp.bfloat16, **kw)
+
+
+def rejects_unbatched(x, w, b=None, **kw):
+    if x.ndim != 4:
+        raise ValueError("x must be 4-D")
+    return lax_conv(x, w, b, **kw)
+
+
+def nan_in_corner(x, w, b=None, **kw):
+    y = lax_conv(x, w, b, **kw)
+    return y.at[..., -1, -1].set(jnp.nan)
+
+
+def _grad_off_by_one_percent():
+    @jax.custom_vjp
+    def conv(x, w, b, kw):
+        return lax_conv(x, w, b, **dict(kw))
+
+    def fwd(x, w, b, kw):
+        return conv(x, w, b, kw), (x, w, b)
+
+    def bwd(kw, res, ct):
+        _, pull = jax.vjp(lambda *a: lax_conv(*a, **dict(kw)), *res)
+        return tuple(g * 1.01 for g in pull(ct))
+
+    conv.defvjp(fwd, bwd)
+    conv = jax.custom_vjp(conv.__wrapped__, nondiff_argnums=(3,))
+    conv.defvjp(fwd, bwd)
+
+    def grad_off_by_one_percent(x, w, b=None, **kw):
+        b = jnp.zeros(w.shape[0], x.dtype) if b is None else b
+        return conv(x, w, b, tuple(sorted(kw.items())))
+
+    return grad_off_by_one_percent
+
+
+grad_off_by_one_percent = _grad_off_by_one_percent()
+
+# (mutant, the check that must catch it)
+MUTANTS = [
+    (symmetric_padding, "forward"),
+    (same_extra_pixel_top_left, "forward"),
+    (stride_axes_swapped, "forward"),
+    (dilation_ignored, "forward"),
+    (flipped_kernel, "forward"),
+    (groups_interleaved, "forward"),
+    (bfloat16_inside, "forward"),
+    (rejects_unbatched, "forward"),
+    (nan_in_corner, "forward"),
+    (grad_off_by_one_percent, "grad"),
+]
+
+
+@pytest.mark.parametrize("mutant,caught_by", MUTANTS, ids=[m.__name__ for m, _ in MUTANTS])
+def test_broken_convs_fail(mutant, caught_by):
+    # Forward bugs need no gradients to show; float32 catches even bfloat16 arithmetic.
+    grads = caught_by == "grad"
+    report = testing.check_conv2d(mutant, cases="quick", dtypes=("float32",), grads=grads,
+                                  check_grads_cases=0, fail_fast=True)
+    assert not report.passed, str(report)
+    assert {r.check.split(" ")[0] for r in report.failures} == {caught_by}
+    assert "FAIL" in str(report) and f"case = Conv2dCase(" in str(report)
+
+
+@pytest.mark.slow
+def test_correct_lax_wrapper_passes_every_dtype_and_check_grads():
+    # The richest forms (asymmetric padding, unequal strides, dilation, groups; 'same' with an
+    # even kernel; a channel multiplier); jconv's own impls run the whole lists in test_conv.
+    forms = ("everything", "same-even-kernel", "depthwise-multiplier")
+    cases = [c for c in testing.conv2d_cases("quick") if c.name in forms]
+    report = testing.check_conv2d(lax_conv, cases=cases)
+    assert report.passed, str(report)
+    assert "check_grads(order=2, float64, 1 cases): fwd PASS, rev PASS" in str(report)
+    assert report.worst("float64", "grad") < 1e-12
+
+
+@pytest.mark.slow
+def test_custom_vjp_forward_mode_reported_unsupported_not_a_crash():
+    @jax.custom_vjp
+    def conv(x, w, b):
+        return lax_conv(x, w, b, padding=1)
+
+    conv.defvjp(lambda x, w, b: (conv(x, w, b), (x, w, b)),
+                lambda res, ct: jax.vjp(lambda *a: lax_conv(*a, padding=1), *res)[1](ct))
+    case = testing.Conv2dCase((2, 3, 5, 6), (4, 3, 3, 3), padding=1)
+    report = testing.check_conv2d(lambda x, w, b=None, **kw: conv(x, w, b), cases=[case],
+                                  dtypes=("float64",))
+    assert report.passed, str(report)
+    assert "fwd unsupported (custom_vjp: no forward mode), rev PASS" in str(report)
+
+
+def test_assert_conv2d_names_a_runnable_repro():
+    with pytest.raises(AssertionError, match=r"FAILED \[float32\] forward: max error") as info:
+        testing.assert_conv2d(flipped_kernel, cases="quick", dtypes=("float32",), grads=False,
+                              fail_fast=True)
+    message = str(info.value)
+    assert "at output index (" in message and "tolerance 1e-05" in message
+    repro = message.split("repro:\n")[1].split("\n\n")[0]
+    scope = {"fn": flipped_kernel, "jconv": jconv}
+    exec("\n".join(line[4:] for line in repro.splitlines()), scope)  # noqa: S102
+    want = testing.reference_conv2d(*scope["case"].inputs("float32"), **scope["case"].kwargs)
+    assert np.abs(np.asarray(scope["y"]) - want).max() > 1e-3  # the repro shows the bug
+    assert testing.assert_conv2d(lax_conv, cases=scope["case"], dtypes=("float32",)).passed
+
+
+def test_wrong_shape_and_dtype_are_failures():
+    case = testing.Conv2dCase((1, 2, 5, 5), (3, 2, 3, 3))
+    shape = testing.check_conv2d(lambda x, w, b=None, **kw: lax_conv(x, w, b, **kw)[..., 1:],
+                                 cases=[case], dtypes=("float32",))
+    assert "output shape (1, 3, 3, 2), expected (1, 3, 3, 3)" in shape.first_failure()
+    dtype = testing.check_conv2d(lambda x, w, b=None, **kw: lax_conv(x, w, b, **kw).astype(
+        jnp.float16), cases=[case], dtypes=("float32",), grads=False)
+    assert "output dtype float16, expected float32" in dtype.first_failure()
+
+
+def test_function_needing_concrete_values_falls_back_to_eager():
+    def concrete(x, w, b=None, **kw):
+        # A Python branch on values fails under jit: the checker retries eagerly.
+        if float(jnp.abs(lax.stop_gradient(x)).max()) > 1e6:
+            raise ValueError("huge input")
+        return lax_conv(x, w, b, **kw)
+
+    case = testing.conv2d_cases("quick")[0]
+    assert testing.check_conv2d(concrete, cases=[case], dtypes=("float32",), grads=False).passed
+
+
+def test_nhwc_adapter_and_hwio_weights():
+    def nhwc_hwio(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
+        s, d = _pair(stride), _pair(dilation)
+        pads = testing.conv_pads(padding, tuple(w.shape[:2]), d, s)
+        y = lax.conv_general_dilated(x, w, s, pads, rhs_dilation=d, feature_group_count=groups,
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y if b is None else y + b
+
+    checked = testing.from_nhwc(nhwc_hwio, weight="HWIO")
+    cases = [c for c in testing.conv2d_cases("quick") if len(c.x_shape) == 4][:2]
+    assert testing.check_conv2d(checked, cases=cases, dtypes=("float32",)).passed
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: testing.check_conv2d(lax_conv, cases="fast"), ValueError,
+     r"cases must be one of \('quick', 'default', 'full'\) .*got 'fast'"),
+    (lambda: testing.check_conv2d(lax_conv, cases=[1]), TypeError,
+     r"non-empty list of Conv2dCase, got 1"),
+    (lambda: testing.check_conv2d(lax_conv, cases="quick", dtypes=("float8",)), ValueError,
+     r"dtypes entries must be one of .* got 'float8'"),
+    (lambda: testing.check_conv2d(42, cases="quick"), TypeError, r"fn must be callable, got 42"),
+    (lambda: testing.check_conv2d(lax_conv, check_grads_cases=-1), ValueError,
+     r"check_grads_cases must be a non-negative int, got -1"),
+    (lambda: testing.conv2d_cases("huge"), ValueError, r"kind must be one of .* got 'huge'"),
+    (lambda: testing.conv2d_cases("quick", n=-2), ValueError,
+     r"n must be a non-negative int or None, got -2"),
+    (lambda: testing.from_nhwc(lax_conv, weight="OHWI"), ValueError,
+     r"weight must be 'OIHW' or 'HWIO', got 'OHWI'"),
+    (lambda: testing.pytest_cases("quick", op="conv3d"), ValueError,
+     r"op must be one of .* got 'conv3d'"),
+    (lambda: testing.reference_conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)), stride=2,
+                                      padding="same"), ValueError,
+     r"padding='same' needs stride 1, got stride=\(2, 2\)"),
+    (lambda: testing.reference_conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)),
+                                      padding="full"), ValueError,
+     r"padding must be 'valid' or 'same' when a string, got 'full'"),
+    (lambda: testing.reference_conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)),
+                                      padding=-1), ValueError,
+     r"padding must be non-negative, got -1"),
+    (lambda: testing.reference_conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)),
+                                      stride=1.5), TypeError,
+     r"stride must be an int or a pair of ints, got 1.5"),
+    (lambda: testing.reference_conv2d(np.ones((1, 4, 5, 5)), np.ones((2, 2, 3, 3)), groups=3),
+     ValueError, r"shapes x \(1, 4, 5, 5\), w \(2, 2, 3, 3\) do not fit groups=3"),
+    (lambda: testing.reference_conv2d(np.ones((1, 1, 2, 2)), np.ones((1, 1, 3, 3))), ValueError,
+     r"output size \(0, 0\) is not positive"),
+    (lambda: testing.reference_conv2d(np.ones((5, 5)), np.ones((1, 1, 3, 3))), ValueError,
+     r"x must be \(N, C, H, W\) or \(C, H, W\), got shape \(5, 5\)"),
+    (lambda: testing.reference_max_pool2d(np.ones((1, 1, 5, 5)), 2, padding=2), ValueError,
+     r"padding \(2, 2\) must be at most half of kernel_size \(2, 2\)"),
+    (lambda: testing.reference_conv_transpose2d(np.ones((1, 4, 3, 3)), np.ones((2, 2, 3, 3))),
+     ValueError, r"shapes x \(1, 4, 3, 3\), w \(2, 2, 3, 3\) do not fit groups=1"),
+])
+def test_bad_arguments_raise(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+@pytest.mark.parametrize("target,match", [
+    ("jconv", r"target must look like 'package.module:function', got 'jconv'"),
+    ("no_such_module_x:f", r"cannot import module 'no_such_module_x'"),
+    ("jconv:nope", r"'jconv' has no attribute 'nope'"),
+    ("jconv:__version__", r"'jconv:__version__' is not callable \(got str\)"),
+])
+def test_cli_bad_target(target, match):
+    with pytest.raises(ValueError, match=match):
+        load_target(target)
+
+
+def test_cli_exit_codes(capsys):
+    assert main([f"{__name__}:flipped_kernel", "--cases", "quick", "--dtypes", "float32",
+                 "--no-grads", "--fail-fast"]) == 1
+    out = capsys.readouterr().out
+    assert "-> FAIL" in out and "FAILED [float32] forward" in out
+    assert main(["jconv:max_pool2d", "--op", "max_pool2d", "--cases", "quick", "--dtypes",
+                 "float32", "--seed", "3", "--no-grads"]) == 0
+    assert "('quick', seed 3) -> PASS" in capsys.readouterr().out
+    assert main(["jconv:nope"]) == 2
+    assert capsys.readouterr().err == "Error: 'jconv' has no attribute 'nope'\n"
+
+
+def test_import_jconv_stays_light_and_cli_runs_as_a_module():
+    """One subprocess (importing jax is the slow part): ``import jconv`` loads neither pytest
+    nor jconv.testing, ``jconv.testing`` loads on first use, and ``python -m jconv.testing``
+    turns a bad target into one Error line and exit status 2."""
+    code = ("import runpy, sys, jconv\n"
+            "print('pytest' in sys.modules, 'jconv.testing' in sys.modules)\n"
+            "jconv.testing.conv2d_cases\n"
+            "print('jconv.testing' in sys.modules, 'pytest' in sys.modules, flush=True)\n"
+            "sys.argv = ['jconv.testing', 'jconv.nothing:f']\n"
+            "runpy.run_module('jconv.testing', run_name='__main__', alter_sys=True)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.split() == ["False", "False", "True", "False"]
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("Error: cannot import module 'jconv.nothing'")
+    assert "Traceback" not in proc.stderr
+
+
+def test_pytest_cases_ids_are_unique_and_cover_the_forms():
+    ids = [p.id for p in testing.pytest_cases("default")]
+    assert len(ids) == len(set(ids)) == 48
+    cases = testing.conv2d_cases("full")
+    paddings = {type(c.padding).__name__ if not isinstance(c.padding, str) else c.padding
+                for c in cases}
+    assert {"int", "tuple", "valid", "same"} <= paddings
+    assert any(isinstance(c.padding, tuple) and isinstance(c.padding[0], tuple) for c in cases)
+    assert any(len(c.x_shape) == 3 for c in cases)
+    assert any(c.groups == c.x_shape[-3] and c.w_shape[0] > c.groups for c in cases)
+    assert testing.conv2d_cases("default", seed=1) != testing.conv2d_cases("default", seed=2)
+
+
+# --- the oracles themselves against PyTorch, forward and gradients -------------------------
+
+def _torch_grads(torch, out, leaves, ct):
+    out.backward(torch.from_numpy(ct))
+    return [None if a is None else a.grad.numpy() for a in leaves]
+
+
+def _check_against_torch(case, torch_fn, prepad=None):
+    torch = pytest.importorskip("torch")
+    inputs = case.inputs("float64")
+    want = case.reference(*inputs)
+    ct = case.cotangent(want.shape)
+    leaves = [None if a is None else torch.tensor(a, requires_grad=True) for a in inputs]
+    out = torch_fn(torch, *leaves)
+    np.testing.assert_allclose(out.detach().numpy(), want, rtol=1e-12, atol=1e-12)
+    got = _torch_grads(torch, out, leaves, ct)
+    for g, w in zip(got, case.reference_vjp(inputs, ct)):
+        if g is not None:
+            np.testing.assert_allclose(w, g, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("case", testing.pytest_cases("default"))
+def test_conv_oracle_matches_pytorch(case):
+    def run(torch, x, w, b):
+        kw = case.kwargs
+        pads = testing.conv_pads(kw["padding"], case.w_shape[2:], _pair(kw["dilation"]),
+                                 _pair(kw["stride"]))
+        padding = kw["padding"]
+        if not isinstance(padding, str) and (pads[0][0] != pads[0][1] or pads[1][0] != pads[1][1]):
+            # torch.conv2d has no asymmetric padding: pad explicitly first
+            x = torch.nn.functional.pad(x, (*pads[1], *pads[0]))
+            padding = 0
+        return torch.nn.functional.conv2d(x, w, b, stride=kw["stride"], padding=padding,
+                                          dilation=kw["dilation"], groups=kw["groups"])
+
+    _check_against_torch(case, run)
+
+
+@pytest.mark.parametrize("case", testing.pytest_cases("default", op="conv_transpose2d"))
+def test_transpose_oracle_matches_pytorch(case):
+    _check_against_torch(case, lambda torch, x, w, b: torch.nn.functional.conv_transpose2d(
+        x, w, b, **case.kwargs))
+
+
+@pytest.mark.parametrize("case", testing.pytest_cases("default", op="max_pool2d")
+                         + testing.pytest_cases("default", op="avg_pool2d"))
+def test_pool_oracles_match_pytorch(case):
+    name = "max_pool2d" if isinstance(case, testing.MaxPool2dCase) else "avg_pool2d"
+    _check_against_torch(case, lambda torch, x: getattr(torch.nn.functional, name)(
+        x, **case.kwargs))
