@@ -11,6 +11,7 @@ from ._fft import conv_fft
 from ._im2col import conv_im2col
 from ._lax import conv_lax
 from ._loops import conv_loops
+from ._pallas import conv_pallas
 from ._spec import ConvSpec, IntOrPair, PaddingLike, canonical_conv, check_impl
 from ._winograd import conv_winograd, conv_winograd2
 
@@ -23,6 +24,7 @@ CONV_IMPLS: dict[str, ConvImpl] = {
     "winograd": conv_winograd,
     "winograd2": conv_winograd2,
     "fft": conv_fft,
+    "pallas": conv_pallas,
     "auto": conv_auto,
 }
 
