@@ -12,6 +12,7 @@ from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
 from .shapes import (ConvParams, conv2d_output_shape, find_conv_params, pool2d_output_shape,
                      same_padding)
 from .fold import fold_conv_bn, fold_conv_bn_sequential
+from .fused import conv2d_bias_act
 from .summary import LayerSummary, ModelSummary, summary
 from .torch_import import load_torch_state_dict
 from .transpose import conv_transpose2d
@@ -34,6 +35,7 @@ __all__ = [
     "activation_bytes",
     "avg_pool2d",
     "conv2d",
+    "conv2d_bias_act",
     "conv2d_flops",
     "conv2d_macs",
     "conv2d_output_shape",

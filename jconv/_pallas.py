@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from ._spec import ConvSpec, Pair, PadPairs
+from ._spec import ConvSpec, Pair, PadPairs, accum_dtype
 
 ACTIVATIONS: tuple[str, ...] = ("relu", "gelu")
 RULES: tuple[str, ...] = ("triton", "tpu")
@@ -164,7 +164,26 @@ def _epilogue(acc: jnp.ndarray, act: str | None) -> jnp.ndarray:
     return acc
 
 
-def _fwd_kernel(*refs, taps, tm, tk, n_k, depthwise, act, has_bias, save_z, precision):
+def _idiv(a: jnp.ndarray, b: int) -> jnp.ndarray:
+    # Grid indices are non-negative: truncating division is floor division, and unlike
+    # ``//`` it lowers without the sign fix-up (whose Mosaic rule needs a real TPU to query).
+    return lax.div(a, jnp.asarray(b, a.dtype))
+
+
+def _irem(a: jnp.ndarray, b: int) -> jnp.ndarray:
+    return lax.rem(a, jnp.asarray(b, a.dtype))
+
+
+def _tap_phase_offset(t: jnp.ndarray, geo_kernel_w: int, dilation: Pair, stride: Pair,
+                      wq: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """The traced version of :func:`_layout`'s (phase, row offset) for tap index ``t``."""
+    (dh, dw), (sh, sw) = dilation, stride
+    rh, rw = _idiv(t, geo_kernel_w) * dh, _irem(t, geo_kernel_w) * dw
+    return (_irem(rh, sh) * sw + _irem(rw, sw),
+            _idiv(rh, sh) * wq + _idiv(rw, sw))
+
+
+def _fwd_kernel(*refs, taps, tm, tk, n_k, depthwise, act, has_bias, save_z, precision, acc_t):
     """One (image, pixel block, out-channel block) program: sum over taps x channel blocks."""
     x_ref, w_ref = refs[0], refs[1]
     b_ref = refs[2] if has_bias else None
@@ -176,18 +195,18 @@ def _fwd_kernel(*refs, taps, tm, tk, n_k, depthwise, act, has_bias, save_z, prec
         c0 = k * tk
         for t, (phase, off) in enumerate(taps):
             if depthwise:
-                a = x_ref[phase, pl.ds(m0 + off, tm), :].astype(jnp.float32)
-                acc = acc + a * w_ref[pl.ds(t, 1), :].astype(jnp.float32)
+                a = x_ref[phase, pl.ds(m0 + off, tm), :].astype(acc_t)
+                acc = acc + a * w_ref[pl.ds(t, 1), :].astype(acc_t)
             else:
                 a = x_ref[phase, pl.ds(m0 + off, tm), pl.ds(c0, tk)]
                 acc = acc + jnp.dot(a, w_ref[t, pl.ds(c0, tk), :], precision=precision,
-                                    preferred_element_type=jnp.float32)
+                                    preferred_element_type=acc_t)
         return acc
 
-    acc = jnp.zeros((tm, tn), jnp.float32)
+    acc = jnp.zeros((tm, tn), acc_t)
     acc = block(0, acc) if n_k == 1 else lax.fori_loop(0, n_k, block, acc)
     if has_bias:
-        acc = acc + b_ref[...].astype(jnp.float32)
+        acc = acc + b_ref[...].astype(acc_t)
     outs[0][...] = _epilogue(acc, act).astype(outs[0].dtype)
     if save_z:
         outs[1][...] = acc.astype(outs[1].dtype)
@@ -233,7 +252,8 @@ def _forward(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, geo: Geometr
     shape = jax.ShapeDtypeStruct((n, lay.m_pad, tiles.c_out), cdt)
     kernel = functools.partial(
         _fwd_kernel, taps=lay.taps, tm=tiles.tm, tk=tiles.tk, n_k=n_k, depthwise=geo.depthwise,
-        act=geo.act, has_bias=b is not None, save_z=save_z, precision=geo.precision)
+        act=geo.act, has_bias=b is not None, save_z=save_z, precision=geo.precision,
+        acc_t=accum_dtype(cdt))
     outs = pl.pallas_call(
         kernel, out_shape=[shape] * (1 + save_z), grid=grid, in_specs=in_specs,
         out_specs=[out_block] * (1 + save_z), interpret=interpret,
@@ -254,31 +274,28 @@ def _compiler_params(rule: str, interpret: bool, n_grid: int, n_reduce: int = 0)
 
 
 def _wgrad_kernel_loop(x_ref, g_ref, o_ref, *, kernel, dilation, stride, wq, tm, n_img, n_m,
-                       depthwise, precision):
+                       depthwise, precision, acc_t):
     """Triton: one (image split, tap, in block, out block) program; loops over its images
     and every pixel block, accumulating ``window^T @ g`` in float32."""
-    (kw, (dh, dw), (sh, sw)) = kernel[1], dilation, stride
-    t = pl.program_id(1)
-    rh, rw = (t // kw) * dh, (t % kw) * dw
-    phase, off = (rh % sh) * sw + rw % sw, (rh // sh) * wq + rw // sw
+    phase, off = _tap_phase_offset(pl.program_id(1), kernel[1], dilation, stride, wq)
     n0 = pl.program_id(0) * n_img
 
     def body(step, acc):
-        i, mb = n0 + step // n_m, step % n_m
+        i, mb = n0 + _idiv(step, n_m), _irem(step, n_m)
         m0 = pl.multiple_of(mb * tm, tm)
         a = x_ref[i, phase, pl.ds(m0 + off, tm), :]
         g = g_ref[i, pl.ds(m0, tm), :]
         if depthwise:
-            return acc + jnp.sum(a.astype(jnp.float32) * g.astype(jnp.float32), axis=0,
+            return acc + jnp.sum(a.astype(acc_t) * g.astype(acc_t), axis=0,
                                  keepdims=True)
         return acc + lax.dot_general(a, g, (((0,), (0,)), ((), ())), precision=precision,
-                                     preferred_element_type=jnp.float32)
+                                     preferred_element_type=acc_t)
 
-    acc = jnp.zeros(o_ref.shape, jnp.float32)
+    acc = jnp.zeros(o_ref.shape, acc_t)
     o_ref[...] = lax.fori_loop(0, n_img * n_m, body, acc)
 
 
-def _wgrad_kernel_grid(x_ref, g_ref, o_ref, *, tm, offset, depthwise, precision):
+def _wgrad_kernel_grid(x_ref, g_ref, o_ref, *, tm, offset, depthwise, precision, acc_t):
     """Mosaic TPU: images and pixel blocks are the two innermost ("arbitrary") grid axes and
     the output block stays resident in VMEM while they accumulate into it."""
     t, i, mb = pl.program_id(0), pl.program_id(3), pl.program_id(4)
@@ -291,11 +308,11 @@ def _wgrad_kernel_grid(x_ref, g_ref, o_ref, *, tm, offset, depthwise, precision)
     a = x_ref[pl.ds(m0 + offset(t), tm), :]
     g = g_ref[...]
     if depthwise:
-        o_ref[...] += jnp.sum(a.astype(jnp.float32) * g.astype(jnp.float32), axis=0,
+        o_ref[...] += jnp.sum(a.astype(acc_t) * g.astype(acc_t), axis=0,
                               keepdims=True)
     else:
         o_ref[...] += lax.dot_general(a, g, (((0,), (0,)), ((), ())), precision=precision,
-                                      preferred_element_type=jnp.float32)
+                                      preferred_element_type=acc_t)
 
 
 def _weight_grad_impl(x: jnp.ndarray, g: jnp.ndarray, geo: Geometry, rule: str,
@@ -316,6 +333,7 @@ def _weight_grad_impl(x: jnp.ndarray, g: jnp.ndarray, geo: Geometry, rule: str,
     gw = jnp.pad(g, ((0, 0), (0, 0), (0, lay.wq - wo), (0, tiles.c_out - c_out)))
     gw = jnp.pad(gw.reshape(n, ho * lay.wq, tiles.c_out), ((0, 0), (0, lay.m_pad - lay.m), (0, 0)))
     n_m = lay.m_pad // tiles.tm
+    acc_t = accum_dtype(cdt)
     if geo.depthwise:
         tci = tco = tiles.tn
         out_shape, n_ci = (taps, 1, tiles.c_out), 1
@@ -326,13 +344,11 @@ def _weight_grad_impl(x: jnp.ndarray, g: jnp.ndarray, geo: Geometry, rule: str,
         out_shape, n_ci = (taps, tiles.c_in, tiles.c_out), tiles.c_in // tci
     n_co = tiles.c_out // tco
     if rule == "tpu":
-        (dh, dw), (sh, sw) = geo.dilation, geo.stride
-
         def phase(t):
-            return ((t // kw) * dh % sh) * sw + ((t % kw) * dw) % sw
+            return _tap_phase_offset(t, kw, geo.dilation, geo.stride, lay.wq)[0]
 
         def offset(t):
-            return ((t // kw) * dh // sh) * lay.wq + ((t % kw) * dw) // sw
+            return _tap_phase_offset(t, kw, geo.dilation, geo.stride, lay.wq)[1]
 
         ci_blk = (lambda t, a, bb, i, mb: (i, phase(t), 0, bb)) if geo.depthwise else \
             (lambda t, a, bb, i, mb: (i, phase(t), 0, a))
@@ -341,10 +357,10 @@ def _weight_grad_impl(x: jnp.ndarray, g: jnp.ndarray, geo: Geometry, rule: str,
         out_spec = pl.BlockSpec((None, 1 if geo.depthwise else tci, tco),
                                 lambda t, a, bb, i, mb: (t, 0 if geo.depthwise else a, bb))
         kernel = functools.partial(_wgrad_kernel_grid, tm=tiles.tm, offset=offset,
-                                   depthwise=geo.depthwise, precision=geo.precision)
+                                   depthwise=geo.depthwise, precision=geo.precision, acc_t=acc_t)
         grid = (taps, n_ci, n_co, n, n_m)
         dwt = pl.pallas_call(
-            kernel, out_shape=jax.ShapeDtypeStruct(out_shape, jnp.float32), grid=grid,
+            kernel, out_shape=jax.ShapeDtypeStruct(out_shape, acc_t), grid=grid,
             in_specs=in_specs, out_specs=out_spec, interpret=interpret,
             compiler_params=_compiler_params(rule, interpret, 5, 2),
             name="jconv_conv_wgrad")(xs, gw)
@@ -363,9 +379,9 @@ def _weight_grad_impl(x: jnp.ndarray, g: jnp.ndarray, geo: Geometry, rule: str,
         kernel = functools.partial(
             _wgrad_kernel_loop, kernel=geo.kernel, dilation=geo.dilation, stride=geo.stride,
             wq=lay.wq, tm=tiles.tm, n_img=n_img, n_m=n_m, depthwise=geo.depthwise,
-            precision=geo.precision)
+            precision=geo.precision, acc_t=acc_t)
         parts = pl.pallas_call(
-            kernel, out_shape=jax.ShapeDtypeStruct((splits, *out_shape), jnp.float32),
+            kernel, out_shape=jax.ShapeDtypeStruct((splits, *out_shape), acc_t),
             grid=(splits, taps, n_ci, n_co), in_specs=[x_spec, g_spec], out_specs=out_spec,
             interpret=interpret, compiler_params=_compiler_params(rule, interpret, 4),
             name="jconv_conv_wgrad")(xs, gw)
@@ -411,20 +427,41 @@ def conv_nhwc(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None,
 
 
 def _conv_fwd(x, w, b, geo):
+    # The forward rule calls the custom_vjp functions, not the kernels: under a second
+    # derivative JAX differentiates this rule, and a raw pallas_call has no usable JVP.
     if geo.act == "gelu":
-        y, z = _fwd_call(x, w, b, geo, True)
+        y, z = conv_nhwc_with_z(x, w, b, geo)
         return y, (x, w, b, z)
-    y = _fwd_call(x, w, b, geo, False)[0]
+    y = conv_nhwc(x, w, b, geo)
     return y, (x, w, b, y if geo.act == "relu" else None)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def conv_nhwc_with_z(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None,
+                     geo: Geometry) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(act(z), z) with z = conv(x, w) + b: one kernel, two outputs (GELU's residual)."""
+    return _fwd_call(x, w, b, geo, True)
+
+
+def _with_z_fwd(x, w, b, geo):
+    y, z = conv_nhwc_with_z(x, w, b, geo)
+    return (y, z), (x, w, b, z)
+
+
+def _with_z_bwd(geo, res, g):
+    gy, gz = g
+    x, w, b, z = res
+    return _conv_bwd(geo._replace(act=None), (x, w, b, None), _act_grad(gy, z, geo.act) + gz)
 
 
 def _act_grad(g: jnp.ndarray, saved: jnp.ndarray | None, act: str | None) -> jnp.ndarray:
     if act == "relu":
         return jnp.where(saved > 0, g, jnp.zeros_like(g))
     if act == "gelu":
+        acc = accum_dtype(g.dtype)
         _, pullback = jax.vjp(functools.partial(jax.nn.gelu, approximate=True),
-                              saved.astype(jnp.float32))
-        return pullback(g.astype(jnp.float32))[0].astype(g.dtype)
+                              saved.astype(acc))
+        return pullback(g.astype(acc))[0].astype(g.dtype)
     return g
 
 
@@ -434,11 +471,12 @@ def _conv_bwd(geo, res, g):
     plain = geo._replace(act=None)
     dx = input_grad(gz, w, plain, x.shape[1:3])
     dw = weight_grad(x, gz, plain)
-    db = None if b is None else jnp.sum(gz.astype(jnp.float32), axis=(0, 1, 2)).astype(b.dtype)
+    db = None if b is None else jnp.sum(gz.astype(accum_dtype(gz.dtype)), axis=(0, 1, 2)).astype(b.dtype)
     return dx, dw, db
 
 
 conv_nhwc.defvjp(_conv_fwd, _conv_bwd)
+conv_nhwc_with_z.defvjp(_with_z_fwd, _with_z_bwd)
 
 
 def input_grad(g: jnp.ndarray, w: jnp.ndarray, geo: Geometry, in_hw: Pair) -> jnp.ndarray:
@@ -467,7 +505,7 @@ def weight_grad(x: jnp.ndarray, g: jnp.ndarray, geo: Geometry) -> jnp.ndarray:
 
 
 def _wgrad_fwd(x, g, geo):
-    return _wgrad_call(x, g, geo), (x, g)
+    return weight_grad(x, g, geo), (x, g)
 
 
 def _wgrad_bwd(geo, res, ddw):
