@@ -192,7 +192,8 @@ def _fwd_kernel(*refs, taps, tm, tk, n_k, depthwise, act, has_bias, save_z, prec
     tn = outs[0].shape[-1]
 
     def block(k, acc):
-        c0 = k * tk
+        # Mosaic needs to know dynamic lane offsets are tile-aligned.
+        c0 = k * tk if isinstance(k, int) else pl.multiple_of(k * tk, tk)
         for t, (phase, off) in enumerate(taps):
             if depthwise:
                 a = x_ref[phase, pl.ds(m0 + off, tm), :].astype(acc_t)

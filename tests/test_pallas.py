@@ -265,6 +265,8 @@ def test_lowers_for_accelerators(layer, platform):
         # The forward, input-gradient and weight-gradient kernels; no XLA convolution.
         assert len(re.findall(r"custom_call @" + re.escape(KERNEL_CALLS[platform]), text)) == 3
         assert "stablehlo.convolution" not in text
+        # The calls carry the kernels' names (pallas_call(name=...)).
+        assert "jconv_conv_fwd" in text and "jconv_conv_wgrad" in text
 
 
 @pytest.mark.parametrize("platform", ["cuda", "tpu"])
