@@ -99,6 +99,19 @@ def test_forward_and_vjp_float32(case, record_error):
 
 
 @pytest.mark.slow
+def test_several_channel_blocks(record_error):
+    # The other cases fit one channel block; here the Triton rule splits C_in=80 into two
+    # 64-blocks (the in-kernel fori_loop) and C_out=130 into two 128-blocks (grid axis), and
+    # the weight-gradient grid has 2 x 4 channel blocks.
+    case = dict(stride=1, padding=1, dilation=1, groups=1, data_format="NCHW", rule="triton")
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 80, 4, 5))
+    w = jax.random.normal(jax.random.PRNGKey(1), (130, 80, 3, 3))
+    got, want = _fwd_and_vjp(_pallas_fn(case), x, w), _fwd_and_vjp(_lax_fn(case), x, w)
+    for g, r, name in zip(got, want, ("fwd", "grad_x", "grad_w")):
+        assert record_error(name, "float32", "pallas-blocks", g, r) < 1e-5
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_half_precision_accumulates_in_float32(dtype, record_error):
     case = CASES[1]
@@ -212,15 +225,16 @@ def test_fused_bias_act_matches_unfused(act, record_error):
         assert record_error(name, "float32", f"fused-{act}", g, r) < 1e-5
 
 
-def test_fused_bias_act_bfloat16_depthwise_nhwc():
+def test_fused_bias_act_bfloat16_depthwise_nhwc_unbatched():
     case = CASES[3]
     x, w = _args(case, jnp.bfloat16)
+    x = x[0]
     b = jnp.linspace(-1, 1, 8).astype(jnp.bfloat16)
     kwargs = dict(act="relu", padding="same", dilation=2, groups=4, data_format="NHWC")
     y = jax.jit(functools.partial(jconv.conv2d_bias_act, **kwargs))(x, w, b)
     want = jconv.conv2d_bias_act(x.astype(jnp.float32), w.astype(jnp.float32),
                                  b.astype(jnp.float32), impl="lax", **kwargs)
-    assert y.dtype == jnp.bfloat16
+    assert y.dtype == jnp.bfloat16 and y.shape == want.shape == (7, 6, 8)
     np.testing.assert_allclose(np.asarray(y, np.float32), want, atol=3e-2, rtol=1e-2)
 
 
