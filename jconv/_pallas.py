@@ -22,7 +22,7 @@ CUDA/ROCm, Mosaic on TPU, and the Pallas interpreter anywhere else (CPU: slow, f
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -183,7 +183,9 @@ def _tap_phase_offset(t: jnp.ndarray, geo_kernel_w: int, dilation: Pair, stride:
             _idiv(rh, sh) * wq + _idiv(rw, sw))
 
 
-def _fwd_kernel(*refs, taps, tm, tk, n_k, depthwise, act, has_bias, save_z, precision, acc_t):
+def _fwd_kernel(*refs: Any, taps: tuple[tuple[int, int], ...], tm: int, tk: int, n_k: int,
+                depthwise: bool, act: str | None, has_bias: bool, save_z: bool,
+                precision: object, acc_t: jnp.dtype) -> None:
     """One (image, pixel block, out-channel block) program: sum over taps x channel blocks."""
     x_ref, w_ref = refs[0], refs[1]
     b_ref = refs[2] if has_bias else None
@@ -191,7 +193,7 @@ def _fwd_kernel(*refs, taps, tm, tk, n_k, depthwise, act, has_bias, save_z, prec
     m0 = pl.multiple_of(pl.program_id(1) * tm, tm)
     tn = outs[0].shape[-1]
 
-    def block(k, acc):
+    def block(k: int | jnp.ndarray, acc: jnp.ndarray) -> jnp.ndarray:
         # Mosaic needs to know dynamic lane offsets are tile-aligned.
         c0 = k * tk if isinstance(k, int) else pl.multiple_of(k * tk, tk)
         for t, (phase, off) in enumerate(taps):
@@ -241,7 +243,8 @@ def _forward(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, geo: Geometr
         # (C_out, C_in, kH, kW) -> (taps, C_in, C_out): one (K, N) matrix per tap.
         wt = w.transpose(2, 3, 1, 0).reshape(kh * kw, c, c_out)
         wt = jnp.pad(wt, ((0, 0), (0, tiles.c_in - c), (0, tiles.c_out - c_out)))
-        x_spec = pl.BlockSpec((None, lay.phases, lay.rows, tiles.c_in), lambda i, m, j: (i, 0, 0, 0))
+        x_spec = pl.BlockSpec((None, lay.phases, lay.rows, tiles.c_in),
+                              lambda i, m, j: (i, 0, 0, 0))
         w_spec = pl.BlockSpec((kh * kw, tiles.c_in, tiles.tn), lambda i, m, j: (0, 0, j))
         n_k = tiles.c_in // tiles.tk
     args, in_specs = [xs, wt], [x_spec, w_spec]
@@ -274,14 +277,15 @@ def _compiler_params(rule: str, interpret: bool, n_grid: int, n_reduce: int = 0)
     return pltriton.CompilerParams(num_warps=4, num_stages=2)
 
 
-def _wgrad_kernel_loop(x_ref, g_ref, o_ref, *, kernel, dilation, stride, wq, tm, n_img, n_m,
-                       depthwise, precision, acc_t):
+def _wgrad_kernel_loop(x_ref: Any, g_ref: Any, o_ref: Any, *, kernel: Pair, dilation: Pair,
+                       stride: Pair, wq: int, tm: int, n_img: int, n_m: int, depthwise: bool,
+                       precision: object, acc_t: jnp.dtype) -> None:
     """Triton: one (image split, tap, in block, out block) program; loops over its images
     and every pixel block, accumulating ``window^T @ g`` in float32."""
     phase, off = _tap_phase_offset(pl.program_id(1), kernel[1], dilation, stride, wq)
     n0 = pl.program_id(0) * n_img
 
-    def body(step, acc):
+    def body(step: jnp.ndarray, acc: jnp.ndarray) -> jnp.ndarray:
         i, mb = n0 + _idiv(step, n_m), _irem(step, n_m)
         m0 = pl.multiple_of(mb * tm, tm)
         a = x_ref[i, phase, pl.ds(m0 + off, tm), :]
@@ -296,13 +300,15 @@ def _wgrad_kernel_loop(x_ref, g_ref, o_ref, *, kernel, dilation, stride, wq, tm,
     o_ref[...] = lax.fori_loop(0, n_img * n_m, body, acc)
 
 
-def _wgrad_kernel_grid(x_ref, g_ref, o_ref, *, tm, offset, depthwise, precision, acc_t):
+def _wgrad_kernel_grid(x_ref: Any, g_ref: Any, o_ref: Any, *, tm: int,
+                       offset: Callable[[jnp.ndarray], jnp.ndarray], depthwise: bool,
+                       precision: object, acc_t: jnp.dtype) -> None:
     """Mosaic TPU: images and pixel blocks are the two innermost ("arbitrary") grid axes and
     the output block stays resident in VMEM while they accumulate into it."""
     t, i, mb = pl.program_id(0), pl.program_id(3), pl.program_id(4)
 
     @pl.when((i == 0) & (mb == 0))
-    def _():
+    def _() -> None:
         o_ref[...] = jnp.zeros(o_ref.shape, o_ref.dtype)
 
     m0 = pl.multiple_of(mb * tm, tm)
@@ -345,10 +351,10 @@ def _weight_grad_impl(x: jnp.ndarray, g: jnp.ndarray, geo: Geometry, rule: str,
         out_shape, n_ci = (taps, tiles.c_in, tiles.c_out), tiles.c_in // tci
     n_co = tiles.c_out // tco
     if rule == "tpu":
-        def phase(t):
+        def phase(t: jnp.ndarray) -> jnp.ndarray:
             return _tap_phase_offset(t, kw, geo.dilation, geo.stride, lay.wq)[0]
 
-        def offset(t):
+        def offset(t: jnp.ndarray) -> jnp.ndarray:
             return _tap_phase_offset(t, kw, geo.dilation, geo.stride, lay.wq)[1]
 
         ci_blk = (lambda t, a, bb, i, mb: (i, phase(t), 0, bb)) if geo.depthwise else \
@@ -369,7 +375,8 @@ def _weight_grad_impl(x: jnp.ndarray, g: jnp.ndarray, geo: Geometry, rule: str,
         # Split the batch so the grid has enough programs to fill a GPU (about 256); the
         # partial sums are added outside the kernel.
         programs = taps * n_ci * n_co
-        splits = max(d for d in range(1, n + 1) if n % d == 0 and d * programs <= max(256, programs))
+        splits = max(d for d in range(1, n + 1)
+                     if n % d == 0 and d * programs <= max(256, programs))
         n_img = n // splits
         x_spec = pl.BlockSpec((n, lay.phases, lay.rows, tci),
                               (lambda s, t, a, bb: (0, 0, 0, bb)) if geo.depthwise else
@@ -405,14 +412,19 @@ def _on_platform(fn: Callable[..., tuple[jnp.ndarray, ...]], geo: Geometry,
         default=functools.partial(fn, rule=geo.rule, interpret=True))
 
 
-def _fwd_call(x, w, b, geo, save_z):
-    def fn(x, w, b, rule, interpret):
+Array = jnp.ndarray
+Residuals = tuple[Array, Array, 'Array | None', 'Array | None']
+
+
+def _fwd_call(x: Array, w: Array, b: Array | None, geo: Geometry,
+              save_z: bool) -> tuple[Array, ...]:
+    def fn(x: Array, w: Array, b: Array | None, rule: str, interpret: bool) -> tuple[Array, ...]:
         return _forward(x, w, b, geo, rule, interpret, save_z)
     return _on_platform(fn, geo, x, w, b)
 
 
-def _wgrad_call(x, g, geo):
-    def fn(x, g, rule, interpret):
+def _wgrad_call(x: Array, g: Array, geo: Geometry) -> Array:
+    def fn(x: Array, g: Array, rule: str, interpret: bool) -> tuple[Array]:
         return (_weight_grad_impl(x, g, geo, rule, interpret),)
     return _on_platform(fn, geo, x, g)[0]
 
@@ -427,7 +439,7 @@ def conv_nhwc(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None,
     return _fwd_call(x, w, b, geo, False)[0]
 
 
-def _conv_fwd(x, w, b, geo):
+def _conv_fwd(x: Array, w: Array, b: Array | None, geo: Geometry) -> tuple[Array, Residuals]:
     # The forward rule calls the custom_vjp functions, not the kernels: under a second
     # derivative JAX differentiates this rule, and a raw pallas_call has no usable JVP.
     if geo.act == "gelu":
@@ -444,12 +456,14 @@ def conv_nhwc_with_z(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None,
     return _fwd_call(x, w, b, geo, True)
 
 
-def _with_z_fwd(x, w, b, geo):
+def _with_z_fwd(x: Array, w: Array, b: Array | None,
+                geo: Geometry) -> tuple[tuple[Array, Array], Residuals]:
     y, z = conv_nhwc_with_z(x, w, b, geo)
     return (y, z), (x, w, b, z)
 
 
-def _with_z_bwd(geo, res, g):
+def _with_z_bwd(geo: Geometry, res: Residuals,
+                g: tuple[Array, Array]) -> tuple[Array, Array, Array | None]:
     gy, gz = g
     x, w, b, z = res
     return _conv_bwd(geo._replace(act=None), (x, w, b, None), _act_grad(gy, z, geo.act) + gz)
@@ -466,13 +480,14 @@ def _act_grad(g: jnp.ndarray, saved: jnp.ndarray | None, act: str | None) -> jnp
     return g
 
 
-def _conv_bwd(geo, res, g):
+def _conv_bwd(geo: Geometry, res: Residuals, g: Array) -> tuple[Array, Array, Array | None]:
     x, w, b, saved = res
     gz = _act_grad(g, saved, geo.act)
     plain = geo._replace(act=None)
     dx = input_grad(gz, w, plain, x.shape[1:3])
     dw = weight_grad(x, gz, plain)
-    db = None if b is None else jnp.sum(gz.astype(accum_dtype(gz.dtype)), axis=(0, 1, 2)).astype(b.dtype)
+    db = None if b is None else \
+        jnp.sum(gz.astype(accum_dtype(gz.dtype)), axis=(0, 1, 2)).astype(b.dtype)
     return dx, dw, db
 
 
@@ -505,11 +520,11 @@ def weight_grad(x: jnp.ndarray, g: jnp.ndarray, geo: Geometry) -> jnp.ndarray:
     return _wgrad_call(x, g, geo)
 
 
-def _wgrad_fwd(x, g, geo):
+def _wgrad_fwd(x: Array, g: Array, geo: Geometry) -> tuple[Array, tuple[Array, Array]]:
     return weight_grad(x, g, geo), (x, g)
 
 
-def _wgrad_bwd(geo, res, ddw):
+def _wgrad_bwd(geo: Geometry, res: tuple[Array, Array], ddw: Array) -> tuple[Array, Array]:
     # dw is bilinear in (x, g): its transpose is an input-gradient conv and a forward conv.
     x, g = res
     return input_grad(g, ddw, geo, x.shape[1:3]), conv_nhwc(x, ddw, None, geo)
@@ -528,7 +543,8 @@ def geometry(spec: ConvSpec, c_in: int, act: str | None = None, rule: str = "tri
     if act is not None and act not in ACTIVATIONS:
         raise ValueError(f"act must be None or one of {ACTIVATIONS}, got {act!r}")
     return Geometry(kernel=spec.kernel, stride=spec.stride, dilation=spec.dilation,
-                    padding=spec.padding, depthwise=spec.groups > 1, act=act, precision=spec.precision, rule=rule)
+                    padding=spec.padding, depthwise=spec.groups > 1, act=act,
+                    precision=spec.precision, rule=rule)
 
 
 def conv_pallas_bias_act(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, spec: ConvSpec,
