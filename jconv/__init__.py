@@ -13,6 +13,7 @@ from .shapes import (ConvParams, conv2d_output_shape, find_conv_params, pool2d_o
                      same_padding)
 from .fold import fold_conv_bn, fold_conv_bn_sequential
 from .fold_graph import FoldReport, fold_conv_bn_graph
+from .fused import conv2d_bias_act
 from .summary import LayerSummary, ModelSummary, summary
 from .torch_import import load_torch_state_dict
 from .transpose import conv_transpose2d
@@ -49,6 +50,7 @@ __all__ = [
     "activation_bytes",
     "avg_pool2d",
     "conv2d",
+    "conv2d_bias_act",
     "conv2d_flops",
     "conv2d_macs",
     "conv2d_output_shape",

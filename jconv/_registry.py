@@ -25,6 +25,7 @@ from ._fft import conv_fft
 from ._im2col import conv_im2col
 from ._lax import conv_lax
 from ._loops import conv_loops
+from ._pallas import conv_pallas
 from ._pool_impls import reduce_im2col, reduce_lax, reduce_loops
 from ._spec import ConvSpec, PoolSpec
 from ._winograd import conv_winograd, conv_winograd2
@@ -93,6 +94,12 @@ for _impl in (
                    restrictions="strides compute the stride-1 result and subsample it; "
                                 "rounding grows with the transform size; one NaN/inf input "
                                 "pixel spreads over the whole output"),
+    Implementation("pallas", conv_pallas, "hand-written Pallas implicit-GEMM kernels",
+                   exact=False,
+                   restrictions="groups 1 or depthwise (else ValueError); no forward-mode "
+                                "jax.jvp (custom_vjp); interpreted, so slow, on CPU",
+                   plans={"cpu": "Pallas interpreter (interpret=True)",
+                          "gpu": "Triton kernels", "tpu": "Mosaic TPU kernels"}),
     Implementation("auto", conv_auto, "fastest exact implementation per shape and pass",
                    exact=True,
                    plans={"cpu": "lax/im2col/loops per pass: measured once per shape, or the "
