@@ -16,7 +16,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from . import report
-from .checkpoint import Checkpoints
+from .checkpoint import CheckpointError, Checkpoints
 from .config import as_dict, to_yaml
 from .data import (Dataset, Normalizer, channel_stats, eval_batches, load_dataset,
                    steps_per_epoch, train_batches)
@@ -144,11 +144,15 @@ def run(cfg: Any, workdir: str | Path, resume: bool = False, quiet: bool = False
     log = report.MetricsLog(workdir / "metrics.jsonl", tensorboard)
     start_epoch, wall_before = 0, 0.0
     if resume:
-        latest = ckpts.latest()
-        if latest is None:
+        try:
+            found = ckpts.restore_newest(state, say=lambda line: print(f"--resume: {line}"))
+        except CheckpointError as e:
+            ckpts.close()
+            raise RunError(f"--resume: {e}") from None
+        if found is None:
             print("--resume: no checkpoint yet in this work directory, starting from scratch")
         else:
-            state, meta = ckpts.restore(latest, state)
+            latest, state, meta = found
             start_epoch, wall_before = int(meta["epoch"]), float(meta["wall_s"])
             print(f"--resume: continuing after epoch {start_epoch} "
                   f"(checkpoint {workdir / 'checkpoints' / str(latest)})")
