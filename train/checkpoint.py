@@ -139,6 +139,7 @@ class Checkpoints:
           >>> epoch, meta
           (1, {'epoch': 1})
         """
+        self.manager.reload()  # the folders on disk now, not those seen at construction
         failed: list[tuple[int, str]] = []
         set_aside: list[int] = []
         for step in sorted(self.all_steps(), reverse=True):
