@@ -29,7 +29,9 @@ import contextvars
 import functools
 import json
 import os
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -268,21 +270,96 @@ def _disk_path() -> Path | None:
     return Path(path) if path else None
 
 
+def _cache_problem(path: Path, problem: str) -> None:
+    """Warn once per path (until :func:`clear_auto_cache`) that the disk cache is unusable;
+    ``auto`` keeps working from its in-memory choices."""
+    marker = f"warned:{path}"  # kept in _DISK_LOADED so that clear_auto_cache resets it too
+    if marker in _DISK_LOADED:
+        return
+    _DISK_LOADED.add(marker)
+    warnings.warn(f"{CACHE_ENV}={path}: {problem}; impl='auto' goes on with the choices it "
+                  "holds in memory", RuntimeWarning, stacklevel=4)
+
+
+def _read_disk(path: Path) -> tuple[dict[str, list[str]] | None, str | None]:
+    """(the valid entries of the cache file, what is wrong with it or None). A missing file is
+    an empty cache; a valid entry maps a key to three names from :data:`CANDIDATES`; entries
+    are None when the file is not a cache at all (unreadable, not JSON, not an object)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}, None
+    except (OSError, UnicodeDecodeError) as e:
+        return None, f"cannot read the cache file ({type(e).__name__}: {e})"
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        what = "an empty file" if not text.strip() else f"not valid JSON ({e})"
+        return None, f"the cache file is {what}"
+    if not isinstance(data, dict):
+        return None, (f"the cache file holds a JSON {type(data).__name__}, expected an object "
+                    "mapping keys to [fwd, dx, dw] implementation names")
+    good = {k: v for k, v in data.items()
+            if isinstance(v, list) and len(v) == 3 and all(i in CANDIDATES for i in v)}
+    bad = sorted(set(data) - set(good))
+    if bad:
+        return good, (f"ignoring {len(bad)} bad entries (expected [fwd, dx, dw] names from "
+                      f"{tuple(CANDIDATES)}), e.g. {bad[0]!r}: {data[bad[0]]!r}")
+    return good, None
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the sidecar ``<path>.lock`` so that processes sharing a cache
+    merge their read-modify-writes instead of overwriting each other's. Without ``fcntl``
+    (Windows) writes stay atomic but are not merged."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _load_disk(path: Path) -> None:
     if str(path) in _DISK_LOADED:
         return
     _DISK_LOADED.add(str(path))
-    if path.exists():
-        for key, impls in json.loads(path.read_text()).items():
-            _MEMORY.setdefault(key, AutoChoice(*impls, source="disk"))
+    entries, problem = _read_disk(path)
+    for key, impls in (entries or {}).items():
+        _MEMORY.setdefault(key, AutoChoice(*impls, source="disk"))
+    if problem:
+        _cache_problem(path, problem)
 
 
 def _save_disk(path: Path) -> None:
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data.update({k: list(c.impls) for k, c in _MEMORY.items() if c.source != "heuristic"})
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+    ours = {k: list(c.impls) for k, c in _MEMORY.items() if c.source != "heuristic"}
+    tmp = None
+    try:
+        with _locked(path):
+            entries, problem = _read_disk(path)
+            if entries is None:
+                # Never replace a file that cannot be read as a cache: it may be something else.
+                _cache_problem(path, str(problem))
+                return
+            entries.update(ours)
+            # A unique temporary name per writer, renamed over the file: atomic, so a reader
+            # never sees half a file, and concurrent writers never share a temporary file.
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(entries, f, indent=1, sort_keys=True)
+            os.replace(tmp, path)
+            tmp = None
+    except OSError as e:
+        _cache_problem(path, f"cannot write the cache file ({type(e).__name__}: {e})")
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def auto_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.dtype,

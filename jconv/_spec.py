@@ -216,6 +216,15 @@ class PoolSpec:
     data_format: str
 
 
+def check_pool_padding(pad: Pair, kernel: Pair, padding: object, kernel_size: object) -> None:
+    """PyTorch's pooling rule: padding at most half the kernel (``padding``/``kernel_size``
+    as the user gave them, for the message)."""
+    for p, k in zip(pad, kernel):
+        if 2 * p > k:
+            raise ValueError(f"padding must be at most half of kernel_size (PyTorch rule), "
+                             f"got padding={padding!r} for kernel_size={kernel_size!r}")
+
+
 def canonical_pool(x: jnp.ndarray, kernel_size: IntOrPair, stride: IntOrPair | None,
                    padding: IntOrPair, dilation: IntOrPair, ceil_mode: bool,
                    data_format: str) -> tuple[PoolSpec, bool]:
@@ -231,10 +240,7 @@ def canonical_pool(x: jnp.ndarray, kernel_size: IntOrPair, stride: IntOrPair | N
     dil = to_pair(dilation, "dilation", minimum=1)
     if not isinstance(ceil_mode, (bool, np.bool_)):
         raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
-    for p, k in zip(pad, kernel):
-        if 2 * p > k:
-            raise ValueError(f"padding must be at most half of kernel_size (PyTorch rule), "
-                             f"got padding={padding!r} for kernel_size={kernel_size!r}")
+    check_pool_padding(pad, kernel, padding, kernel_size)
     hw = x.shape[-2:] if data_format == "NCHW" else x.shape[-3:-1]
     out_hw, pads = [], []
     for size, k, s, p, d, axis in zip(hw, kernel, stride_p, pad, dil, "HW"):

@@ -39,6 +39,12 @@ def conv2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
         for 3x3, stride-1, dilation-1 kernels (any padding/groups; anything else raises a
         ValueError naming the argument); ``"fft"`` (FFT convolution: every argument, but
         strides compute the stride-1 result and subsample it; fastest for large kernels).
+        Non-finite inputs: a NaN or inf pixel spreads further with these three than in
+        PyTorch (where only the outputs whose window touches it are non-finite): with
+        ``"winograd"``/``"winograd2"`` every output of the transform tiles that read it is
+        NaN (up to 8x8 / 4x4 outputs per channel, inf included), with ``"fft"`` the whole
+        (H_out, W_out) plane of every output channel of that sample. Other samples of the
+        batch are unaffected; ``lax``/``im2col``/``loops``/``auto`` match PyTorch.
         ``"auto"`` picks the fastest exact implementation (lax/im2col/loops) per shape, dtype
         and backend, separately for the forward pass, the input gradient and the weight
         gradient, by timing them once and caching the choice (see ``jconv.auto_choice``;

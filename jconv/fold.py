@@ -72,14 +72,16 @@ def fold_conv_bn_sequential(model: nnx.Sequential) -> nnx.Sequential:
     replaced by their fold (:func:`fold_conv_bn`), recursing into nested ``Sequential``\\ s.
 
     Other layers are copied (``nnx.clone``), so the result shares no state with ``model``.
-    The result equals ``model`` in eval mode and has the BatchNorm layers removed. Shapes:
-    unchanged, whatever ``model`` maps (N, C, H, W) to.
+    The result equals ``model`` in eval mode and has the BatchNorm layers removed; a
+    BatchNorm to fold that is still in train mode raises ``ValueError`` (call
+    ``model.eval()`` first). Shapes: unchanged, whatever ``model`` maps (N, C, H, W) to.
 
     Example:
       >>> from flax import nnx; import jconv
       >>> r = nnx.Rngs(0)
       >>> model = nnx.Sequential(jconv.nn.Conv2d(3, 8, 3, rngs=r), jconv.nn.BatchNorm2d(8, rngs=r),
       ...                        nnx.relu)
+      >>> model.eval()
       >>> [type(l).__name__ for l in jconv.fold_conv_bn_sequential(model).layers]
       ['Conv2d', 'custom_jvp']
     """
@@ -90,6 +92,12 @@ def fold_conv_bn_sequential(model: nnx.Sequential) -> nnx.Sequential:
         layer = items[i]
         nxt = items[i + 1] if i + 1 < len(items) else None
         if isinstance(layer, Conv2d) and isinstance(nxt, nnx.BatchNorm):
+            if not nxt.use_running_average:
+                raise ValueError(
+                    f"model.layers[{i + 1}] ({type(nxt).__name__}) is in train mode "
+                    "(use_running_average=False): the fold uses its running statistics, so it "
+                    "would match the model in eval mode, not as called; call model.eval() "
+                    "first")
             layers.append(fold_conv_bn(layer, nxt))
             i += 2
             continue

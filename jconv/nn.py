@@ -9,10 +9,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ._registry import CONV_IMPLS, POOL_IMPLS
-from ._spec import IntOrPair, PaddingLike, check_data_format, check_impl, to_pair
+from ._spec import (IntOrPair, PaddingLike, check_data_format, check_impl, check_pool_padding,
+                    resolve_padding, to_pair)
 from .conv import conv2d
 from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
-from .transpose import conv_transpose2d
+from .transpose import check_output_padding, conv_transpose2d
 
 # He/Kaiming normal for ReLU nets: std = sqrt(2 / fan_in), fan_in = C_in/groups * kH * kW.
 # The OIHW layout puts fan-in on axis 1 and fan-out on axis 0.
@@ -61,7 +62,11 @@ class Conv2d(nnx.Module):
         kh, kw = to_pair(kernel_size, "kernel_size", minimum=1)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = (kh, kw)
-        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        # Parsed here with conv2d's own validators, so a bad value fails at construction.
+        self.stride = to_pair(stride, "stride", minimum=1)
+        self.dilation = to_pair(dilation, "dilation", minimum=1)
+        resolve_padding(padding, (kh, kw), self.dilation, self.stride)
+        self.padding, self.groups = padding, groups
         self.impl = check_impl(impl, tuple(CONV_IMPLS))
         self.data_format = check_data_format(data_format)
         self.dtype, self.precision = dtype, precision
@@ -77,6 +82,17 @@ class Conv2d(nnx.Module):
                       impl=self.impl, data_format=self.data_format, precision=self.precision)
 
 
+def _pool_args(kernel_size: IntOrPair, stride: IntOrPair | None,
+               padding: IntOrPair) -> tuple[tuple[int, int], tuple[int, int] | None,
+                                            tuple[int, int]]:
+    """Kernel, stride (None: the kernel) and padding parsed as the pooling functions do."""
+    k = to_pair(kernel_size, "kernel_size", minimum=1)
+    s = None if stride is None else to_pair(stride, "stride", minimum=1)
+    p = to_pair(padding, "padding", minimum=0)
+    check_pool_padding(p, k, padding, kernel_size)
+    return k, s, p
+
+
 class MaxPool2d(nnx.Module):
     """``torch.nn.MaxPool2d``: see :func:`jconv.max_pool2d` for shapes and semantics.
 
@@ -89,8 +105,8 @@ class MaxPool2d(nnx.Module):
     def __init__(self, kernel_size: IntOrPair, stride: IntOrPair | None = None,
                  padding: IntOrPair = 0, dilation: IntOrPair = 1, ceil_mode: bool = False, *,
                  impl: str = "lax", data_format: str = "NCHW"):
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.dilation, self.ceil_mode = dilation, ceil_mode
+        self.kernel_size, self.stride, self.padding = _pool_args(kernel_size, stride, padding)
+        self.dilation, self.ceil_mode = to_pair(dilation, "dilation", minimum=1), ceil_mode
         self.impl = check_impl(impl, POOL_IMPLS)
         self.data_format = check_data_format(data_format)
 
@@ -111,7 +127,7 @@ class AvgPool2d(nnx.Module):
     def __init__(self, kernel_size: IntOrPair, stride: IntOrPair | None = None,
                  padding: IntOrPair = 0, ceil_mode: bool = False, count_include_pad: bool = True,
                  *, impl: str = "lax", data_format: str = "NCHW"):
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.kernel_size, self.stride, self.padding = _pool_args(kernel_size, stride, padding)
         self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
         self.impl = check_impl(impl, POOL_IMPLS)
         self.data_format = check_data_format(data_format)
@@ -215,8 +231,12 @@ class ConvTranspose2d(nnx.Module):
         kh, kw = to_pair(kernel_size, "kernel_size", minimum=1)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = (kh, kw)
-        self.stride, self.padding, self.output_padding = stride, padding, output_padding
-        self.dilation, self.groups = dilation, groups
+        self.stride = to_pair(stride, "stride", minimum=1)
+        self.dilation = to_pair(dilation, "dilation", minimum=1)
+        self.padding = to_pair(padding, "padding", minimum=0)
+        self.output_padding = check_output_padding(output_padding, self.stride, self.dilation,
+                                                   stride, dilation)
+        self.groups = groups
         self.impl = check_impl(impl, tuple(CONV_IMPLS))
         self.data_format = check_data_format(data_format)
         self.dtype, self.precision = dtype, precision

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._registry import POOL_IMPLS, pool_reducer
-from ._spec import IntOrPair, PoolSpec, accum_dtype, canonical_pool, check_data_format, check_impl
+from ._spec import (IntOrPair, PoolSpec, _check_float, accum_dtype, canonical_pool,
+                    check_data_format, check_impl)
 
 
 def _pool(x: jnp.ndarray, spec: PoolSpec, unbatched: bool, op: str, impl: str) -> jnp.ndarray:
@@ -93,6 +94,7 @@ def global_avg_pool2d(x: jnp.ndarray, *, data_format: str = "NCHW",
                       keepdims: bool = False) -> jnp.ndarray:
     """Mean over the spatial axes: (N, C, H, W) -> (N, C), or (N, C, 1, 1) with ``keepdims``
     (NHWC: (N, H, W, C) -> (N, C) or (N, 1, 1, C)). Unbatched inputs lose the N axis.
+    ``x`` must be a floating-point array (``TypeError`` otherwise).
 
     Example:
       >>> import jax.numpy as jnp, jconv
@@ -100,9 +102,12 @@ def global_avg_pool2d(x: jnp.ndarray, *, data_format: str = "NCHW",
       (2, 3)
     """
     fmt = check_data_format(data_format)
-    if getattr(x, "ndim", None) not in (3, 4):
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"x must be an array (jax or numpy), got {type(x).__name__}")
+    _check_float(x, "x")  # an integer mean would truncate (PyTorch refuses integers too)
+    if x.ndim not in (3, 4):
         raise ValueError(f"x must be 3-D or 4-D ({fmt} batched or unbatched), "
-                         f"got shape {tuple(getattr(x, 'shape', ()))}")
+                         f"got shape {tuple(x.shape)}")
     axes = (-2, -1) if fmt == "NCHW" else (-3, -2)
     acc = accum_dtype(x.dtype)
     return x.astype(acc).mean(axis=axes, keepdims=keepdims).astype(x.dtype)

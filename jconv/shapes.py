@@ -6,7 +6,8 @@ from __future__ import annotations
 import itertools
 from typing import Iterable, NamedTuple
 
-from ._spec import IntOrPair, PaddingLike, Pair, output_size, resolve_padding, to_pair
+from ._spec import (IntOrPair, PaddingLike, Pair, _is_int, check_pool_padding, output_size,
+                    resolve_padding, to_pair)
 
 
 def _size_pair(size: IntOrPair, name: str) -> Pair:
@@ -63,6 +64,7 @@ def pool2d_output_shape(input_hw: IntOrPair, kernel_size: IntOrPair,
     k = to_pair(kernel_size, "kernel_size", minimum=1)
     s = k if stride is None else to_pair(stride, "stride", minimum=1)
     p = to_pair(padding, "padding", minimum=0)
+    check_pool_padding(p, k, padding, kernel_size)
     d = to_pair(dilation, "dilation", minimum=1)
     out = tuple(output_size(n, kk, ss, (pp, pp), dd, ceil_mode)
                 for n, kk, ss, pp, dd in zip(hw, k, s, p, d))
@@ -118,7 +120,8 @@ def find_conv_params(input_hw: IntOrPair, target_hw: IntOrPair,
     """Every square (kernel, stride, padding, dilation) in the given ranges that maps an
     (H, W) input to an (H_target, W_target) output, in lexicographic order.
 
-    Default search window: kernel 1..7, stride 1..3, padding 0..5, dilation 1..3.
+    Default search window: kernel 1..7, stride 1..3, padding 0..5, dilation 1..3. The ranges
+    must hold ints (``TypeError`` otherwise).
 
     Example:
       >>> import jconv
@@ -131,7 +134,14 @@ def find_conv_params(input_hw: IntOrPair, target_hw: IntOrPair,
     hw = _size_pair(input_hw, "input_hw")
     target = _size_pair(target_hw, "target_hw")
     found = []
-    for k, s, p, d in itertools.product(kernel_sizes, strides, paddings, dilations):
+    ranges = {"kernel_sizes": list(kernel_sizes), "strides": list(strides),
+              "paddings": list(paddings), "dilations": list(dilations)}
+    for name, values in ranges.items():
+        wrong = [v for v in values if not _is_int(v)]
+        if wrong:
+            raise TypeError(f"{name} must hold ints, got {wrong[0]!r} "
+                            f"({type(wrong[0]).__name__})")
+    for k, s, p, d in itertools.product(*ranges.values()):
         if k < 1 or s < 1 or p < 0 or d < 1:
             raise ValueError(f"search ranges must have kernel, stride, dilation >= 1 and "
                              f"padding >= 0, got kernel={k}, stride={s}, padding={p}, "

@@ -6,10 +6,23 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._spec import (IntOrPair, check_bias, check_data_format, check_impl, check_operands,
+from ._spec import (IntOrPair, Pair, check_bias, check_data_format, check_impl, check_operands,
                     to_pair)
 from ._registry import CONV_IMPLS
 from .conv import conv2d
+
+
+def check_output_padding(output_padding: IntOrPair, s: Pair, d: Pair, stride: object,
+                         dilation: object) -> Pair:
+    """``output_padding`` as an (h, w) pair, each smaller than the stride or the dilation
+    (PyTorch's rule; ``s``/``d`` parsed, ``stride``/``dilation`` as given, for the message)."""
+    op = to_pair(output_padding, "output_padding", minimum=0)
+    for o, ss, dd in zip(op, s, d):
+        if o >= ss and o >= dd:
+            raise ValueError(f"output_padding must be smaller than either stride or dilation "
+                             f"(PyTorch rule), got output_padding={output_padding!r}, "
+                             f"stride={stride!r}, dilation={dilation!r}")
+    return op
 
 
 def conv_transpose2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
@@ -62,12 +75,7 @@ def conv_transpose2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = Non
     s = to_pair(stride, "stride", minimum=1)
     p = to_pair(padding, "padding", minimum=0)
     d = to_pair(dilation, "dilation", minimum=1)
-    op = to_pair(output_padding, "output_padding", minimum=0)
-    for o, ss, dd in zip(op, s, d):
-        if o >= ss and o >= dd:
-            raise ValueError(f"output_padding must be smaller than either stride or dilation "
-                             f"(PyTorch rule), got output_padding={output_padding!r}, "
-                             f"stride={stride!r}, dilation={dilation!r}")
+    op = check_output_padding(output_padding, s, d, stride, dilation)
     out_hw = tuple((n - 1) * ss - 2 * pp + dd * (k - 1) + o + 1
                    for n, ss, pp, dd, k, o in zip(hw, s, p, d, w.shape[2:], op))
     if min(out_hw) < 1:

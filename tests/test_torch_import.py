@@ -3,6 +3,7 @@ flatten reordering) and custom modules; layouts and error messages (NumPy state_
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from flax import nnx
 
 import jconv
 from jconv.nn import BatchNorm2d, Conv2d, ConvTranspose2d, MaxPool2d
+from jconv.torch_import import SkippedKeys
 
 
 def _torch_cnn(torch):
@@ -132,11 +134,12 @@ def _small():
      r"torch '0' -> jconv 'layers.0' \(Conv2d\): shape mismatch for 'kernel': jconv expects "
      r"\(3, 2, 1, 1\), state_dict gives \(3, 2, 3, 3\)"),
     ({"0.weight": np.ones((3, 2, 1, 1)), "0.bias": np.ones(3), "1.weight": np.ones((2, 3))},
-     {}, r"the jconv layer has no 'bias'"),
+     {}, r"state_dict does not match the model: missing keys \['1.bias'\]; unexpected keys "
+         r"\['0.bias'\] \(pass strict=False to load the rest and skip these\)"),
     ({"0.weight": np.ones((3, 2)), "1.weight": np.ones((2, 3))}, {},
      r"layer kinds do not match \(state_dict entry is a 2-D weight layer\)"),
     ({"0.weight": np.ones((3, 2, 1, 1)), "0.alpha": np.ones(1), "1.weight": np.ones((2, 3))},
-     {}, r"unexpected entries \['0.alpha'\]"),
+     {}, r"unexpected keys \['0.alpha'\]"),
     ({"0.weight": np.ones((3, 2, 1, 1)), "1.weight": np.ones((2, 3))},
      {"flatten_chw": {"layers.7": (3, 1, 1)}}, r"flatten_chw names \['layers.7'\]"),
     ({"0.weight": np.ones((3, 2, 1, 1)), "1.weight": np.ones((2, 3))},
@@ -150,3 +153,60 @@ def test_errors(sd, kwargs, match):
 def test_model_type_error():
     with pytest.raises(TypeError, match="model must be a flax.nnx.Module, got dict"):
         jconv.load_torch_state_dict({}, {})
+
+
+def _conv_bn_linear():
+    r = nnx.Rngs(0)
+    return nnx.Sequential(Conv2d(2, 3, 1, rngs=r), BatchNorm2d(3, rngs=r),
+                          nnx.Linear(3, 2, rngs=r))
+
+
+def _full_sd():
+    return {"0.weight": np.full((3, 2, 1, 1), 0.5), "0.bias": np.ones(3),
+            "1.weight": np.full(3, 2.0), "1.bias": np.zeros(3), "1.running_mean": np.ones(3),
+            "1.running_var": np.full(3, 4.0), "2.weight": np.ones((2, 3)),
+            "2.bias": np.zeros(2)}
+
+
+@pytest.mark.parametrize("drop, match", [
+    (["1.running_var"], r"missing keys \['1.running_var'\] \(pass strict=False"),
+    (["0.weight"], r"missing keys \['0.weight'\] \(pass strict=False"),
+    (["0.bias", "2.bias"], r"missing keys \['0.bias', '2.bias'\] \(pass strict=False"),
+])
+def test_missing_keys_raise_and_copy_nothing(drop, match):
+    model = _conv_bn_linear()
+    before = jax.tree.map(np.asarray, nnx.state(model))
+    sd = {k: v for k, v in _full_sd().items() if k not in drop}
+    with pytest.raises(ValueError, match=match):
+        jconv.load_torch_state_dict(model, sd)
+    jax.tree.map(np.testing.assert_array_equal, nnx.state(model), before)
+
+
+def test_strict_false_loads_the_rest_and_returns_what_it_skipped():
+    model = _conv_bn_linear()
+    var0 = np.asarray(model.layers[1].var[...])
+    sd = {k: v for k, v in _full_sd().items() if k != "1.running_var"}
+    sd["2.extra"] = np.ones(1)
+    out, skipped = jconv.load_torch_state_dict(model, sd, strict=False)
+    assert out is model
+    assert skipped == SkippedKeys(missing_keys=["1.running_var"],
+                                        unexpected_keys=["2.extra"])
+    np.testing.assert_array_equal(model.layers[1].mean[...], np.ones(3))  # loaded
+    np.testing.assert_array_equal(model.layers[1].var[...], var0)  # kept
+
+
+def test_strict_load_of_a_full_state_dict_skips_nothing():
+    model, skipped = jconv.load_torch_state_dict(_conv_bn_linear(), _full_sd(), strict=False)
+    assert skipped == ([], [])
+    np.testing.assert_array_equal(model.layers[1].var[...], np.full(3, 4.0))
+
+
+@pytest.mark.parametrize("sd, kwargs, match", [
+    (None, {}, r"state_dict must be a mapping of torch key names to tensors \(e.g. "
+               r"torch_model.state_dict\(\)\), got NoneType"),
+    ([("0.weight", np.ones(1))], {}, r"state_dict must be a mapping .* got list"),
+    ({}, {"strict": "yes"}, r"strict must be a bool, got 'yes'"),
+])
+def test_argument_type_errors(sd, kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        jconv.load_torch_state_dict(_small(), sd, **kwargs)

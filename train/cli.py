@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config
+from .config import ConfigError, check_workdir, load_config
 from .data import DataError
 
 EPILOG = """examples:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
-        workdir = Path(args.workdir or Path("runs") / Path(args.config).stem)
+        workdir = check_workdir(args.workdir or Path("runs") / Path(args.config).stem)
         from .loop import RunError, run  # jax & co. load only once the config is valid
 
         try:

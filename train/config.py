@@ -7,11 +7,13 @@ error (all from OmegaConf), and :func:`validate` adds the value checks OmegaConf
 
 from __future__ import annotations
 
+import math
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Iterator, List, Optional
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -114,6 +116,10 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         loaded = OmegaConf.load(file)
     except Exception as e:  # yaml errors carry their own position info
         raise ConfigError(f"{file}: not valid YAML: {e}") from None
+    if not isinstance(loaded, DictConfig):
+        kind = "list" if isinstance(loaded, ListConfig) else type(loaded).__name__
+        raise ConfigError(f"{file}: the YAML holds a {kind}, expected a mapping of sections "
+                          "(seed, data, model, optim, train)")
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value, "
@@ -143,6 +149,19 @@ def _check(ok: bool, key: str, value: Any, expected: str) -> None:
         raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
 
 
+def _floats(tree: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """(dotted key, value) of every float in a plain nested config container."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) \
+        if isinstance(tree, list) else ()
+    for key, value in items:
+        name = f"{prefix}.{key}" if isinstance(key, str) and prefix else \
+            f"{prefix}[{key}]" if isinstance(key, int) else str(key)
+        if isinstance(value, float):
+            yield name, value
+        else:
+            yield from _floats(value, name)
+
+
 def validate(cfg: Any) -> None:
     """Value checks beyond types: choices, ranges and combinations.
 
@@ -155,7 +174,10 @@ def validate(cfg: Any) -> None:
     """
     from jconv import CONV_BACKENDS, CONV_IMPLS, POOL_IMPLS
 
+    for key, value in _floats(OmegaConf.to_container(cfg)):
+        _check(math.isfinite(value), key, value, "a finite number")
     d, m, o, t = cfg.data, cfg.model, cfg.optim, cfg.train
+    _check(cfg.seed >= 0, "seed", cfg.seed, "an int >= 0")
     _check(d.source in SOURCES, "data.source", d.source, f"one of {SOURCES}")
     _check(d.source != "cifar10_dir" or bool(d.dir), "data.dir", d.dir,
            "a folder path when data.source=cifar10_dir")
@@ -196,6 +218,29 @@ def validate(cfg: Any) -> None:
            "train.max_steps_per_epoch", t.max_steps_per_epoch, "null or a positive int")
     _check(t.keep_checkpoints > 0, "train.keep_checkpoints", t.keep_checkpoints,
            "a positive int")
+
+
+def check_workdir(path: str | Path) -> Path:
+    """Create the ``--workdir`` folder if needed and make sure a run can write files there;
+    a clear error if it is a file or not writable.
+
+    Example:
+      >>> import tempfile, os
+      >>> check_workdir(os.path.join(tempfile.mkdtemp(), "runs", "try")).is_dir()
+      True
+    """
+    workdir = Path(path)
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"--workdir {str(path)!r} is a file, expected a folder (or a path "
+                          "to create one at)")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=workdir):
+            pass
+    except OSError as e:
+        raise ConfigError(f"--workdir {str(path)!r} cannot be created or written to "
+                          f"({e.strerror or e}); choose a writable folder") from None
+    return workdir
 
 
 def to_yaml(cfg: Any) -> str:

@@ -16,7 +16,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from . import report
-from .checkpoint import Checkpoints
+from .checkpoint import CheckpointError, Checkpoints
 from .config import as_dict, to_yaml
 from .data import (Dataset, Normalizer, channel_stats, eval_batches, load_dataset,
                    steps_per_epoch, train_batches)
@@ -144,11 +144,15 @@ def run(cfg: Any, workdir: str | Path, resume: bool = False, quiet: bool = False
     log = report.MetricsLog(workdir / "metrics.jsonl", tensorboard)
     start_epoch, wall_before = 0, 0.0
     if resume:
-        latest = ckpts.latest()
-        if latest is None:
+        try:
+            found = ckpts.restore_newest(state, say=lambda line: print(f"--resume: {line}"))
+        except CheckpointError as e:
+            ckpts.close()
+            raise RunError(f"--resume: {e}") from None
+        if found is None:
             print("--resume: no checkpoint yet in this work directory, starting from scratch")
         else:
-            state, meta = ckpts.restore(latest, state)
+            latest, state, meta = found
             start_epoch, wall_before = int(meta["epoch"]), float(meta["wall_s"])
             print(f"--resume: continuing after epoch {start_epoch} "
                   f"(checkpoint {workdir / 'checkpoints' / str(latest)})")
@@ -174,6 +178,9 @@ def run(cfg: Any, workdir: str | Path, resume: bool = False, quiet: bool = False
             log.write(record)
             ckpts.save(epoch + 1, state, {"epoch": epoch + 1, "wall_s": record["wall_s"]},
                        record["test_acc"])
+    except RunError:
+        ckpts.close()
+        raise
     except KeyboardInterrupt:
         ckpts.close()
         print(f"\ninterrupted; continue with: python -m train --config "
@@ -184,6 +191,17 @@ def run(cfg: Any, workdir: str | Path, resume: bool = False, quiet: bool = False
         tensorboard.close()
     return _finish(cfg, workdir, ds, norm, eval_step, state, log, input_dtype,
                    wall_before + time.perf_counter() - t_start)
+
+
+def _finite_loss(loss: Any, epoch: int, step: int, steps: int) -> float:
+    """The loss of ``step`` (1-based) as a float; a non-finite one stops the run before the
+    epoch is logged or checkpointed, so the last checkpoint stays the last good state."""
+    value = float(loss)
+    if not np.isfinite(value):
+        raise RunError(f"training diverged: the loss is {value} at epoch {epoch + 1}, step "
+                       f"{step} of {steps}; the checkpoints of earlier epochs are kept. Lower "
+                       "optim.lr (or check the data) and start a new --workdir")
+    return value
 
 
 def _train_epoch(cfg: Any, epoch: int, steps: int, ds: Dataset, norm: Normalizer,
@@ -204,7 +222,7 @@ def _train_epoch(cfg: Any, epoch: int, steps: int, ds: Dataset, norm: Normalizer
                                     jnp.asarray(b["label"]))
         # Read the previous step's metrics while this one runs (keeps a GPU busy).
         if pending is not None:
-            losses.append(float(pending["loss"]))
+            losses.append(_finite_loss(pending["loss"], epoch, i, steps))
             correct += int(pending["correct"])
         pending = metrics
         seen = (i + 1) * t.batch_size
@@ -213,7 +231,7 @@ def _train_epoch(cfg: Any, epoch: int, steps: int, ds: Dataset, norm: Normalizer
                             acc=f"{100 * correct / (len(losses) * t.batch_size):.1f}%",
                             img_s=f"{seen / (time.perf_counter() - t0):.0f}")
         bar.update(1)
-    losses.append(float(pending["loss"]))
+    losses.append(_finite_loss(pending["loss"], epoch, steps, steps))
     correct += int(pending["correct"])
     train_time = time.perf_counter() - t0
     test_loss, test_acc, _ = evaluate(eval_step, state, ds.test, norm, t.eval_batch_size,

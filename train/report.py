@@ -66,8 +66,11 @@ class MetricsLog:
         tmp.replace(self.path)
 
     def write(self, record: dict) -> None:
+        # JSON has no NaN or Infinity: such a value (e.g. a test loss that overflowed) is null.
+        clean = {k: None if isinstance(v, float) and not np.isfinite(v) else v
+                 for k, v in record.items()}
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(clean, allow_nan=False) + "\n")
         if self.tensorboard is not None:
             for key, value in record.items():
                 if key != "epoch" and isinstance(value, (int, float)):
