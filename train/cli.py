@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="one line per epoch instead of progress bars (for log files)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="dotted config overrides, e.g. optim.lr=0.05 data.source=synthetic")
-    return p.parse_args(argv)
+    # Intermixed: key=value overrides may come before, between and after the options.
+    return p.parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

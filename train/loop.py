@@ -119,7 +119,7 @@ def run(cfg: Any, workdir: str | Path, resume: bool = False, quiet: bool = False
     _check_workdir(workdir, resume, cfg)
     if cfg.model.dtype == "float64" and not jax.config.jax_enable_x64:
         jax.config.update("jax_enable_x64", True)
-    ds = load_dataset(cfg.data, cfg.seed)
+    ds = load_dataset(cfg.data, cfg.seed, progress=not quiet)
     _prepare_workdir(workdir, resume)
     norm = Normalizer(*channel_stats(ds.train.images))
     t = cfg.train
