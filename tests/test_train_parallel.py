@@ -1,12 +1,15 @@
 """Data-parallel training: 4 virtual CPU devices (``--xla_force_host_platform_device_count``,
 in a subprocess, since the device count is fixed when JAX starts) compute the same
-per-epoch metrics as 1 device, and a SIGKILLed sharded run resumes to identical metrics."""
+per-epoch metrics as 1 device, a SIGKILLed sharded run resumes to identical metrics, and 2
+processes x 2 devices on 127.0.0.1 match 1 process x 4 devices (through a death and a
+resume)."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,10 +26,10 @@ from train.parallel import check_batch_size
 from train_helpers import TINY
 
 REPO = Path(__file__).resolve().parents[1]
-# 64 steps per epoch: long enough that a SIGKILL lands inside the run; eval batches of 30
+# 32 steps per epoch: long enough that a SIGKILL lands inside the run; eval batches of 30
 # are rounded up to 32 on 4 devices and the 40 test images end in a padded, masked batch.
 ARGS = ["--config", "cifar.yaml", "--quiet", "data.source=synthetic", *TINY,
-        "data.synthetic_train=1024", "train.epochs=3", "train.eval_batch_size=30",
+        "data.synthetic_train=512", "train.epochs=3", "train.eval_batch_size=30",
         "train.keep_checkpoints=1"]
 F64 = ["model.dtype=float64", "train.max_steps_per_epoch=4", "train.epochs=2"]
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
@@ -107,6 +110,56 @@ def test_sharded_run_killed_then_resumed_ends_identical(four_devices, tmp_path):
             {k: b[k] for k in loop.DETERMINISTIC_FIELDS}
     final = [json.loads((d / "results.json").read_text()) for d in (four_devices, victim)]
     assert final[0]["confusion_matrix"] == final[1]["confusion_matrix"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_two_processes(workdir: Path, logs: Path, *extra: str) -> list[subprocess.Popen]:
+    """Two ``python -m train`` processes with 2 CPU devices each, joined on 127.0.0.1;
+    process ``i`` writes its stdout/stderr to ``logs``/``{i}.out``/``{i}.err``."""
+    port = _free_port()
+    return [subprocess.Popen(
+        [sys.executable, "-m", "train", *ARGS, *extra, "--workdir", str(workdir),
+         "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i),
+         "--dist-timeout", "10"], cwd=REPO, env=_env(2),
+        stdout=open(f"{logs}{i}.out", "w"), stderr=open(f"{logs}{i}.err", "w"))
+        for i in range(2)]
+
+
+@pytest.mark.slow
+def test_two_processes_match_four_devices_stop_when_one_dies_and_resume(four_devices,
+                                                                         tmp_path):
+    """2 processes x 2 devices: process 1 is SIGKILLed once epoch 1 is on disk, process 0
+    must stop with an error within the 10 s heartbeat timeout (plus slack), and both,
+    restarted with --resume, end with the per-epoch metrics of 1 process x 4 devices."""
+    wd = tmp_path / "run"
+    first = _start_two_processes(wd, tmp_path / "first")
+    deadline = time.monotonic() + 240
+    while not ((wd / "metrics.jsonl").exists() and _metrics(wd)):
+        assert all(p.poll() is None for p in first) and time.monotonic() < deadline, \
+            (tmp_path / "first0.err").read_text()[-2000:]
+        time.sleep(0.05)
+    first[1].send_signal(signal.SIGKILL)
+    t_kill = time.monotonic()
+    assert first[0].wait(timeout=120) != 0
+    assert time.monotonic() - t_kill < 60
+    err = (tmp_path / "first0.err").read_text()
+    assert ("an operation with the other processes failed, most likely because one of them "
+            "died" in err) or "another task died" in err, err[-2000:]
+    assert len(_metrics(wd)) < 3, "the kill came after the run had finished"
+
+    second = _start_two_processes(wd, tmp_path / "second", "--resume")
+    for i, p in enumerate(second):
+        assert p.wait(timeout=300) == 0, (tmp_path / f"second{i}.err").read_text()[-2000:]
+    assert max_rel_diff(_metrics(wd), _metrics(four_devices)) <= 1e-4
+    assert json.loads((wd / "run.json").read_text())["mesh"] == {"data": 4}
+    # Only process 0 reports.
+    assert "test accuracy" in (tmp_path / "second0.out").read_text()
+    assert "test accuracy" not in (tmp_path / "second1.out").read_text()
 
 
 class _FourDeviceMesh:

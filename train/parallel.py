@@ -10,6 +10,7 @@ the order of floating-point sums.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -26,6 +27,59 @@ from .steps import ModelFns, TrainState, split_model
 
 AXIS = "data"
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
+
+
+def cluster_detected(environ: Any = None) -> bool:
+    """Whether this process is one task of a multi-task SLURM or Open MPI job, whose
+    variables ``jax.distributed.initialize()`` reads by itself.
+
+    Example:
+      >>> cluster_detected({"SLURM_NTASKS": "4"}), cluster_detected({"SLURM_NTASKS": "1"})
+      (True, False)
+    """
+    env = os.environ if environ is None else environ
+    return any(int(env.get(var, "1") or "1") > 1 for var in ("SLURM_NTASKS",
+                                                               "OMPI_COMM_WORLD_SIZE"))
+
+
+def init_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                     process_id: int | None = None, *, auto: bool = False,
+                     timeout_s: int = 60) -> bool:
+    """Join a multi-process run through ``jax.distributed.initialize`` when a coordinator
+    is given, when ``auto`` (JAX then detects SLURM, Open MPI, Cloud TPU, ...) or when
+    :func:`cluster_detected`; returns whether it did. Must run before JAX touches a device.
+
+    ``timeout_s`` bounds the wait for the other processes at start-up and, as the
+    heartbeat timeout, how long the survivors run on once a process has died: JAX's
+    coordination service then stops them with an error instead of letting them hang in
+    a collective.
+
+    Example:
+      >>> init_distributed()  # no coordinator, no cluster: a single-process run
+      False
+    """
+    if coordinator is None and not auto and not cluster_detected():
+        if num_processes is not None or process_id is not None:
+            raise ValueError("--num-processes and --process-id need --coordinator HOST:PORT "
+                             "(or --distributed for JAX's cluster detection)")
+        return False
+    if coordinator is not None:
+        host, _, port = coordinator.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--coordinator {coordinator!r} is invalid: expected HOST:PORT, "
+                             "e.g. 10.0.0.1:1234")
+        if num_processes is None or process_id is None:
+            raise ValueError("--coordinator needs --num-processes N and --process-id I")
+    if num_processes is not None and num_processes < 1:
+        raise ValueError(f"--num-processes {num_processes} is invalid: expected >= 1")
+    if process_id is not None and not 0 <= process_id < (num_processes or process_id + 1):
+        raise ValueError(f"--process-id {process_id} is invalid: expected 0 <= I < "
+                         f"--num-processes {num_processes}")
+    jax.distributed.initialize(coordinator, num_processes, process_id,
+                               initialization_timeout=timeout_s,
+                               heartbeat_timeout_seconds=timeout_s,
+                               shutdown_timeout_seconds=timeout_s)
+    return True
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
