@@ -33,13 +33,15 @@ class RunError(RuntimeError):
 
 
 def evaluate(eval_step: Any, state: TrainState, ds_split: Any, norm: Normalizer,
-             batch_size: int, input_dtype: Any, mesh: Any) -> tuple[float, float, np.ndarray]:
-    """(mean cross-entropy, accuracy, predictions (N,)) over the whole split; each batch
-    (the last one padded, see :func:`eval_batches`) is split over the ``mesh``."""
+             batch_size: int, input_dtype: Any,
+             mesh: Any = None) -> tuple[float, float, np.ndarray]:
+    """(mean cross-entropy, accuracy, predictions (N,)) over the whole split; with a
+    ``mesh`` each batch (the last one padded, see :func:`eval_batches`) is split over it."""
     preds, losses = [], []
     for b in eval_batches(ds_split, norm, batch_size):
+        images = b["image"].astype(input_dtype)
         logits = eval_step(state["params"], state["batch_stats"],
-                           shard_batch(mesh, b["image"].astype(input_dtype)))
+                           images if mesh is None else shard_batch(mesh, images))
         logits = np.asarray(logits, np.float64)[b["mask"]]
         labels = b["label"][b["mask"]]
         shifted = logits - logits.max(-1, keepdims=True)
@@ -197,10 +199,14 @@ def run(cfg: Any, workdir: str | Path, resume: bool = False, quiet: bool = False
         tensorboard.close()
     test_loss, test_acc, preds = evaluate(eval_step, state, ds.test, norm, eval_bs,
                                           input_dtype, mesh)
-    if not main:
-        return {"test_acc": test_acc, "test_loss": test_loss}
-    return _finish(cfg, workdir, ds, log, test_loss, test_acc, preds,
-                   wall_before + time.perf_counter() - t_start)
+    results = {"test_acc": test_acc, "test_loss": test_loss}
+    if main:
+        results = _finish(cfg, workdir, ds, log, test_loss, test_acc, preds,
+                          wall_before + time.perf_counter() - t_start)
+    # The others wait for process 0's report here rather than in jax.distributed's
+    # shutdown barrier, whose timeout is meant for dead processes, not slow plots.
+    _sync("run finished")
+    return results
 
 
 def _silent(*args: Any, **kwargs: Any) -> None:
