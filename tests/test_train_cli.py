@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from train import loop
-from train.cli import main
+from train.cli import main, parse_args
 
 from train_helpers import TINY, make_cifar_dir
 
@@ -133,6 +133,13 @@ def test_resume_after_sigkill_of_a_real_process(tmp_path):
             {k: b[k] for k in loop.DETERMINISTIC_FIELDS}
     final = [json.loads((d / "results.json").read_text()) for d in (tmp_path / "full", victim)]
     assert final[0]["confusion_matrix"] == final[1]["confusion_matrix"]
+
+
+def test_overrides_may_come_anywhere_among_options():
+    args = parse_args(["data.source=synthetic", "--quiet", "train.epochs=2", "--config",
+                       "cifar.yaml", "optim.lr=0.1", "--resume"])
+    assert args.overrides == ["data.source=synthetic", "train.epochs=2", "optim.lr=0.1"]
+    assert args.quiet and args.resume and args.config == "cifar.yaml"
 
 
 def test_existing_run_needs_resume_with_the_same_config(tmp_path, capsys):

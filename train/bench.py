@@ -57,9 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    from .loop import build_model
-    from .optim import make_optimizer, make_schedule
-    from .steps import make_train_step, split_model
+    from .parallel import init_training
+    from .steps import make_train_step
 
     bs = cfg.train.batch_size
     norm = Normalizer(*channel_stats(ds.train.images))
@@ -68,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
                             max_steps=args.steps)
     data = [(jnp.asarray(b["image"]), jnp.asarray(b["label"])) for b in
             (batches[i] for i in range(len(batches)))]
-    tx = make_optimizer(cfg.optim, make_schedule(cfg.optim, 1000, 10))
     from omegaconf import OmegaConf
 
     runners = {}
@@ -77,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         impl, conv_backend = split_label(label)
         model_cfg = cfg.model if fmt is None else OmegaConf.merge(cfg.model,
                                                                    {"data_format": fmt})
-        fns, state = split_model(build_model(model_cfg, cfg.seed, impl), tx)
-        step = make_train_step(fns, tx, cfg.optim.label_smoothing, conv_backend)
+        tr = init_training(model_cfg, cfg.optim, cfg.seed, 1000, 10, conv_impl=impl)
+        state = tr.state
+        step = make_train_step(tr.fns, tr.tx, cfg.optim.label_smoothing, conv_backend)
         t0 = time.perf_counter()
         state, m = step(state, *data[0])
         m["loss"].block_until_ready()

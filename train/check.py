@@ -56,28 +56,24 @@ def _batches(cfg: Any, n_steps: int, batch_size: int) -> list[dict]:
 
 def grads_f32(cfg: Any, impl: str, batch: dict) -> tuple[float, Any]:
     """(loss, gradient pytree) of one float32 train-mode step at the initial parameters."""
-    from .loop import build_model
-    from .steps import make_grad_fn, split_model
+    from .parallel import init_training
+    from .steps import make_grad_fn
 
-    import optax
-
-    fns, state = split_model(build_model(cfg.model, cfg.seed, impl, "float32"),
-                             optax.identity())
-    loss, grads = make_grad_fn(fns, cfg.optim.label_smoothing, cfg.model.conv_backend)(
-        state["params"], state["batch_stats"], batch["image"], batch["label"])
+    tr = init_training(cfg.model, cfg.optim, cfg.seed, 1, 1, conv_impl=impl, dtype="float32")
+    loss, grads = make_grad_fn(tr.fns, cfg.optim.label_smoothing, cfg.model.conv_backend)(
+        tr.state["params"], tr.state["batch_stats"], batch["image"], batch["label"])
     return float(loss), jax.device_get(grads)
 
 
 def trajectory_f64(cfg: Any, impl: str, batches: list[dict]) -> tuple[np.ndarray, Any]:
     """(loss per step (S,), final parameters) of len(batches) float64 training steps."""
-    from .loop import build_model
-    from .optim import make_optimizer, make_schedule
-    from .steps import make_train_step, split_model
+    from .parallel import init_training
+    from .steps import make_train_step
 
-    schedule = make_schedule(cfg.optim, len(batches), 1)
-    tx = make_optimizer(cfg.optim, schedule)
-    fns, state = split_model(build_model(cfg.model, cfg.seed, impl, "float64"), tx)
-    step = make_train_step(fns, tx, cfg.optim.label_smoothing, cfg.model.conv_backend)
+    tr = init_training(cfg.model, cfg.optim, cfg.seed, len(batches), 1, conv_impl=impl,
+                       dtype="float64")
+    state = tr.state
+    step = make_train_step(tr.fns, tr.tx, cfg.optim.label_smoothing, cfg.model.conv_backend)
     losses = []
     for b in batches:
         state, metrics = step(state, b["image"].astype(np.float64), b["label"])

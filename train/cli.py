@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,8 @@ EPILOG = """examples:
   python -m train --config cifar.yaml data.source=cifar10_dir data.dir=~/cifar-10-batches-py
   python -m train --config cifar.yaml optim.lr=0.002 train.epochs=5 --workdir runs/try
   python -m train --config cifar.yaml --workdir runs/try --resume   # continue a killed run
+  python -m train --config cifar.yaml --coordinator 10.0.0.1:1234 --num-processes 2 \
+      --process-id 0     # on host 0; the same with --process-id 1 on host 1
 """
 
 
@@ -29,9 +32,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="continue the run in --workdir from its latest checkpoint")
     p.add_argument("--quiet", action="store_true",
                    help="one line per epoch instead of progress bars (for log files)")
+    g = p.add_argument_group(
+        "several processes (hosts)", "one process per host, all with the same arguments but "
+        "--process-id; --distributed (or a multi-task SLURM / Open MPI job) lets JAX detect "
+        "the cluster instead")
+    g.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+                   help="address of process 0 (jax.distributed.initialize)")
+    g.add_argument("--num-processes", type=int, metavar="N", default=None)
+    g.add_argument("--process-id", type=int, metavar="I", default=None)
+    g.add_argument("--distributed", action="store_true",
+                   help="jax.distributed.initialize() with JAX's cluster detection")
+    g.add_argument("--dist-timeout", type=int, metavar="S", default=60,
+                   help="seconds to wait for the other processes at start-up, and after "
+                        "one has died before the others stop with an error (default 60)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="dotted config overrides, e.g. optim.lr=0.05 data.source=synthetic")
-    return p.parse_args(argv)
+    # Intermixed: key=value overrides may come before, between and after the options.
+    return p.parse_intermixed_args(argv)
+
+
+def _peer_failed(e: BaseException) -> None:
+    """One process of a multi-process run saw a collective fail (a peer died): say so in
+    one line and exit at once. A normal exit would first wait in jax.distributed's shutdown
+    barrier for the dead process, then abort with pages of log."""
+    import jax
+
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    print(f"error: process {jax.process_index()} of {jax.process_count()}: an operation "
+          f"with the other processes failed, most likely because one of them died "
+          f"({reason}); start them all again with --resume", file=sys.stderr, flush=True)
+    os._exit(3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,11 +71,23 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
         workdir = check_workdir(args.workdir or Path("runs") / Path(args.config).stem)
         from .loop import RunError, run  # jax & co. load only once the config is valid
+        from .parallel import init_distributed
+
+        try:
+            distributed = init_distributed(args.coordinator, args.num_processes,
+                                           args.process_id, auto=args.distributed,
+                                           timeout_s=args.dist_timeout)
+        except (ValueError, RuntimeError) as e:
+            raise ConfigError(str(e).strip().splitlines()[0]) from None
 
         try:
             run(cfg, workdir, resume=args.resume, quiet=args.quiet)
         except RunError as e:
             raise ConfigError(str(e)) from None
+        except RuntimeError as e:  # jax.errors.JaxRuntimeError: a collective failed
+            if not distributed:
+                raise
+            _peer_failed(e)
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

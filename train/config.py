@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, List, Optional
@@ -17,7 +18,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-SOURCES = ("tfds", "cifar10_dir", "synthetic")
+SOURCES = ("auto", "tfds", "cifar10_dir", "synthetic")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "constant")
 DTYPES = ("float32", "bfloat16", "float64")
@@ -30,7 +31,11 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     source: str = MISSING  # one of SOURCES
-    dir: Optional[str] = MISSING  # cifar10_dir: folder holding data_batch_* and test_batch
+    # auto/cifar10_dir: folder holding data_batch_* and test_batch (None: the user cache dir)
+    dir: Optional[str] = MISSING
+    download: bool = MISSING  # auto: fetch data.url into data.dir when it is missing
+    url: str = MISSING  # the CIFAR-10 python archive (.tar.gz)
+    md5: Optional[str] = MISSING  # its MD5 (None: not checked, with a warning)
     tfds_name: str = MISSING  # tfds: dataset name, e.g. "cifar10"
     data_dir: Optional[str] = MISSING  # tfds: data_dir (None: $TFDS_DATA_DIR or tfds default)
     synthetic_train: int = MISSING  # synthetic: number of training / test images
@@ -179,8 +184,10 @@ def validate(cfg: Any) -> None:
     d, m, o, t = cfg.data, cfg.model, cfg.optim, cfg.train
     _check(cfg.seed >= 0, "seed", cfg.seed, "an int >= 0")
     _check(d.source in SOURCES, "data.source", d.source, f"one of {SOURCES}")
-    _check(d.source != "cifar10_dir" or bool(d.dir), "data.dir", d.dir,
-           "a folder path when data.source=cifar10_dir")
+    _check(d.url.startswith(("https://", "http://", "file://")), "data.url", d.url,
+           "an https://, http:// or file:// URL")
+    _check(d.md5 is None or re.fullmatch(r"[0-9a-fA-F]{32}", d.md5) is not None, "data.md5",
+           d.md5, "null or 32 hexadecimal digits")
     _check(d.synthetic_train > 0, "data.synthetic_train", d.synthetic_train, "a positive int")
     _check(d.synthetic_test > 0, "data.synthetic_test", d.synthetic_test, "a positive int")
     _check(0 <= d.crop_padding <= 16, "data.crop_padding", d.crop_padding, "an int in [0, 16]")

@@ -1,5 +1,5 @@
-"""CIFAR-10 in memory from TFDS, the official python folder, or random pixels; batches
-through grain with per-channel normalisation, random crop and flip.
+"""CIFAR-10 in memory from TFDS, the official python folder (downloaded when asked), or
+random pixels; batches through grain with per-channel normalisation, random crop and flip.
 
 Every source yields the same thing, a :class:`Dataset` of uint8 images (N, 32, 32, 3) and
 int32 labels (N,), so the training loop never knows where the data came from. The images
@@ -9,20 +9,32 @@ augmenting whole batches with numpy is both the simplest and the fastest option 
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import logging
 import os
 import pickle
 import re
+import shutil
+import socket
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import grain
 import numpy as np
+from tqdm import tqdm
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"  # published next to the archive
+CIFAR10_FOLDER = "cifar-10-batches-py"  # the archive's top folder
 
 
 class DataError(RuntimeError):
@@ -110,7 +122,8 @@ def load_cifar10_dir(folder: str | Path) -> Dataset:
     """
     folder = Path(folder).expanduser()
     hint = (f"expected the official CIFAR-10 python folder 'cifar-10-batches-py' with "
-            f"data_batch_1..5 and test_batch (unpack {CIFAR10_URL}), or use data.source=tfds")
+            f"data_batch_1..5 and test_batch (unpack {CIFAR10_URL}, or set data.download=true "
+            f"to fetch it), or use data.source=tfds")
     if not folder.is_dir():
         raise DataError(f"data.dir={str(folder)!r} does not exist. {hint}")
     train_files = sorted((p for p in folder.iterdir() if re.fullmatch(r"data_batch_\d+", p.name)),
@@ -173,12 +186,148 @@ def load_tfds(name: str, data_dir: str | None) -> Dataset:
                    f"tfds {name} ({len(splits['train'])} train / {len(splits['test'])} test)")
 
 
-def load_dataset(data_cfg: Any, seed: int) -> Dataset:
-    """The dataset ``data_cfg.source`` names, trimmed to ``data_cfg.max_train`` images."""
+def default_data_dir() -> Path:
+    """Where ``data.dir: null`` keeps the python folder: ``$XDG_CACHE_HOME/jconv/
+    cifar-10-batches-py``, ``~/.cache/jconv/cifar-10-batches-py`` without that variable.
+
+    Example:
+      >>> default_data_dir().parts[-2:]
+      ('jconv', 'cifar-10-batches-py')
+    """
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "jconv" / CIFAR10_FOLDER
+
+
+def python_folder(data_cfg: Any) -> Path:
+    """The ``cifar-10-batches-py`` folder ``data_cfg`` names: ``data.dir``, or
+    :func:`default_data_dir` when that is null."""
+    return Path(data_cfg.dir).expanduser() if data_cfg.dir else default_data_dir()
+
+
+def download_cifar10(dest: str | Path, url: str = CIFAR10_URL, md5: str | None = CIFAR10_MD5,
+                     *, timeout: float = 60.0, progress: bool = True) -> Path:
+    """Download the CIFAR-10 python archive from ``url`` and unpack its
+    ``cifar-10-batches-py`` folder as ``dest``; returns ``dest``.
+
+    The archive goes into a temporary folder next to ``dest`` (with a progress bar), its MD5
+    is checked against ``md5`` (``None`` skips the check with a warning), it is unpacked
+    there and the folder is renamed into place only when complete, so an interrupted or
+    corrupt download never leaves a folder that looks valid. ``timeout`` (seconds) bounds
+    the wait for the connection and for each read of a stalled server. Every failure is a
+    :class:`DataError` naming the URL and the way out.
+
+    Example:
+      >>> download_cifar10("/tmp/x", url="http://127.0.0.1:9/none.tar.gz", timeout=1)
+      Traceback (most recent call last):
+      ...
+      train.data.DataError: downloading http://127.0.0.1:9/none.tar.gz failed: ...
+    """
+    dest = Path(dest).expanduser()
+    fix = (f"check the URL (data.url) and the connection and run again, or unpack "
+           f"{CIFAR10_URL} yourself and set data.dir to its {CIFAR10_FOLDER} folder")
+    fail = f"downloading {url} failed"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.download-", dir=dest.parent))
+    try:
+        archive = tmp / "archive.tar.gz"
+        digest = hashlib.md5()
+        got = 0
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp, \
+                    open(archive, "wb") as f, \
+                    tqdm(total=resp.length, unit="B", unit_scale=True, disable=not progress,
+                         desc=f"downloading {url.rsplit('/', 1)[-1]}") as bar:
+                total = resp.length  # Content-Length; None when the server does not say
+                while chunk := resp.read(1 << 20):
+                    f.write(chunk)
+                    digest.update(chunk)
+                    got += len(chunk)
+                    bar.update(len(chunk))
+        except urllib.error.HTTPError as e:
+            raise DataError(f"{fail}: HTTP {e.code} {e.reason}; {fix}") from None
+        except (TimeoutError, socket.timeout):
+            raise DataError(f"{fail}: the server sent nothing for {timeout:g} s (timed out); "
+                            f"{fix}") from None
+        except urllib.error.URLError as e:
+            raise DataError(f"{fail}: {e.reason}; {fix}") from None
+        except http.client.IncompleteRead as e:
+            raise DataError(f"{fail}: the connection closed after {got + len(e.partial)} "
+                            f"bytes (truncated download); {fix}") from None
+        except (OSError, http.client.HTTPException) as e:
+            raise DataError(f"{fail}: {type(e).__name__}: {e}; {fix}") from None
+        if total is not None and got != total:
+            raise DataError(f"{fail}: got {got} of {total} bytes (truncated download); {fix}")
+        if md5 is None:
+            warnings.warn(f"data.md5 is null: the archive from {url} is not checksum-verified",
+                          stacklevel=2)
+        elif digest.hexdigest() != md5.lower():
+            raise DataError(f"{fail}: MD5 {digest.hexdigest()} != expected {md5} (corrupt or "
+                            f"a different file); {fix}")
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(tmp / "unpacked", filter="data")
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise DataError(f"{fail}: not a readable .tar.gz archive ({e}); {fix}") from None
+        unpacked = tmp / "unpacked" / CIFAR10_FOLDER
+        if not (unpacked / "test_batch").is_file():
+            raise DataError(f"{fail}: the archive has no {CIFAR10_FOLDER}/test_batch; {fix}")
+        try:
+            os.rename(unpacked, dest)
+        except OSError:
+            # Another process (a second trainer on this host) may have finished first.
+            if not (dest / "test_batch").is_file():
+                raise DataError(f"{fail}: cannot move the unpacked folder to {dest} (it exists "
+                                f"and is not a complete {CIFAR10_FOLDER} folder: remove it "
+                                f"or choose another data.dir)") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _auto(data_cfg: Any, progress: bool) -> Dataset:
+    """data.source=auto: a prepared TFDS copy, else the python folder, else a download."""
+    tfds_reason = "tensorflow-datasets is not installed"
+    try:
+        import tensorflow_datasets  # noqa: F401  (only to know whether TFDS is an option)
+    except ImportError:
+        pass
+    else:
+        try:
+            return load_tfds(data_cfg.tfds_name, data_cfg.data_dir)
+        except DataError:
+            tfds_reason = f"TFDS {data_cfg.tfds_name!r} is not prepared"
+    folder = python_folder(data_cfg)
+    if not folder.exists() and data_cfg.download:
+        download_cifar10(folder, data_cfg.url, data_cfg.md5, progress=progress)
+    if folder.exists():
+        return load_cifar10_dir(folder)
+    raise DataError(
+        f"data.source=auto found no CIFAR-10: {tfds_reason}, there is no {folder} and "
+        f"data.download=false. Either set data.download=true (fetches {data_cfg.url}, "
+        f"163 MB), set data.dir to an unpacked {CIFAR10_FOLDER} folder, or prepare TFDS "
+        f"(`pip install tensorflow && tfds build {data_cfg.tfds_name} "
+        f"--file_format=array_record`)")
+
+
+def load_dataset(data_cfg: Any, seed: int, progress: bool = True) -> Dataset:
+    """The dataset ``data_cfg.source`` names, trimmed to ``data_cfg.max_train`` images.
+
+    ``auto`` takes a prepared TFDS copy, else the python folder at ``data.dir``, else
+    downloads it there when ``data.download``; ``cifar10_dir`` reads the folder at
+    ``data.dir`` and never downloads. ``progress`` shows the download's progress bar.
+
+    Example:
+      >>> from types import SimpleNamespace as NS
+      >>> cfg = NS(source="synthetic", synthetic_train=4, synthetic_test=2, max_train=3)
+      >>> len(load_dataset(cfg, seed=0).train)
+      3
+    """
     if data_cfg.source == "synthetic":
         ds = synthetic(data_cfg.synthetic_train, data_cfg.synthetic_test, seed)
     elif data_cfg.source == "cifar10_dir":
-        ds = load_cifar10_dir(data_cfg.dir)
+        ds = load_cifar10_dir(python_folder(data_cfg))
+    elif data_cfg.source == "auto":
+        ds = _auto(data_cfg, progress)
     else:
         ds = load_tfds(data_cfg.tfds_name, data_cfg.data_dir)
     if len(ds.train) == 0 or len(ds.test) == 0:

@@ -10,9 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from tqdm import tqdm
 
 from . import report
@@ -21,10 +19,9 @@ from .config import as_dict, to_yaml
 from .data import (Dataset, Normalizer, channel_stats, eval_batches, load_dataset,
                    steps_per_epoch, train_batches)
 from .model import CifarCNN, count_params, macs_per_image
-from .optim import make_optimizer, make_schedule
-from .steps import TrainState, make_eval_step, make_train_step, split_model
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
+from .parallel import (AXIS, build_model, check_batch_size, init_training,  # noqa: F401
+                       make_mesh, shard_batch)
+from .steps import TrainState, make_eval_step, make_train_step
 
 # Fields of a metrics record that depend only on the computation (not on timing): these are
 # what a resumed run must reproduce exactly.
@@ -35,29 +32,16 @@ class RunError(RuntimeError):
     """A run that cannot start as asked (e.g. a work directory holding another run)."""
 
 
-def build_model(model_cfg: Any, seed: int, conv_impl: str | None = None,
-                dtype: str | None = None) -> CifarCNN:
-    """The CNN of ``model_cfg`` initialised from ``seed`` (``conv_impl`` and ``dtype``
-    override the config's). float64 compute implies float64 parameters (for the exactness
-    check), otherwise parameters are float32. Initial parameters depend only on the seed
-    and shapes, never on the conv implementation."""
-    dtype = dtype or model_cfg.dtype
-    param_dtype = jnp.float64 if dtype == "float64" else jnp.float32
-    return CifarCNN(tuple(model_cfg.widths), model_cfg.convs_per_stage,
-                    impl=conv_impl or model_cfg.conv_impl, pool_impl=model_cfg.pool_impl,
-                    data_format=model_cfg.data_format, dtype=DTYPES[dtype],
-                    param_dtype=param_dtype,
-                    bn_momentum=model_cfg.bn_momentum, head_scale=model_cfg.head_scale,
-                    pool_first=model_cfg.pool_first, rngs=nnx.Rngs(seed))
-
-
 def evaluate(eval_step: Any, state: TrainState, ds_split: Any, norm: Normalizer,
-             batch_size: int, input_dtype: Any) -> tuple[float, float, np.ndarray]:
-    """(mean cross-entropy, accuracy, predictions (N,)) over the whole split."""
+             batch_size: int, input_dtype: Any,
+             mesh: Any = None) -> tuple[float, float, np.ndarray]:
+    """(mean cross-entropy, accuracy, predictions (N,)) over the whole split; with a
+    ``mesh`` each batch (the last one padded, see :func:`eval_batches`) is split over it."""
     preds, losses = [], []
     for b in eval_batches(ds_split, norm, batch_size):
+        images = b["image"].astype(input_dtype)
         logits = eval_step(state["params"], state["batch_stats"],
-                           b["image"].astype(input_dtype))
+                           images if mesh is None else shard_batch(mesh, images))
         logits = np.asarray(logits, np.float64)[b["mask"]]
         labels = b["label"][b["mask"]]
         shifted = logits - logits.max(-1, keepdims=True)
@@ -69,13 +53,16 @@ def evaluate(eval_step: Any, state: TrainState, ds_split: Any, norm: Normalizer,
             pred)
 
 
-def _summary(cfg: Any, ds: Dataset, model: CifarCNN, steps: int, workdir: Path) -> str:
+def _summary(cfg: Any, ds: Dataset, model: CifarCNN, steps: int, workdir: Path,
+             n_dev: int) -> str:
     m = cfg.model
     macs = macs_per_image(m.widths, m.convs_per_stage, len(ds.class_names),
                           pool_first=m.pool_first)
     lines = [
         f"jconv CIFAR-10 training -> {workdir}",
         f"  devices     {', '.join(report.devices())}",
+        f"  parallel    data parallel over {n_dev} device(s) of {jax.process_count()} "
+        f"process(es): {cfg.train.batch_size // n_dev} images per device per step",
         f"  data        {ds.description}",
         f"  model       widths {list(m.widths)} x {m.convs_per_stage} convs, "
         f"conv_impl={m.conv_impl} ({m.conv_backend} XLA conv kernels), {m.data_format}, {m.dtype}",
@@ -109,73 +96,101 @@ def _prepare_workdir(workdir: Path, resume: bool) -> None:
         shutil.rmtree(workdir / "tensorboard", ignore_errors=True)
 
 
+def _sync(name: str) -> None:
+    """Wait until every process gets here (nothing to wait for with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def run(cfg: Any, workdir: str | Path, resume: bool = False, quiet: bool = False) -> dict:
     """Train as ``cfg`` says, writing everything under ``workdir``; returns the final
     results (also saved as ``results.json``). ``resume`` continues from the latest
     checkpoint and, the data order depending only on (seed, epoch), ends with the same
-    metrics as an uninterrupted run."""
+    metrics as an uninterrupted run.
+
+    Data parallel over every device of every process (see :mod:`train.parallel`): each
+    global batch of ``train.batch_size`` images is split over the devices, so the metrics
+    do not depend on the device count. Only process 0 prints and writes logs, plots and
+    results; every process writes and restores the checkpoints (Orbax)."""
     t_start = time.perf_counter()
     workdir = Path(workdir)
+    main = jax.process_index() == 0
     _check_workdir(workdir, resume, cfg)
     if cfg.model.dtype == "float64" and not jax.config.jax_enable_x64:
         jax.config.update("jax_enable_x64", True)
-    ds = load_dataset(cfg.data, cfg.seed)
-    _prepare_workdir(workdir, resume)
-    norm = Normalizer(*channel_stats(ds.train.images))
     t = cfg.train
+    mesh = make_mesh()
+    n_dev = mesh.shape[AXIS]
+    try:
+        check_batch_size("train.batch_size", t.batch_size, mesh)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    # Eval batches are padded and masked anyway: round their size up to split evenly.
+    eval_bs = -(-t.eval_batch_size // n_dev) * n_dev
+    ds = load_dataset(cfg.data, cfg.seed, progress=main and not quiet)
+    _sync("workdir checked")  # before process 0 changes the folder the others checked
+    if main:
+        _prepare_workdir(workdir, resume)
+    norm = Normalizer(*channel_stats(ds.train.images))
     steps = steps_per_epoch(len(ds.train), t.batch_size, t.max_steps_per_epoch)
-    schedule = make_schedule(cfg.optim, t.epochs * steps, steps)
-    tx = make_optimizer(cfg.optim, schedule)
-    model = build_model(cfg.model, cfg.seed)
-    fns, state = split_model(model, tx)
+    tr = init_training(cfg.model, cfg.optim, cfg.seed, t.epochs * steps, steps, mesh=mesh)
+    schedule, state = tr.schedule, tr.state
     input_dtype = np.float64 if cfg.model.dtype == "float64" else np.float32
+    say = print if main else _silent
 
-    (workdir / "config.yaml").write_text(to_yaml(cfg))
-    report.write_json(workdir / "run.json", {
-        "command": sys.argv, "seed": cfg.seed, "resumed": resume, "config": as_dict(cfg),
-        "versions": report.versions(), "devices": report.devices(),
-        "data": ds.description, "normalisation": {"mean": norm.mean.tolist(),
-                                                  "std": norm.std.tolist()}})
-    summary = _summary(cfg, ds, model, steps, workdir)
-    print(summary, flush=True)
+    if main:
+        (workdir / "config.yaml").write_text(to_yaml(cfg))
+        report.write_json(workdir / "run.json", {
+            "command": sys.argv, "seed": cfg.seed, "resumed": resume, "config": as_dict(cfg),
+            "versions": report.versions(), "devices": report.devices(),
+            "mesh": {AXIS: n_dev}, "processes": jax.process_count(),
+            "data": ds.description, "normalisation": {"mean": norm.mean.tolist(),
+                                                      "std": norm.std.tolist()}})
+    say(_summary(cfg, ds, tr.model, steps, workdir, n_dev), flush=True)
 
     ckpts = Checkpoints(workdir / "checkpoints", t.keep_checkpoints)
-    tensorboard = report.open_tensorboard(workdir / "tensorboard") if t.tensorboard else None
+    tensorboard = report.open_tensorboard(workdir / "tensorboard") if t.tensorboard and main \
+        else None
     log = report.MetricsLog(workdir / "metrics.jsonl", tensorboard)
     start_epoch, wall_before = 0, 0.0
     if resume:
         try:
-            found = ckpts.restore_newest(state, say=lambda line: print(f"--resume: {line}"))
+            found = ckpts.restore_newest(state, say=lambda line: say(f"--resume: {line}"))
         except CheckpointError as e:
             ckpts.close()
             raise RunError(f"--resume: {e}") from None
         if found is None:
-            print("--resume: no checkpoint yet in this work directory, starting from scratch")
+            say("--resume: no checkpoint yet in this work directory, starting from scratch")
         else:
             latest, state, meta = found
             start_epoch, wall_before = int(meta["epoch"]), float(meta["wall_s"])
-            print(f"--resume: continuing after epoch {start_epoch} "
-                  f"(checkpoint {workdir / 'checkpoints' / str(latest)})")
-    log.truncate(start_epoch)
+            say(f"--resume: continuing after epoch {start_epoch} "
+                f"(checkpoint {workdir / 'checkpoints' / str(latest)})")
+    if main:
+        log.truncate(start_epoch)
 
     t_compile = time.perf_counter()
-    x0 = jnp.zeros((t.batch_size, 32, 32, 3), input_dtype)
-    y0 = jnp.zeros((t.batch_size,), jnp.int32)
-    train_step = make_train_step(fns, tx, cfg.optim.label_smoothing, cfg.model.conv_backend).lower(
-        state, x0, y0).compile()
-    eval_step = make_eval_step(fns, t.tta_flip, cfg.model.conv_backend).lower(
+    images = jax.ShapeDtypeStruct((t.batch_size, 32, 32, 3), input_dtype)
+    train_step = make_train_step(tr.fns, tr.tx, cfg.optim.label_smoothing,
+                                 cfg.model.conv_backend, mesh).lower(
+        state, images, jax.ShapeDtypeStruct((t.batch_size,), np.int32)).compile()
+    eval_step = make_eval_step(tr.fns, t.tta_flip, cfg.model.conv_backend, mesh).lower(
         state["params"], state["batch_stats"],
-        jnp.zeros((t.eval_batch_size, 32, 32, 3), input_dtype)).compile()
-    print(f"  compiled    train and eval steps in {time.perf_counter() - t_compile:.1f} s",
-          flush=True)
+        jax.ShapeDtypeStruct((eval_bs, 32, 32, 3), input_dtype)).compile()
+    say(f"  compiled    train and eval steps in {time.perf_counter() - t_compile:.1f} s",
+        flush=True)
 
     record: dict = {}
     try:
         for epoch in range(start_epoch, t.epochs):
             state, record = _train_epoch(cfg, epoch, steps, ds, norm, train_step, eval_step,
-                                         state, schedule, input_dtype, quiet)
+                                         state, schedule, input_dtype, quiet or not main,
+                                         mesh, eval_bs)
             record["wall_s"] = round(wall_before + time.perf_counter() - t_start, 2)
-            log.write(record)
+            if main:
+                log.write(record)
             ckpts.save(epoch + 1, state, {"epoch": epoch + 1, "wall_s": record["wall_s"]},
                        record["test_acc"])
     except RunError:
@@ -183,14 +198,26 @@ def run(cfg: Any, workdir: str | Path, resume: bool = False, quiet: bool = False
         raise
     except KeyboardInterrupt:
         ckpts.close()
-        print(f"\ninterrupted; continue with: python -m train --config "
-              f"{workdir / 'config.yaml'} --workdir {workdir} --resume", file=sys.stderr)
+        say(f"\ninterrupted; continue with: python -m train --config "
+            f"{workdir / 'config.yaml'} --workdir {workdir} --resume", file=sys.stderr)
         raise
     ckpts.close()
     if tensorboard is not None:
         tensorboard.close()
-    return _finish(cfg, workdir, ds, norm, eval_step, state, log, input_dtype,
-                   wall_before + time.perf_counter() - t_start)
+    test_loss, test_acc, preds = evaluate(eval_step, state, ds.test, norm, eval_bs,
+                                          input_dtype, mesh)
+    results = {"test_acc": test_acc, "test_loss": test_loss}
+    if main:
+        results = _finish(cfg, workdir, ds, log, test_loss, test_acc, preds,
+                          wall_before + time.perf_counter() - t_start)
+    # The others wait for process 0's report here rather than in jax.distributed's
+    # shutdown barrier, whose timeout is meant for dead processes, not slow plots.
+    _sync("run finished")
+    return results
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """``print`` for processes other than 0."""
 
 
 def _finite_loss(loss: Any, epoch: int, step: int, steps: int) -> float:
@@ -206,8 +233,10 @@ def _finite_loss(loss: Any, epoch: int, step: int, steps: int) -> float:
 
 def _train_epoch(cfg: Any, epoch: int, steps: int, ds: Dataset, norm: Normalizer,
                  train_step: Any, eval_step: Any, state: TrainState, schedule: Any,
-                 input_dtype: Any, quiet: bool) -> tuple[TrainState, dict]:
+                 input_dtype: Any, quiet: bool, mesh: Any,
+                 eval_bs: int) -> tuple[TrainState, dict]:
     t = cfg.train
+    n_dev = mesh.shape[AXIS]
     batches = train_batches(ds.train, norm, batch_size=t.batch_size, seed=cfg.seed,
                             epoch=epoch, crop_padding=cfg.data.crop_padding,
                             flip=cfg.data.flip, max_steps=t.max_steps_per_epoch)
@@ -218,8 +247,8 @@ def _train_epoch(cfg: Any, epoch: int, steps: int, ds: Dataset, norm: Normalizer
     pending = None
     for i in range(steps):
         b = batches[i]
-        state, metrics = train_step(state, jnp.asarray(b["image"].astype(input_dtype)),
-                                    jnp.asarray(b["label"]))
+        state, metrics = train_step(state, shard_batch(mesh, b["image"].astype(input_dtype)),
+                                    shard_batch(mesh, b["label"]))
         # Read the previous step's metrics while this one runs (keeps a GPU busy).
         if pending is not None:
             losses.append(_finite_loss(pending["loss"], epoch, i, steps))
@@ -234,30 +263,30 @@ def _train_epoch(cfg: Any, epoch: int, steps: int, ds: Dataset, norm: Normalizer
     losses.append(_finite_loss(pending["loss"], epoch, steps, steps))
     correct += int(pending["correct"])
     train_time = time.perf_counter() - t0
-    test_loss, test_acc, _ = evaluate(eval_step, state, ds.test, norm, t.eval_batch_size,
-                                      input_dtype)
+    test_loss, test_acc, _ = evaluate(eval_step, state, ds.test, norm, eval_bs, input_dtype,
+                                      mesh)
+    images_per_s = steps * t.batch_size / train_time
     record = {"epoch": epoch + 1, "lr": float(schedule(int(state["step"]) - 1)),
               "train_loss": float(np.mean(losses)),
               "train_acc": correct / (steps * t.batch_size),
               "test_loss": test_loss, "test_acc": test_acc,
               "train_time_s": round(train_time, 2),
-              "images_per_s": round(steps * t.batch_size / train_time, 1)}
+              "images_per_s": round(images_per_s, 1),
+              "images_per_s_per_device": round(images_per_s / n_dev, 1)}
     bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{100 * record['train_acc']:.1f}%",
                     img_s=f"{record['images_per_s']:.0f}", test=f"{100 * test_acc:.2f}%")
     bar.close()
-    if quiet:
+    if quiet and jax.process_index() == 0:
+        per_device = f", {record['images_per_s_per_device']:.0f} per device" if n_dev > 1 else ""
         print(f"epoch {epoch + 1}/{t.epochs}: loss {record['train_loss']:.3f} train "
               f"{100 * record['train_acc']:.1f}% test {100 * test_acc:.2f}% "
-              f"({record['images_per_s']:.0f} img/s)", flush=True)
+              f"({record['images_per_s']:.0f} img/s{per_device})", flush=True)
     return state, record
 
 
-def _finish(cfg: Any, workdir: Path, ds: Dataset, norm: Normalizer, eval_step: Any,
-            state: TrainState, log: report.MetricsLog, input_dtype: Any,
-            wall_s: float) -> dict:
+def _finish(cfg: Any, workdir: Path, ds: Dataset, log: report.MetricsLog, test_loss: float,
+            test_acc: float, preds: np.ndarray, wall_s: float) -> dict:
     records = log.read()
-    test_loss, test_acc, preds = evaluate(eval_step, state, ds.test, norm,
-                                          cfg.train.eval_batch_size, input_dtype)
     cm = report.confusion_matrix(ds.test.labels, preds, len(ds.class_names))
     if records:
         report.plot_curves(records, workdir / "curves.png")

@@ -43,7 +43,8 @@ class CifarCNN(nnx.Module):
     pool and a linear layer give the logits.
 
     Shapes: images (N, 32, 32, 3) channels-last (the loader's layout; transposed inside when
-    ``data_format="NCHW"``) -> logits (N, num_classes), float32.
+    ``data_format="NCHW"``) -> logits (N, num_classes), float32 (float64 when ``dtype``
+    is float64).
 
     Example:
       >>> from flax import nnx; import jax.numpy as jnp
@@ -84,7 +85,9 @@ class CifarCNN(nnx.Module):
             x = block(x)
         x = self.pool(x)
         # Scaling the logits down (airbench's trick) keeps early softmax outputs soft.
-        return (self.head(x) * self.head_scale).astype(jnp.float32)
+        # float32 logits at least (a bfloat16 softmax is too coarse); float64 stays float64.
+        logits = self.head(x) * self.head_scale
+        return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
 
 
 def count_params(model: nnx.Module) -> int:

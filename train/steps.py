@@ -68,14 +68,30 @@ def smoothed_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
     return optax.softmax_cross_entropy(logits, targets)
 
 
+def _mesh_kwargs(mesh: Any, n_replicated: int, n_batch: int) -> dict[str, Any]:
+    """jit arguments that pin a step to ``mesh``: the first ``n_replicated`` arguments and
+    every output replicated, the last ``n_batch`` split along ``data``; none without a
+    mesh."""
+    if mesh is None:
+        return {}
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    repl = NamedSharding(mesh, PartitionSpec())
+    batch = NamedSharding(mesh, PartitionSpec("data"))
+    return {"in_shardings": (repl,) * n_replicated + (batch,) * n_batch,
+            "out_shardings": repl}
+
+
 def make_train_step(fns: ModelFns, tx: optax.GradientTransformation,
-                    label_smoothing: float, conv_backend: str) -> Callable:
+                    label_smoothing: float, conv_backend: str, mesh: Any = None) -> Callable:
     """Jitted ``(state, images (B,32,32,3), labels (B,)) -> (state, {"loss", "correct"})``.
 
     ``loss`` is the batch-mean smoothed cross-entropy, ``correct`` the number of right
     argmax predictions. The input state's buffers are donated (updated in place). Compiled
     by ``jconv.jit`` with ``conv_backend`` (``"eigen"`` | ``"xla_default"``), as are the
-    other steps.
+    other steps. With a ``jax.sharding.Mesh`` (axis ``data``) the state and outputs are
+    replicated and the batch is split over the devices; the means are over the global
+    batch, so the result is the 1-device result.
     """
 
     def step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray):
@@ -93,7 +109,8 @@ def make_train_step(fns: ModelFns, tx: optax.GradientTransformation,
         correct = jnp.sum(jnp.argmax(logits, -1) == labels)
         return new, {"loss": loss, "correct": correct}
 
-    return jconv.jit(step, conv_backend=conv_backend, donate_argnums=0)
+    return jconv.jit(step, conv_backend=conv_backend, donate_argnums=0,
+                     **_mesh_kwargs(mesh, 1, 2))
 
 
 def make_grad_fn(fns: ModelFns, label_smoothing: float, conv_backend: str) -> Callable:
@@ -110,9 +127,11 @@ def make_grad_fn(fns: ModelFns, label_smoothing: float, conv_backend: str) -> Ca
     return jconv.jit(grad, conv_backend=conv_backend)
 
 
-def make_eval_step(fns: ModelFns, tta_flip: bool, conv_backend: str) -> Callable:
+def make_eval_step(fns: ModelFns, tta_flip: bool, conv_backend: str,
+                   mesh: Any = None) -> Callable:
     """Jitted ``(params, batch_stats, images (B,32,32,3)) -> logits (B, K)`` in eval mode;
-    with ``tta_flip`` the mean of the logits of the images and their mirror images."""
+    with ``tta_flip`` the mean of the logits of the images and their mirror images. With a
+    ``mesh`` the images are split over its devices and the logits come back replicated."""
 
     def step(params, batch_stats, images):
         model = nnx.merge(fns.eval_def, params, batch_stats)
@@ -121,4 +140,4 @@ def make_eval_step(fns: ModelFns, tta_flip: bool, conv_backend: str) -> Callable
             logits = 0.5 * (logits + model(images[:, :, ::-1]))
         return logits
 
-    return jconv.jit(step, conv_backend=conv_backend)
+    return jconv.jit(step, conv_backend=conv_backend, **_mesh_kwargs(mesh, 2, 1))
