@@ -16,7 +16,7 @@ from jax.export import DisabledSafetyCheck
 import jconv
 from jconv import _pallas
 from jconv._spec import canonical_conv
-from oracle import conv2d_ref
+from jconv.testing import reference_conv2d
 
 # Small shapes: interpret mode runs the grid as a loop of XLA ops and compiling it dominates.
 # Each case names the tile rule its kernels use in interpret mode, so both the Triton (GPU)
@@ -70,8 +70,8 @@ def _oracle(x, w, case):
     xn = _nchw(x, case)
     spec, _ = canonical_conv(jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32), None,
                              precision=None, **{k: v for k, v in case.items() if k != "rule"})
-    return conv2d_ref(xn, np.asarray(w, np.float64), None, spec.stride, spec.padding,
-                      spec.dilation, case["groups"])
+    return reference_conv2d(xn, np.asarray(w, np.float64), None, stride=spec.stride,
+                            padding=spec.padding, dilation=spec.dilation, groups=case["groups"])
 
 
 def _fwd_and_vjp(f, x, w, ct_key=5):
