@@ -283,7 +283,7 @@ def _cache_problem(path: Path, problem: str) -> None:
 
 def _read_disk(path: Path) -> tuple[dict[str, list[str]] | None, str | None]:
     """(the valid entries of the cache file, what is wrong with it or None). A missing file is
-    an empty cache; a valid entry maps a key to three names from :data:`CANDIDATES`; entries
+    an empty cache; a valid entry maps a key to three names from :func:`candidates`; entries
     are None when the file is not a cache at all (unreadable, not JSON, not an object)."""
     try:
         text = path.read_text()
@@ -300,11 +300,11 @@ def _read_disk(path: Path) -> tuple[dict[str, list[str]] | None, str | None]:
         return None, (f"the cache file holds a JSON {type(data).__name__}, expected an object "
                     "mapping keys to [fwd, dx, dw] implementation names")
     good = {k: v for k, v in data.items()
-            if isinstance(v, list) and len(v) == 3 and all(i in CANDIDATES for i in v)}
+            if isinstance(v, list) and len(v) == 3 and all(i in candidates() for i in v)}
     bad = sorted(set(data) - set(good))
     if bad:
         return good, (f"ignoring {len(bad)} bad entries (expected [fwd, dx, dw] names from "
-                      f"{tuple(CANDIDATES)}), e.g. {bad[0]!r}: {data[bad[0]]!r}")
+                      f"{tuple(candidates())}), e.g. {bad[0]!r}: {data[bad[0]]!r}")
     return good, None
 
 
