@@ -75,7 +75,7 @@ def test_broken_cache_file_warns_once_and_auto_carries_on(monkeypatch, tmp_path,
     if name == "bad entries":
         if measure:  # the bad entries are dropped, the good one and ours are written
             saved = {k for k, c in _auto._MEMORY.items() if c.source != "heuristic"}
-    assert set(json.loads(path.read_text())) == {"k3", *saved}
+            assert set(json.loads(path.read_text())) == {"k3", *saved}
     elif before is not None:
         assert path.read_text() == before  # a file that is not a cache is never replaced
 
