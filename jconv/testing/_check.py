@@ -69,11 +69,10 @@ def _compare(rec: Callable[..., None], check: str, got: Any, want: np.ndarray, t
                                      f"index {idx} (got {g!r}, want {w!r})")
 
 
-def _run(fn: Callable[..., Any], case: Any, arrays: list[Any], grads: bool, ct: Any,
-         jit: bool) -> tuple[Any, Any, Any]:
-    """(y, vjp primal, grads) from one compiled call; grads None when skipped."""
-    import jax
-
+def _with_diff_args(fn: Callable[..., Any], case: Any,
+                    arrays: list[Any]) -> tuple[Callable[..., Any], list[int]]:
+    """``case.call(fn, ...)`` as a function of the non-None entries of ``arrays`` alone, and
+    their indices: the differentiable arguments of one check."""
     diff_idx = [i for i, a in enumerate(arrays) if a is not None]
 
     def call(*diff: Any) -> Any:
@@ -81,6 +80,16 @@ def _run(fn: Callable[..., Any], case: Any, arrays: list[Any], grads: bool, ct: 
         for i, a in zip(diff_idx, diff):
             full[i] = a
         return case.call(fn, *full)
+
+    return call, diff_idx
+
+
+def _run(fn: Callable[..., Any], case: Any, arrays: list[Any], grads: bool, ct: Any,
+         jit: bool) -> tuple[Any, Any, Any]:
+    """(y, vjp primal, grads) from one compiled call; grads None when skipped."""
+    import jax
+
+    call, diff_idx = _with_diff_args(fn, case, arrays)
 
     def run(diff: list[Any], ct: Any) -> tuple[Any, Any, Any]:
         y = call(*diff)
@@ -148,14 +157,7 @@ def _check_grads_case(fn: Callable[..., Any], case: Any, index: int,
 
     with _x64("float64"):
         arrays = [None if a is None else jnp.asarray(a) for a in case.inputs("float64")]
-        diff_idx = [i for i, a in enumerate(arrays) if a is not None]
-
-        def call(*diff: Any) -> Any:
-            full = list(arrays)
-            for i, a in zip(diff_idx, diff):
-                full[i] = a
-            return case.call(fn, *full)
-
+        call, diff_idx = _with_diff_args(fn, case, arrays)
         diff = tuple(arrays[i] for i in diff_idx)
         for mode in ("fwd", "rev"):
             check = f"check_grads {mode}"
