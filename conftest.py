@@ -32,6 +32,21 @@ def x64():
 
 
 @pytest.fixture
+def fresh_auto(monkeypatch):
+    """``impl="auto"`` with an empty cache, measuring off (the heuristic) and no disk cache;
+    everything restored afterwards."""
+    import jconv
+    from jconv import _auto
+
+    monkeypatch.delenv(_auto.CACHE_ENV, raising=False)
+    jconv.clear_auto_cache()
+    jconv.set_auto_measure(False)
+    yield
+    jconv.set_auto_measure(None)
+    jconv.clear_auto_cache()
+
+
+@pytest.fixture
 def record_error():
     """``record_error(kind, dtype, impl, got, want)`` -> max relative error, also logged;
     ``record_error(kind, dtype, impl, err)`` logs an error already measured (jconv.testing)."""

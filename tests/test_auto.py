@@ -26,15 +26,7 @@ CASES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_auto(monkeypatch):
-    """Every test starts with an empty cache, measuring off and no disk cache."""
-    monkeypatch.delenv(_auto.CACHE_ENV, raising=False)
-    jconv.clear_auto_cache()
-    jconv.set_auto_measure(False)
-    yield
-    jconv.set_auto_measure(None)
-    jconv.clear_auto_cache()
+pytestmark = pytest.mark.usefixtures("fresh_auto")
 
 
 def _force(monkeypatch, triple):

@@ -21,14 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 X, W = jnp.ones((1, 3, 6, 6)), jnp.ones((4, 3, 3, 3))
 
 
-@pytest.fixture(autouse=True)
-def _fresh_auto(monkeypatch):
-    monkeypatch.delenv(_auto.CACHE_ENV, raising=False)
-    jconv.clear_auto_cache()
-    jconv.set_auto_measure(False)
-    yield
-    jconv.set_auto_measure(None)
-    jconv.clear_auto_cache()
+pytestmark = pytest.mark.usefixtures("fresh_auto")
 
 
 def _measured(monkeypatch) -> None:
