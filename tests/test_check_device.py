@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import heuristic_auto  # noqa: F401 (fixture)
+
 import jconv
 from jconv import _registry, check_device
 
 
-@pytest.fixture(autouse=True)
-def _heuristic_auto():
-    jconv.set_auto_measure(False)
-    yield
-    jconv.set_auto_measure(None)
+pytestmark = pytest.mark.usefixtures("heuristic_auto")
 
 
 @pytest.mark.slow

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
+from helpers import heuristic_auto  # noqa: F401 (fixture)
+
 import jconv
 from jconv import _auto
 from jconv.bench.suite import cifar_layers, resnet18_layers
@@ -26,14 +28,7 @@ DTYPES = (jnp.float32, jnp.bfloat16)
 CONV_KW = dict(stride=1, padding=1)  # a case every implementation accepts (3x3, stride 1)
 
 
-@pytest.fixture(autouse=True)
-def _heuristic_auto():
-    """``auto`` must not time host kernels in these tests (each export traces it anew)."""
-    jconv.clear_auto_cache()
-    jconv.set_auto_measure(False)
-    yield
-    jconv.set_auto_measure(None)
-    jconv.clear_auto_cache()
+pytestmark = pytest.mark.usefixtures("heuristic_auto")
 
 
 def stablehlo(fn, *args: S, platform: str) -> str:
