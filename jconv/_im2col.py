@@ -2,8 +2,8 @@
 
 The patch matrix has one row per output pixel and ``kH*kW*C_in/groups`` columns per group.
 On CPU it is built and multiplied one cache-sized batch chunk at a time (materialising it
-for the whole batch made this implementation memory-bound there, several times slower than
-``lax`` on the CIFAR layers); on GPU/TPU the whole batch is one matmul (see
+for the whole batch made this implementation memory-bound there; see docs/performance.md);
+on GPU/TPU the whole batch is one matmul (see
 :func:`jconv._windows.run_planned`).
 """
 

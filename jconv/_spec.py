@@ -1,7 +1,9 @@
 """Canonical argument parsing shared by every convolution and pooling implementation.
 
-Every public entry point calls one of the ``canonical_*`` functions exactly once; the
-implementations receive a frozen :class:`ConvSpec` / :class:`PoolSpec` and never re-parse.
+Every public entry point calls one of the ``canonical_*`` functions exactly once; they check
+the arrays and build the frozen :class:`ConvSpec` / :class:`PoolSpec` from their shapes with
+:func:`conv_spec` / :func:`pool_spec`, which tools that have only shapes (benchmarks,
+``jconv.auto_choice``) call directly. Implementations receive the spec and never re-parse.
 """
 
 from __future__ import annotations
@@ -136,23 +138,30 @@ def _check_float(arr: object, name: str) -> None:
                         f"(float16/bfloat16/float32/float64), got dtype {dtype}")
 
 
+def _check_shapes(x_shape: Sequence[int], w_shape: Sequence[int], groups: int,
+                  data_format: str, w_layout: str) -> None:
+    """Rank and groups checks that need only shapes: x 3-D or 4-D in ``data_format``, w 4-D
+    (its ``w_layout`` named in the message), groups a positive int."""
+    if len(x_shape) not in (3, 4):
+        expect = "(N, C_in, H, W) or (C_in, H, W)" if data_format == "NCHW" else \
+            "(N, H, W, C_in) or (H, W, C_in)"
+        raise ValueError(f"x must be 3-D or 4-D {expect} for data_format={data_format!r}, "
+                         f"got shape {tuple(x_shape)}")
+    if len(w_shape) != 4:
+        raise ValueError(f"w must be 4-D {w_layout}, got shape {tuple(w_shape)}")
+    if not _is_int(groups) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+
+
 def check_operands(x: jnp.ndarray, w: jnp.ndarray, groups: int, data_format: str,
                    w_layout: str) -> None:
     """Checks every conv-like op makes of its operands: float arrays of one dtype, x 3-D or
     4-D in ``data_format``, w 4-D (its ``w_layout`` named in the message), groups >= 1."""
     _check_float(x, "x")
     _check_float(w, "w")
-    if x.ndim not in (3, 4):
-        expect = "(N, C_in, H, W) or (C_in, H, W)" if data_format == "NCHW" else \
-            "(N, H, W, C_in) or (H, W, C_in)"
-        raise ValueError(f"x must be 3-D or 4-D {expect} for data_format={data_format!r}, "
-                         f"got shape {tuple(x.shape)}")
-    if w.ndim != 4:
-        raise ValueError(f"w must be 4-D {w_layout}, got shape {tuple(w.shape)}")
+    _check_shapes(x.shape, w.shape, groups, data_format, w_layout)
     if x.dtype != w.dtype:
         raise TypeError(f"x and w must have the same dtype, got x {x.dtype} and w {w.dtype}")
-    if not _is_int(groups) or groups < 1:
-        raise ValueError(f"groups must be a positive int, got {groups!r}")
 
 
 def check_bias(b: jnp.ndarray | None, c_out: int, dtype: jnp.dtype) -> None:
@@ -166,27 +175,35 @@ def check_bias(b: jnp.ndarray | None, c_out: int, dtype: jnp.dtype) -> None:
         raise TypeError(f"b must have the dtype of x ({dtype}), got {b.dtype}")
 
 
-def canonical_conv(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, *, stride: IntOrPair,
-                   padding: PaddingLike, dilation: IntOrPair, groups: int, data_format: str,
-                   precision: object) -> tuple[ConvSpec, bool]:
-    """Validate a conv call. Returns the spec and whether ``x`` was unbatched."""
+def conv_spec(x_shape: Sequence[int], w_shape: Sequence[int], *, stride: IntOrPair = 1,
+              padding: PaddingLike = 0, dilation: IntOrPair = 1, groups: int = 1,
+              data_format: str = "NCHW", precision: object = None) -> ConvSpec:
+    """The validated :class:`ConvSpec` of a conv from shapes alone (no arrays needed).
+
+    x_shape: (N, C_in, H, W) or (C_in, H, W) (channels last for ``data_format="NHWC"``);
+    w_shape: (C_out, C_in/groups, kH, kW). The arguments mean what they mean in
+    :func:`jconv.conv2d`, and bad ones raise the same errors.
+
+    Example:
+      >>> spec = conv_spec((8, 3, 32, 32), (16, 3, 3, 3), stride=2, padding=1)
+      >>> spec.out_hw, spec.padding
+      ((16, 16), ((1, 1), (1, 1)))
+    """
     data_format = check_data_format(data_format)
-    check_operands(x, w, groups, data_format, "(C_out, C_in/groups, kH, kW)")
-    unbatched = x.ndim == 3
+    _check_shapes(x_shape, w_shape, groups, data_format, "(C_out, C_in/groups, kH, kW)")
     stride_p = to_pair(stride, "stride", minimum=1)
     dilation_p = to_pair(dilation, "dilation", minimum=1)
     if data_format == "NCHW":
-        c_in, h, w_ = x.shape[-3:]
+        c_in, h, w_ = tuple(x_shape)[-3:]
     else:
-        h, w_, c_in = x.shape[-3:]
-    c_out, c_per_group, kh, kw = w.shape
+        h, w_, c_in = tuple(x_shape)[-3:]
+    c_out, c_per_group, kh, kw = tuple(w_shape)
     if c_in % groups or c_out % groups:
         raise ValueError(f"groups={groups} must divide both C_in={c_in} and C_out={c_out}")
     if c_per_group * groups != c_in:
         raise ValueError(f"channel mismatch: x has C_in={c_in} channels but w expects "
                          f"C_in/groups={c_per_group} x groups={groups} = {c_per_group * groups} "
-                         f"(w shape {tuple(w.shape)} is (C_out, C_in/groups, kH, kW))")
-    check_bias(b, c_out, x.dtype)
+                         f"(w shape {tuple(w_shape)} is (C_out, C_in/groups, kH, kW))")
     pads = resolve_padding(padding, (kh, kw), dilation_p, stride_p)
     out_hw = []
     for size, k, s, p, d, axis in zip((h, w_), (kh, kw), stride_p, pads, dilation_p, "HW"):
@@ -196,10 +213,23 @@ def canonical_conv(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, *, str
                 f"kernel larger than the padded input along {axis}: effective kernel "
                 f"dilation*(k-1)+1 = {eff} > padded size {size}+{p[0]}+{p[1]} = {size + sum(p)}")
         out_hw.append(output_size(size, k, s, p, d))
-    spec = ConvSpec(stride=stride_p, padding=pads, dilation=dilation_p, groups=int(groups),
-                    kernel=(kh, kw), in_hw=(h, w_), out_hw=tuple(out_hw),  # type: ignore[arg-type]
+    return ConvSpec(stride=stride_p, padding=pads, dilation=dilation_p, groups=int(groups),
+                    kernel=(int(kh), int(kw)), in_hw=(int(h), int(w_)),
+                    out_hw=tuple(out_hw),  # type: ignore[arg-type]
                     data_format=data_format, precision=precision)
-    return spec, unbatched
+
+
+def canonical_conv(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, *, stride: IntOrPair,
+                   padding: PaddingLike, dilation: IntOrPair, groups: int, data_format: str,
+                   precision: object) -> tuple[ConvSpec, bool]:
+    """Validate a conv call: the arrays here, the geometry in :func:`conv_spec`. Returns the
+    spec and whether ``x`` was unbatched."""
+    data_format = check_data_format(data_format)
+    check_operands(x, w, groups, data_format, "(C_out, C_in/groups, kH, kW)")
+    check_bias(b, w.shape[0], x.dtype)
+    spec = conv_spec(x.shape, w.shape, stride=stride, padding=padding, dilation=dilation,
+                     groups=groups, data_format=data_format, precision=precision)
+    return spec, x.ndim == 3
 
 
 @dataclass(frozen=True)
@@ -225,15 +255,20 @@ def check_pool_padding(pad: Pair, kernel: Pair, padding: object, kernel_size: ob
                              f"got padding={padding!r} for kernel_size={kernel_size!r}")
 
 
-def canonical_pool(x: jnp.ndarray, kernel_size: IntOrPair, stride: IntOrPair | None,
-                   padding: IntOrPair, dilation: IntOrPair, ceil_mode: bool,
-                   data_format: str) -> tuple[PoolSpec, bool]:
-    """Validate a pooling call (PyTorch rules). Returns the spec and whether x was unbatched."""
+def pool_spec(x_shape: Sequence[int], kernel_size: IntOrPair, stride: IntOrPair | None = None,
+              padding: IntOrPair = 0, dilation: IntOrPair = 1, ceil_mode: bool = False,
+              data_format: str = "NCHW") -> PoolSpec:
+    """The validated :class:`PoolSpec` of a pooling call from the input shape alone
+    (PyTorch rules; x_shape (N, C, H, W) or (C, H, W), channels last for NHWC).
+
+    Example:
+      >>> pool_spec((1, 1, 5, 5), 2, ceil_mode=True).out_hw
+      (3, 3)
+    """
     data_format = check_data_format(data_format)
-    _check_float(x, "x")
-    if x.ndim not in (3, 4):
+    if len(x_shape) not in (3, 4):
         raise ValueError(f"x must be 3-D or 4-D ({data_format} batched or unbatched), "
-                         f"got shape {tuple(x.shape)}")
+                         f"got shape {tuple(x_shape)}")
     kernel = to_pair(kernel_size, "kernel_size", minimum=1)
     stride_p = kernel if stride is None else to_pair(stride, "stride", minimum=1)
     pad = to_pair(padding, "padding", minimum=0)
@@ -241,7 +276,7 @@ def canonical_pool(x: jnp.ndarray, kernel_size: IntOrPair, stride: IntOrPair | N
     if not isinstance(ceil_mode, (bool, np.bool_)):
         raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
     check_pool_padding(pad, kernel, padding, kernel_size)
-    hw = x.shape[-2:] if data_format == "NCHW" else x.shape[-3:-1]
+    hw = tuple(x_shape)[-2:] if data_format == "NCHW" else tuple(x_shape)[-3:-1]
     out_hw, pads = [], []
     for size, k, s, p, d, axis in zip(hw, kernel, stride_p, pad, dil, "HW"):
         out = output_size(size, k, s, (p, p), d, ceil_mode)
@@ -252,9 +287,17 @@ def canonical_pool(x: jnp.ndarray, kernel_size: IntOrPair, stride: IntOrPair | N
         overhang = max(0, (out - 1) * s + d * (k - 1) + 1 - (size + 2 * p))
         out_hw.append(out)
         pads.append((p, p + overhang))
-    spec = PoolSpec(kernel=kernel, stride=stride_p, padding=(pads[0], pads[1]), user_padding=pad,
+    return PoolSpec(kernel=kernel, stride=stride_p, padding=(pads[0], pads[1]), user_padding=pad,
                     dilation=dil, in_hw=tuple(int(v) for v in hw),  # type: ignore[arg-type]
                     out_hw=tuple(out_hw), data_format=data_format)  # type: ignore[arg-type]
+
+
+def canonical_pool(x: jnp.ndarray, kernel_size: IntOrPair, stride: IntOrPair | None,
+                   padding: IntOrPair, dilation: IntOrPair, ceil_mode: bool,
+                   data_format: str) -> tuple[PoolSpec, bool]:
+    """Validate a pooling call (PyTorch rules). Returns the spec and whether x was unbatched."""
+    _check_float(x, "x")
+    spec = pool_spec(x.shape, kernel_size, stride, padding, dilation, ceil_mode, data_format)
     return spec, x.ndim == 3
 
 

@@ -8,7 +8,7 @@ F(m x m, 3 x 3) computes an m x m output tile from an (m+2) x (m+2) input tile d
 so the per-tile channel contraction needs (m+2)^2 multiplies instead of 9 m^2:
 F(2x2,3x3) ("winograd2") saves 2.25x, F(4x4,3x3) ("winograd") 4x. The transforms are
 exact in real arithmetic but their larger constants amplify rounding, F(4,3) more than
-F(2,3); the README reports the measured error per dtype. Output sizes that are not a
+F(2,3); docs/performance.md reports the measured error per dtype. Output sizes that are not a
 multiple of m are handled by padding the input on the bottom/right and cropping.
 
 Error table (vs a float64 reference, per dtype): ``python -m jconv.bench.winograd_error --errors``.

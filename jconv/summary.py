@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ._spec import resolve_padding, to_pair
+from ._spec import conv_spec, pool_spec
 from .cost import activation_bytes, conv2d_macs, receptive_field
 from .nn import AvgPool2d, Conv2d, ConvTranspose2d, GlobalAvgPool2d, MaxPool2d
 
@@ -99,24 +99,33 @@ def _macs(layer: Any, in_shape: tuple[int, ...]) -> int:
     return 0
 
 
-def _window(layer: Any) -> list[tuple[int, int, int, int]] | None | bool:
-    """Per-axis (kernel, stride, pad_before, dilation) of a spatial layer; None if the layer
-    sees the whole input; False if it leaves the receptive field unchanged."""
+@dataclass(frozen=True)
+class _RFEffect:
+    """How one layer call changes the receptive field: ``axes`` is the per-axis
+    (kernel, stride, pad_before, dilation) of a local window; ``whole_input`` marks a layer
+    that sees the whole input (the field is then undefined); neither leaves it unchanged."""
+
+    axes: tuple[tuple[int, int, int, int], ...] = ()
+    whole_input: bool = False
+
+
+def _window(layer: Any, in_shape: tuple[int, ...]) -> _RFEffect:
+    """The receptive-field effect of calling ``layer`` on an input of ``in_shape``; the
+    geometry comes from the same spec parsing the layer's own call uses."""
     if isinstance(layer, Conv2d):
-        k = layer.kernel_size
-        s = to_pair(layer.stride, "stride", minimum=1)
-        d = to_pair(layer.dilation, "dilation", minimum=1)
-        pads = resolve_padding(layer.padding, k, d, s)
-        return [(k[a], s[a], pads[a][0], d[a]) for a in range(2)]
+        spec = conv_spec(in_shape, tuple(layer.kernel[...].shape), stride=layer.stride,
+                         padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
+                         data_format=layer.data_format)
+        pads = tuple(p[0] for p in spec.padding)
+        return _RFEffect(tuple(zip(spec.kernel, spec.stride, pads, spec.dilation)))
     if isinstance(layer, (MaxPool2d, AvgPool2d)):
-        k = to_pair(layer.kernel_size, "kernel_size", minimum=1)
-        s = k if layer.stride is None else to_pair(layer.stride, "stride", minimum=1)
-        p = to_pair(layer.padding, "padding", minimum=0)
-        d = to_pair(getattr(layer, "dilation", 1), "dilation", minimum=1)
-        return [(k[a], s[a], p[a], d[a]) for a in range(2)]
+        pspec = pool_spec(in_shape, layer.kernel_size, layer.stride, layer.padding,
+                          getattr(layer, "dilation", 1), layer.ceil_mode, layer.data_format)
+        return _RFEffect(tuple(zip(pspec.kernel, pspec.stride, pspec.user_padding,
+                                   pspec.dilation)))
     if isinstance(layer, (GlobalAvgPool2d, ConvTranspose2d, nnx.Linear)):
-        return None
-    return False
+        return _RFEffect(whole_input=True)
+    return _RFEffect()
 
 
 class _Recorder:
@@ -249,14 +258,14 @@ def summary(model: nnx.Module, input_shape: Sequence[int], dtype: Any = jnp.floa
     rf: tuple[int, int] | None = (1, 1)  # before any window each output pixel sees one input
     for target, name, x, y in recorder.calls:
         is_module = isinstance(target, nnx.Module)
-        window = _window(target) if is_module else False
-        if window is None:
-            rf = None  # and it stays None: nothing downstream is a local window any more
-        elif window is not False and rf is not None:
-            for axis in range(2):
-                chain[axis].append(window[axis])
-            rf = (receptive_field(chain[0]).size, receptive_field(chain[1]).size)
         in_shape = tuple(jax.tree.leaves(x)[0].shape)
+        effect = _window(target, in_shape) if is_module else _RFEffect()
+        if effect.whole_input:
+            rf = None  # and it stays None: nothing downstream is a local window any more
+        elif effect.axes and rf is not None:
+            for axis in range(2):
+                chain[axis].append(effect.axes[axis])
+            rf = (receptive_field(chain[0]).size, receptive_field(chain[1]).size)
         y_leaf = jax.tree.leaves(y)[0]
         rows.append(LayerSummary(
             name=name, kind=type(target).__name__ if is_module else target.kind,

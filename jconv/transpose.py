@@ -6,10 +6,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ._registry import CONV_IMPLS, conv_impl
 from ._spec import (IntOrPair, Pair, check_bias, check_data_format, check_impl, check_operands,
-                    to_pair)
-from ._registry import CONV_IMPLS
-from .conv import conv2d
+                    conv_spec, to_pair)
 
 
 def check_output_padding(output_padding: IntOrPair, s: Pair, d: Pair, stride: object,
@@ -83,24 +82,29 @@ def conv_transpose2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = Non
                          f"large for input {tuple(hw)}, kernel {tuple(w.shape[2:])}, "
                          f"stride={stride!r}, dilation={dilation!r}")
 
-    def forward(z: jnp.ndarray) -> jnp.ndarray:
-        # conv2d reads w as (O, I/groups, kH, kW) = (C_in, C_out/groups, kH, kW): a conv from
-        # C_out to C_in channels, whose transpose is the map we want.
-        return conv2d(z, w, stride=s, padding=p, dilation=d, groups=groups, impl=impl,
-                      data_format=data_format, precision=precision)
-
     n = xb.shape[0]
     z_shape = (n, c_out, *out_hw) if data_format == "NCHW" else (n, *out_hw, c_out)
-    z = jax.ShapeDtypeStruct(z_shape, x.dtype)  # only its shape and dtype are needed
+    # conv2d reads w as (O, I/groups, kH, kW) = (C_in, C_out/groups, kH, kW): a conv from
+    # C_out to C_in channels, whose transpose is the map we want. Its spec is parsed once.
+    spec = conv_spec(z_shape, w.shape, stride=s, padding=p, dilation=d, groups=groups,
+                     data_format=data_format, precision=precision)
+    if n == 0:  # an empty batch has an empty result, as in conv2d and PyTorch
+        y = jnp.zeros(z_shape, x.dtype)
+        if b is not None:
+            y = y + (b[:, None, None] if data_format == "NCHW" else b)
+        return y
+    conv = conv_impl(impl)
+
+    def forward(z: jnp.ndarray) -> jnp.ndarray:
+        return conv(z, w, spec)
+
     # With output_padding >= stride (possible when dilation > stride) the conv of z has
     # output_padding // stride more rows than x: those extra cotangent rows are zeros.
-    fwd_hw = jax.eval_shape(forward, z).shape
-    fwd_hw = fwd_hw[2:] if data_format == "NCHW" else fwd_hw[1:3]
-    extra = [(0, f - h) for f, h in zip(fwd_hw, hw)]
+    extra = [(0, f - h) for f, h in zip(spec.out_hw, hw)]
     pads = [(0, 0), (0, 0), *extra] if data_format == "NCHW" else [(0, 0), *extra, (0, 0)]
     # The VJP at any point is the transpose of this linear map; jax.vjp (rather than
     # jax.linear_transpose) also accepts impls that define their gradient by custom_vjp.
-    _, vjp = jax.vjp(forward, jnp.zeros(z.shape, z.dtype))
+    _, vjp = jax.vjp(forward, jnp.zeros(z_shape, x.dtype))
     (y,) = vjp(jnp.pad(xb, pads))
     if b is not None:
         y = y + (b[:, None, None] if data_format == "NCHW" else b)

@@ -4,10 +4,9 @@
 jax 0.10's CPU backend hands every float32/float64 2-D convolution in NHWC-able layout to
 YNNPACK (its default ``xla_cpu_experimental_ynn_fusion_type`` list holds
 ``LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION``); without that entry XLA runs the same
-convolution with its Eigen kernels. On the 2-core CPU of README "Performance" the Eigen
-kernels were 1.7x faster over the forward, input-gradient and weight-gradient passes of the
-CIFAR CNN's layers, so ``conv_backend="eigen"`` drops only that entry and keeps YNNPACK for
-dots and reductions. The option is per compilation: it changes nothing outside the jit it is
+convolution with its Eigen kernels, which were faster on the CIFAR CNN's layers on CPU
+(measurements in docs/performance.md), so ``conv_backend="eigen"`` drops only that entry and
+keeps YNNPACK for dots and reductions. The option is per compilation: it changes nothing outside the jit it is
 given to, and it is not an approximation — both backends compute the exact convolution.
 """
 

@@ -10,7 +10,6 @@ import pytest
 
 import jconv
 from jconv.bench import __main__ as cli
-from jconv.bench.model import run_model
 from jconv.bench.suite import Layer, suite
 
 
@@ -40,14 +39,6 @@ def test_quick_run_writes_table_csv_json_and_chart(tmp_path, capsys):
     meta = json.loads((tmp_path / "layers_quick.json").read_text())["meta"]
     assert meta["matmul_peak_gflops"] > 0 and meta["auto_measure"] is False
     assert (tmp_path / "layers_quick.png").stat().st_size > 1000
-
-
-@pytest.mark.slow
-def test_model_train_step_rows():
-    rows = run_model(["lax", "auto+eigen"], ["NHWC"], batch=2, reps=1, with_torch=False)
-    assert [(r["impl"], r["format"]) for r in rows] == [("lax", "NHWC"), ("auto+eigen", "NHWC")]
-    assert all(r["images_per_s"] > 0 for r in rows)
-    assert rows[0]["speedup_vs_lax"] == 1.0
 
 
 def test_split_label_and_eigen_case_compile_options():

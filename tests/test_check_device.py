@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+import jconv
 from jconv import _registry, check_device
 
 

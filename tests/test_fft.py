@@ -12,16 +12,11 @@ import pytest
 from jax import lax
 from jax.test_util import check_grads
 
+from helpers import assert_close_global, normal
+
 import jconv
 from jconv._fft import fast_fft_size
 from jconv.bench.fft import bench
-
-def _normal(seed, *shapes, dtype=jnp.float32):
-    """NumPy-generated normal arrays: no per-shape compilation of JAX's PRNG in the tests."""
-    rng = np.random.default_rng(seed)
-    arrays = tuple(jnp.asarray(rng.normal(size=s), dtype) for s in shapes)
-    return arrays[0] if len(arrays) == 1 else arrays
-
 
 
 def _lax_ref(x, w, b, stride, pads, dilation, groups, data_format):
@@ -34,14 +29,6 @@ def _lax_ref(x, w, b, stride, pads, dilation, groups, data_format):
     return y
 
 
-def _assert_close(got, want, tol=1e-5):
-    """Max abs error relative to the largest reference value (FFT error is global, not
-    per element)."""
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    assert got.shape == want.shape
-    assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max())
-
-
 @pytest.mark.parametrize("kernel,stride,pads,dilation,groups,bias,data_format", [
     ((3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1, True, "NCHW"),
     ((7, 5), (1, 1), ((0, 0), (0, 0)), (1, 1), 2, False, "NHWC"),
@@ -51,34 +38,34 @@ def _assert_close(got, want, tol=1e-5):
     ((1, 1), (3, 1), ((0, 0), (0, 0)), (1, 1), 1, False, "NHWC"),
 ])
 def test_forward_matches_lax(kernel, stride, pads, dilation, groups, bias, data_format):
-    x, w, b = _normal(groups, (2, 4, 13, 11), (8, 4 // groups, *kernel), (8,))
+    x, w, b = normal(groups, (2, 4, 13, 11), (8, 4 // groups, *kernel), (8,))
     if data_format == "NHWC":
         x = jnp.transpose(x, (0, 2, 3, 1))
     b = b if bias else None
     got = jconv.conv2d(x, w, b, stride=stride, padding=pads, dilation=dilation, groups=groups,
                        impl="fft", data_format=data_format)
-    _assert_close(got, _lax_ref(x, w, b, stride, pads, dilation, groups, data_format))
+    assert_close_global(got, _lax_ref(x, w, b, stride, pads, dilation, groups, data_format))
 
 
 def test_unbatched_and_same_padding():
-    x, w = _normal(1, (3, 10, 12), (2, 3, 4, 4))
+    x, w = normal(1, (3, 10, 12), (2, 3, 4, 4))
     got = jconv.conv2d(x, w, padding="same", impl="fft")
     assert got.shape == (2, 10, 12)
-    _assert_close(got, jconv.conv2d(x, w, padding="same"))
+    assert_close_global(got, jconv.conv2d(x, w, padding="same"))
 
 
 def test_float64_gradients():
     with jax.enable_x64(True):
-        x, w, b = _normal(2, (1, 2, 7, 6), (4, 1, 3, 2), (4,), dtype=jnp.float64)
+        x, w, b = normal(2, (1, 2, 7, 6), (4, 1, 3, 2), (4,), dtype=jnp.float64)
         f = partial(jconv.conv2d, stride=(2, 1), padding=1, dilation=(1, 2), groups=2,
                     impl="fft")
-        _assert_close(f(x, w, b), _lax_ref(x, w, b, (2, 1), ((1, 1), (1, 1)), (1, 2), 2,
+        assert_close_global(f(x, w, b), _lax_ref(x, w, b, (2, 1), ((1, 1), (1, 1)), (1, 2), 2,
                                            "NCHW"), tol=1e-12)
         check_grads(f, (x, w, b), order=2, modes=("fwd", "rev"))
 
 
 def test_float32_vjp_matches_lax():
-    x, w, ct = _normal(3, (2, 4, 9, 8), (6, 2, 5, 5), (2, 6, 5, 4))
+    x, w, ct = normal(3, (2, 4, 9, 8), (6, 2, 5, 5), (2, 6, 5, 4))
 
     @partial(jax.jit, static_argnums=3)  # one compilation per impl, not one per eager op
     def grads(x, w, ct, which):
@@ -87,7 +74,7 @@ def test_float32_vjp_matches_lax():
         return vjp(ct)
 
     for got, want in zip(grads(x, w, ct, "fft"), grads(x, w, ct, "lax")):
-        _assert_close(got, want)
+        assert_close_global(got, want)
 
 
 @pytest.mark.parametrize("dtype,tol", [(jnp.bfloat16, 2e-2), (jnp.float16, 2e-3)])
@@ -97,7 +84,7 @@ def test_half_precision_keeps_dtype(dtype, tol):
     w = jnp.asarray(rng.normal(size=(4, 4, 5, 5)) / 10, dtype)
     got = jconv.conv2d(x, w, padding=2, impl="fft")
     assert got.dtype == dtype
-    _assert_close(got.astype(jnp.float32),
+    assert_close_global(got.astype(jnp.float32),
                   jconv.conv2d(x.astype(jnp.float32), w.astype(jnp.float32), padding=2), tol)
 
 

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from helpers import normal
+
 import jconv
 from jconv.bench.fold import bench
 from jconv.nn import BatchNorm2d, Conv2d, MaxPool2d
@@ -20,13 +22,6 @@ _forward = nnx.jit(lambda model, x: model(x))
 
 CIFAR_TEST = (Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset"
               / "cifar-10-batches-py" / "test_batch")
-
-def _normal(seed, *shapes, dtype=jnp.float32):
-    """NumPy-generated normal arrays: no per-shape compilation of JAX's PRNG in the tests."""
-    rng = np.random.default_rng(seed)
-    arrays = tuple(jnp.asarray(rng.normal(size=s), dtype) for s in shapes)
-    return arrays[0] if len(arrays) == 1 else arrays
-
 
 
 def _cnn(data_format="NCHW", bias=True, seed=0):
@@ -47,7 +42,7 @@ def _cnn(data_format="NCHW", bias=True, seed=0):
             bn.bias[...] = jnp.asarray(rng.normal(size=bn.num_features), jnp.float32)
     shape = (8, 3, 32, 32) if data_format == "NCHW" else (8, 32, 32, 3)
     for i in range(2):  # train mode: running statistics move away from (0, 1)
-        _forward(model, _normal(i, shape) * 2.0 + 0.5)
+        _forward(model, normal(i, shape) * 2.0 + 0.5)
     model.eval()
     return model
 
@@ -78,7 +73,7 @@ def test_folds_on_real_cifar_images():
 def test_folds_on_random_data(data_format, bias):
     shape = (4, 3, 32, 32) if data_format == "NCHW" else (4, 32, 32, 3)
     model = _cnn(data_format, bias, seed=1)
-    _assert_same(model, _normal(7, shape))
+    _assert_same(model, normal(7, shape))
 
 
 def test_fold_pair_formula_and_originals_untouched():

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
+
 import jconv
 from jconv import _auto
 from jconv.bench.suite import cifar_layers, resnet18_layers

@@ -12,18 +12,13 @@ import pytest
 from jax import lax
 from jax.test_util import check_grads
 
+from helpers import assert_close_global, normal
+
 import jconv
 from jconv._winograd import winograd_matrices
 from jconv.bench.winograd_error import error_table
 
 WINOGRAD = ("winograd", "winograd2")
-
-def _normal(seed, *shapes, dtype=jnp.float32):
-    """NumPy-generated normal arrays: no per-shape compilation of JAX's PRNG in the tests."""
-    rng = np.random.default_rng(seed)
-    arrays = tuple(jnp.asarray(rng.normal(size=s), dtype) for s in shapes)
-    return arrays[0] if len(arrays) == 1 else arrays
-
 
 
 def _lax_ref(x, w, b, pads, groups, data_format):
@@ -34,14 +29,6 @@ def _lax_ref(x, w, b, pads, groups, data_format):
     if b is not None:
         y = y + (b[:, None, None] if data_format == "NCHW" else b)
     return y
-
-
-def _assert_close(got, want, tol=1e-5):
-    """Max abs error relative to the largest reference value: F(4,3)'s error grows with the
-    magnitude of the whole tile, so an elementwise rtol would be the wrong yardstick."""
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    assert got.shape == want.shape
-    assert np.abs(got - want).max() <= tol * max(1.0, np.abs(want).max())
 
 
 @pytest.mark.parametrize("tile", [2, 4])
@@ -60,29 +47,29 @@ def test_transform_matrices_give_1d_correlation(tile):
     (((2, 0), (1, 3)), ((2, 0), (1, 3)), 2, True), ("same", ((1, 1), (1, 1)), 1, False)])
 def test_forward_matches_lax_nchw(impl, padding, pads, groups, bias):
     # Odd sizes: neither output dim is a multiple of the tile, so padding + cropping is exercised.
-    x, w, b = _normal(groups, (2, 4, 9, 7), (8, 4 // groups, 3, 3), (8,))
+    x, w, b = normal(groups, (2, 4, 9, 7), (8, 4 // groups, 3, 3), (8,))
     b = b if bias else None
     got = jconv.conv2d(x, w, b, padding=padding, groups=groups, impl=impl)
     want = _lax_ref(x, w, b, pads, groups, "NCHW")
     assert got.shape == want.shape and got.dtype == jnp.float32
-    _assert_close(got, want)
+    assert_close_global(got, want)
 
 
 @pytest.mark.parametrize("impl", WINOGRAD)
 def test_forward_nhwc_and_unbatched(impl):
-    x, w = _normal(1, (3, 10, 6, 4), (6, 2, 3, 3))
+    x, w = normal(1, (3, 10, 6, 4), (6, 2, 3, 3))
     got = jconv.conv2d(x, w, padding=1, groups=2, impl=impl, data_format="NHWC")
-    _assert_close(got, _lax_ref(x, w, None, ((1, 1), (1, 1)), 2, "NHWC"))
+    assert_close_global(got, _lax_ref(x, w, None, ((1, 1), (1, 1)), 2, "NHWC"))
     x1 = jnp.transpose(x[0], (2, 0, 1))  # unbatched NCHW (C, H, W)
     got1 = jconv.conv2d(x1, w, padding=1, groups=2, impl=impl)
-    _assert_close(got1, jconv.conv2d(x1, w, padding=1, groups=2))
+    assert_close_global(got1, jconv.conv2d(x1, w, padding=1, groups=2))
     assert got1.shape == (6, 10, 6)
 
 
 @pytest.mark.parametrize("impl", WINOGRAD)
 def test_float64_exact_and_gradients(impl):
     with jax.enable_x64(True):
-        x, w, b = _normal(2, (1, 2, 5, 6), (2, 1, 3, 3), (2,), dtype=jnp.float64)
+        x, w, b = normal(2, (1, 2, 5, 6), (2, 1, 3, 3), (2,), dtype=jnp.float64)
         f = lambda x, w, b: jconv.conv2d(x, w, b, padding=1, groups=2, impl=impl)  # noqa: E731
         np.testing.assert_allclose(f(x, w, b), _lax_ref(x, w, b, ((1, 1), (1, 1)), 2, "NCHW"),
                                    rtol=1e-12, atol=1e-12)
@@ -91,7 +78,7 @@ def test_float64_exact_and_gradients(impl):
 
 @pytest.mark.parametrize("impl", WINOGRAD)
 def test_float32_vjp_matches_lax(impl):
-    x, w, ct = _normal(3, (2, 4, 7, 9), (6, 2, 3, 3), (2, 6, 7, 9))
+    x, w, ct = normal(3, (2, 4, 7, 9), (6, 2, 3, 3), (2, 6, 7, 9))
 
     @partial(jax.jit, static_argnums=3)  # one compilation per impl, not one per eager op
     def grads(x, w, ct, which):
@@ -100,7 +87,7 @@ def test_float32_vjp_matches_lax(impl):
         return vjp(ct)
 
     for got, want in zip(grads(x, w, ct, impl), grads(x, w, ct, "lax")):
-        _assert_close(got, want)
+        assert_close_global(got, want)
 
 
 def test_error_table_vs_float64():
@@ -148,8 +135,8 @@ def test_set_impl_switches_convs_and_leaves_pooling():
     model = nnx.Sequential(jconv.nn.Conv2d(3, 4, 3, padding=1, rngs=nnx.Rngs(0)),
                            jconv.nn.MaxPool2d(2, impl="loops"))
     forward = nnx.jit(lambda m, x: m(x))  # one compilation per impl setting
-    x = _normal(5, (1, 3, 10, 10))
+    x = normal(5, (1, 3, 10, 10))
     want = forward(model, x)
     jconv.set_impl(model, "winograd")
     assert (model.layers[0].impl, model.layers[1].impl) == ("winograd", "loops")
-    _assert_close(forward(model, x), want)
+    assert_close_global(forward(model, x), want)

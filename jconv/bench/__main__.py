@@ -1,4 +1,7 @@
-"""CLI: ``python -m jconv.bench [--mode quick|full] [--model] ...``; writes CSV/JSON/PNG."""
+"""CLI: ``python -m jconv.bench [--mode quick|full] ...``; writes CSV/JSON/PNG.
+
+The training benchmark (a whole train step per implementation) is ``python -m train.bench``.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,7 @@ import jax
 
 from .._registry import CONV_IMPLS
 from .._auto import measuring_enabled
-from .model import run_model
-from .report import format_table, layer_chart, model_chart, write_files
+from .report import format_table, layer_chart, write_files
 from .run import run_layers
 from .suite import suite
 from .timing import EIGEN_SUFFIX, matmul_peak_gflops
@@ -36,7 +38,7 @@ def _csv_list(value: str, allowed: Sequence[str], name: str) -> list[str]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m jconv.bench", description=__doc__)
     p.add_argument("--mode", choices=("quick", "full"), default="quick",
-                   help="quick: 3 tiny layers, seconds (CI); full: the README suite")
+                   help="quick: 3 tiny layers, seconds (CI); full: the suite of docs/performance.md")
     p.add_argument("--impls", default=DEFAULT_IMPLS,
                    help="comma list of jconv impls, each optionally with +eigen (compiled "
                         "with jconv.conv_compiler_options('eigen')); lax is always added; "
@@ -47,11 +49,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=None,
                    help="timed repetitions per case after warm-up (default quick 3, full 7)")
     p.add_argument("--no-torch", action="store_true", help="leave out the PyTorch column")
-    p.add_argument("--no-layers", action="store_true", help="skip the layer suite")
-    p.add_argument("--model", action="store_true",
-                   help="also time a six-conv 32/64/128 BN CNN train step per impl")
-    p.add_argument("--model-batch", type=int, default=None,
-                   help="train-step batch (default quick 8, full 128)")
     p.add_argument("--out", type=Path, default=Path("docs/bench"), help="output folder")
     args = p.parse_args(argv)
     try:
@@ -65,8 +62,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.reps = 3 if args.mode == "quick" else 7
     if args.reps < 1:
         p.error(f"--reps must be >= 1, got {args.reps}")
-    if args.model_batch is None:
-        args.model_batch = 8 if args.mode == "quick" else 128
     return args
 
 
@@ -89,25 +84,16 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"jax {meta['jax']}, torch {meta['torch']}, XLA matmul {peak:.1f} GFLOP/s at start "
           f"(per layer: matmul_gflops), "
           f"{meta['statistic']}")
-    if not args.no_layers:
-        layers = suite(args.mode)
-        if args.mode == "full":
-            layers = [layer for layer in layers if layer.suite in args.suites]
-        rows = run_layers(layers, args.impls, args.formats, args.reps, not args.no_torch,
-                          matmul_size=256 if args.mode == "quick" else 1024)
-        print(format_table(rows))
-        paths = write_files(args.out, f"layers_{args.mode}", rows, meta)
-        paths.append(layer_chart(rows, args.out / f"layers_{args.mode}.png",
-                                 f"jconv fwd+bwd speedup over lax ({args.mode})"))
-        print("wrote " + ", ".join(str(p) for p in paths))
-    if args.model:
-        rows = run_model(args.impls, args.formats, args.model_batch, args.reps,
-                         not args.no_torch)
-        print(format_table(rows, list(rows[0].keys())))
-        paths = write_files(args.out, f"model_{args.mode}", rows, meta)
-        paths.append(model_chart(rows, args.out / f"model_{args.mode}.png",
-                                 f"six-conv CNN train step, batch {args.model_batch}"))
-        print("wrote " + ", ".join(str(p) for p in paths))
+    layers = suite(args.mode)
+    if args.mode == "full":
+        layers = [layer for layer in layers if layer.suite in args.suites]
+    rows = run_layers(layers, args.impls, args.formats, args.reps, not args.no_torch,
+                      matmul_size=256 if args.mode == "quick" else 1024)
+    print(format_table(rows))
+    paths = write_files(args.out, f"layers_{args.mode}", rows, meta)
+    paths.append(layer_chart(rows, args.out / f"layers_{args.mode}.png",
+                             f"jconv fwd+bwd speedup over lax ({args.mode})"))
+    print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 

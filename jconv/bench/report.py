@@ -68,23 +68,3 @@ def layer_chart(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
-
-
-def model_chart(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
-    """Bar chart of training images/s per implementation (and data format)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [f"{r['impl']}\n{r['format']}" for r in rows]
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows)), 3.5))
-    ax.bar(range(len(rows)), [r["images_per_s"] for r in rows])
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels(labels, fontsize=8)
-    ax.set_ylabel("train images/s")
-    ax.set_title(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path

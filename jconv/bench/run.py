@@ -9,7 +9,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from .._auto import auto_choice, compiler_options_scope
-from .._spec import canonical_conv
+from .._spec import conv_spec
 from ..xla_options import conv_compiler_options
 from .suite import Layer
 from .timing import ConvCase, interleaved_medians, matmul_case, split_label
@@ -19,12 +19,10 @@ from .torch_ref import TorchCase, load_torch
 def _auto_label(layer: Layer, data_format: str, conv_backend: str) -> str:
     """``fwd/dx/dw`` implementations auto chose for this layer under ``conv_backend``'s
     compiler options (cached by the run itself)."""
-    x = jnp.zeros(layer.x_shape(data_format), jnp.float32)
-    w = jnp.zeros(layer.w_shape, jnp.float32)
-    spec, _ = canonical_conv(x, w, None, data_format=data_format, precision=None,
-                             **layer.conv_kwargs)
+    x_shape = layer.x_shape(data_format)
+    spec = conv_spec(x_shape, layer.w_shape, data_format=data_format, **layer.conv_kwargs)
     with compiler_options_scope(conv_compiler_options(conv_backend)):
-        return "/".join(auto_choice(x.shape, w.shape, x.dtype, spec).impls)
+        return "/".join(auto_choice(x_shape, layer.w_shape, jnp.float32, spec).impls)
 
 
 def run_layers(layers: list[Layer], impls: list[str], formats: list[str], reps: int,
