@@ -88,7 +88,6 @@ def test_four_devices_match_one_device_float64(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="not yet verified after its last fix and the merge with the damaged-checkpoint resume (issue 11 open): run it with -m slow on a quiet machine and remove this skip")
 def test_sharded_run_killed_then_resumed_ends_identical(four_devices, tmp_path):
     victim = tmp_path / "killed"
     cmd = [sys.executable, "-m", "train", *ARGS, "--workdir", str(victim)]
@@ -133,7 +132,6 @@ def _start_two_processes(workdir: Path, logs: Path, *extra: str) -> list[subproc
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="not yet verified after its last fix and the merge with the damaged-checkpoint resume (issue 11 open): run it with -m slow on a quiet machine and remove this skip")
 def test_two_processes_match_four_devices_stop_when_one_dies_and_resume(four_devices,
                                                                          tmp_path):
     """2 processes x 2 devices: process 1 is SIGKILLed once epoch 1 is on disk, process 0
