@@ -161,4 +161,4 @@ def test_existing_run_needs_resume_with_the_same_config(tmp_path, capsys):
 def test_errors_are_one_line_no_traceback(tmp_path, capsys, extra, match):
     assert main(["--config", "cifar.yaml", "--workdir", str(tmp_path), *TINY, *extra]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and match in err and "Traceback" not in err
+    assert err.startswith("Error: ") and match in err and "Traceback" not in err

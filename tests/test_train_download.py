@@ -170,7 +170,7 @@ def test_cli_download_error_is_one_line(server, tmp_path, monkeypatch, capsys):
                  f"data.data_dir={tmp_path / 'tfds'}", f"data.url={base}/missing.tar.gz",
                  *TINY]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: downloading {base}/missing.tar.gz failed: HTTP 404")
+    assert err.startswith(f"Error: downloading {base}/missing.tar.gz failed: HTTP 404")
     assert err.count("\n") == 1 and "Traceback" not in err
 
 

@@ -59,8 +59,8 @@ def test_unwritable_workdir(tmp_path):
 
 
 @pytest.mark.parametrize("args, match", [
-    (["seed=-1"], "error: seed=-1 is invalid"),
-    (["optim.lr=inf"], "error: optim.lr=inf is invalid: expected a finite number"),
+    (["seed=-1"], "Error: seed=-1 is invalid"),
+    (["optim.lr=inf"], "Error: optim.lr=inf is invalid: expected a finite number"),
     (["--workdir", "{file}"], "is a file, expected a folder"),
 ])
 def test_cli_errors_are_one_line(tmp_path, capsys, args, match):
@@ -70,7 +70,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys, args, match):
     workdir = [] if "--workdir" in args else ["--workdir", str(tmp_path / "run")]
     assert main(["--config", "cifar.yaml", *workdir, *SYNTH, *args]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and match in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("Error: ") and match in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_yaml_list_is_one_line(tmp_path, capsys):
@@ -110,7 +110,7 @@ def test_diverging_run_stops_at_once_keeping_the_last_good_checkpoint(tmp_path, 
     assert main(["--config", "cifar.yaml", "--workdir", str(wd), "--quiet", "train.epochs=3",
                  "train.max_steps_per_epoch=2", *SYNTH]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: training diverged: the loss is nan at epoch 2, step 1 of 2")
+    assert err.startswith("Error: training diverged: the loss is nan at epoch 2, step 1 of 2")
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert sorted(p.name for p in (wd / "checkpoints").iterdir()) == ["1"]
     records = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]

@@ -196,5 +196,5 @@ def test_max_rel_diff_sees_a_difference():
 def test_multi_process_argument_errors(tmp_path, capsys, args, match):
     assert main(["--config", "cifar.yaml", "--workdir", str(tmp_path), *args, *TINY]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1
+    assert err.startswith("Error: ") and err.count("\n") == 1
     assert __import__("re").search(match, err)

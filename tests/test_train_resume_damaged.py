@@ -158,5 +158,5 @@ def test_cli_resume_falls_back_with_identical_metrics_or_stops_in_one_line(tmp_p
         (wd / "checkpoints" / step / "meta" / "metadata").unlink()
     assert main([*ARGS, "--workdir", str(wd), "--resume"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: --resume: no checkpoint in ") and "Traceback" not in err
+    assert err.startswith("Error: --resume: no checkpoint in ") and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1

@@ -43,18 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     impls = [i for i in args.impls.split(",") if i]
     bad = [i for i in impls if split_label(i)[0] not in CONV_IMPLS]
     if bad or args.rounds < 1 or args.steps < 1:
-        print(f"error: --impls must name {tuple(CONV_IMPLS)}, each optionally with "
+        print(f"Error: --impls must name {tuple(CONV_IMPLS)}, each optionally with "
               f"{EIGEN_SUFFIX} (got {bad}); --rounds and --steps >= 1", file=sys.stderr)
         return 2
     formats = args.formats.split(",") if args.formats else [None]
     if any(f not in (None, "NHWC", "NCHW") for f in formats):
-        print(f"error: --formats must be NHWC and/or NCHW, got {args.formats!r}", file=sys.stderr)
+        print(f"Error: --formats must be NHWC and/or NCHW, got {args.formats!r}", file=sys.stderr)
         return 2
     try:
         cfg = load_config(args.config, args.overrides)
         ds = load_dataset(cfg.data, cfg.seed)
     except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"Error: {e}", file=sys.stderr)
         return 2
 
     from .parallel import init_training

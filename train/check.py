@@ -147,18 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     impls = [i for i in args.impls.split(",") if i]
     unknown = [i for i in impls + [args.reference] if i not in CONV_IMPLS]
     if unknown:
-        print(f"error: --impls/--reference {unknown} not in {tuple(CONV_IMPLS)}",
+        print(f"Error: --impls/--reference {unknown} not in {tuple(CONV_IMPLS)}",
               file=sys.stderr)
         return 2
     if args.steps < 1 or args.batch_size < 1:
-        print("error: --steps and --batch-size must be >= 1", file=sys.stderr)
+        print("Error: --steps and --batch-size must be >= 1", file=sys.stderr)
         return 2
     try:
         cfg = load_config(args.config, args.overrides)
         ok = run_check(cfg, impls, args.reference, args.steps, args.batch_size, args.tol32,
                        args.tol64)
     except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"Error: {e}", file=sys.stderr)
         return 2
     return 0 if ok else 1
 

@@ -58,7 +58,7 @@ def _peer_failed(e: BaseException) -> None:
     import jax
 
     reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    print(f"error: process {jax.process_index()} of {jax.process_count()}: an operation "
+    print(f"Error: process {jax.process_index()} of {jax.process_count()}: an operation "
           f"with the other processes failed, most likely because one of them died "
           f"({reason}); start them all again with --resume", file=sys.stderr, flush=True)
     os._exit(3)
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             _peer_failed(e)
     except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"Error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
