@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from ._registry import CONV_IMPLS, conv_impl
+from .conv import add_bias
 from ._spec import (IntOrPair, Pair, check_bias, check_data_format, check_impl, check_operands,
                     conv_spec, to_pair)
 
@@ -91,7 +92,7 @@ def conv_transpose2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = Non
     if n == 0:  # an empty batch has an empty result, as in conv2d and PyTorch
         y = jnp.zeros(z_shape, x.dtype)
         if b is not None:
-            y = y + (b[:, None, None] if data_format == "NCHW" else b)
+            y = add_bias(y, b, data_format)
         return y
     conv = conv_impl(impl)
 
@@ -107,5 +108,5 @@ def conv_transpose2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = Non
     _, vjp = jax.vjp(forward, jnp.zeros(z_shape, x.dtype))
     (y,) = vjp(jnp.pad(xb, pads))
     if b is not None:
-        y = y + (b[:, None, None] if data_format == "NCHW" else b)
+        y = add_bias(y, b, data_format)
     return y[0] if unbatched else y

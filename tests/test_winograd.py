@@ -91,7 +91,7 @@ def test_float32_vjp_matches_lax(impl):
 
 
 def test_error_table_vs_float64():
-    """The README's error table, on a smaller problem: F(2,3) is as accurate as lax, F(4,3)
+    """The error table of docs/performance.md, on a smaller problem: F(2,3) is as accurate as lax, F(4,3)
     loses about an order of magnitude in float32; half precisions transform in float32, so
     their error is the input/output rounding that lax has too. (float64 exactness is checked
     in test_float64_exact_and_gradients.)"""

@@ -23,6 +23,16 @@ def round_to(a: np.ndarray, dtype: str) -> np.ndarray:
     return np.asarray(np.asarray(a).astype(jnp.dtype(dtype)), np.float64)
 
 
+def to_jax(a: np.ndarray | None, dtype: str) -> Any:
+    """``a`` as a JAX array of ``dtype``: cast by NumPy, then ``jax.device_put``, because
+    ``jnp.asarray`` of a NumPy array compiles a small XLA program per shape (``lax.stage``),
+    a quarter of the checker's compiles."""
+    import jax
+    import jax.numpy as jnp
+
+    return None if a is None else jax.device_put(np.asarray(a).astype(jnp.dtype(dtype)))
+
+
 @dataclass(frozen=True)
 class _Case:
     """What every case kind shares: inputs from its own seed, a cotangent, a repro."""
@@ -51,7 +61,7 @@ class _Case:
         """The positional array arguments as JAX arrays of ``dtype``."""
         import jax.numpy as jnp
 
-        return tuple(None if a is None else jnp.asarray(a, dtype) for a in self.inputs(dtype))
+        return tuple(to_jax(a, dtype) for a in self.inputs(dtype))
 
     def cotangent(self, shape: tuple[int, ...], dtype: str = "float64") -> np.ndarray:
         """The output cotangent used for gradient checks (float64 values, ``dtype``-rounded)."""

@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from ._cases import to_jax
 from ._report import DEFAULT_TOLERANCES, CheckReport, CheckResult
 
 _MSG_CHARS = 400
@@ -127,9 +128,9 @@ def _check_case(fn: Callable[..., Any], case: Any, index: int, dtype: str, grads
     want = case.reference(*inputs)
     ct = case.cotangent(want.shape, dtype)
     with _x64(dtype):
-        arrays = [None if a is None else jnp.asarray(a, dtype) for a in inputs]
+        arrays = [to_jax(a, dtype) for a in inputs]
         try:
-            y, y2, got_grads = _run(fn, case, arrays, grads, jnp.asarray(ct, dtype), jit)
+            y, y2, got_grads = _run(fn, case, arrays, grads, to_jax(ct, dtype), jit)
             y, y2 = np.asarray(y), None if y2 is None else np.asarray(y2)
             got_grads = None if got_grads is None else [np.asarray(g) for g in got_grads]
         except Exception as exc:  # a user fn may raise anything: report it, never crash
@@ -156,7 +157,7 @@ def _check_grads_case(fn: Callable[..., Any], case: Any, index: int,
     from jax.test_util import check_grads
 
     with _x64("float64"):
-        arrays = [None if a is None else jnp.asarray(a) for a in case.inputs("float64")]
+        arrays = [to_jax(a, "float64") for a in case.inputs("float64")]
         call, diff_idx = _with_diff_args(fn, case, arrays)
         diff = tuple(arrays[i] for i in diff_idx)
         for mode in ("fwd", "rev"):
