@@ -65,7 +65,8 @@ class Conv2d(nnx.Module):
         # Parsed here with conv2d's own validators, so a bad value fails at construction.
         self.stride = to_pair(stride, "stride", minimum=1)
         self.dilation = to_pair(dilation, "dilation", minimum=1)
-        resolve_padding(padding, (kh, kw), self.dilation, self.stride)
+        # ``padding`` as given (for display); ``pads`` resolved once, what every call uses.
+        self.pads = resolve_padding(padding, (kh, kw), self.dilation, self.stride)
         self.padding, self.groups = padding, groups
         self.impl = check_impl(impl, tuple(CONV_IMPLS))
         self.data_format = check_data_format(data_format)
@@ -78,7 +79,7 @@ class Conv2d(nnx.Module):
         dtype = self.dtype or x.dtype
         b = None if self.bias is None else self.bias[...].astype(dtype)
         return conv2d(x.astype(dtype), self.kernel[...].astype(dtype), b, stride=self.stride,
-                      padding=self.padding, dilation=self.dilation, groups=self.groups,
+                      padding=self.pads, dilation=self.dilation, groups=self.groups,
                       impl=self.impl, data_format=self.data_format, precision=self.precision)
 
 

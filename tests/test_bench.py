@@ -51,6 +51,7 @@ def test_split_label_and_eigen_case_compile_options():
     plain, eigen = ConvCase(layer, "lax", "NHWC"), ConvCase(layer, "lax+eigen", "NHWC")
     assert plain.fwd().shape == eigen.fwd().shape
     if jax.default_backend() == "cpu":
+        assert "ynn_fusion" in plain._fwd.as_text()  # positive control
         assert "ynn_fusion" not in eigen._fwd.as_text()
 
 

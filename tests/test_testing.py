@@ -22,7 +22,7 @@ def _pair(v):
 
 
 def lax_conv(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, _pads=None,
-             _stride=None, _dilation=None, _dtype=None):
+             _stride=None, _dilation=None, _dtype=None, _bias_in_x_dtype=False):
     """A correct torch-signature wrapper around lax.conv_general_dilated; the underscore
     knobs let the mutants below break one thing at a time."""
     s, d = _pair(stride), _pair(dilation)
@@ -37,8 +37,11 @@ def lax_conv(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, _pads=N
                                  rhs_dilation=_dilation or d, feature_group_count=groups,
                                  dimension_numbers=("NCHW", "OIHW", "NCHW"),
                                  precision="highest").astype(dtype)
-    if b is not None:
+    if b is not None and _bias_in_x_dtype:
         y = y + b[:, None, None]
+    elif b is not None:  # the bias gradient sums many pixels: in float32 at least
+        acc = jnp.promote_types(dtype, jnp.float32)
+        y = (y.astype(acc) + b.astype(acc)[:, None, None]).astype(dtype)
     return y[0] if unbatched else y
 
 
@@ -72,6 +75,11 @@ def groups_interleaved(x, w, b=None, *, groups=1, **kw):
 
 def bfloat16_inside(x, w, b=None, **kw):
     return lax_conv(x, w, b, _dtype=jnp.bfloat16, **kw)
+
+
+def bias_added_in_bfloat16(x, w, b=None, **kw):
+    """``y + b`` in the input dtype: in bfloat16 the bias gradient is summed in bfloat16."""
+    return lax_conv(x, w, b, _bias_in_x_dtype=True, **kw)
 
 
 def rejects_unbatched(x, w, b=None, **kw):
@@ -110,26 +118,28 @@ def _grad_off_by_one_percent():
 
 grad_off_by_one_percent = _grad_off_by_one_percent()
 
-# (mutant, the check that must catch it)
+# (mutant, the check that must catch it, the dtype it shows in)
 MUTANTS = [
-    (symmetric_padding, "forward"),
-    (same_extra_pixel_top_left, "forward"),
-    (stride_axes_swapped, "forward"),
-    (dilation_ignored, "forward"),
-    (flipped_kernel, "forward"),
-    (groups_interleaved, "forward"),
-    (bfloat16_inside, "forward"),
-    (rejects_unbatched, "forward"),
-    (nan_in_corner, "forward"),
-    (grad_off_by_one_percent, "grad"),
+    (symmetric_padding, "forward", "float32"),
+    (same_extra_pixel_top_left, "forward", "float32"),
+    (stride_axes_swapped, "forward", "float32"),
+    (dilation_ignored, "forward", "float32"),
+    (flipped_kernel, "forward", "float32"),
+    (groups_interleaved, "forward", "float32"),
+    (bfloat16_inside, "forward", "float32"),
+    (rejects_unbatched, "forward", "float32"),
+    (nan_in_corner, "forward", "float32"),
+    (grad_off_by_one_percent, "grad", "float32"),
+    (bias_added_in_bfloat16, "grad", "bfloat16"),
 ]
 
 
-@pytest.mark.parametrize("mutant,caught_by", MUTANTS, ids=[m.__name__ for m, _ in MUTANTS])
-def test_broken_convs_fail(mutant, caught_by):
+@pytest.mark.parametrize("mutant,caught_by,dtype", MUTANTS,
+                         ids=[m.__name__ for m, _, _ in MUTANTS])
+def test_broken_convs_fail(mutant, caught_by, dtype):
     # Forward bugs need no gradients to show; float32 catches even bfloat16 arithmetic.
     grads = caught_by == "grad"
-    report = testing.check_conv2d(mutant, cases="quick", dtypes=("float32",), grads=grads,
+    report = testing.check_conv2d(mutant, cases="quick", dtypes=(dtype,), grads=grads,
                                   check_grads_cases=0, fail_fast=True)
     assert not report.passed, str(report)
     assert {r.check.split(" ")[0] for r in report.failures} == {caught_by}

@@ -29,6 +29,8 @@ def test_eigen_options_keep_convolutions_away_from_ynnpack():
     x, w = _operands()
     opts = jconv.conv_compiler_options("eigen")
     assert opts == {xla_options.YNN_FUSION_OPTION: xla_options.EIGEN_YNN_FUSION_TYPES}
+    # Positive control: without the options XLA:CPU sends this conv to YNNPACK.
+    assert "ynn_fusion" in jax.jit(_conv).lower(x, w).compile().as_text()
     hlo = jax.jit(_conv, compiler_options=opts).lower(x, w).compile().as_text()
     assert "convolution(" in hlo and "ynn_fusion" not in hlo
 
