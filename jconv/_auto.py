@@ -163,10 +163,8 @@ def heuristic_choice(w_shape: tuple[int, ...], spec: ConvSpec,
       reliably on the CIFAR and ResNet-18 layers.
 
     Example:
-      >>> import jax.numpy as jnp
-      >>> from jconv._spec import canonical_conv
-      >>> spec, _ = canonical_conv(jnp.ones((1, 3, 8, 8)), jnp.ones((8, 3, 3, 3)), None,
-      ...     stride=1, padding=1, dilation=1, groups=1, data_format="NCHW", precision=None)
+      >>> import jconv
+      >>> spec = jconv.conv_spec((1, 3, 8, 8), (8, 3, 3, 3), padding=1)
       >>> heuristic_choice((8, 3, 3, 3), spec).impls
       ('im2col', 'im2col', 'im2col')
     """
@@ -372,9 +370,7 @@ def auto_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.d
 
     Example:
       >>> import jax.numpy as jnp, jconv
-      >>> from jconv._spec import canonical_conv
-      >>> spec, _ = canonical_conv(jnp.ones((2, 16, 8, 8)), jnp.ones((16, 1, 3, 3)), None,
-      ...     stride=1, padding=1, dilation=1, groups=16, data_format="NCHW", precision=None)
+      >>> spec = jconv.conv_spec((2, 16, 8, 8), (16, 1, 3, 3), padding=1, groups=16)
       >>> jconv.set_auto_measure(False)
       >>> jconv.auto_choice((2, 16, 8, 8), (16, 1, 3, 3), jnp.float32, spec).impls
       ('loops', 'loops', 'loops')

@@ -7,7 +7,7 @@ train config's validation and the benchmarks' labels.
 
 Every implementation shares one signature, ``conv(x, w, spec) -> y``: ``x`` batched in
 ``spec.data_format``, ``w`` (C_out, C_in/groups, kH, kW), ``spec`` the frozen
-:class:`jconv._spec.ConvSpec` that :func:`jconv._spec.canonical_conv` parsed once; the result
+:class:`jconv.ConvSpec` that :func:`jconv.conv_spec` parsed once; the result
 has the input's dtype. To add one: write that function in its own module, add an
 ``Implementation`` below, and the suite's registry-driven tests pick it up.
 """

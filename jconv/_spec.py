@@ -102,7 +102,9 @@ def output_size(size: int, kernel: int, stride: int, pad: tuple[int, int], dilat
 
 @dataclass(frozen=True)
 class ConvSpec:
-    """Validated convolution geometry. Shapes are in the canonical NHWC view."""
+    """Validated convolution geometry, built once by :func:`conv_spec` and shared by every
+    implementation (``conv(x, w, spec)``). ``padding`` is resolved to
+    ``((top, bottom), (left, right))``; ``in_hw``/``out_hw`` are (H, W)."""
 
     stride: Pair
     padding: PadPairs

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from typing import Iterable, NamedTuple
 
-from ._spec import (IntOrPair, PaddingLike, Pair, _is_int, check_pool_padding, output_size,
+from ._spec import (IntOrPair, PaddingLike, Pair, _is_int, output_size, pool_spec,
                     resolve_padding, to_pair)
 
 
@@ -61,17 +61,7 @@ def pool2d_output_shape(input_hw: IntOrPair, kernel_size: IntOrPair,
       (3, 3)
     """
     hw = _size_pair(input_hw, "input_hw")
-    k = to_pair(kernel_size, "kernel_size", minimum=1)
-    s = k if stride is None else to_pair(stride, "stride", minimum=1)
-    p = to_pair(padding, "padding", minimum=0)
-    check_pool_padding(p, k, padding, kernel_size)
-    d = to_pair(dilation, "dilation", minimum=1)
-    out = tuple(output_size(n, kk, ss, (pp, pp), dd, ceil_mode)
-                for n, kk, ss, pp, dd in zip(hw, k, s, p, d))
-    if min(out) < 1:
-        raise ValueError(f"pooling window kernel_size={kernel_size!r} does not fit in input "
-                         f"{hw} with padding {p}")
-    return out  # type: ignore[return-value]
+    return pool_spec((1, 1, *hw), kernel_size, stride, padding, dilation, ceil_mode).out_hw
 
 
 def same_padding(kernel_size: IntOrPair, dilation: IntOrPair = 1) -> int | Pair:
