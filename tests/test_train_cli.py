@@ -100,6 +100,7 @@ def test_resume_after_kill_gives_identical_metrics(tmp_path, monkeypatch):
     assert final[0]["test_loss"] == final[1]["test_loss"]
 
 
+@pytest.mark.slow  # a real subprocess, killed and resumed
 def test_resume_after_sigkill_of_a_real_process(tmp_path):
     """A separate ``python -m train`` process is SIGKILLed (no cleanup, no handler) once
     epoch 1 is on disk; ``--resume`` must then end exactly like an uninterrupted run."""
