@@ -294,7 +294,8 @@ def _train_epoch(cfg: Config, epoch: int, steps: int, ds: Dataset, norm: Normali
     if quiet and jax.process_index() == 0:
         per_device = f", {record['images_per_s_per_device']:.0f} per device" if n_dev > 1 else ""
         print(f"epoch {epoch + 1}/{t.epochs}: loss {record['train_loss']:.3f} train "
-              f"{100 * record['train_acc']:.1f}% test {100 * test_acc:.2f}% "
+              f"{100 * record['train_acc']:.1f}% "
+              f"{'val' if cfg.data.val_fraction > 0 else 'test'} {100 * test_acc:.2f}% "
               f"({record['images_per_s']:.0f} img/s{per_device})", flush=True)
     return state, record
 
