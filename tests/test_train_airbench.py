@@ -416,6 +416,7 @@ def test_airbench_run_every_switch_on_and_exact_resume(tmp_path, monkeypatch, ca
     assert final[0]["test_loss"] == final[1]["test_loss"]
 
 
+@pytest.mark.slow
 def test_validation_run_end_to_end(tmp_path, capsys):
     folder, _, _ = make_cifar_dir(tmp_path, train_rows=(40,), test_rows=6)
     (folder / "test_batch").unlink()

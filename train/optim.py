@@ -70,8 +70,11 @@ def param_labels(params: Any, frozen_whiten: bool = False) -> Any:
       >>> import jax.numpy as jnp
       >>> p = {"bn": {"bias": jnp.ones(2)}, "whiten": {"bias": jnp.ones(2),
       ...      "kernel": jnp.ones((2, 3, 2, 2))}, "head": {"kernel": jnp.ones((2, 2))}}
-      >>> param_labels(p, frozen_whiten=True)
-      {'bn': {'bias': 'bn_bias'}, 'head': {'kernel': 'rest'}, 'whiten': {'bias': 'whiten_bias', 'kernel': 'frozen'}}
+      >>> labels = param_labels(p, frozen_whiten=True)
+      >>> labels["bn"], labels["head"]
+      ({'bias': 'bn_bias'}, {'kernel': 'rest'})
+      >>> labels["whiten"]
+      {'bias': 'whiten_bias', 'kernel': 'frozen'}
     """
     def label(path: tuple, _: Any) -> str:
         names = _names(path)

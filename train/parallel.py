@@ -182,9 +182,9 @@ def init_training(model_cfg: ModelConfig, optim_cfg: OptimConfig, seed: int,
                   batch_size: int | None = None) -> Training:
     """Model (:func:`build_model`, ``whiten_images`` for its whitening conv), schedule and
     optimiser of the config (``total_steps`` steps, ``steps_per_epoch`` for the warm-up and
-    ``optim.whiten_bias_epochs``, ``batch_size`` for ``optim.scaling=airbench``) and the initial training state (with ``optim.lookahead``
-    its ``"ema"`` copy of the weights), placed replicated on ``mesh`` (left where JAX puts
-    it when None).
+    ``optim.whiten_bias_epochs``, ``batch_size`` for ``optim.scaling=airbench``) and the
+    initial training state (with ``optim.lookahead`` its ``"ema"`` copy of the weights),
+    placed replicated on ``mesh`` (left where JAX puts it when None).
 
     Example:
       >>> from train.config import load_config
