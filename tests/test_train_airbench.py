@@ -31,7 +31,7 @@ from train_helpers import make_cifar_dir
 
 TINY_AB = ["data.source=synthetic", "model.widths=[8,8,8]", "train.batch_size=16",
            "train.eval_batch_size=32", "data.synthetic_train=64", "data.synthetic_test=40",
-           "train.tensorboard=false"]
+           "train.tensorboard=false", "optim.warmup_epochs=1"]
 
 
 def _patches(images: np.ndarray, k: int) -> np.ndarray:
