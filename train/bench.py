@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         tr = init_training(model_cfg, cfg.optim, cfg.seed, 1000, 10, conv_impl=impl,
                            batch_size=bs)
         state = tr.state
-        step = make_train_step(tr.fns, tr.tx, cfg.optim.label_smoothing, conv_backend)
+        step = make_train_step(tr.fns, tr.tx, cfg.optim.label_smoothing, conv_backend,
+                               lookahead_steps=1000 if cfg.optim.lookahead else None)
         t0 = time.perf_counter()
         state, m = step(state, *data[0])
         m["loss"].block_until_ready()
