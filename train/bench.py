@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     norm = Normalizer(*channel_stats(ds.train.images))
     batches = train_batches(ds.train, norm, batch_size=bs, seed=cfg.seed, epoch=0,
                             crop_padding=cfg.data.crop_padding, flip=cfg.data.flip,
+                            alternating_flip=cfg.data.alternating_flip,
+                            pad_mode=cfg.data.crop_padding_mode,
                             max_steps=args.steps)
     data = [(jnp.asarray(b["image"]), jnp.asarray(b["label"])) for b in
             (batches[i] for i in range(len(batches)))]
@@ -75,9 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         impl, conv_backend = split_label(label)
         model_cfg = cfg.model if fmt is None else OmegaConf.merge(cfg.model,
                                                                    {"data_format": fmt})
-        tr = init_training(model_cfg, cfg.optim, cfg.seed, 1000, 10, conv_impl=impl)
+        tr = init_training(model_cfg, cfg.optim, cfg.seed, 1000, 10, conv_impl=impl,
+                           batch_size=bs)
         state = tr.state
-        step = make_train_step(tr.fns, tr.tx, cfg.optim.label_smoothing, conv_backend)
+        step = make_train_step(tr.fns, tr.tx, cfg.optim.label_smoothing, conv_backend,
+                               lookahead_steps=1000 if cfg.optim.lookahead else None)
         t0 = time.perf_counter()
         state, m = step(state, *data[0])
         m["loss"].block_until_ready()

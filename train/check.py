@@ -50,6 +50,8 @@ def _batches(cfg: Any, n_steps: int, batch_size: int) -> list[dict]:
     norm = Normalizer(*channel_stats(ds.train.images))
     batches = train_batches(ds.train, norm, batch_size=batch_size, seed=cfg.seed, epoch=0,
                             crop_padding=cfg.data.crop_padding, flip=cfg.data.flip,
+                            alternating_flip=cfg.data.alternating_flip,
+                            pad_mode=cfg.data.crop_padding_mode,
                             max_steps=n_steps)
     return [batches[i] for i in range(len(batches))]
 
@@ -59,7 +61,8 @@ def grads_f32(cfg: Any, impl: str, batch: dict) -> tuple[float, Any]:
     from .parallel import init_training
     from .steps import make_grad_fn
 
-    tr = init_training(cfg.model, cfg.optim, cfg.seed, 1, 1, conv_impl=impl, dtype="float32")
+    tr = init_training(cfg.model, cfg.optim, cfg.seed, 1, 1, conv_impl=impl, dtype="float32",
+                       batch_size=len(batch["label"]))
     loss, grads = make_grad_fn(tr.fns, cfg.optim.label_smoothing, cfg.model.conv_backend)(
         tr.state["params"], tr.state["batch_stats"], batch["image"], batch["label"])
     return float(loss), jax.device_get(grads)
@@ -71,7 +74,7 @@ def trajectory_f64(cfg: Any, impl: str, batches: list[dict]) -> tuple[np.ndarray
     from .steps import make_train_step
 
     tr = init_training(cfg.model, cfg.optim, cfg.seed, len(batches), 1, conv_impl=impl,
-                       dtype="float64")
+                       dtype="float64", batch_size=len(batches[0]["label"]))
     state = tr.state
     step = make_train_step(tr.fns, tr.tx, cfg.optim.label_smoothing, cfg.model.conv_backend)
     losses = []

@@ -3,6 +3,10 @@
 The YAML is the single source of defaults: the schema declares every field ``MISSING``, so a
 field the YAML leaves out is an error, an unknown key is an error and a wrong type is an
 error (all from OmegaConf), and :func:`validate` adds the value checks OmegaConf cannot do.
+
+A YAML may start from another one: a top-level ``base: other.yaml`` (looked up next to the
+file, then in ``configs/``) is loaded first (recursively) and this file's keys are merged
+over it, so a variant states only what it changes.
 """
 
 from __future__ import annotations
@@ -14,14 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, List, Optional
 
+import jax.numpy as jnp
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+# model.dtype names -> compute dtypes (the one table; train.parallel builds models with it)
+DTYPES: dict[str, Any] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
+                          "float64": jnp.float64}
 SOURCES = ("auto", "tfds", "cifar10_dir", "synthetic")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "constant")
-DTYPES = ("float32", "bfloat16", "float64")
+ARCHS = ("vgg", "airbench")
+ACTS = ("relu", "gelu")
+SCALINGS = ("none", "airbench")
+PAD_MODES = ("zeros", "reflect")
 
 
 class ConfigError(ValueError):
@@ -41,15 +52,25 @@ class DataConfig:
     synthetic_train: int = MISSING  # synthetic: number of training / test images
     synthetic_test: int = MISSING
     crop_padding: int = MISSING  # random-crop padding in pixels (0: no crop)
+    crop_padding_mode: str = MISSING  # zeros | reflect: what the crop padding holds
     flip: bool = MISSING  # random horizontal flip for training
+    alternating_flip: bool = MISSING  # with flip: each image flipped every other epoch
     max_train: Optional[int] = MISSING  # keep only the first N training images (None: all)
+    val_fraction: float = MISSING  # > 0: evaluate on the last fraction of the training
+    # images (held out from training) instead of the test set, which is then never read
 
 
 @dataclass
 class ModelConfig:
+    arch: str = MISSING  # vgg (train.model.CifarCNN) | airbench (train.model.AirbenchNet)
     widths: List[int] = MISSING  # channels of each stage; each stage halves H and W
     convs_per_stage: int = MISSING
     pool_first: bool = MISSING  # pool after a stage's first conv (airbench) or its last
+    whiten: bool = MISSING  # airbench: frozen patch-whitening first conv from the data
+    dirac_init: bool = MISSING  # identity init of each conv's first C_in filters
+    act: str = MISSING  # relu | gelu
+    bn_scale: bool = MISSING  # BatchNorm learns a scale (False: fixed at 1)
+    bn_eps: float = MISSING
     conv_impl: str = MISSING  # any name in jconv.CONV_IMPLS
     conv_backend: str = MISSING  # jconv.CONV_BACKENDS: XLA:CPU conv kernels of the jitted steps
     pool_impl: str = MISSING  # any name in jconv.POOL_IMPLS
@@ -68,7 +89,13 @@ class OptimConfig:
     weight_decay: float = MISSING  # decoupled for adamw, added to the gradient for sgd
     schedule: str = MISSING  # onecycle | cosine (with linear warm-up) | constant
     warmup_epochs: float = MISSING
+    start_factor: float = MISSING  # warm-up starts at lr * start_factor
+    end_factor: float = MISSING  # onecycle ends at lr * end_factor
     label_smoothing: float = MISSING
+    scaling: str = MISSING  # none | airbench (lr, weight_decay in airbench's units)
+    bias_lr_scale: float = MISSING  # BatchNorm biases: lr x this, weight decay / this
+    whiten_bias_epochs: float = MISSING  # train the whitening conv's bias this long only
+    lookahead: bool = MISSING  # airbench's Lookahead/EMA of the weights every 5 steps
 
 
 @dataclass
@@ -78,6 +105,9 @@ class TrainConfig:
     eval_batch_size: int = MISSING
     max_steps_per_epoch: Optional[int] = MISSING  # cap for smoke runs (None: full epochs)
     tta_flip: bool = MISSING  # evaluate on mean logits of image and its mirror
+    tta_multicrop: bool = MISSING  # also the images translated by (-1,-1) and (1,1)
+    epoch_tta: bool = MISSING  # per-epoch evaluations use the TTA too (False: plain logits;
+    # the final evaluation always uses it)
     keep_checkpoints: int = MISSING  # the last N are kept, plus the best
     tensorboard: bool = MISSING
 
@@ -117,14 +147,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     """
     file = resolve_config_path(path)
     schema = OmegaConf.structured(Config)
-    try:
-        loaded = OmegaConf.load(file)
-    except Exception as e:  # yaml errors carry their own position info
-        raise ConfigError(f"{file}: not valid YAML: {e}") from None
-    if not isinstance(loaded, DictConfig):
-        kind = "list" if isinstance(loaded, ListConfig) else type(loaded).__name__
-        raise ConfigError(f"{file}: the YAML holds a {kind}, expected a mapping of sections "
-                          "(seed, data, model, optim, train)")
+    loaded = load_yaml(file)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value, "
@@ -140,6 +163,46 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     validate(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg  # type: ignore[return-value]
+
+
+def load_yaml(file: str | Path, _chain: tuple[Path, ...] = ()) -> DictConfig:
+    """The mapping in YAML ``file`` with its ``base:`` chain resolved: the base file (a path
+    relative to ``file``'s folder, else to ``configs/``) is loaded the same way and ``file``'s
+    keys are merged over it. Not validated (see :func:`load_config`).
+
+    Example:
+      >>> cfg = load_yaml(CONFIG_DIR / "cifar_subset.yaml")
+      >>> cfg.data.source, cfg.model.widths[0], "base" in cfg
+      ('cifar10_dir', 48, False)
+    """
+    file = Path(file)
+    if file.resolve() in _chain:
+        cycle = " -> ".join(str(p.name) for p in (*_chain, file.resolve()))
+        raise ConfigError(f"{file}: base: cycle {cycle}; a config cannot extend itself")
+    try:
+        loaded = OmegaConf.load(file)
+    except Exception as e:  # yaml errors carry their own position info
+        raise ConfigError(f"{file}: not valid YAML: {e}") from None
+    if not isinstance(loaded, DictConfig):
+        kind = "list" if isinstance(loaded, ListConfig) else type(loaded).__name__
+        raise ConfigError(f"{file}: the YAML holds a {kind}, expected a mapping of sections "
+                          "(seed, data, model, optim, train)")
+    if "base" not in loaded:
+        return loaded
+    base = loaded.pop("base")
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{file}: base={base!r} is invalid: expected the file name of the "
+                          "YAML this one extends, e.g. base: cifar.yaml")
+    candidates = [file.parent / base, CONFIG_DIR / base]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise ConfigError(f"{file}: base={base!r}: no such file (looked in {file.parent} and "
+                          f"{CONFIG_DIR})")
+    parent = load_yaml(found, (*_chain, file.resolve()))
+    try:
+        return OmegaConf.merge(parent, loaded)  # type: ignore[return-value]
+    except OmegaConfBaseException as e:
+        raise ConfigError(_describe(e, file)) from None
 
 
 def _describe(e: OmegaConfBaseException, file: Path) -> str:
@@ -167,7 +230,7 @@ def _floats(tree: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
             yield from _floats(value, name)
 
 
-def validate(cfg: Any) -> None:
+def validate(cfg: Config) -> None:
     """Value checks beyond types: choices, ranges and combinations.
 
     Example:
@@ -193,6 +256,21 @@ def validate(cfg: Any) -> None:
     _check(0 <= d.crop_padding <= 16, "data.crop_padding", d.crop_padding, "an int in [0, 16]")
     _check(d.max_train is None or d.max_train > 0, "data.max_train", d.max_train,
            "null or a positive int")
+    _check(d.crop_padding_mode in PAD_MODES, "data.crop_padding_mode", d.crop_padding_mode,
+           f"one of {PAD_MODES}")
+    _check(d.crop_padding_mode == "zeros" or d.crop_padding < 32, "data.crop_padding",
+           d.crop_padding, "less than 32 with crop_padding_mode=reflect")
+    _check(0.0 <= d.val_fraction < 1.0, "data.val_fraction", d.val_fraction,
+           "a number in [0, 1)")
+    _check(m.arch in ARCHS, "model.arch", m.arch, f"one of {ARCHS}")
+    _check(m.act in ACTS, "model.act", m.act, f"one of {ACTS}")
+    _check(m.bn_eps > 0, "model.bn_eps", m.bn_eps, "a positive number")
+    _check(m.arch == "airbench" or not m.whiten, "model.whiten", m.whiten,
+           "false with model.arch=vgg (the whitening conv is part of the airbench network)")
+    _check(m.arch == "vgg" or len(m.widths) <= 4, "model.widths", list(m.widths),
+           "at most 4 groups with model.arch=airbench (each halves the 31x31 map)")
+    _check(m.arch == "vgg" or m.pool_first, "model.pool_first", m.pool_first,
+           "true with model.arch=airbench (its groups pool after their first conv)")
     _check(len(m.widths) > 0 and all(w > 0 for w in m.widths), "model.widths",
            list(m.widths), "a non-empty list of positive ints")
     _check(len(m.widths) <= 5, "model.widths", list(m.widths),
@@ -214,6 +292,15 @@ def validate(cfg: Any) -> None:
     _check(0.0 <= o.momentum < 1.0, "optim.momentum", o.momentum, "a number in [0, 1)")
     _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "a number >= 0")
     _check(o.schedule in SCHEDULES, "optim.schedule", o.schedule, f"one of {SCHEDULES}")
+    _check(0.0 <= o.start_factor <= 1.0, "optim.start_factor", o.start_factor,
+           "a number in [0, 1]")
+    _check(0.0 <= o.end_factor <= 1.0, "optim.end_factor", o.end_factor, "a number in [0, 1]")
+    _check(o.scaling in SCALINGS, "optim.scaling", o.scaling, f"one of {SCALINGS}")
+    _check(o.scaling == "none" or o.name == "sgd", "optim.scaling", o.scaling,
+           "'none' with optim.name=adamw (airbench's units are for Nesterov SGD)")
+    _check(o.bias_lr_scale > 0, "optim.bias_lr_scale", o.bias_lr_scale, "a positive number")
+    _check(o.whiten_bias_epochs >= 0, "optim.whiten_bias_epochs", o.whiten_bias_epochs,
+           "a number >= 0")
     _check(t.epochs > 0, "train.epochs", t.epochs, "a positive int")
     _check(0 <= o.warmup_epochs < t.epochs, "optim.warmup_epochs", o.warmup_epochs,
            f"a number in [0, train.epochs={t.epochs})")
@@ -250,7 +337,7 @@ def check_workdir(path: str | Path) -> Path:
     return workdir
 
 
-def to_yaml(cfg: Any) -> str:
+def to_yaml(cfg: Config) -> str:
     """The resolved config as YAML text (what a run saves next to its outputs).
 
     Example:
@@ -260,7 +347,7 @@ def to_yaml(cfg: Any) -> str:
     return OmegaConf.to_yaml(cfg)
 
 
-def as_dict(cfg: Any) -> dict:
+def as_dict(cfg: Config) -> dict:
     """Plain-dict copy of ``cfg`` (for JSON run records).
 
     Example:

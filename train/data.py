@@ -30,6 +30,8 @@ import grain
 import numpy as np
 from tqdm import tqdm
 
+from .config import DataConfig
+
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -110,9 +112,10 @@ def _read_batch(file: Path) -> Split:
     return _split(images, batch[b"labels"], str(file))
 
 
-def load_cifar10_dir(folder: str | Path) -> Dataset:
+def load_cifar10_dir(folder: str | Path, read_test: bool = True) -> Dataset:
     """The official "python version" folder (``cifar-10-batches-py``): ``data_batch_<k>``
-    files (any number, any rows each) for training, ``test_batch`` for test.
+    files (any number, any rows each) for training, ``test_batch`` for test (not read when
+    not ``read_test``: the test split is then empty).
 
     Example:
       >>> load_cifar10_dir("/no/such/dir")
@@ -133,7 +136,8 @@ def load_cifar10_dir(folder: str | Path) -> Dataset:
     parts = [_read_batch(p) for p in train_files]
     train = Split(np.concatenate([p.images for p in parts]),
                   np.concatenate([p.labels for p in parts]))
-    test = _read_batch(folder / "test_batch")
+    test = _read_batch(folder / "test_batch") if read_test else \
+        Split(np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.int32))
     names = CIFAR10_CLASSES
     meta = folder / "batches.meta"
     if meta.is_file():
@@ -198,7 +202,7 @@ def default_data_dir() -> Path:
     return Path(cache).expanduser() / "jconv" / CIFAR10_FOLDER
 
 
-def python_folder(data_cfg: Any) -> Path:
+def python_folder(data_cfg: DataConfig) -> Path:
     """The ``cifar-10-batches-py`` folder ``data_cfg`` names: ``data.dir``, or
     :func:`default_data_dir` when that is null."""
     return Path(data_cfg.dir).expanduser() if data_cfg.dir else default_data_dir()
@@ -284,7 +288,7 @@ def download_cifar10(dest: str | Path, url: str = CIFAR10_URL, md5: str | None =
     return dest
 
 
-def _auto(data_cfg: Any, progress: bool) -> Dataset:
+def _auto(data_cfg: DataConfig, progress: bool) -> Dataset:
     """data.source=auto: a prepared TFDS copy, else the python folder, else a download."""
     tfds_reason = "tensorflow-datasets is not installed"
     try:
@@ -309,8 +313,12 @@ def _auto(data_cfg: Any, progress: bool) -> Dataset:
         f"--file_format=array_record`)")
 
 
-def load_dataset(data_cfg: Any, seed: int, progress: bool = True) -> Dataset:
+def load_dataset(data_cfg: DataConfig, seed: int, progress: bool = True) -> Dataset:
     """The dataset ``data_cfg.source`` names, trimmed to ``data_cfg.max_train`` images.
+
+    With ``data_cfg.val_fraction`` > 0 the last ``round(val_fraction * N)`` of those N
+    training images become the returned ``test`` split (a validation split, for tuning) and
+    the real test images are never used (``cifar10_dir`` does not even read them).
 
     ``auto`` takes a prepared TFDS copy, else the python folder at ``data.dir``, else
     downloads it there when ``data.download``; ``cifar10_dir`` reads the folder at
@@ -318,24 +326,36 @@ def load_dataset(data_cfg: Any, seed: int, progress: bool = True) -> Dataset:
 
     Example:
       >>> from types import SimpleNamespace as NS
-      >>> cfg = NS(source="synthetic", synthetic_train=4, synthetic_test=2, max_train=3)
+      >>> cfg = NS(source="synthetic", synthetic_train=4, synthetic_test=2, max_train=3,
+      ...          val_fraction=0.0)
       >>> len(load_dataset(cfg, seed=0).train)
       3
     """
+    val = data_cfg.val_fraction > 0
     if data_cfg.source == "synthetic":
         ds = synthetic(data_cfg.synthetic_train, data_cfg.synthetic_test, seed)
     elif data_cfg.source == "cifar10_dir":
-        ds = load_cifar10_dir(python_folder(data_cfg))
+        ds = load_cifar10_dir(python_folder(data_cfg), read_test=not val)
     elif data_cfg.source == "auto":
         ds = _auto(data_cfg, progress)
     else:
         ds = load_tfds(data_cfg.tfds_name, data_cfg.data_dir)
-    if len(ds.train) == 0 or len(ds.test) == 0:
+    if len(ds.train) == 0 or (len(ds.test) == 0 and not val):
         raise DataError(f"{ds.description}: the train and test splits must both be non-empty")
     if data_cfg.max_train is not None and data_cfg.max_train < len(ds.train):
         n = data_cfg.max_train
         ds = Dataset(Split(ds.train.images[:n], ds.train.labels[:n]), ds.test, ds.class_names,
                      f"{ds.description}, first {n} train images")
+    if val:
+        n = len(ds.train)
+        k = round(data_cfg.val_fraction * n)
+        if not 0 < k < n:
+            raise DataError(f"data.val_fraction={data_cfg.val_fraction} of {n} training images "
+                            f"holds out {k}: expected at least 1 and fewer than {n}")
+        ds = Dataset(Split(ds.train.images[:n - k], ds.train.labels[:n - k]),
+                     Split(ds.train.images[n - k:], ds.train.labels[n - k:]), ds.class_names,
+                     f"{ds.description}; VALIDATION run: the last {k} of the {n} training "
+                     "images are the evaluation split, the test set is not used")
     return ds
 
 
@@ -363,8 +383,10 @@ class Normalizer:
 
 
 def augment(images: np.ndarray, rng: np.random.Generator, crop_padding: int,
-            flip: bool) -> np.ndarray:
-    """Random crop of the zero-padded image and random horizontal flip, per image.
+            flip: bool | np.ndarray, pad_mode: str = "zeros") -> np.ndarray:
+    """Random crop of the padded image (``pad_mode`` ``zeros`` or ``reflect``) and random
+    horizontal flip, per image; ``flip`` may instead be a bool array (B,) saying which images
+    to mirror.
 
     images: uint8 (B, H, W, C) -> uint8 (B, H, W, C).
 
@@ -376,16 +398,33 @@ def augment(images: np.ndarray, rng: np.random.Generator, crop_padding: int,
     b, h, w, _ = images.shape
     if crop_padding:
         p = crop_padding
-        padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
+        padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)),
+                        mode="reflect" if pad_mode == "reflect" else "constant")
         oy = rng.integers(0, 2 * p + 1, b)
         ox = rng.integers(0, 2 * p + 1, b)
         rows = (oy[:, None] + np.arange(h))[:, :, None]
         cols = (ox[:, None] + np.arange(w))[:, None, :]
         images = padded[np.arange(b)[:, None, None], rows, cols]
-    if flip:
+    if isinstance(flip, np.ndarray):
+        images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
+    elif flip:
         mirror = rng.random(b) < 0.5
         images = np.where(mirror[:, None, None, None], images[:, :, ::-1], images)
     return images
+
+
+def alternating_flips(n: int, seed: int, epoch: int) -> np.ndarray:
+    """airbench's alternating flip: which of ``n`` images are mirrored in ``epoch``, bool
+    (n,). A random half (drawn once from ``seed``) in even epochs, exactly the other images
+    in odd epochs, so every image is seen both ways within any two consecutive epochs.
+
+    Example:
+      >>> a, b = alternating_flips(6, 0, 0), alternating_flips(6, 0, 1)
+      >>> bool((a != b).all()), bool((a == alternating_flips(6, 0, 2)).all())
+      (True, True)
+    """
+    first = np.random.default_rng(np.random.SeedSequence([seed, 0xF11B])).random(n) < 0.5
+    return first ^ bool(epoch % 2)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -413,10 +452,14 @@ def steps_per_epoch(n_train: int, batch_size: int, max_steps: int | None) -> int
 
 
 def train_batches(split: Split, norm: Normalizer, *, batch_size: int, seed: int, epoch: int,
-                  crop_padding: int, flip: bool, max_steps: int | None = None) -> grain.MapDataset:
+                  crop_padding: int, flip: bool, max_steps: int | None = None,
+                  alternating_flip: bool = False,
+                  pad_mode: str = "zeros") -> grain.MapDataset:
     """Epoch ``epoch``'s training batches: a grain ``MapDataset`` of dicts with ``image``
     float32 (B, 32, 32, 3) and ``label`` int32 (B,). The order and augmentation depend only on
     ``(seed, epoch)``, so a resumed run sees exactly the batches an uninterrupted one would.
+    With ``flip`` and ``alternating_flip`` the flips are :func:`alternating_flips` instead of
+    random; ``pad_mode`` is :func:`augment`'s.
 
     Example:
       >>> ds = synthetic(10, 2, seed=0)
@@ -429,8 +472,11 @@ def train_batches(split: Split, norm: Normalizer, *, batch_size: int, seed: int,
     es = epoch_seed(seed, epoch)
     steps = steps_per_epoch(len(split), batch_size, max_steps)
 
+    flips = alternating_flips(len(split), seed, epoch) if flip and alternating_flip else None
+
     def load(rows: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        images = augment(split.images[rows], rng, crop_padding, flip)
+        images = augment(split.images[rows], rng, crop_padding,
+                         flip if flips is None else flips[rows], pad_mode)
         return {"image": norm(images), "label": split.labels[rows]}
 
     ds = grain.MapDataset.range(len(split)).shuffle(seed=es)

@@ -67,9 +67,7 @@ def load_run(workdir: str | Path, checkpoint: str = "best") -> LoadedRun:
     from .checkpoint import Checkpoints
     from .config import load_config
     from .data import CIFAR10_CLASSES
-    from .loop import build_model
-    from .optim import make_optimizer, make_schedule
-    from .steps import split_model
+    from .parallel import init_training
 
     workdir = Path(workdir)
     if not workdir.is_dir():
@@ -85,10 +83,9 @@ def load_run(workdir: str | Path, checkpoint: str = "best") -> LoadedRun:
     if cfg.model.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     norm = json.loads(run_file.read_text())["normalisation"]
-    model = build_model(cfg.model, cfg.seed)
     # Only the state's structure matters for restoring; any schedule length gives it.
-    tx = make_optimizer(cfg.optim, make_schedule(cfg.optim, 2, 1))
-    fns, like = split_model(model, tx)
+    tr = init_training(cfg.model, cfg.optim, cfg.seed, 2, 1, batch_size=cfg.train.batch_size)
+    fns, like = tr.fns, tr.state
     ckpts = Checkpoints(ckpt_dir, cfg.train.keep_checkpoints)
     try:
         steps = ckpts.all_steps()

@@ -15,10 +15,10 @@ from tqdm import tqdm
 
 from . import report
 from .checkpoint import CheckpointError, Checkpoints
-from .config import as_dict, to_yaml
+from .config import Config, as_dict, to_yaml
 from .data import (Dataset, Normalizer, channel_stats, eval_batches, load_dataset,
                    steps_per_epoch, train_batches)
-from .model import CifarCNN, count_params, macs_per_image
+from .model import count_params, macs_per_image
 from .parallel import (AXIS, build_model, check_batch_size, init_training,  # noqa: F401
                        make_mesh, shard_batch)
 from .steps import TrainState, make_eval_step, make_train_step
@@ -53,18 +53,22 @@ def evaluate(eval_step: Any, state: TrainState, ds_split: Any, norm: Normalizer,
             pred)
 
 
-def _summary(cfg: Any, ds: Dataset, model: CifarCNN, steps: int, workdir: Path,
+# airbench computes its whitening conv from this many (normalised) training images.
+WHITEN_IMAGES = 5000
+
+
+def _summary(cfg: Config, ds: Dataset, model: Any, steps: int, workdir: Path,
              n_dev: int) -> str:
     m = cfg.model
     macs = macs_per_image(m.widths, m.convs_per_stage, len(ds.class_names),
-                          pool_first=m.pool_first)
+                          pool_first=m.pool_first, arch=m.arch)
     lines = [
         f"jconv CIFAR-10 training -> {workdir}",
         f"  devices     {', '.join(report.devices())}",
         f"  parallel    data parallel over {n_dev} device(s) of {jax.process_count()} "
         f"process(es): {cfg.train.batch_size // n_dev} images per device per step",
         f"  data        {ds.description}",
-        f"  model       widths {list(m.widths)} x {m.convs_per_stage} convs, "
+        f"  model       {m.arch}, widths {list(m.widths)} x {m.convs_per_stage} convs, "
         f"conv_impl={m.conv_impl} ({m.conv_backend} XLA conv kernels), {m.data_format}, {m.dtype}",
         f"  size        {count_params(model):,} parameters, {macs / 1e6:.1f} M MACs/image "
         f"(forward)",
@@ -77,7 +81,7 @@ def _summary(cfg: Any, ds: Dataset, model: CifarCNN, steps: int, workdir: Path,
     return "\n".join(lines)
 
 
-def _check_workdir(workdir: Path, resume: bool, cfg: Any) -> None:
+def _check_workdir(workdir: Path, resume: bool, cfg: Config) -> None:
     ckpt = workdir / "checkpoints"
     saved = workdir / "config.yaml"
     if resume and saved.is_file() and saved.read_text() != to_yaml(cfg):
@@ -104,7 +108,7 @@ def _sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def run(cfg: Any, workdir: str | Path, resume: bool = False, quiet: bool = False) -> dict:
+def run(cfg: Config, workdir: str | Path, resume: bool = False, quiet: bool = False) -> dict:
     """Train as ``cfg`` says, writing everything under ``workdir``; returns the final
     results (also saved as ``results.json``). ``resume`` continues from the latest
     checkpoint and, the data order depending only on (seed, epoch), ends with the same
@@ -135,7 +139,9 @@ def run(cfg: Any, workdir: str | Path, resume: bool = False, quiet: bool = False
         _prepare_workdir(workdir, resume)
     norm = Normalizer(*channel_stats(ds.train.images))
     steps = steps_per_epoch(len(ds.train), t.batch_size, t.max_steps_per_epoch)
-    tr = init_training(cfg.model, cfg.optim, cfg.seed, t.epochs * steps, steps, mesh=mesh)
+    whiten = norm(ds.train.images[:WHITEN_IMAGES]) if cfg.model.whiten else None
+    tr = init_training(cfg.model, cfg.optim, cfg.seed, t.epochs * steps, steps, mesh=mesh,
+                       whiten_images=whiten, batch_size=t.batch_size)
     schedule, state = tr.schedule, tr.state
     input_dtype = np.float64 if cfg.model.dtype == "float64" else np.float32
     say = print if main else _silent
@@ -174,18 +180,25 @@ def run(cfg: Any, workdir: str | Path, resume: bool = False, quiet: bool = False
     t_compile = time.perf_counter()
     images = jax.ShapeDtypeStruct((t.batch_size, 32, 32, 3), input_dtype)
     train_step = make_train_step(tr.fns, tr.tx, cfg.optim.label_smoothing,
-                                 cfg.model.conv_backend, mesh).lower(
+                                 cfg.model.conv_backend, mesh,
+                                 t.epochs * steps if cfg.optim.lookahead else None).lower(
         state, images, jax.ShapeDtypeStruct((t.batch_size,), np.int32)).compile()
-    eval_step = make_eval_step(tr.fns, t.tta_flip, cfg.model.conv_backend, mesh).lower(
-        state["params"], state["batch_stats"],
-        jax.ShapeDtypeStruct((eval_bs, 32, 32, 3), input_dtype)).compile()
+    eval_images = jax.ShapeDtypeStruct((eval_bs, 32, 32, 3), input_dtype)
+    eval_step = make_eval_step(tr.fns, t.tta_flip, cfg.model.conv_backend, mesh,
+                               t.tta_multicrop).lower(
+        state["params"], state["batch_stats"], eval_images).compile()
+    # Per-epoch evaluations without test-time augmentation cost one forward pass, not 2-6.
+    epoch_eval_step = eval_step if t.epoch_tta else make_eval_step(
+        tr.fns, False, cfg.model.conv_backend, mesh).lower(
+        state["params"], state["batch_stats"], eval_images).compile()
     say(f"  compiled    train and eval steps in {time.perf_counter() - t_compile:.1f} s",
         flush=True)
 
     record: dict = {}
     try:
         for epoch in range(start_epoch, t.epochs):
-            state, record = _train_epoch(cfg, epoch, steps, ds, norm, train_step, eval_step,
+            state, record = _train_epoch(cfg, epoch, steps, ds, norm, train_step,
+                                         epoch_eval_step,
                                          state, schedule, input_dtype, quiet or not main,
                                          mesh, eval_bs)
             record["wall_s"] = round(wall_before + time.perf_counter() - t_start, 2)
@@ -231,7 +244,7 @@ def _finite_loss(loss: Any, epoch: int, step: int, steps: int) -> float:
     return value
 
 
-def _train_epoch(cfg: Any, epoch: int, steps: int, ds: Dataset, norm: Normalizer,
+def _train_epoch(cfg: Config, epoch: int, steps: int, ds: Dataset, norm: Normalizer,
                  train_step: Any, eval_step: Any, state: TrainState, schedule: Any,
                  input_dtype: Any, quiet: bool, mesh: Any,
                  eval_bs: int) -> tuple[TrainState, dict]:
@@ -239,7 +252,9 @@ def _train_epoch(cfg: Any, epoch: int, steps: int, ds: Dataset, norm: Normalizer
     n_dev = mesh.shape[AXIS]
     batches = train_batches(ds.train, norm, batch_size=t.batch_size, seed=cfg.seed,
                             epoch=epoch, crop_padding=cfg.data.crop_padding,
-                            flip=cfg.data.flip, max_steps=t.max_steps_per_epoch)
+                            flip=cfg.data.flip, max_steps=t.max_steps_per_epoch,
+                            alternating_flip=cfg.data.alternating_flip,
+                            pad_mode=cfg.data.crop_padding_mode)
     bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", unit="step",
                disable=quiet, leave=True, dynamic_ncols=True)
     losses, correct = [], 0
@@ -279,12 +294,13 @@ def _train_epoch(cfg: Any, epoch: int, steps: int, ds: Dataset, norm: Normalizer
     if quiet and jax.process_index() == 0:
         per_device = f", {record['images_per_s_per_device']:.0f} per device" if n_dev > 1 else ""
         print(f"epoch {epoch + 1}/{t.epochs}: loss {record['train_loss']:.3f} train "
-              f"{100 * record['train_acc']:.1f}% test {100 * test_acc:.2f}% "
+              f"{100 * record['train_acc']:.1f}% "
+              f"{'val' if cfg.data.val_fraction > 0 else 'test'} {100 * test_acc:.2f}% "
               f"({record['images_per_s']:.0f} img/s{per_device})", flush=True)
     return state, record
 
 
-def _finish(cfg: Any, workdir: Path, ds: Dataset, log: report.MetricsLog, test_loss: float,
+def _finish(cfg: Config, workdir: Path, ds: Dataset, log: report.MetricsLog, test_loss: float,
             test_acc: float, preds: np.ndarray, wall_s: float) -> dict:
     records = log.read()
     cm = report.confusion_matrix(ds.test.labels, preds, len(ds.class_names))
@@ -296,14 +312,18 @@ def _finish(cfg: Any, workdir: Path, ds: Dataset, log: report.MetricsLog, test_l
         "per_class_acc": {n: float(row[i] / max(row.sum(), 1))
                           for i, (n, row) in enumerate(zip(ds.class_names, cm))},
         "confusion_matrix": cm.tolist(), "class_names": list(ds.class_names),
+        "eval_split": "validation" if cfg.data.val_fraction > 0 else "test",
         "epochs": len(records), "wall_s": round(wall_s, 1),
         "median_images_per_s": round(float(np.median([r["images_per_s"]
                                                       for r in train_records])), 1)
         if train_records else None,
     }
     report.write_json(workdir / "results.json", results)
-    print(f"\ntest accuracy {100 * test_acc:.2f}% on {len(ds.test)} images "
-          f"({'with' if cfg.train.tta_flip else 'without'} flip TTA), wall time "
+    tta = [n for n, on in (("flip", cfg.train.tta_flip), ("multicrop", cfg.train.tta_multicrop))
+           if on]
+    split = "VALIDATION" if cfg.data.val_fraction > 0 else "test"
+    print(f"\n{split} accuracy {100 * test_acc:.2f}% on {len(ds.test)} images "
+          f"({' + '.join(tta) + ' TTA' if tta else 'no TTA'}), wall time "
           f"{wall_s / 60:.1f} min, median {results['median_images_per_s']} images/s (train)")
     print(report.format_report(cm, ds.class_names))
     print(f"outputs: {workdir}/(metrics.jsonl, curves.png, results.json, checkpoints/, "

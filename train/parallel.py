@@ -21,12 +21,12 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .model import CifarCNN
+from .config import DTYPES, ModelConfig, OptimConfig
+from .model import AirbenchNet, CifarCNN, set_whitening
 from .optim import make_optimizer, make_schedule
 from .steps import ModelFns, TrainState, split_model
 
 AXIS = "data"
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
 
 
 def cluster_detected(environ: Any = None) -> bool:
@@ -135,20 +135,31 @@ def shard_batch(mesh: Mesh, global_batch: np.ndarray) -> jax.Array:
                                                   global_batch.shape)
 
 
-def build_model(model_cfg: Any, seed: int, conv_impl: str | None = None,
-                dtype: str | None = None) -> CifarCNN:
-    """The CNN of ``model_cfg`` initialised from ``seed`` (``conv_impl`` and ``dtype``
-    override the config's). float64 compute implies float64 parameters (for the exactness
-    check), otherwise parameters are float32. Initial parameters depend only on the seed
-    and shapes, never on the conv implementation."""
+def build_model(model_cfg: ModelConfig, seed: int, conv_impl: str | None = None,
+                dtype: str | None = None,
+                whiten_images: np.ndarray | None = None) -> CifarCNN | AirbenchNet:
+    """The CNN of ``model_cfg`` (``model.arch``) initialised from ``seed`` (``conv_impl``
+    and ``dtype`` override the config's). float64 compute implies float64 parameters (for
+    the exactness check), otherwise parameters are float32. Initial parameters depend only
+    on the seed and shapes, never on the conv implementation. With ``model.whiten``, the
+    whitening conv's kernel is computed from ``whiten_images`` (N, 32, 32, 3), normalised
+    training images; without them (benchmarks, checks, restoring a checkpoint) it keeps its
+    random init."""
     dtype = dtype or model_cfg.dtype
     param_dtype = jnp.float64 if dtype == "float64" else jnp.float32
+    common = dict(impl=conv_impl or model_cfg.conv_impl, pool_impl=model_cfg.pool_impl,
+                  data_format=model_cfg.data_format, dtype=DTYPES[dtype],
+                  param_dtype=param_dtype, bn_momentum=model_cfg.bn_momentum,
+                  head_scale=model_cfg.head_scale, act=model_cfg.act,
+                  bn_scale=model_cfg.bn_scale, bn_eps=model_cfg.bn_eps,
+                  dirac_init=model_cfg.dirac_init, rngs=nnx.Rngs(seed))
+    if model_cfg.arch == "airbench":
+        model = AirbenchNet(tuple(model_cfg.widths), model_cfg.convs_per_stage, **common)
+        if model_cfg.whiten and whiten_images is not None:
+            set_whitening(model, whiten_images)
+        return model
     return CifarCNN(tuple(model_cfg.widths), model_cfg.convs_per_stage,
-                    impl=conv_impl or model_cfg.conv_impl, pool_impl=model_cfg.pool_impl,
-                    data_format=model_cfg.data_format, dtype=DTYPES[dtype],
-                    param_dtype=param_dtype,
-                    bn_momentum=model_cfg.bn_momentum, head_scale=model_cfg.head_scale,
-                    pool_first=model_cfg.pool_first, rngs=nnx.Rngs(seed))
+                    pool_first=model_cfg.pool_first, **common)
 
 
 @dataclass(frozen=True)
@@ -157,19 +168,23 @@ class Training:
     learning-rate schedule, the Optax optimiser and the initial state (replicated over
     ``mesh`` when one is given)."""
 
-    model: CifarCNN
+    model: CifarCNN | AirbenchNet
     fns: ModelFns
     schedule: optax.Schedule
     tx: optax.GradientTransformation
     state: TrainState
 
 
-def init_training(model_cfg: Any, optim_cfg: Any, seed: int, total_steps: int,
-                  steps_per_epoch: int, *, conv_impl: str | None = None,
-                  dtype: str | None = None, mesh: Mesh | None = None) -> Training:
-    """Model (:func:`build_model`), schedule and optimiser of the config
-    (``total_steps`` steps, ``steps_per_epoch`` for the warm-up) and the initial training
-    state, placed replicated on ``mesh`` (left where JAX puts it when None).
+def init_training(model_cfg: ModelConfig, optim_cfg: OptimConfig, seed: int,
+                  total_steps: int, steps_per_epoch: int, *, conv_impl: str | None = None,
+                  dtype: str | None = None, mesh: Mesh | None = None,
+                  whiten_images: np.ndarray | None = None,
+                  batch_size: int | None = None) -> Training:
+    """Model (:func:`build_model`, ``whiten_images`` for its whitening conv), schedule and
+    optimiser of the config (``total_steps`` steps, ``steps_per_epoch`` for the warm-up and
+    ``optim.whiten_bias_epochs``, ``batch_size`` for ``optim.scaling=airbench``) and the
+    initial training state (with ``optim.lookahead`` its ``"ema"`` copy of the weights),
+    placed replicated on ``mesh`` (left where JAX puts it when None).
 
     Example:
       >>> from train.config import load_config
@@ -179,9 +194,11 @@ def init_training(model_cfg: Any, optim_cfg: Any, seed: int, total_steps: int,
       True
     """
     schedule = make_schedule(optim_cfg, total_steps, steps_per_epoch)
-    tx = make_optimizer(optim_cfg, schedule)
-    model = build_model(model_cfg, seed, conv_impl, dtype)
-    fns, state = split_model(model, tx)
+    model = build_model(model_cfg, seed, conv_impl, dtype, whiten_images)
+    tx = make_optimizer(optim_cfg, schedule, steps_per_epoch=steps_per_epoch,
+                        frozen_whiten=model_cfg.arch == "airbench" and model_cfg.whiten,
+                        batch_size=batch_size)
+    fns, state = split_model(model, tx, lookahead=optim_cfg.lookahead)
     if mesh is not None:
         state = jax.device_put(state, replicated(mesh))
     return Training(model, fns, schedule, tx, state)

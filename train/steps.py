@@ -18,7 +18,13 @@ from flax import nnx
 
 import jconv
 
-TrainState = dict[str, Any]  # {"params", "batch_stats", "opt_state", "step"}
+TrainState = dict[str, Any]  # {"params", "batch_stats", "opt_state", "step"[, "ema"]}
+
+# airbench94's Lookahead: every LOOKAHEAD_EVERY steps the EMA copy moves towards the
+# weights by 1 - decay, decay = LOOKAHEAD_BASE * (step / total_steps)**3, and the weights
+# jump to it; after the last step the weights are the EMA copy.
+LOOKAHEAD_EVERY = 5
+LOOKAHEAD_BASE = 0.95 ** 5
 
 
 @dataclass(frozen=True)
@@ -30,9 +36,11 @@ class ModelFns:
     eval_def: Any
 
 
-def split_model(model: nnx.Module, tx: optax.GradientTransformation) -> tuple[ModelFns,
-                                                                                TrainState]:
-    """(graph definitions, initial training state) for ``model`` and optimiser ``tx``.
+def split_model(model: nnx.Module, tx: optax.GradientTransformation, *,
+                lookahead: bool = False) -> tuple[ModelFns, TrainState]:
+    """(graph definitions, initial training state) for ``model`` and optimiser ``tx``; with
+    ``lookahead`` the state also holds ``"ema"``, a copy of ``params`` and ``batch_stats``
+    (see :func:`lookahead_update`), so checkpoints and ``--resume`` carry it.
 
     Example:
       >>> from flax import nnx
@@ -50,7 +58,31 @@ def split_model(model: nnx.Module, tx: optax.GradientTransformation) -> tuple[Mo
     model.train()
     state = {"params": params, "batch_stats": batch_stats, "opt_state": tx.init(params),
              "step": jnp.zeros((), jnp.int32)}
+    if lookahead:
+        state["ema"] = jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats})
     return ModelFns(train_def, eval_def), state
+
+
+def lookahead_update(ema: Any, net: Any, step: jnp.ndarray,
+                     total_steps: int) -> tuple[Any, Any]:
+    """airbench94's Lookahead after training step ``step`` (1-based) of ``total_steps``:
+    (new ema, new net) pytrees. When ``step`` is a multiple of 5,
+    ``ema <- ema + (1 - decay) * (net - ema)`` with ``decay = 0.95**5 * (step /
+    total_steps)**3`` and ``net <- ema``; at ``step >= total_steps`` also ``net <- ema``;
+    otherwise both are unchanged.
+
+    Example:
+      >>> ema, net = lookahead_update(jnp.zeros(()), jnp.ones(()), jnp.array(5), 10)
+      >>> round(float(ema), 4), round(float(net), 4)  # 1 - 0.95**5 * 0.5**3
+      (0.9033, 0.9033)
+    """
+    due = step % LOOKAHEAD_EVERY == 0
+    decay = LOOKAHEAD_BASE * (step / total_steps) ** 3
+    ema = jax.tree.map(lambda e, n: jnp.where(due, e + (1 - decay) * (n - e), e).astype(e.dtype),
+                       ema, net)
+    jump = due | (step >= total_steps)
+    net = jax.tree.map(lambda e, n: jnp.where(jump, e, n), ema, net)
+    return ema, net
 
 
 def smoothed_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
@@ -83,7 +115,8 @@ def _mesh_kwargs(mesh: Any, n_replicated: int, n_batch: int) -> dict[str, Any]:
 
 
 def make_train_step(fns: ModelFns, tx: optax.GradientTransformation,
-                    label_smoothing: float, conv_backend: str, mesh: Any = None) -> Callable:
+                    label_smoothing: float, conv_backend: str, mesh: Any = None,
+                    lookahead_steps: int | None = None) -> Callable:
     """Jitted ``(state, images (B,32,32,3), labels (B,)) -> (state, {"loss", "correct"})``.
 
     ``loss`` is the batch-mean smoothed cross-entropy, ``correct`` the number of right
@@ -91,7 +124,8 @@ def make_train_step(fns: ModelFns, tx: optax.GradientTransformation,
     by ``jconv.jit`` with ``conv_backend`` (``"eigen"`` | ``"xla_default"``), as are the
     other steps. With a ``jax.sharding.Mesh`` (axis ``data``) the state and outputs are
     replicated and the batch is split over the devices; the means are over the global
-    batch, so the result is the 1-device result.
+    batch, so the result is the 1-device result. With ``lookahead_steps`` (the run's total
+    steps; the state must hold ``"ema"``) each step ends with :func:`lookahead_update`.
     """
 
     def step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray):
@@ -106,6 +140,10 @@ def make_train_step(fns: ModelFns, tx: optax.GradientTransformation,
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         new = {"params": optax.apply_updates(state["params"], updates),
                "batch_stats": batch_stats, "opt_state": opt_state, "step": state["step"] + 1}
+        if lookahead_steps is not None:
+            net = {"params": new["params"], "batch_stats": batch_stats}
+            new["ema"], net = lookahead_update(state["ema"], net, new["step"], lookahead_steps)
+            new.update(net)
         correct = jnp.sum(jnp.argmax(logits, -1) == labels)
         return new, {"loss": loss, "correct": correct}
 
@@ -127,17 +165,52 @@ def make_grad_fn(fns: ModelFns, label_smoothing: float, conv_backend: str) -> Ca
     return jconv.jit(grad, conv_backend=conv_backend)
 
 
+def translate(images: jnp.ndarray, dy: int, dx: int) -> jnp.ndarray:
+    """Images (B, H, W, C) shifted by (``dy``, ``dx``) pixels, |dy|, |dx| <= 1, the border
+    filled by reflection: the (H, W) window at offset (1 - dy, 1 - dx) of the image
+    reflect-padded by 1 (airbench's test-time translation).
+
+    Example:
+      >>> x = jnp.arange(3.0).reshape(1, 1, 3, 1)
+      >>> translate(x, 0, 1)[0, 0, :, 0].tolist()
+      [1.0, 0.0, 1.0]
+    """
+    _, h, w, _ = images.shape
+    padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    return padded[:, 1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
+
+
+def tta_logits(model: Callable, images: jnp.ndarray, flip: bool,
+               multicrop: bool) -> jnp.ndarray:
+    """Test-time augmented logits of ``model`` for images (B, H, W, C) -> (B, K).
+
+    ``v(x)`` is ``model(x)``, or with ``flip`` the mean of it and of the mirror image's; with
+    ``multicrop`` the result is ``0.5 v(x) + 0.25 v(translate(x, 1, 1)) + 0.25
+    v(translate(x, -1, -1))`` (airbench94's TTA level 2 when both are on).
+
+    Example:
+      >>> tta_logits(lambda x: x.sum((1, 2)), jnp.ones((2, 4, 4, 3)), True, True).shape
+      (2, 3)
+    """
+    def view(x: jnp.ndarray) -> jnp.ndarray:
+        out = model(x)
+        return 0.5 * (out + model(x[:, :, ::-1])) if flip else out
+
+    logits = view(images)
+    if multicrop:
+        logits = 0.5 * logits + 0.25 * (view(translate(images, 1, 1))
+                                        + view(translate(images, -1, -1)))
+    return logits
+
+
 def make_eval_step(fns: ModelFns, tta_flip: bool, conv_backend: str,
-                   mesh: Any = None) -> Callable:
-    """Jitted ``(params, batch_stats, images (B,32,32,3)) -> logits (B, K)`` in eval mode;
-    with ``tta_flip`` the mean of the logits of the images and their mirror images. With a
+                   mesh: Any = None, tta_multicrop: bool = False) -> Callable:
+    """Jitted ``(params, batch_stats, images (B,32,32,3)) -> logits (B, K)`` in eval mode,
+    test-time augmented by :func:`tta_logits` (``tta_flip``, ``tta_multicrop``). With a
     ``mesh`` the images are split over its devices and the logits come back replicated."""
 
     def step(params, batch_stats, images):
         model = nnx.merge(fns.eval_def, params, batch_stats)
-        logits = model(images)
-        if tta_flip:
-            logits = 0.5 * (logits + model(images[:, :, ::-1]))
-        return logits
+        return tta_logits(model, images, tta_flip, tta_multicrop)
 
     return jconv.jit(step, conv_backend=conv_backend, **_mesh_kwargs(mesh, 2, 1))
