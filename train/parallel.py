@@ -24,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from .config import DTYPES, ModelConfig, OptimConfig
 from .model import AirbenchNet, CifarCNN, set_whitening
 from .optim import make_optimizer, make_schedule
-from .steps import ModelFns, TrainState, split_model
+from .steps import ModelGraphs, TrainState, split_model
 
 AXIS = "data"
 
@@ -169,7 +169,7 @@ class Training:
     ``mesh`` when one is given)."""
 
     model: CifarCNN | AirbenchNet
-    fns: ModelFns
+    fns: ModelGraphs
     schedule: optax.Schedule
     tx: optax.GradientTransformation
     state: TrainState

@@ -28,16 +28,16 @@ LOOKAHEAD_BASE = 0.95 ** 5
 
 
 @dataclass(frozen=True)
-class ModelFns:
+class ModelGraphs:
     """Graph definitions of the model in train mode (BN uses and updates batch statistics)
     and eval mode (BN uses the running averages)."""
 
-    train_def: Any
-    eval_def: Any
+    train_def: nnx.GraphDef
+    eval_def: nnx.GraphDef
 
 
 def split_model(model: nnx.Module, tx: optax.GradientTransformation, *,
-                lookahead: bool = False) -> tuple[ModelFns, TrainState]:
+                lookahead: bool = False) -> tuple[ModelGraphs, TrainState]:
     """(graph definitions, initial training state) for ``model`` and optimiser ``tx``; with
     ``lookahead`` the state also holds ``"ema"``, a copy of ``params`` and ``batch_stats``
     (see :func:`lookahead_update`), so checkpoints and ``--resume`` carry it.
@@ -60,7 +60,7 @@ def split_model(model: nnx.Module, tx: optax.GradientTransformation, *,
              "step": jnp.zeros((), jnp.int32)}
     if lookahead:
         state["ema"] = jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats})
-    return ModelFns(train_def, eval_def), state
+    return ModelGraphs(train_def, eval_def), state
 
 
 def lookahead_update(ema: Any, net: Any, step: jnp.ndarray,
@@ -114,7 +114,7 @@ def _mesh_kwargs(mesh: Any, n_replicated: int, n_batch: int) -> dict[str, Any]:
             "out_shardings": repl}
 
 
-def make_train_step(fns: ModelFns, tx: optax.GradientTransformation,
+def make_train_step(fns: ModelGraphs, tx: optax.GradientTransformation,
                     label_smoothing: float, conv_backend: str, mesh: Any = None,
                     lookahead_steps: int | None = None) -> Callable:
     """Jitted ``(state, images (B,32,32,3), labels (B,)) -> (state, {"loss", "correct"})``.
@@ -151,7 +151,7 @@ def make_train_step(fns: ModelFns, tx: optax.GradientTransformation,
                      **_mesh_kwargs(mesh, 1, 2))
 
 
-def make_grad_fn(fns: ModelFns, label_smoothing: float, conv_backend: str) -> Callable:
+def make_grad_fn(fns: ModelGraphs, label_smoothing: float, conv_backend: str) -> Callable:
     """Jitted ``(params, batch_stats, images, labels) -> (loss, grads)`` in train mode: the
     gradient the train step applies, exposed for the cross-implementation check."""
 
@@ -203,7 +203,7 @@ def tta_logits(model: Callable, images: jnp.ndarray, flip: bool,
     return logits
 
 
-def make_eval_step(fns: ModelFns, tta_flip: bool, conv_backend: str,
+def make_eval_step(fns: ModelGraphs, tta_flip: bool, conv_backend: str,
                    mesh: Any = None, tta_multicrop: bool = False) -> Callable:
     """Jitted ``(params, batch_stats, images (B,32,32,3)) -> logits (B, K)`` in eval mode,
     test-time augmented by :func:`tta_logits` (``tta_flip``, ``tta_multicrop``). With a
