@@ -16,7 +16,6 @@ import pytest
 from flax import nnx
 from omegaconf import OmegaConf
 
-from train import loop
 from train.cli import main
 from train.config import ConfigError, load_config
 from train.data import (Normalizer, alternating_flips, augment, channel_stats, load_dataset,
@@ -27,7 +26,7 @@ from train.parallel import init_training
 from train.steps import lookahead_update, make_train_step, tta_logits, translate
 
 from jconv import nn as jnn
-from train_helpers import make_cifar_dir
+from train_helpers import interrupted_and_resumed, make_cifar_dir
 
 TINY_AB = ["data.source=synthetic", "model.widths=[8,8,8]", "train.batch_size=16",
            "train.eval_batch_size=32", "data.synthetic_train=64", "data.synthetic_test=40",
@@ -383,37 +382,14 @@ def test_switch_lookahead_state():
     assert not np.array_equal(end["params"]["head"]["kernel"], start["params"]["head"]["kernel"])
 
 
-def _metrics(workdir: Path) -> list[dict]:
-    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.slow
 def test_airbench_run_every_switch_on_and_exact_resume(tmp_path, monkeypatch, capsys):
     """airbench_subset.yaml (all switches on) on synthetic data, then killed in epoch 2 and
     resumed: the same metrics (the Lookahead copy is in the checkpoint)."""
     args = ["--config", "airbench_subset.yaml", "--quiet", "train.epochs=3",
             "train.max_steps_per_epoch=2", "train.keep_checkpoints=1", *TINY_AB]
-    assert main([*args, "--workdir", str(tmp_path / "full")]) == 0
+    interrupted_and_resumed(main, args, tmp_path, monkeypatch)
     assert "flip + multicrop TTA" in capsys.readouterr().out
-    real_epoch = loop._train_epoch
-
-    def killed_in_epoch_2(cfg, epoch, *rest):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return real_epoch(cfg, epoch, *rest)
-
-    monkeypatch.setattr(loop, "_train_epoch", killed_in_epoch_2)
-    assert main([*args, "--workdir", str(tmp_path / "resumed")]) == 130
-    monkeypatch.setattr(loop, "_train_epoch", real_epoch)
-    assert main([*args, "--workdir", str(tmp_path / "resumed"), "--resume"]) == 0
-    full, resumed = _metrics(tmp_path / "full"), _metrics(tmp_path / "resumed")
-    assert len(full) == len(resumed) == 3
-    for a, b in zip(full, resumed):
-        assert {k: a[k] for k in loop.DETERMINISTIC_FIELDS} == \
-            {k: b[k] for k in loop.DETERMINISTIC_FIELDS}
-    final = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("full",
-                                                                               "resumed")]
-    assert final[0]["test_loss"] == final[1]["test_loss"]
 
 
 @pytest.mark.slow

