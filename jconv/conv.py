@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from ._registry import CONV_IMPLS, conv_impl
-from ._spec import IntOrPair, PaddingLike, accum_dtype, canonical_conv, check_impl
+from ._spec import ConvSpec, IntOrPair, PaddingLike, accum_dtype, canonical_conv, check_impl
 
 
 def conv2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
@@ -68,16 +68,20 @@ def conv2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
                                      groups=groups, data_format=data_format, precision=precision)
     if unbatched:
         x = x[None]
-    if x.shape[0] == 0:
-        # An empty batch has an empty result (PyTorch's too), whatever the implementation.
-        c_out, (ho, wo) = w.shape[0], spec.out_hw
-        shape = (0, c_out, ho, wo) if spec.data_format == "NCHW" else (0, ho, wo, c_out)
-        y = jnp.zeros(shape, x.dtype)
-    else:
-        y = conv_impl(impl)(x, w, spec)
+    y = run_impl(impl, x, w, spec)
     if b is not None:
         y = add_bias(y, b, spec.data_format)
     return y[0] if unbatched else y
+
+
+def run_impl(impl: str, x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
+    """The registered ``impl`` on batched ``x``; an empty batch has an empty result (PyTorch's
+    too) without calling the implementation, whatever it is."""
+    if x.shape[0] == 0:
+        c_out, (ho, wo) = w.shape[0], spec.out_hw
+        shape = (0, c_out, ho, wo) if spec.data_format == "NCHW" else (0, ho, wo, c_out)
+        return jnp.zeros(shape, x.dtype)
+    return conv_impl(impl)(x, w, spec)
 
 
 def add_bias(y: jnp.ndarray, b: jnp.ndarray, data_format: str) -> jnp.ndarray:

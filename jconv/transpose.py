@@ -6,8 +6,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._registry import CONV_IMPLS, conv_impl
-from .conv import add_bias
+from ._registry import CONV_IMPLS
+from .conv import add_bias, run_impl
 from ._spec import (IntOrPair, Pair, check_bias, check_data_format, check_impl, check_operands,
                     conv_spec, to_pair)
 
@@ -89,15 +89,9 @@ def conv_transpose2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = Non
     # C_out to C_in channels, whose transpose is the map we want. Its spec is parsed once.
     spec = conv_spec(z_shape, w.shape, stride=s, padding=p, dilation=d, groups=groups,
                      data_format=data_format, precision=precision)
-    if n == 0:  # an empty batch has an empty result, as in conv2d and PyTorch
-        y = jnp.zeros(z_shape, x.dtype)
-        if b is not None:
-            y = add_bias(y, b, data_format)
-        return y
-    conv = conv_impl(impl)
 
     def forward(z: jnp.ndarray) -> jnp.ndarray:
-        return conv(z, w, spec)
+        return run_impl(impl, z, w, spec)
 
     # With output_padding >= stride (possible when dilation > stride) the conv of z has
     # output_padding // stride more rows than x: those extra cotangent rows are zeros.
