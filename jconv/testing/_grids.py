@@ -10,6 +10,8 @@ from ._cases import AvgPool2dCase, Conv2dCase, ConvTranspose2dCase, MaxPool2dCas
 
 KINDS: tuple[str, ...] = ("quick", "default", "full")
 _RANDOM_DRAWS = {"quick": 2, "default": 24, "full": 200}
+# Random draws per kind for the transposed-conv and pooling lists (smaller spaces than conv).
+_SMALL_DRAWS = {"quick": 0, "default": 8, "full": 60}
 
 # (name, x_shape, w_shape, bias, stride, padding, dilation, groups). Together: every argument
 # form conv2d accepts, and the edge shapes where implementations go wrong.
@@ -47,12 +49,13 @@ _QUICK = ("everything", "stride-pair-pad-pair", "asymmetric-pad", "same-even-ker
           "kernel-equals-padded-input")
 
 
-def _check_kind(kind: str, n: int | None) -> int:
+def _check_kind(kind: str, n: int | None, defaults: dict[str, int] = _RANDOM_DRAWS) -> int:
+    """The number of random draws: ``n``, or the ``defaults`` of ``kind``."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
         raise ValueError(f"n must be a non-negative int or None, got {n!r}")
-    return _RANDOM_DRAWS[kind] if n is None else n
+    return defaults[kind] if n is None else n
 
 
 def _random_pair(rng: np.random.Generator, hi: int, p_equal: float = 0.5) -> Any:
@@ -126,8 +129,7 @@ def conv_transpose2d_cases(kind: str = "default", n: int | None = None,
     >>> len(conv_transpose2d_cases("default"))
     14
     """
-    draws = _check_kind(kind, None if n is None else n)
-    draws = {"quick": 0, "default": 8, "full": 60}[kind] if n is None else draws
+    draws = _check_kind(kind, n, _SMALL_DRAWS)
     cases = [ConvTranspose2dCase(*f[1:], seed=seed * 100_000 + i, name=f[0])
              for i, f in enumerate(_TRANSPOSE_FORMS)]
     if kind == "quick":
@@ -188,8 +190,7 @@ def max_pool2d_cases(kind: str = "default", n: int | None = None,
     >>> len(max_pool2d_cases("quick")), len(max_pool2d_cases("default"))
     (6, 14)
     """
-    draws = _check_kind(kind, n)
-    draws = {"quick": 0, "default": 8, "full": 60}[kind] if n is None else draws
+    draws = _check_kind(kind, n, _SMALL_DRAWS)
     cases = [MaxPool2dCase(*f[1:], seed=seed * 100_000 + i, name=f[0])
              for i, f in enumerate(_MAX_FORMS)]
     rng = np.random.default_rng(seed + 11)
@@ -209,8 +210,7 @@ def avg_pool2d_cases(kind: str = "default", n: int | None = None,
     >>> len(avg_pool2d_cases("full"))
     66
     """
-    draws = _check_kind(kind, n)
-    draws = {"quick": 0, "default": 8, "full": 60}[kind] if n is None else draws
+    draws = _check_kind(kind, n, _SMALL_DRAWS)
     cases = [AvgPool2dCase(*f[1:], seed=seed * 100_000 + i, name=f[0])
              for i, f in enumerate(_AVG_FORMS)]
     rng = np.random.default_rng(seed + 13)
