@@ -4,10 +4,11 @@ training trajectory, and a wrong implementation is caught."""
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from jconv import _registry
-from train.check import main, max_rel_err, run_check
+from train.check import main, max_rel_err, run_check, tensor_errors
 from train.config import load_config
 
 from train_helpers import TINY
@@ -24,7 +25,8 @@ def test_lax_im2col_loops_agree_on_the_real_model():
     assert "im2col" in table and "loops" in table and "PASS: all implementations agree" in table
 
 
-def test_a_wrong_implementation_fails(monkeypatch, capsys):
+@pytest.fixture
+def slightly_wrong(monkeypatch):
     lax_conv = _registry.conv_impl("lax")
     # One kernel tap weighted 1% too much: invisible in a loss curve, far above float64
     # noise. (A uniform output scale would not do: the BatchNorm after each conv cancels it.)
@@ -32,10 +34,30 @@ def test_a_wrong_implementation_fails(monkeypatch, capsys):
         "slightly_wrong", lambda x, w, spec: lax_conv(x, w.at[:, :, 0, 0].multiply(1.01), spec),
         "lax with one tap off by 1%", exact=False)
     monkeypatch.setitem(_registry._REGISTRY, "slightly_wrong", wrong)
+
+
+def test_a_wrong_implementation_fails(slightly_wrong, capsys):
     assert main(["--config", "cifar.yaml", "--impls", "lax,slightly_wrong", "--steps", "1",
                  "--batch-size", "8", *CFG]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out.split("slightly_wrong")[-1]
+
+
+def test_the_float32_gradient_alone_catches_it(slightly_wrong):
+    # tol64 = 1 switches the float64 comparison off: the float32 one must fail by itself,
+    # on a tensor whose allowance is tol32 (the reference's own float32 error is far below).
+    lines: list[str] = []
+    cfg = load_config("cifar.yaml", CFG)
+    assert not run_check(cfg, ["slightly_wrong"], "lax", steps=1, batch_size=8, tol32=1e-4,
+                         tol64=1.0, log=lines.append)
+    row = next(line for line in lines if line.startswith("slightly_wrong"))
+    assert "FAIL" in row and "1.0e-04" in row and "kernel" in row
+
+
+def test_tensor_errors_name_each_tensor():
+    errs = tensor_errors({"a": np.array([1.0, 2.1]), "b": [np.zeros(2)]},
+                         {"a": np.array([1.0, 2.0]), "b": [np.array([0.0, 1.0])]})
+    assert errs == {"['a']": pytest.approx(0.05), "['b'][0]": 1.0}
 
 
 @pytest.mark.parametrize("args, match", [

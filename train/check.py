@@ -7,8 +7,12 @@ For each name in ``jconv.CONV_IMPLS`` the model of the config is built from the 
 seed (so with identical parameters) and fed the same real, augmented training batches:
 
 1. float32: loss and gradient of one train-mode step at the initial parameters, compared
-   with ``--reference`` (default ``lax``) as max |g - g_ref| / max |g_ref| per parameter
-   tensor (worst tensor reported), tolerance ``--tol32``;
+   per parameter tensor with the float64 gradient of ``--reference`` (default ``lax``) at
+   the same parameters and batch, as max |g - g64| / max |g64|. A tensor passes within
+   ``--tol32`` or within ``FLOAT32_SLACK`` times the reference's own float32 error on it:
+   in a max-pooling network float32 rounding flips some pool argmaxes and moves gradient
+   between pixels, so the reference itself can be 1e-2 off on late conv kernels while every
+   other tensor agrees to 1e-6 (the worst tensor is reported);
 2. float64: ``--steps`` optimiser steps with the config's optimiser and schedule; the loss
    at every step and the final parameters are compared the same way, tolerance ``--tol64``.
 
@@ -36,13 +40,7 @@ def max_rel_err(tree: Any, ref: Any) -> float:
       >>> round(max_rel_err({"a": np.array([1.0, 2.1])}, {"a": np.array([1.0, 2.0])}), 6)
       0.05
     """
-    worst = 0.0
-    for a, r in zip(jax.tree.leaves(tree), jax.tree.leaves(ref)):
-        a, r = np.asarray(a, np.float64), np.asarray(r, np.float64)
-        scale = np.abs(r).max()
-        diff = np.abs(a - r).max()
-        worst = max(worst, float(diff / scale) if scale > 0 else float(diff))
-    return worst
+    return max(tensor_errors(tree, ref).values(), default=0.0)
 
 
 def _batches(cfg: Any, n_steps: int, batch_size: int) -> list[dict]:
@@ -56,16 +54,42 @@ def _batches(cfg: Any, n_steps: int, batch_size: int) -> list[dict]:
     return [batches[i] for i in range(len(batches))]
 
 
-def grads_f32(cfg: Any, impl: str, batch: dict) -> tuple[float, Any]:
-    """(loss, gradient pytree) of one float32 train-mode step at the initial parameters."""
+# A float32 gradient tensor may be this many times further from the float64 gradient than
+# the reference's own float32 one: implementations round differently, and where rounding
+# flips a max-pool argmax the error is set by the flips, not by the convolution.
+FLOAT32_SLACK = 3.0
+
+
+def grads(cfg: Any, impl: str, batch: dict, dtype: str = "float32",
+          start: Any = None) -> tuple[float, Any, Any]:
+    """(loss, gradient pytree, (params, batch_stats) it was taken at) of one train-mode step
+    in ``dtype``: at the initial parameters, or at ``start`` (cast to ``dtype``)."""
     from .parallel import init_training
     from .steps import make_grad_fn
 
-    tr = init_training(cfg.model, cfg.optim, cfg.seed, 1, 1, conv_impl=impl, dtype="float32",
+    tr = init_training(cfg.model, cfg.optim, cfg.seed, 1, 1, conv_impl=impl, dtype=dtype,
                        batch_size=len(batch["label"]))
-    loss, grads = make_grad_fn(tr.fns, cfg.optim.label_smoothing, cfg.model.conv_backend)(
-        tr.state["params"], tr.state["batch_stats"], batch["image"], batch["label"])
-    return float(loss), jax.device_get(grads)
+    params, stats = tr.state["params"], tr.state["batch_stats"]
+    if start is not None:
+        params, stats = jax.tree.map(lambda a: np.asarray(a, dtype), start)
+    loss, g = make_grad_fn(tr.fns, cfg.optim.label_smoothing, cfg.model.conv_backend)(
+        params, stats, batch["image"].astype(dtype), batch["label"])
+    return float(loss), jax.device_get(g), jax.device_get((params, stats))
+
+
+def tensor_errors(tree: Any, ref: Any) -> dict[str, float]:
+    """max |a - r| / max |r| for each leaf, keyed by its path (|a - r| where r is all zeros).
+
+    Example:
+      >>> tensor_errors({"a": np.array([1.0, 2.1])}, {"a": np.array([1.0, 2.0])})
+      {"['a']": 0.05...}
+    """
+    out = {}
+    for (path, a), r in zip(jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(ref)):
+        a, r = np.asarray(a, np.float64), np.asarray(r, np.float64)
+        scale, diff = np.abs(r).max(), np.abs(a - r).max()
+        out[jax.tree_util.keystr(path)] = float(diff / scale) if scale > 0 else float(diff)
+    return out
 
 
 def trajectory_f64(cfg: Any, impl: str, batches: list[dict]) -> tuple[np.ndarray, Any]:
@@ -96,10 +120,13 @@ def run_check(cfg: Any, impls: list[str], reference: str, steps: int, batch_size
     f32, f64 = {}, {}
     for impl in order:
         t0 = time.perf_counter()
-        f32[impl] = grads_f32(cfg, impl, batches[0])
+        f32[impl] = grads(cfg, impl, batches[0])
         log(f"  {impl}: float32 gradient done ({time.perf_counter() - t0:.1f} s)")
     jax.config.update("jax_enable_x64", True)
     try:
+        t0 = time.perf_counter()
+        _, truth, _ = grads(cfg, reference, batches[0], "float64", start=f32[reference][2])
+        log(f"  {reference}: float64 gradient done ({time.perf_counter() - t0:.1f} s)")
         for impl in order:
             t0 = time.perf_counter()
             f64[impl] = trajectory_f64(cfg, impl, batches)
@@ -108,26 +135,31 @@ def run_check(cfg: Any, impls: list[str], reference: str, steps: int, batch_size
         jax.config.update("jax_enable_x64", False)
 
     ok_all = True
-    head = (f"{'impl':<10} {'f32 loss':>10} {'f32 grad err':>13} {'f64 loss err':>13} "
-            f"{'f64 param err':>14}  result")
+    head = (f"{'impl':<10} {'f32 loss':>10} {'f32 grad err':>13} {'allowed':>9} "
+            f"{'f64 loss err':>13} {'f64 param err':>14}  result  worst f32 tensor")
     log("")
     log(head)
     log("-" * len(head))
-    ref_loss32, ref_g = f32[reference]
+    floor = tensor_errors(f32[reference][1], truth)
     ref_losses, ref_params = f64[reference]
     for impl in order:
-        loss32, g = f32[impl]
+        loss32, g, _ = f32[impl]
         losses, params = f64[impl]
-        e_g = max_rel_err(g, ref_g)
+        errs = tensor_errors(g, truth)
+        allowed = {k: max(tol32, FLOAT32_SLACK * floor[k]) for k in errs}
+        worst = max(errs, key=lambda k: errs[k] / allowed[k])
         e_l = float(np.max(np.abs(losses - ref_losses) / np.abs(ref_losses)))
         e_p = max_rel_err(params, ref_params)
-        ok = e_g <= tol32 and e_l <= tol64 and e_p <= tol64
+        ok = all(errs[k] <= allowed[k] for k in errs) and e_l <= tol64 and e_p <= tol64
         ok_all &= ok
-        label = "reference" if impl == reference else ("PASS" if ok else "FAIL")
-        log(f"{impl:<10} {loss32:>10.5f} {e_g:>13.2e} {e_l:>13.2e} {e_p:>14.2e}  {label}")
-    log(f"\ntolerances: float32 gradient {tol32:g}, float64 loss and parameters {tol64:g} "
-        f"(relative to the largest entry of each tensor); float64 trajectory of "
-        f"{len(batches)} steps, losses {', '.join(f'{x:.6f}' for x in ref_losses)}")
+        label = "ref" if impl == reference else ("PASS" if ok else "FAIL")
+        log(f"{impl:<10} {loss32:>10.5f} {errs[worst]:>13.2e} {allowed[worst]:>9.1e} "
+            f"{e_l:>13.2e} {e_p:>14.2e}  {label:<6}  {worst}")
+    log(f"\nfloat32 gradient: error against {reference}'s float64 gradient at the same "
+        f"parameters, allowed max({tol32:g}, {FLOAT32_SLACK:g} x {reference}'s own float32 "
+        f"error) per tensor; float64 loss and parameters: tolerance {tol64:g} against "
+        f"{reference} (all relative to the largest entry of each tensor); float64 trajectory "
+        f"of {len(batches)} steps, losses {', '.join(f'{x:.6f}' for x in ref_losses)}")
     log("PASS: all implementations agree" if ok_all else "FAIL: see the table above")
     return ok_all
 
