@@ -32,17 +32,28 @@ def _train(workdir: Path, *overrides: str) -> Path:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    return _train(tmp_path_factory.mktemp("export") / "run", "data.source=synthetic")
+    return _train(tmp_path_factory.mktemp("export") / "run", "data.source=synthetic",
+                  "train.tta_multicrop=true")
 
 
 def _reference_logits(workdir: Path, checkpoint: str, images: np.ndarray) -> np.ndarray:
     """The checkpoint's unfolded eval-mode model on normalised images, with the run's flip
-    test-time augmentation, computed without anything from the export path but load_run."""
+    and multicrop test-time augmentation, computed without anything from the export path
+    but load_run (the translations written out in NumPy)."""
     run = load_run(workdir, checkpoint)
     x = Normalizer(run.mean, run.std)(images)
-    logits = np.asarray(run.model(x), np.float64)
-    if run.cfg.train.tta_flip:
-        logits = 0.5 * (logits + np.asarray(run.model(x[:, :, ::-1]), np.float64))
+
+    def view(x: np.ndarray) -> np.ndarray:
+        logits = np.asarray(run.model(x), np.float64)
+        if run.cfg.train.tta_flip:
+            logits = 0.5 * (logits + np.asarray(run.model(x[:, :, ::-1]), np.float64))
+        return logits
+
+    logits = view(x)
+    if run.cfg.train.tta_multicrop:
+        padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+        down_right, up_left = padded[:, :-2, :-2], padded[:, 2:, 2:]  # shifted by +1 / -1
+        logits = 0.5 * logits + 0.25 * (view(down_right) + view(up_left))
     return logits
 
 
@@ -66,7 +77,7 @@ def test_export_round_trip_matches_checkpoint(run_dir, tmp_path):
     results = json.loads((run_dir / "results.json").read_text())
     assert float((got.argmax(-1) == cfg_images.labels).mean()) == results["test_acc"]
     meta = json.loads((out / "model.json").read_text())
-    assert meta["checkpoint_epoch"] == 2 and meta["tta_flip"] is True
+    assert meta["checkpoint_epoch"] == 2 and meta["tta_flip"] is meta["tta_multicrop"] is True
     assert any(line.startswith("check") for line in lines)
 
 

@@ -9,9 +9,10 @@ with :func:`jconv.fold_conv_bn_graph`, and writes ``model.jaxexport`` (the seria
 :class:`jax.export.Exported`, one module lowered for every platform that lowers) and
 ``model.json`` (class names, normalisation, checkpoint, platforms) into ``--out``. The
 exported function maps uint8 images (N, 32, 32, 3) -> float32 logits (N, 10) for any N; it
-applies the run's per-channel normalisation and, when the run evaluated with flip
-test-time augmentation, averages the logits of each image and its mirror image (as the
-run's reported test accuracy did). It then checks the artifact against the checkpoint's
+applies the run's per-channel normalisation and the run's test-time augmentation
+(``train.tta_flip``: the mean of the logits of each image and its mirror image;
+``train.tta_multicrop``: airbench's two 1-pixel translations on top, see
+:func:`train.steps.tta_logits`), so it scores as the run's reported test accuracy did. It then checks the artifact against the checkpoint's
 unfolded eval-mode model on the run's test images and times both models.
 """
 
@@ -32,6 +33,8 @@ import numpy as np
 from flax import nnx
 
 import jconv
+
+from .steps import tta_logits
 
 ARTIFACT = "model.jaxexport"
 META = "model.json"
@@ -109,10 +112,11 @@ def load_run(workdir: str | Path, checkpoint: str = "best") -> LoadedRun:
 
 
 def make_predict_fn(model: nnx.Module, mean: np.ndarray, std: np.ndarray, tta_flip: bool,
+                    tta_multicrop: bool = False,
                     input_dtype: Any = jnp.float32) -> Callable[[jax.Array], jax.Array]:
     """uint8 images (N, 32, 32, 3) -> float32 logits (N, K): the run's normalisation
-    ``(x/255 - mean) / std`` (as ``train.data.Normalizer``), then ``model``; with
-    ``tta_flip`` the mean of the logits of the images and of their mirror images.
+    ``(x/255 - mean) / std`` (as ``train.data.Normalizer``), then ``model`` under the test-time
+    augmentation of :func:`train.steps.tta_logits` (``tta_flip``, ``tta_multicrop``).
 
     Example:
       >>> from flax import nnx
@@ -126,10 +130,7 @@ def make_predict_fn(model: nnx.Module, mean: np.ndarray, std: np.ndarray, tta_fl
 
     def predict(images: jax.Array) -> jax.Array:
         x = ((images.astype(jnp.float32) / 255.0 - mean32) / std32).astype(input_dtype)
-        logits = model(x)
-        if tta_flip:
-            logits = 0.5 * (logits + model(x[:, :, ::-1]))
-        return logits.astype(jnp.float32)
+        return tta_logits(model, x, tta_flip, tta_multicrop).astype(jnp.float32)
 
     return predict
 
@@ -253,13 +254,14 @@ def export_run(workdir: str | Path, checkpoint: str = "best", out: str | Path | 
     """Fold and export the run in ``workdir`` (see the module docstring); returns a summary
     dict (artifact path, platforms, fold report, parameter counts, ``max_abs_diff`` against
     the unfolded model on the test images, images/s when ``bench``). ``tta`` None follows
-    the run's ``train.tta_flip``."""
+    the run's ``train.tta_flip`` and ``train.tta_multicrop``; False switches both off."""
     from .data import DataError, load_dataset
     from .model import count_params
 
     run = load_run(workdir, checkpoint)
     cfg = run.cfg
-    tta = cfg.train.tta_flip if tta is None else tta
+    flip = cfg.train.tta_flip if tta is None else tta and cfg.train.tta_flip
+    multicrop = cfg.train.tta_multicrop if tta is None else tta and cfg.train.tta_multicrop
     input_dtype = jnp.float64 if cfg.model.dtype == "float64" else jnp.float32
     bad = [p for p in platforms if p not in PLATFORMS]
     if bad or not platforms:
@@ -277,14 +279,14 @@ def export_run(workdir: str | Path, checkpoint: str = "best", out: str | Path | 
     log(f"parameters  unfolded {params['unfolded']:,} (+ {n_stats:,} BatchNorm running "
         f"statistics) -> folded {params['folded']:,}")
 
-    unfolded_fn = make_predict_fn(run.model, run.mean, run.std, tta, input_dtype)
-    folded_fn = make_predict_fn(folded, run.mean, run.std, tta, input_dtype)
+    unfolded_fn = make_predict_fn(run.model, run.mean, run.std, flip, multicrop, input_dtype)
+    folded_fn = make_predict_fn(folded, run.mean, run.std, flip, multicrop, input_dtype)
     exported, failed = export_predict_fn(folded_fn, platforms)
     out = Path(out) if out is not None else Path(workdir) / "export"
     out.mkdir(parents=True, exist_ok=True)
     (out / ARTIFACT).write_bytes(exported.serialize())
     meta = {"class_names": list(run.class_names), "mean": run.mean.tolist(),
-            "std": run.std.tolist(), "tta_flip": tta, "checkpoint_epoch": run.step,
+            "std": run.std.tolist(), "tta_flip": flip, "tta_multicrop": multicrop, "checkpoint_epoch": run.step,
             "workdir": str(workdir), "platforms": list(exported.platforms),
             "not_lowered": failed, "dtype": cfg.model.dtype, "conv_impl": impl,
             "input": "uint8 (N, 32, 32, 3) RGB", "output": "float32 logits (N, 10)",
@@ -326,7 +328,8 @@ def export_run(workdir: str | Path, checkpoint: str = "best", out: str | Path | 
         summary["images_per_s"] = speed
         log(f"speed       {speed['unfolded']:,.0f} -> {speed['folded']:,.0f} images/s "
             f"(unfolded -> folded, batch {bench_batch}, median of {bench_repeats}, "
-            f"conv_impl={impl}, conv_backend={backend}, tta_flip={tta}; "
+            f"conv_impl={impl}, conv_backend={backend}, tta_flip={flip}, "
+            f"tta_multicrop={multicrop}; "
             f"x{speed['folded'] / speed['unfolded']:.2f})")
     log(f"predict     python -m train.export predict --artifact {out} image.png")
     return summary
@@ -356,7 +359,7 @@ def _export_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--impl", default="lax", help="jconv conv impl traced into the artifact "
                    "(default lax: XLA's own convolution, which lowers on every platform)")
     p.add_argument("--no-tta", action="store_true",
-                   help="no flip test-time augmentation even if the run used it")
+                   help="no test-time augmentation (flip, multicrop) even if the run used it")
     p.add_argument("--no-bench", action="store_true", help="skip the images/s comparison")
     p.add_argument("--bench-batch", type=int, default=256)
     p.add_argument("--bench-repeats", type=int, default=5)
