@@ -50,6 +50,7 @@ def test_every_registered_conv_impl_is_accepted(impl):
     ("model.widths=[]", r"model.widths=\[\] is invalid"),
     ("model.widths=[8,8,8,8,8,8]", r"at most 5 stages"),
     ("data.crop_padding=40", r"data.crop_padding=40 is invalid"),
+    ("data.cutout=33", r"data.cutout=33 is invalid: expected an int in \[0, 32\]"),
     ("optim.lr", r"override 'optim.lr' must look like key=value"),
 ])
 def test_bad_overrides_are_clear_errors(override, match):

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train.data import (DataError, Normalizer, augment, channel_stats, eval_batches,
-                        load_cifar10_dir, load_dataset, load_tfds, synthetic, train_batches)
+from train.data import (DataError, Normalizer, augment, channel_stats, config_batches, cutout,
+                        eval_batches, load_cifar10_dir, load_dataset, load_tfds, synthetic,
+                        train_batches)
 from train.config import load_config
 
 from train_helpers import make_cifar_dir, write_batch
@@ -140,6 +141,34 @@ def test_train_batches_are_deterministic_permutations():
     assert sorted(labels_a) == sorted(ds.train.labels) and not np.array_equal(labels_a,
                                                                               labels_c)
     assert a[0]["image"].dtype == np.float32 and abs(float(a[0]["image"].mean())) < 0.5
+
+
+@pytest.mark.parametrize("size", [1, 5, 32])
+def test_cutout_zeroes_one_square_inside_each_image(size):
+    x = np.random.default_rng(0).uniform(1, 2, (64, 32, 32, 3)).astype(np.float32)
+    out = cutout(x, np.random.default_rng(1), size)
+    zero = out == 0
+    assert (zero.all(-1) == zero.any(-1)).all()  # whole pixels, all channels
+    for z in zero[..., 0]:
+        rows, cols = np.nonzero(z)
+        assert len(rows) == size * size and np.ptp(rows) == np.ptp(cols) == size - 1
+    np.testing.assert_array_equal(out[~zero], x[~zero])
+    corners = {(int(np.nonzero(z)[0][0]), int(np.nonzero(z)[1][0])) for z in zero[..., 0]}
+    assert len(corners) > (1 if size < 32 else 0)  # placed at random (all at 0 for 32)
+    assert cutout(x, np.random.default_rng(1), 0) is x
+
+
+def test_config_batches_apply_the_configured_cutout():
+    ds = synthetic(20, 4, seed=0)
+    norm = Normalizer(*channel_stats(ds.train.images))
+    cfg = load_config("cifar.yaml", ["data.cutout=6", "data.crop_padding=0", "data.flip=false"])
+    batch = config_batches(ds.train, norm, cfg.data, batch_size=10, seed=0, epoch=0)[0]
+    zero_pixels = (batch["image"] == 0).all(-1).sum((1, 2))
+    assert zero_pixels.tolist() == [36] * 10
+    plain = config_batches(ds.train, norm, load_config("cifar.yaml", ["data.crop_padding=0",
+                                                                      "data.flip=false"]).data,
+                           batch_size=10, seed=0, epoch=0)[0]
+    assert ((plain["image"] == 0).all(-1).sum() == 0)
 
 
 def test_eval_batches_cover_the_split_once():

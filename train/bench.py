@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jconv.bench.timing import EIGEN_SUFFIX, interleaved_medians, split_label
 
 from .config import ConfigError, load_config
-from .data import DataError, Normalizer, channel_stats, load_dataset, train_batches
+from .data import DataError, Normalizer, channel_stats, config_batches, load_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,11 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
     bs = cfg.train.batch_size
     norm = Normalizer(*channel_stats(ds.train.images))
-    batches = train_batches(ds.train, norm, batch_size=bs, seed=cfg.seed, epoch=0,
-                            crop_padding=cfg.data.crop_padding, flip=cfg.data.flip,
-                            alternating_flip=cfg.data.alternating_flip,
-                            pad_mode=cfg.data.crop_padding_mode,
-                            max_steps=args.steps)
+    batches = config_batches(ds.train, norm, cfg.data, batch_size=bs, seed=cfg.seed, epoch=0,
+                             max_steps=args.steps)
     data = [(jnp.asarray(b["image"]), jnp.asarray(b["label"])) for b in
             (batches[i] for i in range(len(batches)))]
     from omegaconf import OmegaConf

@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from .config import ConfigError, load_config
-from .data import DataError, Normalizer, channel_stats, load_dataset, train_batches
+from .data import DataError, Normalizer, channel_stats, config_batches, load_dataset
 
 
 def max_rel_err(tree: Any, ref: Any) -> float:
@@ -46,11 +46,8 @@ def max_rel_err(tree: Any, ref: Any) -> float:
 def _batches(cfg: Any, n_steps: int, batch_size: int) -> list[dict]:
     ds = load_dataset(cfg.data, cfg.seed)
     norm = Normalizer(*channel_stats(ds.train.images))
-    batches = train_batches(ds.train, norm, batch_size=batch_size, seed=cfg.seed, epoch=0,
-                            crop_padding=cfg.data.crop_padding, flip=cfg.data.flip,
-                            alternating_flip=cfg.data.alternating_flip,
-                            pad_mode=cfg.data.crop_padding_mode,
-                            max_steps=n_steps)
+    batches = config_batches(ds.train, norm, cfg.data, batch_size=batch_size, seed=cfg.seed,
+                             epoch=0, max_steps=n_steps)
     return [batches[i] for i in range(len(batches))]
 
 

@@ -55,6 +55,8 @@ class DataConfig:
     crop_padding_mode: str = MISSING  # zeros | reflect: what the crop padding holds
     flip: bool = MISSING  # random horizontal flip for training
     alternating_flip: bool = MISSING  # with flip: each image flipped every other epoch
+    cutout: int = MISSING  # > 0: a random cutout x cutout square of each training image set
+    # to the mean colour (airbench96); 0: off
     max_train: Optional[int] = MISSING  # keep only the first N training images (None: all)
     val_fraction: float = MISSING  # > 0: evaluate on the last fraction of the training
     # images (held out from training) instead of the test set, which is then never read
@@ -254,6 +256,7 @@ def validate(cfg: Config) -> None:
     _check(d.synthetic_train > 0, "data.synthetic_train", d.synthetic_train, "a positive int")
     _check(d.synthetic_test > 0, "data.synthetic_test", d.synthetic_test, "a positive int")
     _check(0 <= d.crop_padding <= 16, "data.crop_padding", d.crop_padding, "an int in [0, 16]")
+    _check(0 <= d.cutout <= 32, "data.cutout", d.cutout, "an int in [0, 32]")
     _check(d.max_train is None or d.max_train > 0, "data.max_train", d.max_train,
            "null or a positive int")
     _check(d.crop_padding_mode in PAD_MODES, "data.crop_padding_mode", d.crop_padding_mode,

@@ -413,6 +413,29 @@ def augment(images: np.ndarray, rng: np.random.Generator, crop_padding: int,
     return images
 
 
+def cutout(images: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Each image with one ``size`` x ``size`` square, placed uniformly at random wholly
+    inside it, set to 0: after :class:`Normalizer` that is the training set's mean colour
+    (airbench96's ``batch_cutout``; DeVries & Taylor, arXiv 1708.04552).
+
+    images: float (B, H, W, C) -> float (B, H, W, C); ``size`` in [0, min(H, W)], 0: unchanged.
+
+    Example:
+      >>> x = cutout(np.ones((2, 4, 4, 1)), np.random.default_rng(0), 2)
+      >>> (x == 0).sum((1, 2, 3)).tolist()
+      [4, 4]
+    """
+    if size == 0:
+        return images
+    b, h, w, _ = images.shape
+    top = rng.integers(0, h - size + 1, b)[:, None]
+    left = rng.integers(0, w - size + 1, b)[:, None]
+    rows = (np.arange(h) >= top) & (np.arange(h) < top + size)  # (B, H)
+    cols = (np.arange(w) >= left) & (np.arange(w) < left + size)  # (B, W)
+    square = rows[:, :, None, None] & cols[:, None, :, None]
+    return np.where(square, np.zeros((), images.dtype), images)
+
+
 def alternating_flips(n: int, seed: int, epoch: int) -> np.ndarray:
     """airbench's alternating flip: which of ``n`` images are mirrored in ``epoch``, bool
     (n,). A random half (drawn once from ``seed``) in even epochs, exactly the other images
@@ -454,12 +477,13 @@ def steps_per_epoch(n_train: int, batch_size: int, max_steps: int | None) -> int
 def train_batches(split: Split, norm: Normalizer, *, batch_size: int, seed: int, epoch: int,
                   crop_padding: int, flip: bool, max_steps: int | None = None,
                   alternating_flip: bool = False,
-                  pad_mode: str = "zeros") -> grain.MapDataset:
+                  pad_mode: str = "zeros", cutout_size: int = 0) -> grain.MapDataset:
     """Epoch ``epoch``'s training batches: a grain ``MapDataset`` of dicts with ``image``
     float32 (B, 32, 32, 3) and ``label`` int32 (B,). The order and augmentation depend only on
     ``(seed, epoch)``, so a resumed run sees exactly the batches an uninterrupted one would.
     With ``flip`` and ``alternating_flip`` the flips are :func:`alternating_flips` instead of
-    random; ``pad_mode`` is :func:`augment`'s.
+    random; ``pad_mode`` is :func:`augment`'s; ``cutout_size`` > 0 applies :func:`cutout` to the
+    normalised images. :func:`config_batches` passes a ``DataConfig``'s augmentation.
 
     Example:
       >>> ds = synthetic(10, 2, seed=0)
@@ -477,11 +501,23 @@ def train_batches(split: Split, norm: Normalizer, *, batch_size: int, seed: int,
     def load(rows: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         images = augment(split.images[rows], rng, crop_padding,
                          flip if flips is None else flips[rows], pad_mode)
-        return {"image": norm(images), "label": split.labels[rows]}
+        return {"image": cutout(norm(images), rng, cutout_size), "label": split.labels[rows]}
 
     ds = grain.MapDataset.range(len(split)).shuffle(seed=es)
     ds = ds.batch(batch_size, drop_remainder=True)
     return ds[:steps].random_map(load, seed=es)
+
+
+def config_batches(split: Split, norm: Normalizer, data: DataConfig, *, batch_size: int,
+                   seed: int, epoch: int, max_steps: int | None = None) -> grain.MapDataset:
+    """:func:`train_batches` with the augmentation of ``data`` (``crop_padding``,
+    ``crop_padding_mode``, ``flip``, ``alternating_flip``, ``cutout``): what the trainer,
+    ``train.check`` and ``train.bench`` feed the model."""
+    return train_batches(split, norm, batch_size=batch_size, seed=seed, epoch=epoch,
+                         crop_padding=data.crop_padding, flip=data.flip,
+                         alternating_flip=data.alternating_flip,
+                         pad_mode=data.crop_padding_mode, cutout_size=data.cutout,
+                         max_steps=max_steps)
 
 
 def eval_batches(split: Split, norm: Normalizer, batch_size: int) -> Iterator[dict[str, Any]]:

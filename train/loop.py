@@ -16,8 +16,8 @@ from tqdm import tqdm
 from . import report
 from .checkpoint import CheckpointError, Checkpoints
 from .config import Config, as_dict, to_yaml
-from .data import (Dataset, Normalizer, channel_stats, eval_batches, load_dataset,
-                   steps_per_epoch, train_batches)
+from .data import (Dataset, Normalizer, channel_stats, config_batches, eval_batches,
+                   load_dataset, steps_per_epoch)
 from .model import count_params, macs_per_image
 from .parallel import (AXIS, build_model, check_batch_size, init_training,  # noqa: F401
                        make_mesh, shard_batch)
@@ -250,11 +250,8 @@ def _train_epoch(cfg: Config, epoch: int, steps: int, ds: Dataset, norm: Normali
                  eval_bs: int) -> tuple[TrainState, dict]:
     t = cfg.train
     n_dev = mesh.shape[AXIS]
-    batches = train_batches(ds.train, norm, batch_size=t.batch_size, seed=cfg.seed,
-                            epoch=epoch, crop_padding=cfg.data.crop_padding,
-                            flip=cfg.data.flip, max_steps=t.max_steps_per_epoch,
-                            alternating_flip=cfg.data.alternating_flip,
-                            pad_mode=cfg.data.crop_padding_mode)
+    batches = config_batches(ds.train, norm, cfg.data, batch_size=t.batch_size, seed=cfg.seed,
+                             epoch=epoch, max_steps=t.max_steps_per_epoch)
     bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", unit="step",
                disable=quiet, leave=True, dynamic_ncols=True)
     losses, correct = [], 0
