@@ -253,7 +253,7 @@ def test_config_composition_and_its_errors(tmp_path):
     subset = load_config("airbench_subset.yaml")
     full = load_config("airbench.yaml")
     assert subset.optim.lr == full.optim.lr and subset.model.arch == full.model.arch
-    assert list(subset.model.widths) == [32, 128, 128] and subset.train.epochs == 20
+    assert list(subset.model.widths) == [48, 192, 192] and subset.train.epochs == 20
     changed = {k for k in full.model if full.model[k] != subset.model[k]}
     assert changed == {"widths"}  # the rest of the model section comes from the base
     assert subset.data.source == "cifar10_dir" and full.data.source == "auto"
