@@ -12,8 +12,9 @@ exported function maps uint8 images (N, 32, 32, 3) -> float32 logits (N, 10) for
 applies the run's per-channel normalisation and the run's test-time augmentation
 (``train.tta_flip``: the mean of the logits of each image and its mirror image;
 ``train.tta_multicrop``: airbench's two 1-pixel translations on top, see
-:func:`train.steps.tta_logits`), so it scores as the run's reported test accuracy did. It then checks the artifact against the checkpoint's
-unfolded eval-mode model on the run's test images and times both models.
+:func:`train.steps.tta_logits`), so it scores as the run's reported test accuracy did. It
+then checks the artifact against the checkpoint's unfolded eval-mode model on the run's test
+images and times both models.
 """
 
 from __future__ import annotations
@@ -254,14 +255,14 @@ def export_run(workdir: str | Path, checkpoint: str = "best", out: str | Path | 
     """Fold and export the run in ``workdir`` (see the module docstring); returns a summary
     dict (artifact path, platforms, fold report, parameter counts, ``max_abs_diff`` against
     the unfolded model on the test images, images/s when ``bench``). ``tta`` None follows
-    the run's ``train.tta_flip`` and ``train.tta_multicrop``; False switches both off."""
+    the run's ``train.tta_flip`` and ``train.tta_multicrop``; True or False switches both."""
     from .data import DataError, load_dataset
     from .model import count_params
 
     run = load_run(workdir, checkpoint)
     cfg = run.cfg
-    flip = cfg.train.tta_flip if tta is None else tta and cfg.train.tta_flip
-    multicrop = cfg.train.tta_multicrop if tta is None else tta and cfg.train.tta_multicrop
+    flip = cfg.train.tta_flip if tta is None else tta
+    multicrop = cfg.train.tta_multicrop if tta is None else tta
     input_dtype = jnp.float64 if cfg.model.dtype == "float64" else jnp.float32
     bad = [p for p in platforms if p not in PLATFORMS]
     if bad or not platforms:
@@ -286,7 +287,8 @@ def export_run(workdir: str | Path, checkpoint: str = "best", out: str | Path | 
     out.mkdir(parents=True, exist_ok=True)
     (out / ARTIFACT).write_bytes(exported.serialize())
     meta = {"class_names": list(run.class_names), "mean": run.mean.tolist(),
-            "std": run.std.tolist(), "tta_flip": flip, "tta_multicrop": multicrop, "checkpoint_epoch": run.step,
+            "std": run.std.tolist(), "tta_flip": flip, "tta_multicrop": multicrop,
+            "checkpoint_epoch": run.step,
             "workdir": str(workdir), "platforms": list(exported.platforms),
             "not_lowered": failed, "dtype": cfg.model.dtype, "conv_impl": impl,
             "input": "uint8 (N, 32, 32, 3) RGB", "output": "float32 logits (N, 10)",
