@@ -28,17 +28,28 @@ def _is_int(v: object) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
+def to_tuple(value: IntOrPair, name: str, ndim: int, *, minimum: int) -> tuple[int, ...]:
+    """Turn an int or a length-``ndim`` sequence of ints into a validated ``ndim``-tuple
+    (one entry per spatial dim)."""
+    if _is_int(value):
+        out = (int(value),) * ndim
+    elif (isinstance(value, (tuple, list)) and len(value) == ndim
+          and all(_is_int(v) for v in value)):
+        out = tuple(int(v) for v in value)
+    else:
+        what = "an int" if ndim == 1 else f"an int or a tuple of {ndim} ints"
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+    if min(out) < minimum:
+        raise ValueError(f"{name} must be >= {minimum} in every dimension, got {value!r}")
+    return out
+
+
 def to_pair(value: IntOrPair, name: str, *, minimum: int) -> Pair:
     """Turn an int or a length-2 sequence of ints into a validated ``(h, w)`` pair."""
-    if _is_int(value):
-        pair = (int(value), int(value))
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
-        pair = (int(value[0]), int(value[1]))
-    else:
+    if not (_is_int(value) or (isinstance(value, (tuple, list)) and len(value) == 2
+                               and all(_is_int(v) for v in value))):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name} must be >= {minimum} in every dimension, got {value!r}")
-    return pair
+    return to_tuple(value, name, 2, minimum=minimum)  # type: ignore[return-value]
 
 
 def resolve_padding(padding: PaddingLike, kernel: Pair, dilation: Pair, stride: Pair) -> PadPairs:
