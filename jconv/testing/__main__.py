@@ -73,8 +73,8 @@ def parse_tolerance(text: str) -> tuple[str, tuple[float, float]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m jconv.testing", formatter_class=argparse.RawDescriptionHelpFormatter,
-                     description="Check a convolution or pooling against PyTorch's "
+    parser = _Parser(prog="python -m jconv.testing",
+                     formatter_class=argparse.RawDescriptionHelpFormatter, description="Check a convolution or pooling against PyTorch's "
                                  "definition, gradients included.", epilog=_EXAMPLES)
     parser.add_argument("target", help="package.module:function to check (with --layer: "
                                        "package.module:make, a layer factory)")
@@ -84,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cases", choices=KINDS, default="default",
                         help="case list: quick 10, default 48, full 224 for conv2d (default: "
                              "%(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random cases (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the random cases (default: %(default)s)")
     parser.add_argument("--dtypes", default=",".join(DTYPES),
                         help="comma-separated, from " + ", ".join(DEFAULT_TOLERANCES)
                         + " (default: %(default)s)")
