@@ -74,7 +74,8 @@ def parse_tolerance(text: str) -> tuple[str, tuple[float, float]]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m jconv.testing",
-                     formatter_class=argparse.RawDescriptionHelpFormatter, description="Check a convolution or pooling against PyTorch's "
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     description="Check a convolution or pooling against PyTorch's "
                                  "definition, gradients included.", epilog=_EXAMPLES)
     parser.add_argument("target", help="package.module:function to check (with --layer: "
                                        "package.module:make, a layer factory)")
