@@ -81,9 +81,7 @@ class CheckReport:
     def worst(self, dtype: str, kind: str = "forward") -> float:
         """Worst measured error for ``dtype``; ``kind`` is ``"forward"`` or ``"grad"``.
         ``nan`` when nothing was measured."""
-        errs = [r.error for r in self.results if r.dtype == dtype and r.error is not None
-                and r.check.startswith(kind)]
-        return max(errs) if errs else float("nan")
+        return _worst(r for r in self.results if r.dtype == dtype and r.check.startswith(kind))
 
     def likely_cause(self) -> str:
         """A paragraph naming the cause when the failures show a known pattern ('' if not):
