@@ -82,6 +82,17 @@ def bias_added_in_bfloat16(x, w, b=None, **kw):
     return lax_conv(x, w, b, _bias_in_x_dtype=True, **kw)
 
 
+def bias_gradient_doubled(x, w, b=None, **kw):
+    """Forward right, bias gradient twice too large (the bias added in bfloat16 as well)."""
+    b2 = None if b is None else b + (b - lax.stop_gradient(b))
+    return lax_conv(x, w, b2, _bias_in_x_dtype=True, **kw)
+
+
+def bias_gradient_dropped(x, w, b=None, **kw):
+    """Forward right, bias gradient zero."""
+    return lax_conv(x, w, None if b is None else lax.stop_gradient(b), **kw)
+
+
 def rejects_unbatched(x, w, b=None, **kw):
     if x.ndim != 4:
         raise ValueError("x must be 4-D")
@@ -144,6 +155,9 @@ def test_broken_convs_fail(mutant, caught_by, dtype):
     assert not report.passed, str(report)
     assert {r.check.split(" ")[0] for r in report.failures} == {caught_by}
     assert "FAIL" in str(report) and f"case = Conv2dCase(" in str(report)
+    # The bias summed in bfloat16 is named as the likely cause; no other bug is.
+    named = "Likely cause: only the bias gradient fails, only in bfloat16" in str(report)
+    assert named == (mutant is bias_added_in_bfloat16), str(report)
 
 
 @pytest.mark.slow
@@ -171,6 +185,57 @@ def test_custom_vjp_forward_mode_reported_unsupported_not_a_crash():
                                   dtypes=("float64",))
     assert report.passed, str(report)
     assert "fwd unsupported (custom_vjp: no forward mode), rev PASS" in str(report)
+
+
+ASYMMETRIC_PAD = [c for c in testing.conv2d_cases("quick") if c.name == "asymmetric-pad"]
+
+
+def test_bias_summed_in_half_precision_named_and_accepted_by_half_sum():
+    # The case where the default run of Equinox, Flax and lax + bias fails (5.04e-02 > 3e-02).
+    pytorch = testing.check_conv2d(bias_added_in_bfloat16, cases=ASYMMETRIC_PAD,
+                                   dtypes=("bfloat16",))
+    text = str(pytorch)
+    assert not pytorch.passed and [r.check for r in pytorch.failures] == ["grad b"]
+    assert "tolerance mode 'pytorch': PyTorch-exact" in text
+    assert "max error 5.04e-02 > tolerance 3e-02 at db" in text
+    assert pytorch.likely_cause().startswith("Likely cause: only the bias gradient fails, only "
+                                             "in bfloat16")
+    assert "tolerance_mode='half-sum' (CLI: --tolerance-mode half-sum)" in pytorch.likely_cause()
+    half = testing.check_conv2d(bias_added_in_bfloat16, cases=ASYMMETRIC_PAD,
+                                dtypes=("bfloat16",), tolerance_mode="half-sum")
+    assert half.passed, str(half)
+    text = str(half)
+    assert "tolerance mode 'half-sum': PyTorch-exact, except that a half-precision bias" in text
+    assert "bfloat16 grad b against the half-sum bound: worst error/bound 0.25" in text
+    assert half.likely_cause() == ""
+
+
+@pytest.mark.parametrize("mutant", [bias_gradient_doubled, bias_gradient_dropped])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_sum_still_catches_wrong_bias_gradients(mutant, dtype):
+    cases = [c for c in testing.conv2d_cases("quick") if c.bias][:3]
+    report = testing.check_conv2d(mutant, cases=cases, dtypes=(dtype,), check_grads_cases=0,
+                                  tolerance_mode="half-sum")
+    assert {r.check for r in report.failures} == {"grad b"}, str(report)
+    assert len({r.case_index for r in report.failures}) == len(cases)
+    assert report.likely_cause() == ""  # far beyond what a half-precision sum gives
+
+
+def test_half_sum_bound_holds_for_xla_sums_and_is_tighter_than_the_gradient():
+    """XLA's own half-precision bias sums (the VJP of ``y + b``) stay within the bound on
+    cotangents of the shapes the cases use, while the bound stays below max|db| (so a bias
+    gradient of zero cannot pass)."""
+    rng = np.random.default_rng(0)
+    for dtype in ("bfloat16", "float16"):
+        for shape in [(2, 3, 7, 7), (4, 5, 9, 12), (6, 8, 1), (3, 16, 16)]:
+            ct = np.asarray(rng.standard_normal(shape).astype(dtype), np.float64)
+            b = jnp.zeros(shape[-3], dtype)
+            _, pull = jax.vjp(lambda b: jnp.zeros(shape, dtype) + b[:, None, None], b)
+            got = np.asarray(pull(jnp.asarray(ct, dtype))[0], np.float64)
+            want = ct.sum(axis=tuple(i for i in range(ct.ndim) if i != ct.ndim - 3))
+            tol = testing.half_sum_tolerance(ct, want, dtype, ct.ndim - 3)
+            assert np.abs(got - want).max() / max(1, np.abs(want).max()) <= tol < 1
+    assert testing.half_sum_tolerance(np.ones((1, 2, 3, 3)), np.full(2, 9.0), "float32", 1) is None
 
 
 def test_assert_conv2d_names_a_runnable_repro():
@@ -208,6 +273,69 @@ def test_function_needing_concrete_values_falls_back_to_eager():
     assert testing.check_conv2d(concrete, cases=[case], dtypes=("float32",), grads=False).passed
 
 
+def make_one_example_layer(w, b=None, **kw):
+    """A layer that, like Equinox's, takes one example (C, H, W) and rejects a batch."""
+    def layer(x):
+        if x.ndim != 3:
+            raise ValueError(f"expected one example (C, H, W), got shape {x.shape}")
+        return lax_conv(x, w, b, **kw)
+    return layer
+
+
+def test_from_layer_unbatched_maps_the_batch():
+    cases = testing.conv2d_cases("quick")[:3] + testing.conv2d_cases("quick")[6:7]
+    one = testing.from_layer(make_one_example_layer, batched=False)
+    assert one.__qualname__ == "from_layer(make_one_example_layer, batched=False)"
+    assert testing.check_conv2d(one, cases=cases, dtypes=("float32",)).passed
+    batched = testing.check_conv2d(testing.from_layer(make_one_example_layer), cases=cases,
+                                   dtypes=("float32",), grads=False)
+    assert "raised ValueError: expected one example (C, H, W), got shape (2, 4, 9, 8)" in str(
+        batched)
+
+
+def make_eqx_conv(w, b, *, stride, padding, dilation, groups):
+    """Equinox's Conv2d; it takes one example (C, H, W)."""
+    import equinox as eqx
+
+    layer = eqx.nn.Conv2d(w.shape[1] * groups, w.shape[0], w.shape[2:], stride,
+                          padding.upper() if isinstance(padding, str) else padding, dilation,
+                          groups, use_bias=b is not None, key=jax.random.key(0))
+    layer = eqx.tree_at(lambda m: m.weight, layer, w)
+    return layer if b is None else eqx.tree_at(lambda m: m.bias, layer, b[:, None, None])
+
+
+def make_nnx_conv(w, b, *, stride, padding, dilation, groups):
+    """Flax's nnx.Conv from an HWIO kernel; it takes NHWC."""
+    from flax import nnx
+
+    s, d = _pair(stride), _pair(dilation)
+    layer = nnx.Conv(w.shape[2] * groups, w.shape[3], w.shape[:2], strides=s,
+                     padding=testing.conv_pads(padding, w.shape[:2], d, s), kernel_dilation=d,
+                     feature_group_count=groups, use_bias=b is not None, param_dtype=w.dtype,
+                     rngs=nnx.Rngs(0))
+    layer.kernel = nnx.Param(w)
+    if b is not None:
+        layer.bias = nnx.Param(b)
+    return layer
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["equinox", "flax"])
+def test_equinox_and_flax_layers_pass_and_their_bfloat16_bias_is_named(name):
+    """Equinox's (unbatched) and Flax's (channels-last) layers through the adapters: PyTorch
+    exact in float32, and in bfloat16 only their bias gradient (summed in bfloat16) differs,
+    which the report names and 'half-sum' accepts."""
+    pytest.importorskip(name)
+    checked = (testing.from_layer(make_eqx_conv, batched=False) if name == "equinox" else
+               testing.from_nhwc(testing.from_layer(make_nnx_conv), weight="HWIO"))
+    assert testing.check_conv2d(checked, cases="quick", dtypes=("float32",)).passed
+    pytorch = testing.check_conv2d(checked, cases="quick", dtypes=("bfloat16",))
+    assert [(r.case.name, r.check) for r in pytorch.failures] == [("asymmetric-pad", "grad b")]
+    assert "Likely cause: only the bias gradient fails" in str(pytorch)
+    assert testing.check_conv2d(checked, cases="quick", dtypes=("bfloat16",),
+                                tolerance_mode="half-sum").passed
+
+
 def test_nhwc_adapter_and_hwio_weights():
     def nhwc_hwio(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1):
         s, d = _pair(stride), _pair(dilation)
@@ -229,6 +357,13 @@ def test_nhwc_adapter_and_hwio_weights():
     (lambda: testing.check_conv2d(lax_conv, cases="quick", dtypes=("float8",)), ValueError,
      r"dtypes entries must be one of .* got 'float8'"),
     (lambda: testing.check_conv2d(42, cases="quick"), TypeError, r"fn must be callable, got 42"),
+    (lambda: testing.check_conv2d(jconv.nn.Conv2d, cases="quick"), TypeError,
+     r"fn is a class \(Conv2d\), not a conv function: build the layer and check it with "
+     r"jconv.testing.from_layer\(make\)"),
+    (lambda: testing.check_conv2d(lax_conv, tolerance_mode="loose"), ValueError,
+     r"tolerance_mode must be one of \('pytorch', 'half-sum'\), got 'loose'"),
+    (lambda: testing.from_layer(make_one_example_layer, batched="no"), TypeError,
+     r"batched must be True or False, got 'no'"),
     (lambda: testing.check_conv2d(lax_conv, check_grads_cases=-1), ValueError,
      r"check_grads_cases must be a non-negative int, got -1"),
     (lambda: testing.conv2d_cases("huge"), ValueError, r"kind must be one of .* got 'huge'"),

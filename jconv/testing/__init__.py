@@ -29,15 +29,16 @@ from ._pool_oracle import (reference_avg_pool2d, reference_avg_pool2d_vjp,
                            reference_max_pool2d, reference_max_pool2d_vjp)
 from ._pytest import pytest_cases
 from ._report import DEFAULT_TOLERANCES, CheckReport, CheckResult
+from ._tolerance import TOLERANCE_MODES, half_sum_tolerance
 
 __all__ = [
-    "DEFAULT_TOLERANCES", "DTYPES", "KINDS",
+    "DEFAULT_TOLERANCES", "DTYPES", "KINDS", "TOLERANCE_MODES",
     "AvgPool2dCase", "CheckReport", "CheckResult", "Conv2dCase", "ConvTranspose2dCase",
     "MaxPool2dCase",
     "assert_avg_pool2d", "assert_conv2d", "assert_conv_transpose2d", "assert_max_pool2d",
     "avg_pool2d_cases", "check_avg_pool2d", "check_conv2d", "check_conv_transpose2d",
     "check_max_pool2d", "conv2d_cases", "conv_pads", "conv_transpose2d_cases",
-    "from_layer", "from_nhwc", "max_pool2d_cases", "pytest_cases",
+    "from_layer", "from_nhwc", "half_sum_tolerance", "max_pool2d_cases", "pytest_cases",
     "reference_avg_pool2d", "reference_avg_pool2d_vjp", "reference_conv2d",
     "reference_conv2d_vjp", "reference_conv_transpose2d", "reference_conv_transpose2d_vjp",
     "reference_max_pool2d", "reference_max_pool2d_vjp",

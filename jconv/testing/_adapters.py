@@ -41,11 +41,17 @@ def from_nhwc(fn: Callable[..., Any], *, weight: str = "OIHW") -> Callable[..., 
     return wrapped
 
 
-def from_layer(make_layer: Callable[..., Any]) -> Callable[..., Any]:
+def from_layer(make_layer: Callable[..., Any], *, batched: bool = True) -> Callable[..., Any]:
     """Check a conv layer: ``make_layer(w, b, stride=..., padding=..., dilation=...,
     groups=...)`` builds a layer holding weight w (C_out, C_in/groups, kH, kW) and bias b
     (or None) whose call ``layer(x)`` maps NCHW to NCHW. The layer is rebuilt on every call
     (it is cheap, and the check differentiates through w and b).
+
+    ``batched=False`` is for layers that take one example, (C, H, W) -> (C_out, H_out, W_out),
+    as Equinox's do: a batch (N, C, H, W) is mapped over N with ``jax.vmap``, an unbatched
+    case goes to the layer as it is. Channels-last layers compose with :func:`from_nhwc`:
+    ``from_nhwc(from_layer(make), weight="HWIO")`` hands ``make`` an HWIO kernel and the
+    layer NHWC (or HWC) inputs.
 
     Example with jconv's own Flax NNX layer:
       >>> from flax import nnx
@@ -61,9 +67,24 @@ def from_layer(make_layer: Callable[..., Any]) -> Callable[..., Any]:
       >>> testing.check_conv2d(testing.from_layer(make), cases="quick", dtypes=("float32",),
       ...                      grads=False).passed
       True
-    """
-    def call(x: Any, w: Any, b: Any = None, **kwargs: Any) -> Any:
-        return make_layer(w, b, **kwargs)(x)
 
-    call.__qualname__ = f"from_layer({getattr(make_layer, '__qualname__', make_layer)})"
+    Unbatched: the same layer, called on one example at a time:
+      >>> one_at_a_time = lambda w, b, **kw: (lambda x: make(w, b, **kw)(x[None])[0])
+      >>> testing.check_conv2d(testing.from_layer(one_at_a_time, batched=False),
+      ...                      cases="quick", dtypes=("float32",), grads=False).passed
+      True
+    """
+    if not isinstance(batched, bool):
+        raise TypeError(f"batched must be True or False, got {batched!r}")
+
+    def call(x: Any, w: Any, b: Any = None, **kwargs: Any) -> Any:
+        layer = make_layer(w, b, **kwargs)
+        if batched or x.ndim == 3:
+            return layer(x)
+        import jax
+
+        return jax.vmap(layer)(x)
+
+    kind = "" if batched else ", batched=False"
+    call.__qualname__ = f"from_layer({getattr(make_layer, '__qualname__', make_layer)}{kind})"
     return call
