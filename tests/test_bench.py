@@ -88,6 +88,23 @@ def test_printed_table_fits_120_columns_for_the_longest_full_layer():
     assert max(len(line) for line in report.format_table([row]).splitlines()) <= 120
 
 
+def test_pct_matmul_is_against_the_best_matmul_rate_of_the_run(monkeypatch):
+    """Each layer's own matmul median was the reference before; under load it could be slower
+    than the layer's convs (pct above 100). Fixed fake timings, nothing measured."""
+    matmul_ms = iter([400.0, 200.0])  # layer 1's matmul ran at half the rate of layer 2's
+
+    def fake_medians(fns, reps):
+        return {k: next(matmul_ms) if k == "__matmul__" else 1.0 for k in fns}
+
+    monkeypatch.setattr(run, "interleaved_medians", fake_medians)
+    layers = suite("quick")[:2]
+    rows = run.run_layers(layers, ["lax"], ["NHWC"], 1, with_torch=False, start_gflops=1.0)
+    best = 2 * 1024 ** 3 / (200.0 * 1e6)
+    assert [r["matmul_gflops"] for r in rows] == [round(best / 2, 1), round(best, 1)]
+    for layer, r in zip(layers, rows):
+        assert r["pct_matmul"] == round(100 * (3 * layer.fwd_flops / 1e6) / best, 1)
+
+
 def test_split_label_and_eigen_case_compile_options():
     """"+eigen" labels compile with the Eigen conv options; plain ones with XLA's defaults."""
     from jconv.bench.timing import ConvCase, split_label

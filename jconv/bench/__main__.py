@@ -104,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     layers = suite(args.mode)
     if args.mode == "full":
         layers = [layer for layer in layers if layer.suite in args.suites]
-    rows = run_layers(layers, args.impls, args.formats, args.reps, not args.no_torch)
+    rows = run_layers(layers, args.impls, args.formats, args.reps, not args.no_torch,
+                      start_gflops=peak)
     print(format_table(rows))
     choices = format_auto_choices(rows)
     if choices:

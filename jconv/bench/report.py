@@ -25,9 +25,9 @@ COLUMN_HELP = {
     "fwd_bwd_gflops": "forward+backward FLOPs (3 x forward) per second",
     "matmul_gflops": "rate of an XLA float32 1024x1024x1024 matmul timed in the same "
                      "interleaved loop (same load)",
-    "pct_matmul": "fwd_bwd_gflops as % of matmul_gflops: a practical reference, not the "
-                  "hardware peak; above 100 the conv ran faster than that matmul, or the "
-                  "load changed between the calls",
+    "pct_matmul": "fwd_bwd_gflops as % of the best matmul rate of the run (the highest "
+                  "matmul_gflops, or the one timed at start): a practical peak, not the "
+                  "hardware's; under load both rates drop",
     "fwd_vs_lax": "lax's fwd_ms / this fwd_ms: above 1 is faster than XLA's conv",
     "fwd_bwd_vs_lax": "lax's fwd_bwd_ms / this fwd_bwd_ms",
     "mem_mb": "XLA's compiled fwd+bwd memory: arguments + outputs + temporaries (nan: torch)",
