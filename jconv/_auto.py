@@ -2,11 +2,12 @@
 
 A convolution is bilinear, so its JVP is ``conv(dx, w) + conv(x, dw)`` and reverse mode
 transposes each term separately: the ``dx`` term's transpose is the input gradient, the
-``dw`` term's the weight gradient. ``conv_auto`` is a ``jax.custom_jvp``: under differentiation its JVP rule
-runs the forward implementation chosen for training and two tangent terms with the
-implementations whose *transposes* are fastest; a call that is not differentiated (inference)
-runs the primal alone, with the implementation fastest forward on its own. Everything stays
-ordinary differentiable JAX, so jit, vmap, forward mode and grad-of-grad all work.
+``dw`` term's the weight gradient. ``conv_auto`` is a ``jax.custom_jvp``: under
+differentiation its JVP rule runs the forward implementation chosen for training and two
+tangent terms with the implementations whose *transposes* are fastest; a call that is not
+differentiated (inference) runs the primal alone, with the implementation fastest forward on
+its own. Everything stays ordinary differentiable JAX, so jit, vmap, forward mode and
+grad-of-grad all work.
 
 The choice is made per *platform the computation is lowered for* (``lax.platform_dependent``
 emits one branch per platform and lowering keeps only its own): on the platform jax is running
