@@ -2,10 +2,12 @@
 
 A convolution is bilinear, so its JVP is ``conv(dx, w) + conv(x, dw)`` and reverse mode
 transposes each term separately: the ``dx`` term's transpose is the input gradient, the
-``dw`` term's the weight gradient. ``conv_auto`` is a ``jax.custom_jvp`` whose primal runs
-the implementation fastest forward and whose two tangent terms run the implementations whose
-*transposes* are fastest. Everything stays ordinary differentiable JAX, so jit, vmap,
-forward mode and grad-of-grad all work.
+``dw`` term's the weight gradient. ``conv_auto`` is a ``jax.custom_jvp``: under
+differentiation its JVP rule runs the forward implementation chosen for training and two
+tangent terms with the implementations whose *transposes* are fastest; a call that is not
+differentiated (inference) runs the primal alone, with the implementation fastest forward on
+its own. Everything stays ordinary differentiable JAX, so jit, vmap, forward mode and
+grad-of-grad all work.
 
 The choice is made per *platform the computation is lowered for* (``lax.platform_dependent``
 emits one branch per platform and lowering keeps only its own): on the platform jax is running
@@ -65,6 +67,9 @@ class AutoChoice:
     ``times_ms`` holds the measured per-pass minima {impl: (fwd, dx, dw)} and ``joint_ms``
     the forward+backward minima {"fwd/dx/dw": ms} of the triples compared last (both empty
     when not measured); ``source`` is ``"measured"``, ``"heuristic"`` or ``"disk"``.
+    ``fwd_only`` is the implementation of calls that are not differentiated (inference): the
+    fastest forward pass timed alone, which can differ from ``fwd`` because the joint
+    forward+backward timing decides ``fwd`` (``None``: same as ``fwd``).
     """
 
     fwd: str
@@ -73,10 +78,16 @@ class AutoChoice:
     source: str
     times_ms: tuple[tuple[str, tuple[float, float, float]], ...] = ()
     joint_ms: tuple[tuple[str, float], ...] = ()
+    fwd_only: str | None = None
 
     @property
     def impls(self) -> tuple[str, str, str]:
         return (self.fwd, self.dx, self.dw)
+
+    @property
+    def inference(self) -> str:
+        """The implementation a call without derivatives runs."""
+        return self.fwd_only or self.fwd
 
 
 def set_auto_measure(enabled: bool | None) -> None:
@@ -211,7 +222,8 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
        ``im2col``'s forward and weight gradient build the same patch matrix, which XLA
        computes once in the joint graph.
 
-    Ties go to the mixed triple, then to the earlier candidate in :func:`candidates`.
+    Ties go to the mixed triple, then to the earlier candidate in :func:`candidates`. Calls
+    that are not differentiated run stage 1's fastest forward (``fwd_only``).
     Compiled with the options of the enclosing :func:`compiler_options_scope`, if any."""
     rng = np.random.default_rng(0)
     cands = candidates()
@@ -240,14 +252,16 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
     best = min(triples, key=lambda t: joint[t])
     return AutoChoice(*best, source="measured",
                       times_ms=tuple((name, low[name]) for name in cands),
-                      joint_ms=tuple(("/".join(t), joint[t]) for t in triples))
+                      joint_ms=tuple(("/".join(t), joint[t]) for t in triples),
+                      fwd_only=mixed[0])
 
 
 def _joint_fn(spec: ConvSpec, impls: tuple[str, str, str]) -> Callable[..., tuple]:
     """(x, w, dy) -> (<conv(x, w), dy>, (d/dx, d/dw)): one training-like forward+backward."""
     def fn(x: jnp.ndarray, w: jnp.ndarray, dy: jnp.ndarray) -> tuple:
         return jax.value_and_grad(
-            lambda a, b: jnp.vdot(_conv_bilinear(a, b, spec, impls), dy), argnums=(0, 1))(x, w)
+            lambda a, b: jnp.vdot(_conv_bilinear(a, b, spec, impls, impls[0]), dy),
+            argnums=(0, 1))(x, w)
     return fn
 
 
@@ -281,7 +295,8 @@ def _cache_problem(path: Path, problem: str) -> None:
 
 def _read_disk(path: Path) -> tuple[dict[str, list[str]] | None, str | None]:
     """(the valid entries of the cache file, what is wrong with it or None). A missing file is
-    an empty cache; a valid entry maps a key to three names from :func:`candidates`; entries
+    an empty cache; a valid entry maps a key to three names from :func:`candidates` (fwd, dx,
+    dw) or four (then the fourth is ``fwd_only``); entries
     are None when the file is not a cache at all (unreadable, not JSON, not an object)."""
     try:
         text = path.read_text()
@@ -298,7 +313,7 @@ def _read_disk(path: Path) -> tuple[dict[str, list[str]] | None, str | None]:
         return None, (f"the cache file holds a JSON {type(data).__name__}, expected an object "
                     "mapping keys to [fwd, dx, dw] implementation names")
     good = {k: v for k, v in data.items()
-            if isinstance(v, list) and len(v) == 3 and all(i in candidates() for i in v)}
+            if isinstance(v, list) and len(v) in (3, 4) and all(i in candidates() for i in v)}
     bad = sorted(set(data) - set(good))
     if bad:
         return good, (f"ignoring {len(bad)} bad entries (expected [fwd, dx, dw] names from "
@@ -330,13 +345,15 @@ def _load_disk(path: Path) -> None:
     _DISK_LOADED.add(str(path))
     entries, problem = _read_disk(path)
     for key, impls in (entries or {}).items():
-        _MEMORY.setdefault(key, AutoChoice(*impls, source="disk"))
+        _MEMORY.setdefault(key, AutoChoice(*impls[:3], source="disk",
+                                           fwd_only=impls[3] if len(impls) == 4 else None))
     if problem:
         _cache_problem(path, problem)
 
 
 def _save_disk(path: Path) -> None:
-    ours = {k: list(c.impls) for k, c in _MEMORY.items() if c.source != "heuristic"}
+    ours = {k: list(c.impls) + ([c.fwd_only] if c.fwd_only else [])
+            for k, c in _MEMORY.items() if c.source != "heuristic"}
     tmp = None
     try:
         with _locked(path):
@@ -397,16 +414,17 @@ def auto_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.d
     return choice
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
 def _conv_bilinear(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec,
-                   impls: tuple[str, str, str]) -> jnp.ndarray:
-    return candidates()[impls[0]](x, w, spec)
+                   impls: tuple[str, str, str], inference: str) -> jnp.ndarray:
+    # Only a call that is not differentiated gets here; under a JVP the rule below runs.
+    return candidates()[inference](x, w, spec)
 
 
-def _conv_bilinear_jvp(spec: ConvSpec, impls: tuple[str, str, str], primals: tuple,
-                       tangents: tuple) -> tuple[jnp.ndarray, jnp.ndarray]:
+def _conv_bilinear_jvp(spec: ConvSpec, impls: tuple[str, str, str], inference: str,
+                       primals: tuple, tangents: tuple) -> tuple[jnp.ndarray, jnp.ndarray]:
     (x, w), (tx, tw) = primals, tangents
-    y = _conv_bilinear(x, w, spec, impls)
+    y = _conv_bilinear(x, w, spec, impls, impls[0])
     # Symbolic zeros skip a whole conv, e.g. the input gradient of a network's first layer.
     terms = []
     if not isinstance(tx, SymbolicZero):
@@ -423,9 +441,10 @@ _conv_bilinear.defjvp(_conv_bilinear_jvp, symbolic_zeros=True)
 def conv_auto(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
     """Batched conv in ``spec.data_format`` with OIHW weights via the implementations chosen
     for each platform; lowering for one platform keeps only that platform's choice."""
-    impls = {p: auto_choice(tuple(x.shape), tuple(w.shape), x.dtype, spec, p).impls
-             for p in PLATFORMS}
-    branch = {p: (lambda a, b, t=t: _conv_bilinear(a, b, spec, t)) for p, t in impls.items()}
+    choices = {p: auto_choice(tuple(x.shape), tuple(w.shape), x.dtype, spec, p)
+               for p in PLATFORMS}
+    impls = {p: (c.impls, c.inference) for p, c in choices.items()}
+    branch = {p: (lambda a, b, t=t: _conv_bilinear(a, b, spec, *t)) for p, t in impls.items()}
     if len(set(impls.values())) == 1:
         return branch["cpu"](x, w)
     return jax.lax.platform_dependent(x, w, cpu=branch["cpu"], cuda=branch["gpu"],

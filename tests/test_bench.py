@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import jax
 import pytest
 
 import jconv
 from jconv.bench import __main__ as cli
+from jconv.bench import report, run
 from jconv.bench.suite import Layer, suite
 
 
@@ -20,25 +24,85 @@ def _no_measuring():
     jconv.set_auto_measure(None)
 
 
-def test_quick_run_writes_table_csv_json_and_chart(tmp_path, capsys):
+def test_quick_run_writes_table_csv_json_and_chart(tmp_path, capsys, monkeypatch):
+    sizes = []
+    real_case = run.matmul_case
+    monkeypatch.setattr(run, "matmul_case", lambda size: sizes.append(size) or real_case(size))
     rc = cli.main(["--mode", "quick", "--impls", "auto,auto+eigen", "--formats", "NCHW",
                    "--reps", "1", "--no-torch", "--out", str(tmp_path)])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "XLA matmul" in out and "fwd_bwd_speedup" in out
+    assert "XLA 1024^3 float32 matmul" in out and "fwd_bwd_vs_lax" in out
+    # Readable in a terminal; auto's choices are listed under the table, not in a column.
+    assert max(len(line) for line in out.splitlines()) <= 120
+    assert "auto's choices (forward-only call; fwd/dx/dw under differentiation):" in out
+    assert sizes == [1024]  # the reference matmul is 1024^3 in quick mode too, not 256^3
     rows = list(csv.DictReader((tmp_path / "layers_quick.csv").open()))
     assert len(rows) == len(suite("quick")) * 3  # lax is always added as the baseline
     assert {r["impl"] for r in rows} == {"lax", "auto", "auto+eigen"}
+    assert list(rows[0]) == list(report.COLUMNS)
     for r in rows:
         assert float(r["fwd_ms"]) > 0 and float(r["fwd_bwd_ms"]) > 0
         assert float(r["matmul_gflops"]) > 0
         if r["impl"] == "lax":
-            assert float(r["fwd_bwd_speedup"]) == 1.0
+            assert float(r["fwd_bwd_vs_lax"]) == 1.0
+            assert r["auto_fwd_only"] == r["auto_fwd_dx_dw"] == ""
         else:
-            assert r["choice"].count("/") == 2
+            assert r["auto_fwd_dx_dw"].count("/") == 2
+            assert r["auto_fwd_only"] in jconv.CONV_IMPLS
+            assert f"{r['layer']} NCHW {r['impl']}: {r['auto_fwd_only']}; " in out
     meta = json.loads((tmp_path / "layers_quick.json").read_text())["meta"]
     assert meta["matmul_peak_gflops"] > 0 and meta["auto_measure"] is False
+    assert set(meta["columns"]) == set(report.COLUMNS)
     assert (tmp_path / "layers_quick.png").stat().st_size > 1000
+
+
+def test_default_output_folder_is_ignored_by_git():
+    """A plain run must not dirty the checkout (it used to write into docs/bench)."""
+    out = cli.parse_args([]).out
+    assert out == Path("bench_out")
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    probe = out / "layers_quick.csv"
+    done = subprocess.run(["git", "check-ignore", "-q", str(probe)], cwd=root)
+    assert done.returncode == 0, f"{probe} is not ignored by .gitignore"
+
+
+def test_help_explains_every_column_and_states_durations(capsys):
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--help"])
+    text = capsys.readouterr().out
+    for name in report.COLUMNS:
+        assert f"  {name}  " in text or f"  {name} " in text, name
+    assert "seconds" not in text.split("--impls")[0]  # --mode no longer promises seconds
+    assert "minutes" in text and "bench_out/" in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+
+
+def test_printed_table_fits_120_columns_for_the_longest_full_layer():
+    layer = max((layer.name for layer in suite("full")), key=len)
+    row = dict(layer=layer, format="NCHW", impl="auto+eigen", compile_s=123.456,
+               fwd_ms=1234.567, fwd_bwd_ms=12345.678, fwd_vs_lax=0.123, fwd_bwd_vs_lax=12.345,
+               pct_matmul=100.0, mem_mb=1234.5)
+    assert max(len(line) for line in report.format_table([row]).splitlines()) <= 120
+
+
+def test_pct_matmul_is_against_the_best_matmul_rate_of_the_run(monkeypatch):
+    """Each layer's own matmul median was the reference before; under load it could be slower
+    than the layer's convs (pct above 100). Fixed fake timings, nothing measured."""
+    matmul_ms = iter([400.0, 200.0])  # layer 1's matmul ran at half the rate of layer 2's
+
+    def fake_medians(fns, reps):
+        return {k: next(matmul_ms) if k == "__matmul__" else 1.0 for k in fns}
+
+    monkeypatch.setattr(run, "interleaved_medians", fake_medians)
+    layers = suite("quick")[:2]
+    rows = run.run_layers(layers, ["lax"], ["NHWC"], 1, with_torch=False, start_gflops=1.0)
+    best = 2 * 1024 ** 3 / (200.0 * 1e6)
+    assert [r["matmul_gflops"] for r in rows] == [round(best / 2, 1), round(best, 1)]
+    for layer, r in zip(layers, rows):
+        assert r["pct_matmul"] == round(100 * (3 * layer.fwd_flops / 1e6) / best, 1)
 
 
 def test_split_label_and_eigen_case_compile_options():

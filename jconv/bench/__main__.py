@@ -1,4 +1,5 @@
-"""CLI: ``python -m jconv.bench [--mode quick|full] ...``; writes CSV/JSON/PNG.
+"""CLI: ``python -m jconv.bench [--mode quick|full] ...``; prints a table, writes CSV/JSON/PNG
+to ``--out`` (default ``bench_out/``, ignored by git).
 
 The training benchmark (a whole train step per implementation) is ``python -m train.bench``.
 """
@@ -16,13 +17,15 @@ import jax
 
 from .._registry import CONV_IMPLS
 from .._auto import measuring_enabled
-from .report import format_table, layer_chart, write_files
+from .report import (COLUMN_HELP, columns_help, format_auto_choices, format_table, layer_chart,
+                     write_files)
 from .run import run_layers
 from .suite import suite
-from .timing import EIGEN_SUFFIX, matmul_peak_gflops
+from .timing import EIGEN_SUFFIX, MATMUL_SIZE, matmul_peak_gflops
 from .torch_ref import load_torch
 
 DEFAULT_IMPLS = "lax,im2col,loops,auto,lax+eigen,auto+eigen"
+DEFAULT_OUT = Path("bench_out")  # ignored by git: a run never dirties the checkout
 IMPL_LABELS = tuple(CONV_IMPLS) + tuple(i + EIGEN_SUFFIX for i in CONV_IMPLS)
 
 
@@ -36,9 +39,21 @@ def _csv_list(value: str, allowed: Sequence[str], name: str) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jconv.bench", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m jconv.bench",
+        description="Time every conv implementation on a suite of layers, interleaved in one\n"
+                    "process; print a table and write CSV, JSON and a PNG chart to --out.\n"
+                    "The training benchmark is python -m train.bench.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="columns of the CSV/JSON rows (the printed table shows the main ones; auto's\n"
+               "choices are listed below it):\n" + columns_help())
     p.add_argument("--mode", choices=("quick", "full"), default="quick",
-                   help="quick: 3 tiny layers, seconds (CI); full: the suite of docs/performance.md")
+                   help="quick (default): 3 small layers at batch 4, NCHW and NHWC; a few "
+                        "minutes on a 2-core CPU (compiling, and auto measuring each new "
+                        "shape, take most of it), longer under load. full: the suite of "
+                        "docs/performance.md (CIFAR batch 128, ResNet-18 batch 8, special "
+                        "batch 32); its compile and timed calls alone add up to ~7 min on a "
+                        "quiet 2-core CPU")
     p.add_argument("--impls", default=DEFAULT_IMPLS,
                    help="comma list of jconv impls, each optionally with +eigen (compiled "
                         "with jconv.conv_compiler_options('eigen')); lax is always added; "
@@ -49,7 +64,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=None,
                    help="timed repetitions per case after warm-up (default quick 3, full 7)")
     p.add_argument("--no-torch", action="store_true", help="leave out the PyTorch column")
-    p.add_argument("--out", type=Path, default=Path("docs/bench"), help="output folder")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                   help=f"folder for layers_<mode>.csv/.json/.png (default {DEFAULT_OUT}/, "
+                        "ignored by git; docs/bench holds the published runs)")
     args = p.parse_args(argv)
     try:
         impls = _csv_list(args.impls, IMPL_LABELS, "--impls")
@@ -73,27 +90,30 @@ def _meta(args: argparse.Namespace, peak: float) -> dict[str, Any]:
                 device=str(jax.devices()[0]), cpu_count=os.cpu_count(),
                 cpu=platform.processor() or platform.machine(),
                 torch=getattr(torch, "__version__", None), matmul_peak_gflops=round(peak, 1),
-                auto_measure=measuring_enabled())
+                auto_measure=measuring_enabled(), columns=COLUMN_HELP)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    peak = matmul_peak_gflops(size=512 if args.mode == "quick" else 1024)
+    peak = matmul_peak_gflops()
     meta = _meta(args, peak)
     print(f"# jconv bench ({args.mode}): {meta['device']}, {meta['cpu_count']} CPUs, "
-          f"jax {meta['jax']}, torch {meta['torch']}, XLA matmul {peak:.1f} GFLOP/s at start "
-          f"(per layer: matmul_gflops), "
-          f"{meta['statistic']}")
+          f"jax {meta['jax']}, torch {meta['torch']}; {meta['statistic']}\n"
+          f"# XLA {MATMUL_SIZE}^3 float32 matmul {peak:.1f} GFLOP/s at start; "
+          "column meanings: --help")
     layers = suite(args.mode)
     if args.mode == "full":
         layers = [layer for layer in layers if layer.suite in args.suites]
     rows = run_layers(layers, args.impls, args.formats, args.reps, not args.no_torch,
-                      matmul_size=256 if args.mode == "quick" else 1024)
+                      start_gflops=peak)
     print(format_table(rows))
+    choices = format_auto_choices(rows)
+    if choices:
+        print(choices)
     paths = write_files(args.out, f"layers_{args.mode}", rows, meta)
     paths.append(layer_chart(rows, args.out / f"layers_{args.mode}.png",
                              f"jconv fwd+bwd speedup over lax ({args.mode})"))
-    print("wrote " + ", ".join(str(p) for p in paths))
+    print("wrote " + "\n      ".join(str(p) for p in paths))
     return 0
 
 

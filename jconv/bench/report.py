@@ -4,26 +4,91 @@ from __future__ import annotations
 
 import csv
 import json
+import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
-COLUMNS = ("suite", "layer", "batch", "format", "impl", "compile_s", "fwd_ms", "fwd_bwd_ms",
-           "fwd_gflops", "fwd_bwd_gflops", "matmul_gflops", "pct_peak", "fwd_speedup",
-           "fwd_bwd_speedup", "peak_mb", "choice")
+# Every column of the CSV/JSON rows and what it means: the one source for --help, the JSON's
+# meta and docs/performance.md's method section.
+COLUMN_HELP = {
+    "suite": "layer suite: cifar, resnet18 or special",
+    "layer": "C_in->C_out @H(=W) input size; /2 stride, d2 dilation, g4 groups",
+    "batch": "batch size N",
+    "format": "layout of x and y (weights are always OIHW)",
+    "impl": "jconv impl; +eigen: compiled with jconv.conv_compiler_options('eigen'); "
+            "torch: PyTorch eager",
+    "compile_s": "seconds to compile fwd and fwd+bwd; for auto this includes measuring its "
+                 "candidates (first trace of a shape)",
+    "fwd_ms": "median ms of y = conv2d(x, w)",
+    "fwd_bwd_ms": "median ms of y and both gradients (dx, dw) for a given dy, as in training",
+    "fwd_gflops": "forward conv FLOPs (2 x multiply-adds) per second",
+    "fwd_bwd_gflops": "forward+backward FLOPs (3 x forward) per second",
+    "matmul_gflops": "rate of an XLA float32 1024x1024x1024 matmul timed in the same "
+                     "interleaved loop (same load)",
+    "pct_matmul": "fwd_bwd_gflops as % of the best matmul rate of the run (the highest "
+                  "matmul_gflops, or the one timed at start): a practical peak, not the "
+                  "hardware's; under load both rates drop",
+    "fwd_vs_lax": "lax's fwd_ms / this fwd_ms: above 1 is faster than XLA's conv",
+    "fwd_bwd_vs_lax": "lax's fwd_bwd_ms / this fwd_bwd_ms",
+    "mem_mb": "XLA's compiled fwd+bwd memory: arguments + outputs + temporaries (nan: torch)",
+    "auto_fwd_only": "auto rows: the impl a call without derivatives runs (the fastest "
+                     "forward timed alone)",
+    "auto_fwd_dx_dw": "auto rows: the impls of the forward, input-gradient and weight-gradient "
+                      "passes under differentiation (the fastest forward+backward together)",
+}
+COLUMNS = tuple(COLUMN_HELP)
+# The stdout table: one line per case within ~120 characters; the rest is in the files.
+PRINTED = ("layer", "format", "impl", "compile_s", "fwd_ms", "fwd_bwd_ms", "fwd_vs_lax",
+           "fwd_bwd_vs_lax", "pct_matmul", "mem_mb")
 
 
-def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = COLUMNS) -> str:
-    """Left-aligned plain-text table of ``rows`` (dicts) restricted to ``columns``.
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = PRINTED) -> str:
+    """Left-aligned plain-text table of ``rows`` (dicts) restricted to ``columns``; floats to
+    4 significant digits (the files keep every digit).
 
     Example:
-      >>> print(format_table([{"impl": "lax", "fwd_ms": 1.5}], ["impl", "fwd_ms"]))
+      >>> print(format_table([{"impl": "lax", "fwd_ms": 1234.567}], ["impl", "fwd_ms"]))
       impl  fwd_ms
-      lax   1.5
+      lax   1235
     """
-    cells = [[str(c) for c in columns]] + [[str(r.get(c, "")) for c in columns] for r in rows]
+    def cell(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    cells = [list(columns)] + [[cell(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip()
                      for row in cells)
+
+
+def format_auto_choices(rows: Sequence[dict[str, Any]]) -> str:
+    """One line per ``auto`` row: what it runs without and with derivatives ("" if none).
+
+    Example:
+      >>> print(format_auto_choices([{"layer": "dw", "format": "NHWC", "impl": "auto",
+      ...                             "auto_fwd_only": "loops",
+      ...                             "auto_fwd_dx_dw": "im2col/im2col/im2col"}]))
+      auto's choices (forward-only call; fwd/dx/dw under differentiation):
+        dw NHWC auto: loops; im2col/im2col/im2col
+    """
+    lines = [f"  {r['layer']} {r['format']} {r['impl']}: {r['auto_fwd_only']}; "
+             f"{r['auto_fwd_dx_dw']}" for r in rows if r.get("auto_fwd_only")]
+    if not lines:
+        return ""
+    return "\n".join(["auto's choices (forward-only call; fwd/dx/dw under differentiation):",
+                      *lines])
+
+
+def columns_help(line_width: int = 100) -> str:
+    """The column glossary printed by ``--help``: ``name  meaning``, wrapped to ``line_width``.
+
+    Example:
+      >>> columns_help().splitlines()[0].split()[:2]
+      ['suite', 'layer']
+    """
+    width = max(map(len, COLUMN_HELP))
+    return "\n".join(textwrap.fill(text, line_width, initial_indent=f"  {name.ljust(width)}  ",
+                                   subsequent_indent=" " * (width + 4))
+                     for name, text in COLUMN_HELP.items())
 
 
 def write_files(out_dir: Path, stem: str, rows: Sequence[dict[str, Any]],
@@ -52,7 +117,7 @@ def layer_chart(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
         layers = list(dict.fromkeys(r["layer"] for r in rows if r["format"] == fmt))
         width = 0.8 / max(1, len(impls))
         for k, impl in enumerate(impls):
-            vals = {r["layer"]: r["fwd_bwd_speedup"] for r in rows
+            vals = {r["layer"]: r["fwd_bwd_vs_lax"] for r in rows
                     if r["format"] == fmt and r["impl"] == impl}
             ax.bar([i + k * width for i in range(len(layers))],
                    [vals.get(name, 0.0) for name in layers], width, label=impl)
