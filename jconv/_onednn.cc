@@ -182,6 +182,19 @@ std::shared_ptr<Entry> build(const Geometry& g, bool any_act) {
   return e;
 }
 
+// The primitive for g. NHWC activations stay in the caller's layout (oneDNN's direct
+// channels-last kernels); NCHW ones are reordered to the layout oneDNN chooses (blocked
+// nChw16c), as PyTorch does: its direct kernels beat the im2col+GEMM one plain nchw gets.
+// Whichever layout yields only the reference kernel is the fallback.
+std::shared_ptr<Entry> choose(const Geometry& g) {
+  auto entry = build(g, !g.nhwc);
+  if (is_reference(entry->impl)) {
+    auto other = build(g, g.nhwc);
+    if (!is_reference(other->impl)) entry = other;
+  }
+  return entry;
+}
+
 // Least-recently-used cache of primitives, keyed on Geometry::key(); shared_ptr entries so an
 // eviction never frees a primitive another thread is running.
 class Cache {
@@ -199,13 +212,7 @@ class Cache {
     }
     // Created outside the lock (it takes milliseconds); two threads racing on one new key
     // both build it and the first insert wins.
-    auto entry = build(g, false);
-    if (is_reference(entry->impl)) {
-      // No optimized kernel for the caller's activation layout: let oneDNN choose it and
-      // reorder around the primitive.
-      auto blocked = build(g, true);
-      if (!is_reference(blocked->impl)) entry = blocked;
-    }
+    auto entry = choose(g);
     std::lock_guard<std::mutex> lock(mu_);
     auto it = map_.find(key);
     if (it != map_.end()) return it->second.first;
@@ -488,11 +495,7 @@ int jconv_onednn_probe(int bf16, int nhwc, int64_t n, int64_t c, int64_t hw, int
     g.dilation = {0, 0};
     g.pad_l = {1, 1};
     g.pad_r = {1, 1};
-    auto e = build(g, false);
-    if (is_reference(e->impl)) {
-      auto blocked = build(g, true);
-      if (!is_reference(blocked->impl)) e = blocked;
-    }
+    auto e = choose(g);
     std::snprintf(buf, static_cast<size_t>(len), "%s", e->impl.c_str());
     return 0;
   } catch (const std::exception& e) {

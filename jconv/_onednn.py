@@ -32,10 +32,10 @@ import numpy as np
 from jax import lax
 
 from ._lax import conv_lax
+from ._pallas import ACTIVATIONS
 from ._spec import ConvSpec, Pair, accum_dtype
 
 DTYPES: tuple[str, ...] = ("float32", "bfloat16")
-ACTIVATIONS: tuple[str, ...] = ("relu", "gelu")
 _ACT_CODE = {None: 0, "relu": 1, "gelu": 2}  # the C++ PostOp enum
 _HANDLERS = ("jconv_onednn_fwd", "jconv_onednn_bwd_data", "jconv_onednn_bwd_weights")
 _EXTENSION = "jconv._onednn_ffi"
