@@ -67,7 +67,7 @@ setup(
         sources=["jconv/_onednn.cc"],
         language="c++",
         extra_compile_args=["-std=c++17", "-O2", "-fvisibility=hidden"],
-        libraries=["dnnl", "stdc++"],
+        libraries=["dnnl", "gomp", "stdc++"],
         # site-packages/jconv -> <prefix>/lib, where the onednn-cpu-gomp wheel puts
         # libdnnl.so.3; jconv/_onednn.py also preloads it, which covers editable installs.
         runtime_library_dirs=["$ORIGIN/../../.."],

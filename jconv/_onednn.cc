@@ -9,6 +9,7 @@
 // Activations are in the caller's layout (nchw or nhwc tags, no transposes in JAX); weights
 // are (C_out, C_in/groups, kH, kW) = oihw, or goihw for groups > 1 (the same bytes).
 
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -23,6 +24,9 @@
 
 #include "oneapi/dnnl/dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
+
+// OpenMP, which oneDNN's gomp build runs on (libgomp, a dependency of libdnnl).
+extern "C" void omp_set_num_threads(int n);
 
 namespace ffi = xla::ffi;
 using dnnl::memory;
@@ -263,7 +267,12 @@ Cache& cache() {
   return *c;
 }
 
+// oneDNN's team size for this process's calls; 0 leaves OpenMP's default (OMP_NUM_THREADS,
+// else one thread per core). Set per calling thread: XLA calls handlers from its own threads.
+std::atomic<int> g_num_threads{0};
+
 void run(const Entry& e, const std::vector<void*>& ptrs) {
+  if (int n = g_num_threads.load(); n > 0) omp_set_num_threads(n);
   auto& eng = cpu_engine();
   dnnl::stream stream(eng);
   std::unordered_map<int, memory> args;
@@ -432,6 +441,7 @@ JCONV_EXPORT XLA_FFI_Error* jconv_onednn_bwd_weights(XLA_FFI_CallFrame* call_fra
 JCONV_EXPORT void jconv_onednn_cache_stats(int64_t* out);
 JCONV_EXPORT void jconv_onednn_set_cache_capacity(int64_t n);
 JCONV_EXPORT void jconv_onednn_clear_cache();
+JCONV_EXPORT void jconv_onednn_set_num_threads(int n);
 JCONV_EXPORT int jconv_onednn_probe(int bf16, int nhwc, int64_t n, int64_t c, int64_t hw,
                                     int pass, char* buf, int64_t len);
 
@@ -477,6 +487,8 @@ void jconv_onednn_set_cache_capacity(int64_t n) {
 }
 
 void jconv_onednn_clear_cache() { cache().clear(); }
+
+void jconv_onednn_set_num_threads(int n) { g_num_threads.store(n < 0 ? 0 : n); }
 
 // Writes the implementation name for a stride-1 f32/bf16 3x3 convolution of the given size
 // into buf (or the error); returns 0 on success. Used to detect bfloat16 support and to

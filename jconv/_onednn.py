@@ -117,6 +117,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_int,
                                        ctypes.c_char_p, ctypes.c_int64]
     lib.jconv_onednn_set_cache_capacity.argtypes = [ctypes.c_int64]
+    lib.jconv_onednn_set_num_threads.argtypes = [ctypes.c_int]
     return lib, ""
 
 
@@ -182,6 +183,15 @@ def set_cache_capacity(n: int) -> None:
 
 def clear_cache() -> None:
     library().jconv_onednn_clear_cache()
+
+
+def set_num_threads(n: int) -> None:
+    """oneDNN's OpenMP threads per call from now on; 0 restores the default (the
+    ``OMP_NUM_THREADS`` environment variable, else one per core). Unlike
+    ``OMP_NUM_THREADS`` it acts at once and leaves other OpenMP users (PyTorch) alone."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    library().jconv_onednn_set_num_threads(n)
 
 
 # --- the three passes as FFI calls ---------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""``python -m jconv.bench.onednn [--reps N] [--nets airbench_subset,cifar]``: the convolutions
-of the two CIFAR training networks, forward + backward, NHWC float32, ``impl="onednn"``
-against XLA's convolution (``lax``, ``lax+eigen``) and PyTorch, interleaved in one process;
-prints medians (ms) and ratios to PyTorch's time, with the load average.
+"""``python -m jconv.bench.onednn [--reps N] [--nets airbench_subset,cifar] [--threads 0,1]``:
+the convolutions of the two CIFAR training networks, forward + backward, NHWC float32,
+``impl="onednn"`` against XLA's convolution (``lax``, ``lax+eigen``) and PyTorch, interleaved
+in one process; prints medians (ms) and ratios to PyTorch's time, with the load average.
+``--threads`` times ``onednn`` once per oneDNN thread count (0: OpenMP's default), each
+column ``onednn/tN``, with the same compiled function.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 import os
 from typing import Sequence
 
+from .._onednn import set_num_threads
 from .suite import Layer
 from .timing import ConvCase, interleaved_medians
 from .torch_ref import TorchCase, load_torch
@@ -38,29 +41,40 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--nets", default=",".join(NETS))
     p.add_argument("--impls", default="lax,lax+eigen,onednn")
+    p.add_argument("--threads", default="0")
     args = p.parse_args(argv)
+    threads = [int(t) for t in args.threads.split(",")]
     nets = [s.strip() for s in args.nets.split(",")]
     if any(n not in NETS for n in nets):
         p.error(f"--nets must be a comma list from {tuple(NETS)}, got {args.nets!r}")
     impls = [s.strip() for s in args.impls.split(",")]
+    columns = [f"{i}/t{t}" if i == "onednn" and len(threads) > 1 else i
+               for i in impls for t in (threads if i == "onednn" else [0])]
     torch = load_torch()
-    ratios: dict[str, list[float]] = {i: [] for i in impls}
+    ratios: dict[str, list[float]] = {c: [] for c in columns}
     print(f"load average at start: {os.getloadavg()}")
-    header = "".join(f"{i:>12}" for i in impls) + f"{'torch':>10}  " + \
-        "  ".join(f"{i}/torch" for i in impls)
+    header = "".join(f"{c:>12}" for c in columns) + f"{'torch':>10}  " + \
+        "  ".join(f"{c}/torch" for c in columns)
     print(f"{'layer (NHWC f32, fwd+bwd ms)':32}{header}")
     for net in nets:
         for layer in NETS[net]():
             cases = {i: ConvCase(layer, i, "NHWC") for i in impls}
-            fns = {i: c.fwd_bwd for i, c in cases.items()}
+            fns = {}
+            for col in columns:
+                case, t = cases[col.split("/")[0]], int(col.split("/t")[1]) if "/t" in col else 0
+
+                def run(case: ConvCase = case, t: int = t) -> object:
+                    set_num_threads(t)
+                    return case.fwd_bwd()
+                fns[col] = run
             if torch is not None:
                 fns["torch"] = TorchCase(torch, layer, "NHWC").fwd_bwd
             ms = interleaved_medians(fns, args.reps)
             ref = ms.get("torch", float("nan"))
-            for i in impls:
-                ratios[i].append(ms[i] / ref)
-            print(f"{net + ' ' + layer.name:32}" + "".join(f"{ms[i]:12.1f}" for i in impls)
-                  + f"{ref:10.1f}  " + "  ".join(f"{ms[i] / ref:9.2f}" for i in impls),
+            for c in columns:
+                ratios[c].append(ms[c] / ref)
+            print(f"{net + ' ' + layer.name:32}" + "".join(f"{ms[c]:12.1f}" for c in columns)
+                  + f"{ref:10.1f}  " + "  ".join(f"{ms[c] / ref:9.2f}" for c in columns),
                   flush=True)
     geo = {i: math.exp(sum(map(math.log, r)) / len(r)) for i, r in ratios.items()}
     print("geo-mean time / PyTorch's: " + ", ".join(f"{i} {g:.2f}x" for i, g in geo.items()))
