@@ -8,6 +8,7 @@ errors named in Python before the native call, thread safety, and lowering elsew
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import threading
 
@@ -282,7 +283,7 @@ def test_concurrent_calls_from_threads():
     errors: list[str] = []
 
     def work(i: int) -> None:
-        for _ in range(20):
+        for _ in range(12):
             k = (i + _) % len(xs)
             got = fns[k](xs[k], w)
             if not np.allclose(got, want[k], rtol=1e-5, atol=1e-5):
@@ -346,3 +347,34 @@ def test_exports_keep_lax_elsewhere_and_onednn_on_cpu(platform_):
     assert "jconv_onednn" not in other and "stablehlo.convolution" in other
     for name in ("jconv_onednn_fwd", "jconv_onednn_bwd_data", "jconv_onednn_bwd_weights"):
         assert name in cpu
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+@pytest.mark.slow  # ~15 s: 2,160 oneDNN calls over 60 shapes
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
+@pytest.mark.parametrize("capacity", [1024, 50])  # 50 < 180 primitives: evicted and rebuilt
+def test_resident_memory_stays_flat_over_thousands_of_calls(capacity):
+    """30 shapes x 2 layouts, forward + both gradients (180 primitives), 12 rounds."""
+    shapes = [(n, c, hw) for n in (1, 2, 3) for c in (4, 8) for hw in (8, 9, 10, 11, 12)]
+    fns = {fmt: jax.jit(jax.value_and_grad(
+        lambda x, w, fmt=fmt: jnp.sum(conv(x, w, padding=1, data_format=fmt) ** 2),
+        argnums=(0, 1))) for fmt in ("NCHW", "NHWC")}
+    stats = _onednn.cache_stats()
+    _onednn.set_cache_capacity(capacity)
+    try:
+        rss = []
+        for _ in range(12):
+            for n, c, hw in shapes:
+                for fmt, fn in fns.items():
+                    x = jnp.ones((n, c, hw, hw) if fmt == "NCHW" else (n, hw, hw, c))
+                    jax.block_until_ready(fn(x, jnp.ones((c, c, 3, 3))))
+            rss.append(_rss_mb())
+    finally:
+        _onednn.set_cache_capacity(stats["capacity"])
+    print(f"capacity {capacity}: RSS after rounds 1, 2, 12: {rss[0]:.1f}, {rss[1]:.1f}, "
+          f"{rss[-1]:.1f} MB")
+    assert rss[-1] - rss[1] < 8.0, rss
