@@ -1,5 +1,6 @@
-"""``python -m jconv.bench.onednn [--reps N] [--nets airbench_subset,cifar] [--threads 0,1]``:
-the convolutions of the two CIFAR training networks, forward + backward, NHWC float32,
+"""``python -m jconv.bench.onednn [--reps N] [--nets airbench_subset,cifar] [--threads 0,1]
+[--format NHWC|NCHW]``: the convolutions of the two CIFAR training networks, forward +
+backward, float32 (NHWC unless ``--format NCHW``),
 ``impl="onednn"`` against XLA's convolution (``lax``, ``lax+eigen``) and PyTorch, interleaved
 in one process; prints medians (ms) and ratios to PyTorch's time, with the load average.
 ``--threads`` times ``onednn`` once per oneDNN thread count (0: OpenMP's default), each
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--nets", default=",".join(NETS))
     p.add_argument("--impls", default="lax,lax+eigen,onednn")
     p.add_argument("--threads", default="0")
+    p.add_argument("--format", choices=("NHWC", "NCHW"), default="NHWC")
     args = p.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
     nets = [s.strip() for s in args.nets.split(",")]
@@ -55,10 +57,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"load average at start: {os.getloadavg()}")
     header = "".join(f"{c:>12}" for c in columns) + f"{'torch':>10}  " + \
         "  ".join(f"{c}/torch" for c in columns)
-    print(f"{'layer (NHWC f32, fwd+bwd ms)':32}{header}")
+    print(f"{f'layer ({args.format} f32, fwd+bwd ms)':32}{header}")
     for net in nets:
         for layer in NETS[net]():
-            cases = {i: ConvCase(layer, i, "NHWC") for i in impls}
+            cases = {i: ConvCase(layer, i, args.format) for i in impls}
             fns = {}
             for col in columns:
                 case, t = cases[col.split("/")[0]], int(col.split("/t")[1]) if "/t" in col else 0
@@ -68,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     return case.fwd_bwd()
                 fns[col] = run
             if torch is not None:
-                fns["torch"] = TorchCase(torch, layer, "NHWC").fwd_bwd
+                fns["torch"] = TorchCase(torch, layer, args.format).fwd_bwd
             ms = interleaved_medians(fns, args.reps)
             ref = ms.get("torch", float("nan"))
             for c in columns:
