@@ -24,7 +24,7 @@ import functools
 import importlib.metadata
 import importlib.util
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -226,82 +226,40 @@ def _bwd_weights_call(x: jnp.ndarray, dy: jnp.ndarray, g: Geometry,
 # The forward rules call the custom_vjp functions, not the FFI calls: under a second derivative
 # JAX differentiates the rule, and a raw ffi_call has no JVP.
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv(x: jnp.ndarray, w: jnp.ndarray, g: Geometry) -> jnp.ndarray:
-    """y = conv(x, w): x batched in the geometry's layout, w (C_out, C_in/groups, kH, kW)."""
-    return _fwd_call(x, w, None, g, None)
-
-
-def _conv_fwd(x, w, g):
-    return conv(x, w, g), (x, w)
-
-
-def _conv_bwd(g, res, dy):
-    x, w = res
-    return input_grad(dy, w, g), weight_grad(x, dy, g)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def input_grad(dy: jnp.ndarray, w: jnp.ndarray, g: Geometry) -> jnp.ndarray:
-    """dx of ``conv`` for the output cotangent dy (oneDNN backward-data)."""
-    return _bwd_data_call(dy, w, g)
-
-
-def _input_grad_fwd(dy, w, g):
-    return input_grad(dy, w, g), (dy, w)
-
-
-def _input_grad_bwd(g, res, gx):
-    # <gx, dx(dy, w)> = <conv(gx, w), dy>: bilinear in (dy, w).
-    dy, w = res
-    return conv(gx, w, g), weight_grad(gx, dy, g)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def weight_grad(x: jnp.ndarray, dy: jnp.ndarray, g: Geometry) -> jnp.ndarray:
-    """dw of ``conv`` for the output cotangent dy (oneDNN backward-weights)."""
-    return _bwd_weights_call(x, dy, g, False)[0]
-
-
-def _weight_grad_fwd(x, dy, g):
-    return weight_grad(x, dy, g), (x, dy)
-
-
-def _weight_grad_bwd(g, res, gw):
-    # <gw, dw(x, dy)> = <conv(x, gw), dy>.
-    x, dy = res
-    return input_grad(dy, gw, g), conv(x, gw, g)
-
-
-conv.defvjp(_conv_fwd, _conv_bwd)
-input_grad.defvjp(_input_grad_fwd, _input_grad_bwd)
-weight_grad.defvjp(_weight_grad_fwd, _weight_grad_bwd)
+def _bilinear(primal: Callable[..., Any],
+              pullback: Callable[..., tuple[jnp.ndarray, jnp.ndarray]]) -> Callable[..., Any]:
+    """``primal(a, b, g)``, bilinear in (a, b), as a custom_vjp op that saves a and b and
+    whose VJP is ``pullback(g, a, b, cotangent)``."""
+    op = jax.custom_vjp(primal, nondiff_argnums=(2,))
+    op.defvjp(lambda a, b, g: (op(a, b, g), (a, b)),
+              lambda g, res, ct: pullback(g, *res, ct))
+    return op
 
 
 def _channel_bias(b: jnp.ndarray, g: Geometry) -> jnp.ndarray:
     return b if g.nhwc else b[:, None, None]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def weight_bias_grad(x: jnp.ndarray, dy: jnp.ndarray,
-                     g: Geometry) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """(dw, db) in one oneDNN backward-weights call (db: dy summed over N, H_out, W_out)."""
-    return _bwd_weights_call(x, dy, g, True)
-
-
-def _weight_bias_grad_fwd(x, dy, g):
-    return weight_bias_grad(x, dy, g), (x, dy)
-
-
-def _weight_bias_grad_bwd(g, res, cts):
-    x, dy = res
+def _weight_bias_pullback(g: Geometry, x: jnp.ndarray, dy: jnp.ndarray,
+                          cts: tuple[jnp.ndarray, jnp.ndarray]) -> tuple[jnp.ndarray, jnp.ndarray]:
     gw, gb = cts
     acc = accum_dtype(dy.dtype)
     d_dy = conv(x, gw, g).astype(acc) + _channel_bias(gb.astype(acc), g)
     return input_grad(dy, gw, g), d_dy.astype(dy.dtype)
 
 
-weight_bias_grad.defvjp(_weight_bias_grad_fwd, _weight_bias_grad_bwd)
+# y = conv(x, w): x batched in the geometry's layout, w (C_out, C_in/groups, kH, kW).
+conv = _bilinear(lambda x, w, g: _fwd_call(x, w, None, g, None),
+                 lambda g, x, w, dy: (input_grad(dy, w, g), weight_grad(x, dy, g)))
+# dx of conv for the output cotangent dy (backward-data); <gx, dx(dy, w)> = <conv(gx, w), dy>.
+input_grad = _bilinear(_bwd_data_call,
+                       lambda g, dy, w, gx: (conv(gx, w, g), weight_grad(gx, dy, g)))
+# dw of conv (backward-weights); <gw, dw(x, dy)> = <conv(x, gw), dy>.
+weight_grad = _bilinear(lambda x, dy, g: _bwd_weights_call(x, dy, g, False)[0],
+                        lambda g, x, dy, gw: (input_grad(dy, gw, g), conv(x, gw, g)))
+# (dw, db) in one backward-weights call (db: dy summed over N, H_out, W_out).
+weight_bias_grad = _bilinear(lambda x, dy, g: _bwd_weights_call(x, dy, g, True),
+                             _weight_bias_pullback)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
