@@ -249,6 +249,15 @@ def test_other_dtypes_raise_naming_the_dtype(dtype, x64):
         conv(x, w)
 
 
+def test_bfloat16_without_cpu_kernels_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(_onednn, "_bf16_kernel", lambda: None)
+    x, w = jnp.ones((1, 2, 5, 5), jnp.bfloat16), jnp.ones((3, 2, 3, 3), jnp.bfloat16)
+    with pytest.raises(ValueError, match=r"impl='onednn' with bfloat16 needs a CPU with "
+                                         r"bfloat16 kernels in oneDNN \(avx512_bf16 or AMX\)"):
+        conv(x, w)
+    assert conv(x.astype(jnp.float32), w.astype(jnp.float32)).dtype == jnp.float32
+
+
 def test_missing_extension_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(_onednn, "_library_or_reason",
                         lambda: (None, "jconv's oneDNN extension (jconv/_onednn_ffi*.so) was "
@@ -378,3 +387,24 @@ def test_resident_memory_stays_flat_over_thousands_of_calls(capacity):
     print(f"capacity {capacity}: RSS after rounds 1, 2, 12: {rss[0]:.1f}, {rss[1]:.1f}, "
           f"{rss[-1]:.1f} MB")
     assert rss[-1] - rss[1] < 8.0, rss
+
+
+def test_native_errors_come_back_as_exceptions():
+    """Malformed calls that bypass conv2d's checks: the handler returns an FFI error, which
+    JAX raises; the interpreter survives."""
+    x, w = jnp.ones((1, 2, 5, 5)), jnp.ones((3, 2, 3, 3))
+    out = jax.ShapeDtypeStruct((1, 3, 3, 3), jnp.float32)
+    _onednn.library()  # registers the handlers
+    attrs = _onednn.geometry(jconv.conv_spec(x.shape, w.shape)).attrs()
+    call = jax.ffi.ffi_call("jconv_onednn_fwd", out)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="malformed operands or attributes"):
+        call(x, w, jnp.zeros(0), **{**attrs, "stride": np.array([1, 1, 1], np.int64)},
+             act=np.int64(0), has_bias=np.int64(0))
+    with pytest.raises(jax.errors.JaxRuntimeError, match="float32 and bfloat16 only"):
+        jax.ffi.ffi_call("jconv_onednn_fwd", jax.ShapeDtypeStruct((1, 3, 3, 3), jnp.float16))(
+            x.astype(jnp.float16), w.astype(jnp.float16), jnp.zeros(0, jnp.float16), **attrs,
+            act=np.int64(0), has_bias=np.int64(0))
+    with pytest.raises(jax.errors.JaxRuntimeError, match="oneDNN"):  # output shape inconsistent with geometry
+        jax.ffi.ffi_call("jconv_onednn_fwd", jax.ShapeDtypeStruct((1, 3, 4, 4), jnp.float32))(
+            x, w, jnp.zeros(0), **attrs, act=np.int64(0), has_bias=np.int64(0))
+    assert conv(x, w).shape == (1, 3, 3, 3)
