@@ -94,10 +94,11 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     """The library with its handlers registered, or None and what is missing."""
     spec = importlib.util.find_spec(_EXTENSION)
     if spec is None or spec.origin is None:
-        return None, ("jconv's oneDNN extension (jconv/_onednn_ffi*.so) was not built: the "
-                      "install found no C++17 compiler or no oneDNN headers "
-                      "(onednn-devel-cpu-gomp); install them and reinstall jconv "
-                      "(python -m pip install -e .)")
+        return None, ("jconv's oneDNN extension (jconv/_onednn_ffi*.so) was not built; "
+                      "building it needs a C++17 compiler, oneDNN's headers (pip package "
+                      "onednn-devel-cpu-gomp, Linux x86-64) and jaxlib's XLA FFI headers (the "
+                      "install's warning names what was missing); add them and reinstall "
+                      "jconv (python -m pip install -e .)")
     dnnl = _dnnl_path()
     if dnnl is None:
         return None, (f"oneDNN's runtime library ({_DNNL_SONAME}, PyPI package "
