@@ -25,6 +25,7 @@ from ._fft import conv_fft
 from ._im2col import conv_im2col
 from ._lax import conv_lax
 from ._loops import conv_loops
+from ._onednn import conv_onednn
 from ._pallas import conv_pallas
 from ._pool_impls import reduce_im2col, reduce_lax, reduce_loops
 from ._spec import ConvSpec, PoolSpec
@@ -100,6 +101,14 @@ for _impl in (
                                 "jax.jvp (custom_vjp); interpreted, so slow, on CPU",
                    plans={"cpu": "Pallas interpreter (interpret=True)",
                           "gpu": "Triton kernels", "tpu": "Mosaic TPU kernels"}),
+    Implementation("onednn", conv_onednn, "oneDNN's CPU kernels (PyTorch's) via the XLA FFI",
+                   exact=False,
+                   restrictions="float32 and bfloat16 only (else ValueError); needs the built "
+                                "extension (else RuntimeError); no forward-mode jax.jvp "
+                                "(custom_vjp); vmap loops over the mapped axis",
+                   plans={"cpu": "oneDNN primitives (cached per shape) through the XLA FFI, "
+                                 "on OpenMP threads",
+                          "gpu": "lax (platform_dependent)", "tpu": "lax (platform_dependent)"}),
     Implementation("auto", conv_auto, "fastest exact implementation per shape and pass",
                    exact=True,
                    plans={"cpu": "lax/im2col/loops per pass: measured once per shape, or the "

@@ -1,10 +1,12 @@
-"""``jconv.conv2d_bias_act``: convolution + bias + activation, fused into one Pallas kernel."""
+"""``jconv.conv2d_bias_act``: convolution + bias + activation, fused into one Pallas kernel or
+one oneDNN primitive."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
+from ._onednn import conv_onednn_bias_act
 from ._pallas import ACTIVATIONS, conv_pallas_bias_act
 from ._spec import IntOrPair, PaddingLike, canonical_conv, check_impl
 from .conv import CONV_IMPLS, conv2d
@@ -25,7 +27,8 @@ def conv2d_bias_act(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None
         approximate="tanh")``; Triton has no ``erf``) or None (bias only).
       impl: ``"pallas"`` (default) runs one kernel: the float32 accumulator gets the bias
         and the activation before it is rounded and written, so the output makes one trip to
-        memory. Any other conv impl computes the same function unfused (conv, then bias and
+        memory. ``"onednn"`` runs one oneDNN primitive on CPU with the bias and activation as
+        post-ops (XLA's ops on other platforms). Any other conv impl computes the same function unfused (conv, then bias and
         activation as separate XLA ops): the reference the fused kernel is checked against.
       Other arguments as in :func:`jconv.conv2d`; ``impl="pallas"`` supports ``groups`` 1 and
       depthwise only.
@@ -35,6 +38,9 @@ def conv2d_bias_act(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None
     pre-activation, written by the forward kernel as a second output only when
     differentiating. Differences from the unfused path are rounding only: the fused kernel
     adds the bias and applies the activation before rounding to a 16-bit dtype.
+    With ``impl="onednn"`` the gradients are oneDNN's backward-data and backward-weights
+    (with the bias gradient) primitives; when differentiating GELU the forward runs the
+    primitive with the bias post-op only and applies GELU in XLA, keeping the pre-activation.
 
     Example:
       >>> import jax.numpy as jnp, jconv
@@ -52,7 +58,7 @@ def conv2d_bias_act(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None
     if act is not None and act not in ACTIVATIONS:
         raise ValueError(f"act must be None or one of {ACTIVATIONS}, got {act!r}")
     check_impl(impl, tuple(CONV_IMPLS))
-    if impl != "pallas":
+    if impl not in ("pallas", "onednn"):
         y = conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
                    impl=impl, data_format=data_format, precision=precision)
         if act == "relu":
@@ -60,5 +66,9 @@ def conv2d_bias_act(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None
         return y if act is None else jax.nn.gelu(y, approximate=True)
     spec, unbatched = canonical_conv(x, w, b, stride=stride, padding=padding, dilation=dilation,
                                      groups=groups, data_format=data_format, precision=precision)
-    y = conv_pallas_bias_act(x[None] if unbatched else x, w, b, spec, act)
+    xb = x[None] if unbatched else x
+    if impl == "onednn":
+        y = conv_onednn_bias_act(xb, w, b, spec, act)
+    else:
+        y = conv_pallas_bias_act(xb, w, b, spec, act)
     return y[0] if unbatched else y

@@ -1,0 +1,519 @@
+// impl="onednn": oneDNN's CPU convolution primitives (PyTorch's CPU kernels) as XLA FFI
+// handlers. jconv/_onednn.py loads this library, registers the three handlers and wires them
+// into jax.custom_vjp; every argument reaching here was validated there.
+//
+// Three handlers, one per pass, share one primitive cache:
+//   jconv_onednn_fwd          y  = conv(x, w) [+ b] [-> relu | gelu_tanh]   (post-ops)
+//   jconv_onednn_bwd_data     dx = conv_backward_data(dy, w)
+//   jconv_onednn_bwd_weights  dw, db = conv_backward_weights(x, dy)         (db: (C_out,) or (0,))
+// Activations are in the caller's layout (nchw or nhwc tags, no transposes in JAX); weights
+// are (C_out, C_in/groups, kH, kW) = oihw, or goihw for groups > 1 (the same bytes).
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+// OpenMP, which oneDNN's gomp build runs on (libgomp, a dependency of libdnnl).
+extern "C" void omp_set_num_threads(int n);
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using Tag = memory::format_tag;
+using Dt = memory::data_type;
+
+namespace {
+
+enum Pass : int { kFwd = 0, kBwdData = 1, kBwdWeights = 2 };
+enum PostOp : int64_t { kNoAct = 0, kRelu = 1, kGeluTanh = 2 };
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// Everything that defines a primitive: the cache key.
+struct Geometry {
+  int pass = kFwd;
+  Dt type = Dt::f32;
+  bool nhwc = false;
+  memory::dims src, wei, dst;  // logical NCHW / (G)OIHW / NCHW dims
+  memory::dims stride, dilation, pad_l, pad_r;  // dilation counted from 0, as oneDNN does
+  int64_t groups = 1;
+  int64_t act = kNoAct;
+  bool bias = false;
+
+  std::string key() const {
+    std::ostringstream s;
+    auto put = [&s](const memory::dims& d) {
+      for (auto v : d) s << v << ',';
+      s << ';';
+    };
+    s << pass << ';' << static_cast<int>(type) << ';' << nhwc << ';' << groups << ';' << act
+      << ';' << bias << ';';
+    for (const auto* d : {&src, &wei, &dst, &stride, &dilation, &pad_l, &pad_r}) put(*d);
+    return s.str();
+  }
+};
+
+// One primitive argument: the plain layout XLA hands over, the layout the primitive wants,
+// and the reorder between them (empty when they are the same).
+struct Operand {
+  int arg;
+  bool output;
+  memory::desc user, prim;
+  dnnl::reorder reorder;
+};
+
+struct Entry {
+  dnnl::primitive prim;
+  std::vector<Operand> operands;  // in the order the handler passes their pointers
+  memory::desc scratchpad;
+  std::string impl;               // oneDNN's implementation name, e.g. "brg:avx512_core"
+};
+
+Operand make_operand(int arg, bool output, const memory::desc& user, const memory::desc& prim) {
+  Operand op{arg, output, user, prim, dnnl::reorder()};
+  if (user != prim) {
+    auto& eng = cpu_engine();
+    op.reorder = output ? dnnl::reorder(dnnl::reorder::primitive_desc(eng, prim, eng, user))
+                        : dnnl::reorder(dnnl::reorder::primitive_desc(eng, user, eng, prim));
+  }
+  return op;
+}
+
+memory::desc act_desc(const Geometry& g, const memory::dims& dims, bool any) {
+  return memory::desc(dims, g.type, any ? Tag::any : (g.nhwc ? Tag::nhwc : Tag::nchw));
+}
+
+memory::desc wei_user(const Geometry& g) {
+  return memory::desc(g.wei, g.type, g.groups > 1 ? Tag::goihw : Tag::oihw);
+}
+
+memory::desc bias_desc(const Geometry& g) {
+  return memory::desc({g.groups > 1 ? g.wei[0] * g.wei[1] : g.wei[0]}, g.type, Tag::a);
+}
+
+dnnl::primitive_attr make_attr(const Geometry& g) {
+  dnnl::primitive_attr attr;
+  // Scratchpad memory per call (below): concurrent calls of one cached primitive then never
+  // share a buffer.
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (g.act != kNoAct) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(g.act == kRelu ? dnnl::algorithm::eltwise_relu
+                                      : dnnl::algorithm::eltwise_gelu_tanh, 0.f, 0.f);
+    attr.set_post_ops(ops);
+  }
+  return attr;
+}
+
+// The forward primitive descriptor (also the hint the backward ones need). Weights always
+// use format_tag::any: with a plain oihw weight descriptor oneDNN falls back to its
+// reference kernel. Activations keep the caller's layout unless `any_act`.
+dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, bool any_act) {
+  auto src = act_desc(g, g.src, any_act), dst = act_desc(g, g.dst, any_act);
+  memory::desc wei(g.wei, g.type, Tag::any);
+  auto attr = make_attr(g);
+  auto& eng = cpu_engine();
+  if (g.bias && g.pass == kFwd)
+    return dnnl::convolution_forward::primitive_desc(
+        eng, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src, wei,
+        bias_desc(g), dst, g.stride, g.dilation, g.pad_l, g.pad_r, attr);
+  return dnnl::convolution_forward::primitive_desc(
+      eng, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src, wei,
+      dst, g.stride, g.dilation, g.pad_l, g.pad_r, attr);
+}
+
+bool is_reference(const std::string& impl) { return impl.find("ref") != std::string::npos; }
+
+std::shared_ptr<Entry> build(const Geometry& g, bool any_act) {
+  auto e = std::make_shared<Entry>();
+  auto& eng = cpu_engine();
+  auto hint = forward_pd(g, any_act);
+  auto src_u = act_desc(g, g.src, false), dst_u = act_desc(g, g.dst, false);
+  if (g.pass == kFwd) {
+    e->prim = dnnl::convolution_forward(hint);
+    e->operands = {make_operand(DNNL_ARG_SRC, false, src_u, hint.src_desc()),
+                   make_operand(DNNL_ARG_WEIGHTS, false, wei_user(g), hint.weights_desc())};
+    if (g.bias) e->operands.push_back(make_operand(DNNL_ARG_BIAS, false, bias_desc(g),
+                                                   hint.bias_desc()));
+    e->operands.push_back(make_operand(DNNL_ARG_DST, true, dst_u, hint.dst_desc()));
+    e->scratchpad = hint.scratchpad_desc();
+    e->impl = hint.impl_info_str();
+  } else if (g.pass == kBwdData) {
+    dnnl::convolution_backward_data::primitive_desc pd(
+        eng, dnnl::algorithm::convolution_direct, act_desc(g, g.src, any_act),
+        memory::desc(g.wei, g.type, Tag::any), act_desc(g, g.dst, any_act), g.stride,
+        g.dilation, g.pad_l, g.pad_r, hint, make_attr(g));
+    e->prim = dnnl::convolution_backward_data(pd);
+    e->operands = {make_operand(DNNL_ARG_DIFF_DST, false, dst_u, pd.diff_dst_desc()),
+                   make_operand(DNNL_ARG_WEIGHTS, false, wei_user(g), pd.weights_desc()),
+                   make_operand(DNNL_ARG_DIFF_SRC, true, src_u, pd.diff_src_desc())};
+    e->scratchpad = pd.scratchpad_desc();
+    e->impl = pd.impl_info_str();
+  } else {
+    auto src = act_desc(g, g.src, any_act), dst = act_desc(g, g.dst, any_act);
+    memory::desc wei(g.wei, g.type, Tag::any);
+    auto pd = g.bias
+        ? dnnl::convolution_backward_weights::primitive_desc(
+              eng, dnnl::algorithm::convolution_direct, src, wei, bias_desc(g), dst, g.stride,
+              g.dilation, g.pad_l, g.pad_r, hint, make_attr(g))
+        : dnnl::convolution_backward_weights::primitive_desc(
+              eng, dnnl::algorithm::convolution_direct, src, wei, dst, g.stride, g.dilation,
+              g.pad_l, g.pad_r, hint, make_attr(g));
+    e->prim = dnnl::convolution_backward_weights(pd);
+    e->operands = {make_operand(DNNL_ARG_SRC, false, src_u, pd.src_desc()),
+                   make_operand(DNNL_ARG_DIFF_DST, false, dst_u, pd.diff_dst_desc()),
+                   make_operand(DNNL_ARG_DIFF_WEIGHTS, true, wei_user(g),
+                                pd.diff_weights_desc())};
+    if (g.bias) e->operands.push_back(make_operand(DNNL_ARG_DIFF_BIAS, true, bias_desc(g),
+                                                   pd.diff_bias_desc()));
+    e->scratchpad = pd.scratchpad_desc();
+    e->impl = pd.impl_info_str();
+  }
+  return e;
+}
+
+// The primitive for g. NHWC activations stay in the caller's layout (oneDNN's direct
+// channels-last kernels); NCHW ones are reordered to the layout oneDNN chooses (blocked
+// nChw16c), as PyTorch does: its direct kernels beat the im2col+GEMM one plain nchw gets.
+// Whichever layout yields only the reference kernel is the fallback.
+std::shared_ptr<Entry> choose(const Geometry& g) {
+  auto entry = build(g, !g.nhwc);
+  if (is_reference(entry->impl)) {
+    auto other = build(g, g.nhwc);
+    if (!is_reference(other->impl)) entry = other;
+  }
+  return entry;
+}
+
+// Least-recently-used cache of primitives, keyed on Geometry::key(); shared_ptr entries so an
+// eviction never frees a primitive another thread is running.
+class Cache {
+ public:
+  std::shared_ptr<Entry> get(const Geometry& g) {
+    const std::string key = g.key();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = map_.find(key);
+      if (it != map_.end()) {
+        order_.splice(order_.begin(), order_, it->second.second);
+        ++hits_;
+        return it->second.first;
+      }
+    }
+    // Created outside the lock (it takes milliseconds); two threads racing on one new key
+    // both build it and the first insert wins.
+    auto entry = choose(g);
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = map_.find(key);
+    if (it != map_.end()) return it->second.first;
+    ++misses_;
+    order_.push_front(key);
+    map_.emplace(key, std::make_pair(entry, order_.begin()));
+    while (map_.size() > capacity_) {
+      map_.erase(order_.back());
+      order_.pop_back();
+    }
+    return entry;
+  }
+
+  void set_capacity(size_t n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    capacity_ = n < 1 ? 1 : n;
+    while (map_.size() > capacity_) {
+      map_.erase(order_.back());
+      order_.pop_back();
+    }
+  }
+
+  void stats(int64_t* out) {
+    std::lock_guard<std::mutex> lock(mu_);
+    out[0] = static_cast<int64_t>(map_.size());
+    out[1] = hits_;
+    out[2] = misses_;
+    out[3] = static_cast<int64_t>(capacity_);
+  }
+
+  void clear() {
+    std::lock_guard<std::mutex> lock(mu_);
+    map_.clear();
+    order_.clear();
+  }
+
+ private:
+  std::mutex mu_;
+  std::list<std::string> order_;  // most recent first
+  std::unordered_map<std::string,
+                     std::pair<std::shared_ptr<Entry>, std::list<std::string>::iterator>> map_;
+  size_t capacity_ = 1024;
+  int64_t hits_ = 0, misses_ = 0;
+};
+
+Cache& cache() {
+  static Cache* c = new Cache();  // never destroyed: handlers may run during interpreter exit
+  return *c;
+}
+
+// oneDNN's team size for this process's calls; 0 leaves OpenMP's default (OMP_NUM_THREADS,
+// else one thread per core). Set per calling thread: XLA calls handlers from its own threads.
+std::atomic<int> g_num_threads{0};
+
+void run(const Entry& e, const std::vector<void*>& ptrs) {
+  if (int n = g_num_threads.load(); n > 0) omp_set_num_threads(n);
+  auto& eng = cpu_engine();
+  dnnl::stream stream(eng);
+  std::unordered_map<int, memory> args;
+  std::vector<std::pair<memory, memory>> outputs;  // (primitive's, caller's) to reorder after
+  for (size_t i = 0; i < e.operands.size(); ++i) {
+    const Operand& op = e.operands[i];
+    memory user(op.user, eng, ptrs[i]);
+    if (!op.reorder) {
+      args.emplace(op.arg, user);
+      continue;
+    }
+    memory prim(op.prim, eng);  // library-allocated, freed when this call returns
+    if (op.output) {
+      outputs.emplace_back(prim, user);
+    } else {
+      op.reorder.execute(stream, user, prim);
+    }
+    args.emplace(op.arg, prim);
+  }
+  memory scratch(e.scratchpad, eng);
+  args.emplace(DNNL_ARG_SCRATCHPAD, scratch);
+  e.prim.execute(stream, args);
+  size_t k = 0;
+  for (const Operand& op : e.operands) {
+    if (op.output && op.reorder) {
+      op.reorder.execute(stream, outputs[k].first, outputs[k].second);
+      ++k;
+    }
+  }
+  stream.wait();
+}
+
+ffi::Error to_dt(ffi::DataType t, Dt* out) {
+  if (t == ffi::DataType::F32) {
+    *out = Dt::f32;
+  } else if (t == ffi::DataType::BF16) {
+    *out = Dt::bf16;
+  } else {
+    return ffi::Error::InvalidArgument("onednn convolution supports float32 and bfloat16 only");
+  }
+  return ffi::Error::Success();
+}
+
+// Logical NCHW dims of an activation buffer in the caller's layout.
+memory::dims nchw_dims(const ffi::AnyBuffer& b, bool nhwc) {
+  auto d = b.dimensions();
+  if (nhwc) return {d[0], d[3], d[1], d[2]};
+  return {d[0], d[1], d[2], d[3]};
+}
+
+memory::dims wei_dims(const ffi::AnyBuffer& w, int64_t groups) {
+  auto d = w.dimensions();
+  if (groups > 1) return {groups, d[0] / groups, d[1], d[2], d[3]};
+  return {d[0], d[1], d[2], d[3]};
+}
+
+memory::dims to_dims(ffi::Span<const int64_t> s, int64_t minus = 0) {
+  memory::dims d;
+  for (auto v : s) d.push_back(v - minus);
+  return d;
+}
+
+ffi::Error make_geometry(int pass, const ffi::AnyBuffer& act_in, const ffi::AnyBuffer& w_like,
+                         const ffi::AnyBuffer& act_out, ffi::Span<const int64_t> stride,
+                         ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
+                         ffi::Span<const int64_t> dilation, int64_t groups, int64_t nhwc,
+                         Geometry* g) {
+  if (act_in.dimensions().size() != 4 || w_like.dimensions().size() != 4 ||
+      act_out.dimensions().size() != 4 || stride.size() != 2 || pad_lo.size() != 2 ||
+      pad_hi.size() != 2 || dilation.size() != 2 || groups < 1)
+    return ffi::Error::InvalidArgument("onednn convolution: malformed operands or attributes");
+  if (act_in.element_type() != w_like.element_type() ||
+      act_in.element_type() != act_out.element_type())
+    return ffi::Error::InvalidArgument("onednn convolution: operands differ in dtype");
+  if (auto err = to_dt(act_in.element_type(), &g->type); err.failure()) return err;
+  g->pass = pass;
+  g->nhwc = nhwc != 0;
+  g->src = nchw_dims(act_in, g->nhwc);
+  g->dst = nchw_dims(act_out, g->nhwc);
+  g->wei = wei_dims(w_like, groups);
+  g->groups = groups;
+  g->stride = to_dims(stride);
+  g->dilation = to_dims(dilation, 1);
+  g->pad_l = to_dims(pad_lo);
+  g->pad_r = to_dims(pad_hi);
+  return ffi::Error::Success();
+}
+
+template <typename F>
+ffi::Error guarded(F&& f) {
+  try {
+    return f();
+  } catch (const dnnl::error& e) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string("onednn convolution: ") + e.what());
+  }
+}
+
+ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b,
+                   ffi::Result<ffi::AnyBuffer> y, ffi::Span<const int64_t> stride,
+                   ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
+                   ffi::Span<const int64_t> dilation, int64_t groups, int64_t nhwc,
+                   int64_t act, int64_t has_bias) {
+  return guarded([&]() -> ffi::Error {
+    // x plays src and y dst; their element counts are checked against the dims by XLA.
+    Geometry g;
+    if (auto err = make_geometry(kFwd, x, w, *y, stride, pad_lo, pad_hi, dilation, groups, nhwc,
+                                 &g);
+        err.failure())
+      return err;
+    g.act = act;
+    g.bias = has_bias != 0;
+    auto e = cache().get(g);
+    std::vector<void*> ptrs = {x.untyped_data(), w.untyped_data()};
+    if (g.bias) ptrs.push_back(b.untyped_data());
+    ptrs.push_back(y->untyped_data());
+    run(*e, ptrs);
+    return ffi::Error::Success();
+  });
+}
+
+ffi::Error BackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx,
+                        ffi::Span<const int64_t> stride, ffi::Span<const int64_t> pad_lo,
+                        ffi::Span<const int64_t> pad_hi, ffi::Span<const int64_t> dilation,
+                        int64_t groups, int64_t nhwc) {
+  return guarded([&]() -> ffi::Error {
+    Geometry g;
+    if (auto err = make_geometry(kBwdData, *dx, w, dy, stride, pad_lo, pad_hi, dilation, groups,
+                                 nhwc, &g);
+        err.failure())
+      return err;
+    auto e = cache().get(g);
+    run(*e, {dy.untyped_data(), w.untyped_data(), dx->untyped_data()});
+    return ffi::Error::Success();
+  });
+}
+
+ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
+                           ffi::Result<ffi::AnyBuffer> db, ffi::Span<const int64_t> stride,
+                           ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
+                           ffi::Span<const int64_t> dilation, int64_t groups, int64_t nhwc,
+                           int64_t has_bias) {
+  return guarded([&]() -> ffi::Error {
+    Geometry g;
+    if (auto err = make_geometry(kBwdWeights, x, *dw, dy, stride, pad_lo, pad_hi, dilation,
+                                 groups, nhwc, &g);
+        err.failure())
+      return err;
+    g.bias = has_bias != 0;
+    auto e = cache().get(g);
+    std::vector<void*> ptrs = {x.untyped_data(), dy.untyped_data(), dw->untyped_data()};
+    if (g.bias) ptrs.push_back(db->untyped_data());
+    run(*e, ptrs);
+    return ffi::Error::Success();
+  });
+}
+
+}  // namespace
+
+// Built with -fvisibility=hidden: only these symbols leave the library.
+#define JCONV_EXPORT extern "C" __attribute__((visibility("default")))
+JCONV_EXPORT XLA_FFI_Error* jconv_onednn_fwd(XLA_FFI_CallFrame* call_frame);
+JCONV_EXPORT XLA_FFI_Error* jconv_onednn_bwd_data(XLA_FFI_CallFrame* call_frame);
+JCONV_EXPORT XLA_FFI_Error* jconv_onednn_bwd_weights(XLA_FFI_CallFrame* call_frame);
+JCONV_EXPORT void jconv_onednn_cache_stats(int64_t* out);
+JCONV_EXPORT void jconv_onednn_set_cache_capacity(int64_t n);
+JCONV_EXPORT void jconv_onednn_clear_cache();
+JCONV_EXPORT void jconv_onednn_set_num_threads(int n);
+JCONV_EXPORT int jconv_onednn_probe(int bf16, int nhwc, int64_t n, int64_t c, int64_t hw,
+                                    int pass, char* buf, int64_t len);
+
+#define JCONV_CONV_ATTRS                                  \
+  .Attr<ffi::Span<const int64_t>>("stride")               \
+      .Attr<ffi::Span<const int64_t>>("pad_lo")           \
+      .Attr<ffi::Span<const int64_t>>("pad_hi")           \
+      .Attr<ffi::Span<const int64_t>>("dilation")         \
+      .Attr<int64_t>("groups")                            \
+      .Attr<int64_t>("nhwc")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jconv_onednn_fwd, Forward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>() JCONV_CONV_ATTRS
+                                  .Attr<int64_t>("act")
+                                  .Attr<int64_t>("has_bias"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jconv_onednn_bwd_data, BackwardData,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>() JCONV_CONV_ATTRS);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jconv_onednn_bwd_weights, BackwardWeights,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>() JCONV_CONV_ATTRS
+                                  .Attr<int64_t>("has_bias"));
+
+// Plain C helpers for Python (ctypes): the cache's state, its capacity, and which oneDNN
+// implementation a geometry gets (for tests and ONEDNN_VERBOSE-free checks).
+extern "C" {
+
+void jconv_onednn_cache_stats(int64_t* out) { cache().stats(out); }
+
+void jconv_onednn_set_cache_capacity(int64_t n) {
+  cache().set_capacity(static_cast<size_t>(n < 1 ? 1 : n));
+}
+
+void jconv_onednn_clear_cache() { cache().clear(); }
+
+void jconv_onednn_set_num_threads(int n) { g_num_threads.store(n < 0 ? 0 : n); }
+
+// Writes the implementation name for a stride-1 f32/bf16 3x3 convolution of the given size
+// into buf (or the error); returns 0 on success. Used to detect bfloat16 support and to
+// check that optimized kernels (not "ref") are chosen.
+int jconv_onednn_probe(int bf16, int nhwc, int64_t n, int64_t c, int64_t hw, int pass,
+                       char* buf, int64_t len) {
+  try {
+    Geometry g;
+    g.pass = pass;
+    g.type = bf16 ? Dt::bf16 : Dt::f32;
+    g.nhwc = nhwc != 0;
+    g.src = {n, c, hw, hw};
+    g.dst = {n, c, hw, hw};
+    g.wei = {c, c, 3, 3};
+    g.stride = {1, 1};
+    g.dilation = {0, 0};
+    g.pad_l = {1, 1};
+    g.pad_r = {1, 1};
+    auto e = choose(g);
+    std::snprintf(buf, static_cast<size_t>(len), "%s", e->impl.c_str());
+    return 0;
+  } catch (const std::exception& e) {
+    std::snprintf(buf, static_cast<size_t>(len), "%s", e.what());
+    return 1;
+  }
+}
+
+}  // extern "C"

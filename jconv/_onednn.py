@@ -1,0 +1,357 @@
+"""``impl="onednn"``: oneDNN's CPU convolutions (PyTorch's CPU kernels) inside XLA.
+
+The native part is ``jconv/_onednn.cc``, built by ``setup.py`` into the plain shared library
+``jconv/_onednn_ffi*.so`` (loaded with ``ctypes``, no Python API) against the PyPI oneDNN
+wheels and jaxlib's XLA FFI headers. It exports three XLA FFI handlers (forward with optional
+bias and ReLU/GELU post-op, backward-data, backward-weights with optional bias gradient),
+registered here for the ``cpu`` platform and called with ``jax.ffi.ffi_call``.
+
+Differentiation: the three passes are bilinear and each one's VJP is the other two, so each
+is a ``jax.custom_vjp`` whose backward rule calls the other (custom_vjp'd) passes, and every
+order of reverse-mode derivative runs oneDNN. Forward-mode ``jax.jvp`` is not supported
+(custom_vjp). ``vmap`` runs the handlers once per mapped element (``vmap_method=
+"sequential"``).
+
+Platforms: ``lax.platform_dependent`` runs oneDNN when lowering for CPU and XLA's own
+convolution (:func:`jconv._lax.conv_lax`) for anything else, so models built with
+``impl="onednn"`` still export for GPU/TPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.metadata
+import importlib.util
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ._lax import conv_lax
+from ._pallas import ACTIVATIONS
+from ._spec import ConvSpec, Pair, accum_dtype
+
+DTYPES: tuple[str, ...] = ("float32", "bfloat16")
+_ACT_CODE = {None: 0, "relu": 1, "gelu": 2}  # the C++ PostOp enum
+_HANDLERS = ("jconv_onednn_fwd", "jconv_onednn_bwd_data", "jconv_onednn_bwd_weights")
+_EXTENSION = "jconv._onednn_ffi"
+_DNNL_SONAME = "libdnnl.so.3"
+
+
+class Geometry(NamedTuple):
+    """What the handlers need besides the operands (hashable: a custom_vjp nondiff arg)."""
+
+    stride: Pair
+    pad_lo: Pair
+    pad_hi: Pair
+    dilation: Pair
+    groups: int
+    nhwc: bool
+    in_hw: Pair
+    out_hw: Pair
+    kernel: Pair
+
+    def act_shape(self, n: int, c: int, hw: Pair) -> tuple[int, ...]:
+        return (n, *hw, c) if self.nhwc else (n, c, *hw)
+
+    def channels(self, a: jnp.ndarray) -> int:
+        return a.shape[3] if self.nhwc else a.shape[1]
+
+    def attrs(self) -> dict[str, object]:
+        i64 = functools.partial(np.array, dtype=np.int64)
+        return dict(stride=i64(self.stride), pad_lo=i64(self.pad_lo), pad_hi=i64(self.pad_hi),
+                    dilation=i64(self.dilation), groups=np.int64(self.groups),
+                    nhwc=np.int64(self.nhwc))
+
+
+def geometry(spec: ConvSpec) -> Geometry:
+    (top, bottom), (left, right) = spec.padding
+    return Geometry(stride=spec.stride, pad_lo=(top, left), pad_hi=(bottom, right),
+                    dilation=spec.dilation, groups=spec.groups,
+                    nhwc=spec.data_format == "NHWC", in_hw=spec.in_hw, out_hw=spec.out_hw,
+                    kernel=spec.kernel)
+
+
+# --- loading the library ----------------------------------------------------------------------
+
+def _dnnl_path() -> Path | None:
+    """libdnnl.so.3 from the ``onednn-cpu-gomp`` wheel, wherever pip put it."""
+    try:
+        files = importlib.metadata.files("onednn-cpu-gomp") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if f.name == _DNNL_SONAME:
+            return Path(f.locate()).resolve()
+    return None
+
+
+def _load() -> tuple[ctypes.CDLL | None, str]:
+    """The library with its handlers registered, or None and what is missing."""
+    spec = importlib.util.find_spec(_EXTENSION)
+    if spec is None or spec.origin is None:
+        return None, ("jconv's oneDNN extension (jconv/_onednn_ffi*.so) was not built; "
+                      "building it needs a C++17 compiler, oneDNN's headers (pip package "
+                      "onednn-devel-cpu-gomp, Linux x86-64) and jaxlib's XLA FFI headers (the "
+                      "install's warning names what was missing); add them and reinstall "
+                      "jconv (python -m pip install -e .)")
+    dnnl = _dnnl_path()
+    if dnnl is None:
+        return None, (f"oneDNN's runtime library ({_DNNL_SONAME}, PyPI package "
+                      "onednn-cpu-gomp) is not installed: python -m pip install onednn-cpu-gomp")
+    try:
+        # The extension's DT_NEEDED libdnnl.so.3 resolves to this already-loaded copy, so
+        # editable and regular installs work without an rpath into a build environment.
+        ctypes.CDLL(str(dnnl), mode=ctypes.RTLD_GLOBAL)
+        lib = ctypes.CDLL(spec.origin)
+    except OSError as exc:
+        return None, f"loading jconv's oneDNN extension failed: {exc}"
+    for name in _HANDLERS:
+        jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)),
+                                    platform="cpu")
+    lib.jconv_onednn_probe.restype = ctypes.c_int
+    lib.jconv_onednn_probe.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64,
+                                       ctypes.c_int64, ctypes.c_int64, ctypes.c_int,
+                                       ctypes.c_char_p, ctypes.c_int64]
+    lib.jconv_onednn_set_cache_capacity.argtypes = [ctypes.c_int64]
+    lib.jconv_onednn_set_num_threads.argtypes = [ctypes.c_int]
+    return lib, ""
+
+
+@functools.cache
+def _library_or_reason() -> tuple[ctypes.CDLL | None, str]:
+    return _load()
+
+
+def available() -> bool:
+    """Whether ``impl="onednn"`` can run here (the extension and libdnnl load)."""
+    return _library_or_reason()[0] is not None
+
+
+def library() -> ctypes.CDLL:
+    """The loaded extension (handlers registered), or a RuntimeError naming what is missing."""
+    lib, reason = _library_or_reason()
+    if lib is None:
+        raise RuntimeError(f"impl='onednn' is unavailable: {reason}")
+    return lib
+
+
+def probe(dtype: str = "float32", data_format: str = "NHWC", pass_: str = "forward",
+          n: int = 8, c: int = 48, hw: int = 16) -> str:
+    """The oneDNN implementation (e.g. ``"brgconv:avx512_core"``) a 3x3 convolution of this
+    size gets; a RuntimeError with oneDNN's message if it has none.
+
+    Example:
+      >>> "ref" in probe("float32", "NHWC")   # an optimized kernel, not the reference one
+      False
+    """
+    buf = ctypes.create_string_buffer(512)
+    code = {"forward": 0, "input_grad": 1, "weight_grad": 2}[pass_]
+    rc = library().jconv_onednn_probe(int(dtype == "bfloat16"), int(data_format == "NHWC"),
+                                      n, c, hw, code, buf, len(buf))
+    if rc:
+        raise RuntimeError(f"oneDNN has no {dtype} convolution here: {buf.value.decode()}")
+    return buf.value.decode()
+
+
+@functools.cache
+def _bf16_kernel() -> str | None:
+    """oneDNN's bfloat16 kernel on this CPU, or None when it has only the reference one."""
+    try:
+        impl = probe("bfloat16")
+    except RuntimeError:
+        return None
+    return None if "ref" in impl else impl
+
+
+def cache_stats() -> dict[str, int]:
+    """The primitive cache: entries, hits, misses (primitives built), capacity."""
+    out = (ctypes.c_int64 * 4)()
+    library().jconv_onednn_cache_stats(out)
+    return dict(zip(("size", "hits", "misses", "capacity"), out))
+
+
+def set_cache_capacity(n: int) -> None:
+    """Keep at most ``n`` primitives (least recently used evicted; default 1024)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    library().jconv_onednn_set_cache_capacity(n)
+
+
+def clear_cache() -> None:
+    library().jconv_onednn_clear_cache()
+
+
+def set_num_threads(n: int) -> None:
+    """oneDNN's OpenMP threads per call from now on; 0 restores the default (the
+    ``OMP_NUM_THREADS`` environment variable, else one per core). Unlike
+    ``OMP_NUM_THREADS`` it acts at once and leaves other OpenMP users (PyTorch) alone."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    library().jconv_onednn_set_num_threads(n)
+
+
+# --- the three passes as FFI calls ---------------------------------------------------------------
+
+def _ffi(name: str, out: object) -> object:
+    return jax.ffi.ffi_call(name, out, vmap_method="sequential")
+
+
+def _fwd_call(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, g: Geometry,
+              act: str | None) -> jnp.ndarray:
+    out = jax.ShapeDtypeStruct(g.act_shape(x.shape[0], w.shape[0], g.out_hw), x.dtype)
+    bias = jnp.zeros((0,), x.dtype) if b is None else b
+    return _ffi(_HANDLERS[0], out)(x, w, bias, **g.attrs(), act=np.int64(_ACT_CODE[act]),
+                                   has_bias=np.int64(b is not None))
+
+
+def _bwd_data_call(dy: jnp.ndarray, w: jnp.ndarray, g: Geometry) -> jnp.ndarray:
+    out = jax.ShapeDtypeStruct(g.act_shape(dy.shape[0], w.shape[1] * g.groups, g.in_hw),
+                               dy.dtype)
+    return _ffi(_HANDLERS[1], out)(dy, w, **g.attrs())
+
+
+def _bwd_weights_call(x: jnp.ndarray, dy: jnp.ndarray, g: Geometry,
+                      bias: bool) -> tuple[jnp.ndarray, jnp.ndarray]:
+    c_out = g.channels(dy)
+    dw = jax.ShapeDtypeStruct((c_out, g.channels(x) // g.groups, *g.kernel), x.dtype)
+    db = jax.ShapeDtypeStruct((c_out if bias else 0,), x.dtype)
+    return _ffi(_HANDLERS[2], (dw, db))(x, dy, **g.attrs(), has_bias=np.int64(bias))
+
+
+# --- differentiation: each pass's VJP is the other two passes ------------------------------------
+# The forward rules call the custom_vjp functions, not the FFI calls: under a second derivative
+# JAX differentiates the rule, and a raw ffi_call has no JVP.
+
+def _bilinear(primal: Callable[..., Any],
+              pullback: Callable[..., tuple[jnp.ndarray, jnp.ndarray]]) -> Callable[..., Any]:
+    """``primal(a, b, g)``, bilinear in (a, b), as a custom_vjp op that saves a and b and
+    whose VJP is ``pullback(g, a, b, cotangent)``."""
+    op = jax.custom_vjp(primal, nondiff_argnums=(2,))
+    op.defvjp(lambda a, b, g: (op(a, b, g), (a, b)),
+              lambda g, res, ct: pullback(g, *res, ct))
+    return op
+
+
+def _channel_bias(b: jnp.ndarray, g: Geometry) -> jnp.ndarray:
+    return b if g.nhwc else b[:, None, None]
+
+
+def _weight_bias_pullback(g: Geometry, x: jnp.ndarray, dy: jnp.ndarray,
+                          cts: tuple[jnp.ndarray, jnp.ndarray]) -> tuple[jnp.ndarray, jnp.ndarray]:
+    gw, gb = cts
+    acc = accum_dtype(dy.dtype)
+    d_dy = conv(x, gw, g).astype(acc) + _channel_bias(gb.astype(acc), g)
+    return input_grad(dy, gw, g), d_dy.astype(dy.dtype)
+
+
+# y = conv(x, w): x batched in the geometry's layout, w (C_out, C_in/groups, kH, kW).
+conv = _bilinear(lambda x, w, g: _fwd_call(x, w, None, g, None),
+                 lambda g, x, w, dy: (input_grad(dy, w, g), weight_grad(x, dy, g)))
+# dx of conv for the output cotangent dy (backward-data); <gx, dx(dy, w)> = <conv(gx, w), dy>.
+input_grad = _bilinear(_bwd_data_call,
+                       lambda g, dy, w, gx: (conv(gx, w, g), weight_grad(gx, dy, g)))
+# dw of conv (backward-weights); <gw, dw(x, dy)> = <conv(x, gw), dy>.
+weight_grad = _bilinear(lambda x, dy, g: _bwd_weights_call(x, dy, g, False)[0],
+                        lambda g, x, dy, gw: (input_grad(dy, gw, g), conv(x, gw, g)))
+# (dw, db) in one backward-weights call (db: dy summed over N, H_out, W_out).
+weight_bias_grad = _bilinear(lambda x, dy, g: _bwd_weights_call(x, dy, g, True),
+                             _weight_bias_pullback)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def conv_bias_act(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray, g: Geometry,
+                  act: str | None) -> jnp.ndarray:
+    """act(conv(x, w) + b) in one oneDNN primitive (bias and activation as post-ops)."""
+    return _fwd_call(x, w, b, g, act)
+
+
+def _activate(z: jnp.ndarray, act: str) -> jnp.ndarray:
+    """ReLU or (tanh) GELU of z, computed in the accumulation dtype."""
+    acc = z.astype(accum_dtype(z.dtype))
+    y = jax.nn.relu(acc) if act == "relu" else jax.nn.gelu(acc, approximate=True)
+    return y.astype(z.dtype)
+
+
+def _cba_fwd(x, w, b, g, act):
+    if act == "gelu":
+        # GELU's derivative needs the pre-activation: run the primitive with the bias post-op
+        # only and apply GELU here (the un-differentiated call stays one fused primitive).
+        z = conv_bias_act(x, w, b, g, None)
+        return _activate(z, act), (x, w, z)
+    y = conv_bias_act(x, w, b, g, act)
+    return y, (x, w, y)  # ReLU's derivative is a mask of its output
+
+
+def _cba_bwd(g, act, res, dy):
+    x, w, saved = res
+    if act == "relu":
+        dz = jnp.where(saved > 0, dy, jnp.zeros_like(dy))
+    elif act == "gelu":
+        dz = jax.vjp(functools.partial(_activate, act=act), saved)[1](dy)[0]
+    else:
+        dz = dy
+    dw, db = weight_bias_grad(x, dz, g)
+    return input_grad(dz, w, g), dw, db
+
+
+conv_bias_act.defvjp(_cba_fwd, _cba_bwd)
+
+
+# --- the registry's entry points ------------------------------------------------------------------
+
+def check_supported(dtype: jnp.dtype) -> None:
+    """float32 and bfloat16 (where this CPU has bfloat16 kernels) only, and a loaded library."""
+    name = jnp.dtype(dtype).name
+    if name not in DTYPES:
+        raise ValueError(f"impl='onednn' supports dtypes {DTYPES}, got {name}; "
+                         "use impl='lax' for it")
+    library()
+    if name == "bfloat16" and _bf16_kernel() is None:
+        raise ValueError("impl='onednn' with bfloat16 needs a CPU with bfloat16 kernels in "
+                         "oneDNN (avx512_bf16 or AMX); this CPU has only the reference "
+                         "kernel; use float32 or impl='lax'")
+
+
+def _empty(x: jnp.ndarray, w: jnp.ndarray, g: Geometry) -> jnp.ndarray | None:
+    """All zeros when an operand has no elements (no window has anything to sum)."""
+    if x.size and w.size:
+        return None
+    return jnp.zeros(g.act_shape(x.shape[0], w.shape[0], g.out_hw), x.dtype)
+
+
+def conv_onednn(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
+    """Batched conv in ``spec.data_format`` with OIHW weights; output dtype = input dtype."""
+    return conv_onednn_bias_act(x, w, None, spec, None)
+
+
+def conv_onednn_bias_act(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, spec: ConvSpec,
+                         act: str | None) -> jnp.ndarray:
+    """Batched ``act(conv(x, w) + b)``: one oneDNN primitive on CPU, XLA's ops elsewhere."""
+    if act is not None and act not in ACTIVATIONS:
+        raise ValueError(f"act must be None or one of {ACTIVATIONS}, got {act!r}")
+    check_supported(x.dtype)
+    g = geometry(spec)
+    empty = _empty(x, w, g)
+
+    def on_cpu(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None) -> jnp.ndarray:
+        if empty is not None:
+            z = empty if b is None else empty + _channel_bias(b, g)
+            return z if act is None else _activate(z, act)
+        if b is None and act is None:
+            return conv(x, w, g)
+        if b is None:
+            b = jnp.zeros((w.shape[0],), x.dtype)
+        return conv_bias_act(x, w, b, g, act)
+
+    def elsewhere(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None) -> jnp.ndarray:
+        z = conv_lax(x, w, spec)
+        if b is not None:
+            z = (z.astype(accum_dtype(z.dtype)) + _channel_bias(b, g)).astype(z.dtype)
+        return z if act is None else _activate(z, act)
+
+    return lax.platform_dependent(x, w, b, cpu=on_cpu, default=elsewhere)
