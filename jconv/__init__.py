@@ -1,5 +1,10 @@
-"""jconv: 2-D convolution in JAX three ways (lax loops, im2col, lax.conv_general_dilated),
-with PyTorch semantics, pooling, shape/cost helpers and Flax NNX layers."""
+"""jconv: 2-D convolution in JAX with exactly PyTorch's semantics.
+
+Nine implementations behind one registry (``jconv.CONV_IMPLS``): XLA's convolution
+(``"lax"``), im2col, a loop over kernel taps, two Winograd tilings, FFT, Pallas kernels,
+oneDNN through the XLA FFI, and ``"auto"``, which measures the exact ones per shape and pass.
+Plus pooling, shape/cost helpers, Flax NNX layers, BatchNorm folding and a gradient-check
+suite (``jconv.testing``)."""
 
 from . import nn
 from ._auto import AutoChoice, auto_choice, clear_auto_cache, set_auto_measure
