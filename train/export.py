@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -34,6 +32,7 @@ import numpy as np
 from flax import nnx
 
 import jconv
+from jconv.stopwatch import interleaved_medians
 
 from .steps import tta_logits
 
@@ -235,17 +234,13 @@ def read_image(path: str | Path) -> tuple[np.ndarray, str]:
 
 def _images_per_s(fns: dict[str, Callable], images: np.ndarray,
                   repeats: int) -> dict[str, float]:
-    """Median images/s of each jitted function; runs alternate so that load from other
-    processes on a shared machine hits all of them alike."""
+    """Median images/s of each jitted function, timed by jconv's one stopwatch (interleaved
+    rounds with a rotating start, so load on a shared machine hits all of them alike)."""
     for fn in fns.values():
         fn(images).block_until_ready()  # compile
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn(images).block_until_ready()
-            times[name].append(time.perf_counter() - t0)
-    return {name: len(images) / statistics.median(t) for name, t in times.items()}
+    ms = interleaved_medians({name: (lambda fn=fn: fn(images).block_until_ready())
+                              for name, fn in fns.items()}, repeats)
+    return {name: len(images) / (t / 1e3) for name, t in ms.items()}
 
 
 def export_run(workdir: str | Path, checkpoint: str = "best", out: str | Path | None = None,
