@@ -21,7 +21,6 @@ IntOrPair = Union[int, Sequence[int]]
 PaddingLike = Union[int, str, Sequence[int], Sequence[Sequence[int]]]
 
 DATA_FORMATS: tuple[str, ...] = ("NCHW", "NHWC")
-FLOAT_DTYPES = (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
 
 
 def _is_int(v: object) -> bool:

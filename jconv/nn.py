@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ._registry import CONV_IMPLS, POOL_IMPLS
+from ._registry import POOL_IMPLS, check_conv_impl
 from ._spec import (IntOrPair, PaddingLike, check_data_format, check_impl, check_pool_padding,
                     resolve_padding, to_pair)
 from .conv import conv2d
@@ -68,7 +68,7 @@ class Conv2d(nnx.Module):
         # ``padding`` as given (for display); ``pads`` resolved once, what every call uses.
         self.pads = resolve_padding(padding, (kh, kw), self.dilation, self.stride)
         self.padding, self.groups = padding, groups
-        self.impl = check_impl(impl, tuple(CONV_IMPLS))
+        self.impl = check_conv_impl(impl)
         self.data_format = check_data_format(data_format)
         self.dtype, self.precision = dtype, precision
         shape = (out_channels, in_channels // groups, kh, kw)
@@ -183,7 +183,7 @@ def set_impl(model: nnx.Module, impl: str) -> nnx.Module:
     """Switch every jconv conv and pooling layer inside ``model`` to ``impl``, in place.
 
     Pooling layers only take ``"lax"``, ``"im2col"`` and ``"loops"``; with any other conv
-    impl (e.g. ``"winograd"``, ``"fft"``) they keep their current impl.
+    impl (e.g. ``"winograd_f4x4"``, ``"fft"``) they keep their current impl.
 
     Example:
       >>> from flax import nnx; import jconv
@@ -191,7 +191,7 @@ def set_impl(model: nnx.Module, impl: str) -> nnx.Module:
       >>> conv.impl
       'im2col'
     """
-    check_impl(impl, tuple(CONV_IMPLS))
+    impl = check_conv_impl(impl)
     for _, layer in nnx.iter_graph(model):
         if isinstance(layer, (Conv2d, ConvTranspose2d)):
             layer.impl = impl
@@ -238,7 +238,7 @@ class ConvTranspose2d(nnx.Module):
         self.output_padding = check_output_padding(output_padding, self.stride, self.dilation,
                                                    stride, dilation)
         self.groups = groups
-        self.impl = check_impl(impl, tuple(CONV_IMPLS))
+        self.impl = check_conv_impl(impl)
         self.data_format = check_data_format(data_format)
         self.dtype, self.precision = dtype, precision
         shape = (in_channels, out_channels // groups, kh, kw)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ._registry import CONV_IMPLS
+from ._registry import check_conv_impl
 from .conv import add_bias, run_impl
-from ._spec import (IntOrPair, Pair, check_bias, check_data_format, check_impl, check_operands,
+from ._spec import (IntOrPair, Pair, check_bias, check_data_format, check_operands,
                     conv_spec, to_pair)
 
 
@@ -46,7 +46,7 @@ def conv_transpose2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = Non
     ``output_padding`` (< stride or < dilation, per dim, as in PyTorch) adds rows/columns at
     the bottom/right to pick among the input sizes a strided conv maps to the same size.
     Computed as the VJP (``jax.vjp``) of :func:`jconv.conv2d` with the given ``impl``,
-    so every impl (``"lax"``, ``"im2col"``, ``"loops"``, ``"winograd"``, ...) works, within
+    so every impl (``"lax"``, ``"im2col"``, ``"loops"``, ``"winograd_f4x4"``, ...) works, within
     that impl's own restrictions. ``padding`` is an int or an (h, w) pair.
 
     Example (the classic 2x upsampling layer):
@@ -58,7 +58,7 @@ def conv_transpose2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = Non
       >>> jconv.conv_transpose2d(jnp.ones((1, 1, 1)), jnp.ones((1, 1, 2, 2)))[0].tolist()
       [[1.0, 1.0], [1.0, 1.0]]
     """
-    check_impl(impl, tuple(CONV_IMPLS))
+    impl = check_conv_impl(impl)
     data_format = check_data_format(data_format)
     check_operands(x, w, groups, data_format, "(C_in, C_out/groups, kH, kW)")
     unbatched = x.ndim == 3

@@ -14,12 +14,12 @@ pytestmark = pytest.mark.usefixtures("fresh_auto")
 
 @pytest.mark.slow
 def test_every_check_passes_here(capsys):
-    assert check_device.main(["--quick", "--no-bench", "--impls", "loops,winograd"]) == 0
+    assert check_device.main(["--quick", "--no-bench", "--impls", "loops,winograd_f4x4"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("jconv device check: backend ")
-    winograd_strided = [l for l in out.splitlines() if "winograd" in l and "stride 2" in l]
+    winograd_strided = [l for l in out.splitlines() if "winograd_f4x4" in l and "stride 2" in l]
     assert winograd_strided and "n/a" in winograd_strided[0]
-    for impl in ("lax", "loops", "winograd"):
+    for impl in ("lax", "loops", "winograd_f4x4"):
         assert f"conv2d  {impl}" in out
     assert "train   loops" in out and "FAIL" not in out and "PASS: all" in out
 
