@@ -64,9 +64,8 @@ class ConvCase:
     def __init__(self, layer: Layer, label: str, data_format: str,
                  dtype: object = jnp.float32):
         impl, conv_backend = split_label(label)
-        rng = np.random.default_rng(0)
-        self.x = jnp.asarray(rng.standard_normal(layer.x_shape(data_format)), dtype)
-        self.w = jnp.asarray(0.1 * rng.standard_normal(layer.w_shape), dtype)
+        self.x, self.w = layer.arrays(data_format, dtype)
+        rng = np.random.default_rng(1)
 
         def conv(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
             return conv2d(x, w, impl=impl, data_format=data_format, **layer.conv_kwargs)
