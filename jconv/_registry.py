@@ -23,6 +23,7 @@ from typing import Callable, Mapping
 import jax.numpy as jnp
 
 from ._auto import conv_auto
+from ._auto_dispatch import use_candidates
 from ._fft import conv_fft
 from ._im2col import conv_im2col
 from ._lax import conv_lax
@@ -167,6 +168,10 @@ def auto_candidates() -> dict[str, ConvImpl]:
 def pool_impls() -> tuple[str, ...]:
     return tuple(n for n, i in _REGISTRY.items() if i.pool is not None)
 
+
+# The registry hands ``auto`` its candidates (auto never imports the registry): a live view,
+# so an exact implementation registered later is one too.
+use_candidates(auto_candidates)
 
 AUTO_IMPLS: tuple[str, ...] = tuple(auto_candidates())
 POOL_IMPLS: tuple[str, ...] = pool_impls()

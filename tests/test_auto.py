@@ -11,7 +11,7 @@ import pytest
 from jax.test_util import check_grads
 
 import jconv
-from jconv import _auto
+from jconv import _auto, _auto_cache
 from jconv._spec import canonical_conv
 
 TRIPLES = [("lax", "im2col", "loops"), ("im2col", "loops", "lax"), ("loops", "lax", "im2col")]
@@ -143,7 +143,7 @@ def test_measuring_inside_jit_trace_uses_concrete_arrays():
 
 def test_disk_cache_round_trip(monkeypatch, tmp_path):
     path = tmp_path / "auto.json"
-    monkeypatch.setenv(_auto.CACHE_ENV, str(path))
+    monkeypatch.setenv(_auto_cache.CACHE_ENV, str(path))
     monkeypatch.setattr(_auto, "measure_choice", lambda *a, **k: _auto.AutoChoice(
         "loops", "im2col", "lax", source="measured"))
     jconv.set_auto_measure(True)
@@ -180,3 +180,12 @@ def test_measure_switches(monkeypatch):
 def test_set_auto_measure_rejects_non_bool():
     with pytest.raises(TypeError, match="enabled must be a bool or None, got 'yes'"):
         jconv.set_auto_measure("yes")
+
+
+def test_auto_without_candidates_handed_over_is_a_clear_error(monkeypatch):
+    from jconv import _auto_dispatch
+
+    monkeypatch.setattr(_auto_dispatch, "_SOURCE", [])
+    with pytest.raises(RuntimeError, match=r"impl='auto' has no candidates: jconv._registry "
+                                           r"hands them over"):
+        _auto_dispatch.candidates()

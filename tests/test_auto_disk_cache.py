@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import jconv
-from jconv import _auto
+from jconv import _auto, _auto_cache
 
 REPO = Path(__file__).resolve().parents[1]
 X, W = jnp.ones((1, 3, 6, 6)), jnp.ones((4, 3, 3, 3))
@@ -56,7 +56,7 @@ def test_broken_cache_file_warns_once_and_auto_carries_on(monkeypatch, tmp_path,
     make, words = BROKEN[name]
     make(path)
     before = path.read_text() if path.is_file() else None
-    monkeypatch.setenv(_auto.CACHE_ENV, str(path))
+    monkeypatch.setenv(_auto_cache.CACHE_ENV, str(path))
     if measure:
         _measured(monkeypatch)
     with pytest.warns(RuntimeWarning, match=rf"JCONV_AUTO_CACHE={re.escape(str(path))}: {words}") as got:
@@ -75,7 +75,7 @@ def test_broken_cache_file_warns_once_and_auto_carries_on(monkeypatch, tmp_path,
 
 def test_unwritable_cache_warns_once_and_keeps_the_choice_in_memory(monkeypatch, tmp_path):
     path = tmp_path / "no" / "such" / "folder" / "auto.json"
-    monkeypatch.setenv(_auto.CACHE_ENV, str(path))
+    monkeypatch.setenv(_auto_cache.CACHE_ENV, str(path))
     _measured(monkeypatch)
     with pytest.warns(RuntimeWarning, match=rf"JCONV_AUTO_CACHE={re.escape(str(path))}: cannot write the "
                       r"cache file \(FileNotFoundError") as got:
@@ -88,7 +88,7 @@ def test_unwritable_cache_warns_once_and_keeps_the_choice_in_memory(monkeypatch,
 
 def test_good_cache_gives_no_warning_and_leaves_no_temporary_files(monkeypatch, tmp_path):
     path = tmp_path / "auto.json"
-    monkeypatch.setenv(_auto.CACHE_ENV, str(path))
+    monkeypatch.setenv(_auto_cache.CACHE_ENV, str(path))
     _measured(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
