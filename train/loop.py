@@ -3,6 +3,7 @@ files a run leaves in its work directory."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -11,11 +12,12 @@ from typing import Any
 
 import jax
 import numpy as np
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from . import report
 from .checkpoint import CheckpointError, Checkpoints
-from .config import Config, as_dict, to_yaml
+from .config import Config, as_dict, config_diff, to_yaml
 from .data import (Dataset, Normalizer, channel_stats, config_batches, eval_batches,
                    load_dataset, steps_per_epoch)
 from .model import count_params, macs_per_image
@@ -81,22 +83,46 @@ def _summary(cfg: Config, ds: Dataset, model: Any, steps: int, workdir: Path,
     return "\n".join(lines)
 
 
-def _check_workdir(workdir: Path, resume: bool, cfg: Config) -> None:
+def _check_resume(workdir: Path, resume: bool, cfg: Config) -> int | None:
+    """A clear error unless ``cfg`` may start (or, with ``resume``, continue) the run in
+    ``workdir``; returns the run's saved ``train.epochs`` when ``cfg`` extends it, else
+    None. Only ``train.epochs`` may change on ``--resume``."""
     ckpt = workdir / "checkpoints"
     saved = workdir / "config.yaml"
-    if resume and saved.is_file() and saved.read_text() != to_yaml(cfg):
-        raise RunError(f"--resume: this config differs from the one the run in {workdir} "
-                       f"started with; resume with --config {saved} (and no overrides)")
-    if not resume and ckpt.exists() and any(ckpt.iterdir()):
-        raise RunError(f"--workdir {workdir} already holds a run's checkpoints: pass --resume "
-                       "to continue it, or choose another --workdir")
+    if not resume:
+        if ckpt.exists() and any(ckpt.iterdir()):
+            raise RunError(f"--workdir {workdir} already holds a run's checkpoints: pass "
+                           "--resume to continue it, or choose another --workdir")
+        return None
+    if not saved.is_file():
+        return None
+    diff = config_diff(OmegaConf.load(saved), cfg)
+    epochs = diff.pop("train.epochs", None)
+    if diff:
+        changes = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in diff.items())
+        raise RunError(f"--resume: the config differs from the one the run in {workdir} "
+                       f"started with: {changes}. Only train.epochs may change on --resume; "
+                       f"drop those overrides (--resume without --config reads the run's own "
+                       f"{saved}), or start a new --workdir")
+    return None if epochs is None else int(epochs[0])
+
+
+def _completed(workdir: Path, cfg: Config) -> dict | None:
+    """The run's ``results.json`` when it has finished all of ``cfg``'s epochs, else None."""
+    path = workdir / "results.json"
+    if not path.is_file():
+        return None
+    results = json.loads(path.read_text())
+    return results if results.get("epochs") == cfg.train.epochs else None
 
 
 def _prepare_workdir(workdir: Path, resume: bool) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
+    # A resumed run ends with new results (an extended one: after more epochs).
+    for stale in ("results.json",) if resume else ("metrics.jsonl", "results.json",
+                                                    "curves.png"):
+        (workdir / stale).unlink(missing_ok=True)
     if not resume:
-        for stale in ("metrics.jsonl", "results.json", "curves.png"):
-            (workdir / stale).unlink(missing_ok=True)
         shutil.rmtree(workdir / "tensorboard", ignore_errors=True)
 
 
@@ -108,11 +134,14 @@ def _sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def run(cfg: Config, workdir: str | Path, resume: bool = False, quiet: bool = False) -> dict:
+def run(cfg: Config, workdir: str | Path, resume: bool = False, quiet: bool = False,
+        config_name: str = "") -> dict:
     """Train as ``cfg`` says, writing everything under ``workdir``; returns the final
     results (also saved as ``results.json``). ``resume`` continues from the latest
     checkpoint and, the data order depending only on (seed, epoch), ends with the same
-    metrics as an uninterrupted run.
+    metrics as an uninterrupted run; with a larger ``train.epochs`` than the run's it trains
+    the run for longer, and a run already complete only reports its results.
+    ``config_name`` (the ``--config`` given) titles the plot.
 
     Data parallel over every device of every process (see :mod:`train.parallel`): each
     global batch of ``train.batch_size`` images is split over the devices, so the metrics
@@ -121,7 +150,15 @@ def run(cfg: Config, workdir: str | Path, resume: bool = False, quiet: bool = Fa
     t_start = time.perf_counter()
     workdir = Path(workdir)
     main = jax.process_index() == 0
-    _check_workdir(workdir, resume, cfg)
+    say = print if main else _silent
+    extends = _check_resume(workdir, resume, cfg)
+    done = _completed(workdir, cfg) if resume and extends is None else None
+    if done is not None:
+        say(f"--resume: the run in {workdir} is already complete ({cfg.train.epochs} epochs, "
+            f"{done['eval_split']} accuracy {100 * done['test_acc']:.2f}%; "
+            f"{workdir / 'results.json'}); to train it longer pass train.epochs=N with N > "
+            f"{cfg.train.epochs}")
+        return done
     if cfg.model.dtype == "float64" and not jax.config.jax_enable_x64:
         jax.config.update("jax_enable_x64", True)
     t = cfg.train
@@ -144,7 +181,6 @@ def run(cfg: Config, workdir: str | Path, resume: bool = False, quiet: bool = Fa
                        whiten_images=whiten, batch_size=t.batch_size)
     schedule, state = tr.schedule, tr.state
     input_dtype = np.float64 if cfg.model.dtype == "float64" else np.float32
-    say = print if main else _silent
 
     if main:
         (workdir / "config.yaml").write_text(to_yaml(cfg))
@@ -174,6 +210,15 @@ def run(cfg: Config, workdir: str | Path, resume: bool = False, quiet: bool = Fa
             start_epoch, wall_before = int(meta["epoch"]), float(meta["wall_s"])
             say(f"--resume: continuing after epoch {start_epoch} "
                 f"(checkpoint {workdir / 'checkpoints' / str(latest)})")
+            if start_epoch > t.epochs:
+                ckpts.close()
+                raise RunError(f"--resume: train.epochs={t.epochs} is below the "
+                               f"{start_epoch} epochs the run has done; it can only grow")
+            if extends is not None:
+                say(f"--resume: train.epochs {extends} -> {t.epochs}: the learning-rate "
+                    f"schedule now spans {t.epochs} epochs (the first {start_epoch} followed "
+                    f"the {extends}-epoch one, so this run differs from one started with "
+                    f"train.epochs={t.epochs})")
     if main:
         log.truncate(start_epoch)
 
@@ -211,8 +256,8 @@ def run(cfg: Config, workdir: str | Path, resume: bool = False, quiet: bool = Fa
         raise
     except KeyboardInterrupt:
         ckpts.close()
-        say(f"\ninterrupted; continue with: python -m train --config "
-            f"{workdir / 'config.yaml'} --workdir {workdir} --resume", file=sys.stderr)
+        say(f"\ninterrupted; continue with: python -m train --workdir {workdir} --resume",
+            file=sys.stderr)
         raise
     ckpts.close()
     if tensorboard is not None:
@@ -222,7 +267,8 @@ def run(cfg: Config, workdir: str | Path, resume: bool = False, quiet: bool = Fa
     results = {"test_acc": test_acc, "test_loss": test_loss}
     if main:
         results = _finish(cfg, workdir, ds, log, test_loss, test_acc, preds,
-                          wall_before + time.perf_counter() - t_start)
+                          wall_before + time.perf_counter() - t_start,
+                          f"{config_name or 'config'}: run {workdir}, seed {cfg.seed}")
     # The others wait for process 0's report here rather than in jax.distributed's
     # shutdown barrier, whose timeout is meant for dead processes, not slow plots.
     _sync("run finished")
@@ -298,11 +344,11 @@ def _train_epoch(cfg: Config, epoch: int, steps: int, ds: Dataset, norm: Normali
 
 
 def _finish(cfg: Config, workdir: Path, ds: Dataset, log: report.MetricsLog, test_loss: float,
-            test_acc: float, preds: np.ndarray, wall_s: float) -> dict:
+            test_acc: float, preds: np.ndarray, wall_s: float, title: str) -> dict:
     records = log.read()
     cm = report.confusion_matrix(ds.test.labels, preds, len(ds.class_names))
     if records:
-        report.plot_curves(records, workdir / "curves.png")
+        report.plot_curves(records, workdir / "curves.png", title)
     train_records = [r for r in records if "images_per_s" in r]
     results = {
         "test_acc": test_acc, "test_loss": test_loss, "test_images": len(ds.test),
@@ -323,6 +369,7 @@ def _finish(cfg: Config, workdir: Path, ds: Dataset, log: report.MetricsLog, tes
           f"({' + '.join(tta) + ' TTA' if tta else 'no TTA'}), wall time "
           f"{wall_s / 60:.1f} min, median {results['median_images_per_s']} images/s (train)")
     print(report.format_report(cm, ds.class_names))
-    print(f"outputs: {workdir}/(metrics.jsonl, curves.png, results.json, checkpoints/, "
-          f"config.yaml, run.json)")
+    tensorboard = ", tensorboard/" if (workdir / "tensorboard").is_dir() else ""
+    print(f"outputs: {workdir}/(metrics.jsonl, curves.png, results.json, checkpoints/"
+          f"{tensorboard}, config.yaml, run.json)")
     return results
