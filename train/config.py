@@ -167,27 +167,47 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
       0.16
     """
     file = resolve_config_path(path)
-    schema = OmegaConf.structured(Config)
-    loaded = load_yaml(file)
+    try:
+        base = OmegaConf.merge(OmegaConf.structured(Config), load_yaml(file))
+    except OmegaConfBaseException as e:
+        raise ConfigError(_describe(e, file)) from None
+    return _apply(base, overrides, file, say)
+
+
+def override(cfg: Config, overrides: list[str] | tuple[str, ...],
+             say: Callable[[str], None] = _note) -> Config:
+    """``cfg`` with ``key=value`` ``overrides`` applied and validated as on the command line
+    (a new read-only config; ``cfg`` is unchanged).
+
+    Example:
+      >>> override(load_config("cifar.yaml"), ["optim.lr=0.5"]).optim.lr
+      0.5
+    """
+    return _apply(cfg, overrides, "the config", say)
+
+
+def _apply(base: Any, overrides: list[str] | tuple[str, ...], file: Path | str,
+           say: Callable[[str], None]) -> Config:
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value, "
                               "e.g. optim.lr=0.05")
     try:
-        cfg = OmegaConf.merge(schema, loaded, OmegaConf.from_dotlist(list(overrides)))
+        cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as e:
         raise ConfigError(_describe(e, file)) from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{file}: missing value for {', '.join(missing)} "
                           "(every key must be set in the YAML)")
-    _fit_warmup(cfg, loaded, overrides, say)
+    OmegaConf.set_readonly(cfg, False)
+    _fit_warmup(cfg, base, overrides, say)
     validate(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg  # type: ignore[return-value]
 
 
-def _fit_warmup(cfg: Any, loaded: DictConfig, overrides: list[str] | tuple[str, ...],
+def _fit_warmup(cfg: Any, base: Any, overrides: list[str] | tuple[str, ...],
                 say: Callable[[str], None]) -> None:
     """Scale the YAML's warm-up with ``train.epochs`` when only the epochs were overridden
     and the warm-up no longer fits them (see :func:`load_config`)."""
@@ -196,7 +216,7 @@ def _fit_warmup(cfg: Any, loaded: DictConfig, overrides: list[str] | tuple[str, 
     if "optim.warmup_epochs" in keys or "train.epochs" not in keys or \
             not isinstance(epochs, int) or not 0 < epochs <= o.warmup_epochs:
         return
-    yaml_epochs = OmegaConf.select(loaded, "train.epochs")
+    yaml_epochs = OmegaConf.select(base, "train.epochs")
     if not isinstance(yaml_epochs, int) or not 0 <= o.warmup_epochs < yaml_epochs:
         return
     scaled = round(o.warmup_epochs * epochs / yaml_epochs, 4)
@@ -251,7 +271,7 @@ _EXPECTED = {"Float": "a number", "Integer": "an int", "Boolean": "true or false
              "String": "a string"}
 
 
-def _describe(e: OmegaConfBaseException, file: Path) -> str:
+def _describe(e: OmegaConfBaseException, file: Path | str) -> str:
     key = getattr(e, "full_key", None)
     first = str(e).splitlines()[0]
     where = f"{file} (or a command-line override)"
