@@ -19,13 +19,13 @@ from omegaconf import OmegaConf
 
 from train.cli import main
 from train.config import ConfigError, load_config
-from train.data import (Normalizer, alternating_flips, augment, channel_stats, load_dataset,
-                        synthetic, train_batches)
+from train.data import (Normalizer, alternating_flips, augment, load_dataset, synthetic,
+                        train_batches)
 from train.experiment import Experiment
 from train.model import (AirbenchNet, ModelOptions, count_params, dirac_, set_whitening,
                          whitening_kernel)
 from train.optim import airbench_units, make_optimizer, make_schedule, param_labels
-from train.steps import lookahead_update, make_train_step, tta_logits, translate
+from train.steps import lookahead_update, tta_logits, translate
 
 from jconv import nn as jnn
 from train_helpers import interrupted_and_resumed, make_cifar_dir

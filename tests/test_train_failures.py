@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train import loop, report
+from train import report
 from train.cli import main
-from train.config import ConfigError, check_workdir, load_config
+from train.config import ConfigError, load_config
+from train.workdir import check_workdir
 
 from train_helpers import TINY
 

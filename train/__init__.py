@@ -5,7 +5,8 @@ grain batches), ``model`` (the CNNs, built from ``ModelOptions``), ``optim`` (Op
 optimiser and schedule), ``steps`` (the training state and the jitted train/eval steps),
 ``parallel`` (the device mesh and shardings), ``experiment`` (one run built from its config:
 every entry point below builds from it), ``checkpoint`` (Orbax), ``report`` (metrics, plots,
-summaries), ``loop`` (the training run), ``cli`` (command line), ``check`` (cross-impl
+summaries), ``workdir`` (the run's folder and the ``--resume`` checks), ``loop`` (the
+training run), ``cli`` (command line), ``check`` (cross-impl
 gradient check), ``bench`` (training throughput per conv implementation) and ``export``
 (folded ``jax.export`` artifact and predictions).
 """

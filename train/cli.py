@@ -7,8 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ConfigError, check_workdir, load_config
+from .config import ConfigError, load_config
 from .data import DataError
+from .workdir import check_workdir
 
 EPILOG = """examples:
   python -m train --config configs/cifar.yaml

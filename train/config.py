@@ -12,10 +12,8 @@ over it, so a variant states only what it changes.
 from __future__ import annotations
 
 import math
-import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional
@@ -386,34 +384,6 @@ def validate(cfg: Config) -> None:
            "train.max_steps_per_epoch", t.max_steps_per_epoch, "null or a positive int")
     _check(t.keep_checkpoints > 0, "train.keep_checkpoints", t.keep_checkpoints,
            "a positive int")
-
-
-def check_workdir(path: str | Path) -> Path:
-    """Make sure a run can write its ``--workdir``: an existing folder must be writable, a
-    new one must be creatable (its nearest existing parent a writable folder); a clear error
-    otherwise. Creates nothing: the run makes the folder once its data is found, so a run
-    that cannot start leaves no empty folder behind.
-
-    Example:
-      >>> import tempfile, os
-      >>> new = os.path.join(tempfile.mkdtemp(), "runs", "try")
-      >>> check_workdir(new) == Path(new), os.path.exists(new)
-      (True, False)
-    """
-    workdir = Path(path)
-    if workdir.exists() and not workdir.is_dir():
-        raise ConfigError(f"--workdir {str(path)!r} is a file, expected a folder (or a path "
-                          "to create one at)")
-    existing = next(p for p in (workdir, *workdir.absolute().parents) if p.exists())
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(20, os.strerror(20))
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as e:
-        raise ConfigError(f"--workdir {str(path)!r} cannot be created or written to "
-                          f"({e.strerror or e}); choose a writable folder") from None
-    return workdir
 
 
 def config_diff(old: Any, new: Any) -> dict[str, tuple[Any, Any]]:

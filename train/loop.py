@@ -4,8 +4,6 @@ checkpointed) and finish (the final evaluation, plots and results)."""
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -14,26 +12,22 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
-from omegaconf import OmegaConf
 from scipy.special import log_softmax
 from tqdm import tqdm
 
 from . import report
 from .checkpoint import CheckpointError, Checkpoints
-from .config import Config, as_dict, config_diff, to_yaml
+from .config import Config, as_dict, to_yaml
 from .data import Split, eval_batches
 from .experiment import CompiledSteps, Experiment
 from .model import count_params, macs_per_image
 from .parallel import AXIS, make_mesh, shard_batch
 from .steps import TrainState
+from .workdir import RunError, check_resume, completed_results, prepare_workdir
 
 # Fields of a metrics record that depend only on the computation (not on timing): these are
 # what a resumed run must reproduce exactly.
 DETERMINISTIC_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc")
-
-
-class RunError(RuntimeError):
-    """A run that cannot start as asked (e.g. a work directory holding another run)."""
 
 
 def evaluate(exp: Experiment, eval_step: Any, state: TrainState,
@@ -74,58 +68,6 @@ def _summary(exp: Experiment, workdir: Path) -> str:
         f"{cfg.train.batch_size} images, seed {cfg.seed}",
     ]
     return "\n".join(lines)
-
-
-def _check_resume(workdir: Path, resume: bool, cfg: Config) -> int | None:
-    """A clear error unless ``cfg`` may start (or, with ``resume``, continue) the run in
-    ``workdir``; returns the run's saved ``train.epochs`` when ``cfg`` extends it, else
-    None. Only ``train.epochs`` may change on ``--resume``."""
-    ckpt = workdir / "checkpoints"
-    saved = workdir / "config.yaml"
-    if not resume:
-        if ckpt.exists() and any(ckpt.iterdir()):
-            raise RunError(f"--workdir {workdir} already holds a run's checkpoints: pass "
-                           "--resume to continue it, or choose another --workdir")
-        return None
-    if not saved.is_file():
-        return None
-    diff = config_diff(OmegaConf.load(saved), cfg)
-    epochs = diff.pop("train.epochs", None)
-    if diff:
-        changes = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in diff.items())
-        raise RunError(f"--resume: the config differs from the one the run in {workdir} "
-                       f"started with: {changes}. Only train.epochs may change on --resume; "
-                       f"drop those overrides (--resume without --config reads the run's own "
-                       f"{saved}), or start a new --workdir")
-    return None if epochs is None else int(epochs[0])
-
-
-def _completed(workdir: Path, cfg: Config) -> dict | None:
-    """The run's ``results.json`` when it has finished all of ``cfg``'s epochs, else None."""
-    path = workdir / "results.json"
-    if not path.is_file():
-        return None
-    results = json.loads(path.read_text())
-    return results if results.get("epochs") == cfg.train.epochs else None
-
-
-def _completed(workdir: Path, cfg: Config) -> dict | None:
-    """The run's ``results.json`` when it has finished all of ``cfg``'s epochs, else None."""
-    path = workdir / "results.json"
-    if not path.is_file():
-        return None
-    results = json.loads(path.read_text())
-    return results if results.get("epochs") == cfg.train.epochs else None
-
-
-def _prepare_workdir(workdir: Path, resume: bool) -> None:
-    workdir.mkdir(parents=True, exist_ok=True)
-    # A resumed run ends with new results (an extended one: after more epochs).
-    for stale in ("results.json",) if resume else ("metrics.jsonl", "results.json",
-                                                    "curves.png"):
-        (workdir / stale).unlink(missing_ok=True)
-    if not resume:
-        shutil.rmtree(workdir / "tensorboard", ignore_errors=True)
 
 
 def _sync(name: str) -> None:
@@ -184,8 +126,8 @@ def run(cfg: Config, workdir: str | Path, resume: bool = False, quiet: bool = Fa
     t_start = time.perf_counter()
     workdir = Path(workdir)
     say = print if jax.process_index() == 0 else _silent
-    extends = _check_resume(workdir, resume, cfg)
-    done = _completed(workdir, cfg) if resume and extends is None else None
+    extends = check_resume(workdir, resume, cfg)
+    done = completed_results(workdir, cfg) if resume and extends is None else None
     if done is not None:
         say(f"--resume: the run in {workdir} is already complete ({cfg.train.epochs} epochs, "
             f"{done['eval_split']} accuracy {100 * done['test_acc']:.2f}%; "
@@ -217,7 +159,7 @@ def _prepare(cfg: Config, workdir: Path, resume: bool, quiet: bool, t_start: flo
         raise RunError(str(e)) from None
     _sync("workdir checked")  # before process 0 changes the folder the others checked
     if main:
-        _prepare_workdir(workdir, resume)
+        prepare_workdir(workdir, resume)
         (workdir / "config.yaml").write_text(to_yaml(cfg))
         report.write_json(workdir / "run.json", {
             "command": sys.argv, "seed": cfg.seed, "resumed": resume, "config": as_dict(cfg),
