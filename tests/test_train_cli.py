@@ -145,7 +145,7 @@ def test_resume_reads_the_saved_config_extends_epochs_and_knows_a_complete_run(t
     capsys.readouterr()
     assert main(["--workdir", wd, "--resume", "--quiet"]) == 0  # no --config: config.yaml
     out = capsys.readouterr().out
-    assert f"--resume: the run in {wd} is already complete (1 epochs, test accuracy " in out
+    assert f"--resume: the run in {wd} is already complete (1 epoch, test accuracy " in out
     assert "compiled" not in out and "to train it longer pass train.epochs=N with N > 1" in out
     assert main(["--workdir", wd, "--resume", "--quiet", "train.epochs=2"]) == 0
     out = capsys.readouterr().out

@@ -129,7 +129,8 @@ def run(cfg: Config, workdir: str | Path, resume: bool = False, quiet: bool = Fa
     extends = check_resume(workdir, resume, cfg)
     done = completed_results(workdir, cfg) if resume and extends is None else None
     if done is not None:
-        say(f"--resume: the run in {workdir} is already complete ({cfg.train.epochs} epochs, "
+        n = cfg.train.epochs
+        say(f"--resume: the run in {workdir} is already complete ({n} epoch{'s' * (n != 1)}, "
             f"{done['eval_split']} accuracy {100 * done['test_acc']:.2f}%; "
             f"{workdir / 'results.json'}); to train it longer pass train.epochs=N with N > "
             f"{cfg.train.epochs}")
