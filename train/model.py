@@ -256,13 +256,11 @@ class AirbenchNet(nnx.Module):
     Shapes: images (N, 32, 32, 3) channels-last -> logits (N, 10) float32; spatial
     size 32 -> 31 (whitening) -> 15 -> 7 -> 3 -> 1 with three groups.
 
-    Example:
-      >>> from flax import nnx; import jax.numpy as jnp
+    Example (:func:`build_model` picks this class for ``model.arch: airbench``):
       >>> from train.config import load_config
-      >>> cfg = load_config("airbench.yaml", ["model.widths=[8,16,16]"])
-      >>> m = AirbenchNet(ModelOptions.from_config(cfg.model), rngs=nnx.Rngs(0))
-      >>> m(jnp.zeros((2, 32, 32, 3))).shape
-      (2, 10)
+      >>> m = build_model(ModelOptions.from_config(load_config("airbench.yaml").model), 0)
+      >>> [g.convs[0].out_channels for g in m.groups], m.head.out_features
+      ([64, 256, 256], 10)
     """
 
     def __init__(self, o: ModelOptions, *, rngs: nnx.Rngs):
