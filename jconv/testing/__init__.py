@@ -24,7 +24,9 @@ from ._cases import AvgPool2dCase, Conv2dCase, ConvTranspose2dCase, MaxPool2dCas
 from ._grids import (KINDS, avg_pool2d_cases, conv2d_cases, conv_transpose2d_cases,
                      max_pool2d_cases)
 from ._oracle import (conv_pads, reference_conv2d, reference_conv2d_vjp,
-                      reference_conv_transpose2d, reference_conv_transpose2d_vjp)
+                      reference_conv_transpose2d, reference_conv_transpose2d_vjp,
+                      reference_conv_transposend, reference_conv_transposend_vjp,
+                      reference_convnd, reference_convnd_vjp)
 from ._pool_oracle import (reference_avg_pool2d, reference_avg_pool2d_vjp,
                            reference_max_pool2d, reference_max_pool2d_vjp)
 from ._pytest import pytest_cases
@@ -40,5 +42,7 @@ __all__ = [
     "from_layer", "from_nhwc", "max_pool2d_cases", "pytest_cases",
     "reference_avg_pool2d", "reference_avg_pool2d_vjp", "reference_conv2d",
     "reference_conv2d_vjp", "reference_conv_transpose2d", "reference_conv_transpose2d_vjp",
+    "reference_conv_transposend", "reference_conv_transposend_vjp", "reference_convnd",
+    "reference_convnd_vjp",
     "reference_max_pool2d", "reference_max_pool2d_vjp",
 ]
