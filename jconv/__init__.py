@@ -7,10 +7,10 @@ from ._registry import CONV_IMPLS, IMPLS, POOL_IMPLS, Implementation
 from ._spec import ConvSpec, PoolSpec, conv_spec, pool_spec
 from .conv import conv1d, conv2d, conv3d, convnd
 from .cost import (ReceptiveField, RFLayer, activation_bytes, conv2d_flops, conv2d_macs,
-                   conv2d_params, receptive_field)
+                   conv2d_params, conv_flops, conv_macs, conv_params, receptive_field)
 from .nn import set_impl
 from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
-from .shapes import (ConvParams, conv2d_output_shape, find_conv_params, pool2d_output_shape,
+from .shapes import (ConvParams, conv2d_output_shape, conv_output_shape, find_conv_params, pool2d_output_shape,
                      same_padding)
 from .fold import fold_conv_bn, fold_conv_bn_sequential
 from .fold_graph import FoldReport, fold_conv_bn_graph
@@ -64,6 +64,10 @@ __all__ = [
     "conv2d_output_shape",
     "conv2d_params",
     "conv_compiler_options",
+    "conv_flops",
+    "conv_macs",
+    "conv_output_shape",
+    "conv_params",
     "conv_transpose1d",
     "conv_transpose2d",
     "conv_transpose3d",

@@ -353,3 +353,35 @@ def test_nd_functions_and_gradients_lower_for_accelerators(impl, platform):
     text = jax.export.export(jax.jit(fn), platforms=[platform])(*args).mlir_module()
     assert "func.func public @main" in text
     assert "stablehlo.while" not in text
+
+
+@pytest.mark.parametrize("nd,i,cfg", CONFIGS[::2], ids=[f"{nd}d-{i}" for nd, i, _ in CONFIGS[::2]])
+def test_shape_and_cost_helpers_agree_with_the_conv(nd, i, cfg):
+    kw = {k: v for k, v in cfg["kw"].items() if k not in ("groups", "padding_mode")}
+    x_shape = cfg["x_shape"] if len(cfg["x_shape"]) == nd + 2 else (1, *cfg["x_shape"])
+    spec = jconv.conv_spec(x_shape, cfg["w_shape"], groups=cfg["kw"]["groups"], **kw)
+    k = cfg["w_shape"][2:]
+    assert jconv.conv_output_shape(x_shape[2:], k, **kw) == spec.out_size
+    c_out, cg = cfg["w_shape"][:2]
+    macs = jconv.conv_macs(x_shape, c_out, k, groups=cfg["kw"]["groups"], **kw)
+    assert macs == x_shape[0] * c_out * np.prod(spec.out_size) * cg * np.prod(k)
+    assert jconv.conv_flops(x_shape, c_out, k, groups=cfg["kw"]["groups"], bias=True,
+                            **kw) == 2 * macs + x_shape[0] * c_out * np.prod(spec.out_size)
+    assert jconv.conv_params(x_shape[1], c_out, k, cfg["kw"]["groups"],
+                             ndim=nd) == c_out * cg * np.prod(k) + c_out
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: jconv.conv_output_shape(8, 3, ndim=4), ValueError, r"ndim must be 1, 2 or 3, got 4"),
+    (lambda: jconv.conv_output_shape((8, 8, 8), (3, 3)), TypeError,
+     r"kernel_size must be an int or a tuple of 3 ints, got \(3, 3\)"),
+    (lambda: jconv.conv_output_shape((4,), 7), ValueError,
+     r"kernel_size=7 with dilation=1 does not fit in input \(4,\)"),
+    (lambda: jconv.conv_macs((1, 2, 3, 4, 5, 6, 7), 4, 3), ValueError,
+     r"input_shape must be \(N, C_in, \*spatial\) with 1, 2 or 3 spatial dims"),
+    (lambda: jconv.conv_macs((2, 8, 8), 4, 3, ndim=3), ValueError,
+     r"input_shape must be \(N, C, D, H, W\) or \(C, D, H, W\), got \(2, 8, 8\)"),
+])
+def test_shape_and_cost_errors(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
