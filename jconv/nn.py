@@ -32,6 +32,38 @@ def _check_channels(in_channels: int, out_channels: int, groups: int) -> None:
                          f"and out_channels={out_channels}")
 
 
+def _setup_conv_layer(layer: nnx.Module, in_channels: int, out_channels: int,
+                      kernel_size: IntOrPair, stride: IntOrPair, dilation: IntOrPair,
+                      groups: int, impl: str, data_format: str | None, dtype: Any,
+                      precision: Any) -> None:
+    """The arguments every (transposed) conv layer shares, parsed with the functions' own
+    validators so that a bad value fails at construction; ``layer.ndim`` spatial dims."""
+    nd = layer.ndim
+    _check_channels(in_channels, out_channels, groups)
+    layer.in_channels, layer.out_channels, layer.groups = in_channels, out_channels, groups
+    layer.kernel_size = to_tuple(kernel_size, "kernel_size", nd, minimum=1)
+    layer.stride = to_tuple(stride, "stride", nd, minimum=1)
+    layer.dilation = to_tuple(dilation, "dilation", nd, minimum=1)
+    layer.impl = check_impl(impl, tuple(CONV_IMPLS))
+    check_impl_ndim(impl, nd)
+    layer.data_format = check_data_format(
+        CONV_DATA_FORMATS[nd][0] if data_format is None else data_format, nd)
+    layer.dtype, layer.precision = dtype, precision
+
+
+def _init_conv_params(layer: nnx.Module, shape: tuple[int, ...], bias: bool, param_dtype: Any,
+                      kernel_init: Any, rngs: nnx.Rngs) -> None:
+    layer.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
+    layer.bias = nnx.Param(jnp.zeros((layer.out_channels,), param_dtype)) if bias else None
+
+
+def _cast_operands(layer: nnx.Module, x: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
+    """x, kernel and bias (or None) in the layer's compute dtype (default: x's)."""
+    dtype = layer.dtype or x.dtype
+    b = None if layer.bias is None else layer.bias[...].astype(dtype)
+    return x.astype(dtype), layer.kernel[...].astype(dtype), b
+
+
 class _ConvNd(nnx.Module):
     """The N-D convolution layer; :class:`Conv1d`, :class:`Conv2d` and :class:`Conv3d` fix
     ``ndim``. Arguments are parsed with the functions' own validators, at construction."""
@@ -44,31 +76,18 @@ class _ConvNd(nnx.Module):
                  impl: str = "lax", data_format: str | None = None, dtype: Any = None,
                  param_dtype: Any = jnp.float32, precision: Any = None,
                  kernel_init: Any = kaiming_normal_oihw, rngs: nnx.Rngs):
-        nd = self.ndim
-        _check_channels(in_channels, out_channels, groups)
-        k = to_tuple(kernel_size, "kernel_size", nd, minimum=1)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = k
-        # Parsed here with conv's own validators, so a bad value fails at construction.
-        self.stride = to_tuple(stride, "stride", nd, minimum=1)
-        self.dilation = to_tuple(dilation, "dilation", nd, minimum=1)
+        _setup_conv_layer(self, in_channels, out_channels, kernel_size, stride, dilation,
+                          groups, impl, data_format, dtype, precision)
         # ``padding`` as given (for display); ``pads`` resolved once, what every call uses.
-        self.pads = resolve_padding(padding, k, self.dilation, self.stride)
-        self.padding, self.groups = padding, groups
+        self.pads = resolve_padding(padding, self.kernel_size, self.dilation, self.stride)
+        self.padding = padding
         self.padding_mode = check_padding_mode(padding_mode)
-        self.impl = check_impl(impl, tuple(CONV_IMPLS))
-        check_impl_ndim(impl, nd)
-        self.data_format = check_data_format(
-            CONV_DATA_FORMATS[nd][0] if data_format is None else data_format, nd)
-        self.dtype, self.precision = dtype, precision
-        shape = (out_channels, in_channels // groups, *k)
-        self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
-        self.bias = nnx.Param(jnp.zeros((out_channels,), param_dtype)) if bias else None
+        _init_conv_params(self, (out_channels, in_channels // groups, *self.kernel_size), bias,
+                          param_dtype, kernel_init, rngs)
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        dtype = self.dtype or x.dtype
-        b = None if self.bias is None else self.bias[...].astype(dtype)
-        return convnd(x.astype(dtype), self.kernel[...].astype(dtype), b, stride=self.stride,
+        x, w, b = _cast_operands(self, x)
+        return convnd(x, w, b, stride=self.stride,
                       padding=self.pads, dilation=self.dilation, groups=self.groups,
                       impl=self.impl, data_format=self.data_format, precision=self.precision,
                       padding_mode=self.padding_mode)
@@ -275,34 +294,22 @@ class _ConvTransposeNd(nnx.Module):
                  data_format: str | None = None, dtype: Any = None,
                  param_dtype: Any = jnp.float32, precision: Any = None,
                  kernel_init: Any = kaiming_normal_oihw, rngs: nnx.Rngs):
-        nd = self.ndim
         if padding_mode != "zeros":
             raise ValueError(f"padding_mode must be 'zeros' for {type(self).__name__} "
                              f"(PyTorch rule), got {padding_mode!r}")
-        _check_channels(in_channels, out_channels, groups)
-        k = to_tuple(kernel_size, "kernel_size", nd, minimum=1)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = k
-        self.stride = to_tuple(stride, "stride", nd, minimum=1)
-        self.dilation = to_tuple(dilation, "dilation", nd, minimum=1)
-        self.padding = to_tuple(padding, "padding", nd, minimum=0)
+        _setup_conv_layer(self, in_channels, out_channels, kernel_size, stride, dilation,
+                          groups, impl, data_format, dtype, precision)
+        self.padding = to_tuple(padding, "padding", self.ndim, minimum=0)
         self.output_padding = check_output_padding(output_padding, self.stride, self.dilation,
                                                    stride, dilation)
-        self.groups, self.padding_mode = groups, padding_mode
-        self.impl = check_impl(impl, tuple(CONV_IMPLS))
-        check_impl_ndim(impl, nd)
-        self.data_format = check_data_format(
-            CONV_DATA_FORMATS[nd][0] if data_format is None else data_format, nd)
-        self.dtype, self.precision = dtype, precision
-        shape = (in_channels, out_channels // groups, *k)
-        self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
-        self.bias = nnx.Param(jnp.zeros((out_channels,), param_dtype)) if bias else None
+        self.padding_mode = padding_mode
+        _init_conv_params(self, (in_channels, out_channels // groups, *self.kernel_size), bias,
+                          param_dtype, kernel_init, rngs)
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        dtype = self.dtype or x.dtype
-        b = None if self.bias is None else self.bias[...].astype(dtype)
+        x, w, b = _cast_operands(self, x)
         fn = {1: conv_transpose1d, 2: conv_transpose2d, 3: conv_transpose3d}[self.ndim]
-        return fn(x.astype(dtype), self.kernel[...].astype(dtype), b, stride=self.stride,
+        return fn(x, w, b, stride=self.stride,
                   padding=self.padding, output_padding=self.output_padding, groups=self.groups,
                   dilation=self.dilation, impl=self.impl, data_format=self.data_format,
                   precision=self.precision)

@@ -3,15 +3,16 @@ their case lists (every padding form and mode per dim) and ``ConvNdCase``."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
-from ._api import DTYPES, Cases, _asserting
+from ._api import DTYPES, Cases, _asserting, resolve_cases
 from ._cases import Arrays, _Case
 from ._check import run_checks
-from ._grids import KINDS, _check_kind
+from ._grids import _check_kind
 from ._oracle import conv_pads, reference_convnd, reference_convnd_vjp
 from ._report import CheckReport
 
@@ -159,21 +160,8 @@ def check_conv(fn: Callable[..., Any], *, ndim: int = 2, cases: Cases = "default
     """
     if ndim not in _NDIMS:
         raise ValueError(f"ndim must be 1, 2 or 3, got {ndim!r}")
-    if isinstance(cases, str):
-        if cases not in KINDS:
-            raise ValueError(f"cases must be one of {KINDS} or a list of ConvNdCase, "
-                             f"got {cases!r}")
-        listed = conv_cases(ndim, cases, seed=seed, padding_modes=padding_modes)
-        label = f"{cases!r}, seed {seed}"
-        n_grads = {"quick": 1, "default": 2, "full": 6}[cases]
-    else:
-        listed = [cases] if isinstance(cases, ConvNdCase) else list(cases)
-        bad = [c for c in listed if not isinstance(c, ConvNdCase)]
-        if bad or not listed:
-            raise TypeError(f"cases must be one of {KINDS} or a non-empty list of ConvNdCase, "
-                            f"got {bad[0] if bad else cases!r}")
-        label, n_grads = "given cases", 1
-    n_grads = n_grads if check_grads_cases is None else check_grads_cases
+    grid = functools.partial(conv_cases, ndim, padding_modes=padding_modes)
+    listed, label, n_grads = resolve_cases(grid, ConvNdCase, cases, seed, check_grads_cases)
     return run_checks(f"conv{ndim}d", fn, listed, label, dtypes, grads, n_grads, tolerances,
                       jit, fail_fast)
 

@@ -39,7 +39,8 @@ def ntuple(value: Any, name: str, ndim: int) -> tuple[int, ...]:
         return (int(value),) * ndim
     if isinstance(value, (tuple, list)) and len(value) == ndim and all(_is_int(v) for v in value):
         return tuple(int(v) for v in value)
-    raise TypeError(f"{name} must be an int or {ndim} ints, got {value!r}")
+    what = "a pair of ints" if ndim == 2 else f"{ndim} ints"
+    raise TypeError(f"{name} must be an int or {what}, got {value!r}")
 
 
 def conv_pads(padding: Any, kernel: Any, dilation: Any, stride: Any) -> Pads:
