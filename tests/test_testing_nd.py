@@ -3,7 +3,8 @@ reflect taken for replicate, a circular wrap off by one)."""
 
 from __future__ import annotations
 
-import jax.numpy as jnp
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -111,3 +112,13 @@ def test_check_conv1d_and_3d_are_check_conv():
 def test_errors(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("impl", ["im2col", "loops", "fft"])
+@pytest.mark.parametrize("ndim", [1, pytest.param(3, marks=pytest.mark.slow)])
+def test_nd_impls_pass_in_half_and_single_precision(ndim, impl):
+    """float32 and bfloat16 within the suite's default tolerances, gradients included."""
+    fn = functools.partial(jconv.convnd, impl=impl)
+    report = testing.check_conv(fn, ndim=ndim, cases="quick", dtypes=("float32", "bfloat16"),
+                                check_grads_cases=0)
+    assert report.passed, str(report)
