@@ -1,4 +1,4 @@
-"""jconv: 2-D convolution in JAX with exactly PyTorch's semantics.
+"""jconv: 1-, 2- and 3-D convolution in JAX with exactly PyTorch's semantics.
 
 Nine implementations behind one registry (``jconv.CONV_IMPLS``): XLA's convolution
 (``"lax"``), im2col, a loop over kernel taps, two Winograd tilings, FFT, Pallas kernels,
@@ -10,19 +10,19 @@ from . import nn
 from ._auto import AutoChoice, auto_choice, clear_auto_cache, set_auto_measure
 from ._registry import AUTO_IMPLS, CONV_IMPLS, POOL_IMPLS, Implementation
 from ._spec import ConvSpec, PoolSpec, conv_spec, pool_spec
-from .conv import conv2d
+from .conv import conv1d, conv2d, conv3d, convnd
 from .cost import (ReceptiveField, RFLayer, activation_bytes, conv2d_flops, conv2d_macs,
-                   conv2d_params, receptive_field)
+                   conv2d_params, conv_flops, conv_macs, conv_params, receptive_field)
 from .nn import set_impl
 from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
-from .shapes import (ConvParams, conv2d_output_shape, find_conv_params, pool2d_output_shape,
+from .shapes import (ConvParams, conv2d_output_shape, conv_output_shape, find_conv_params, pool2d_output_shape,
                      same_padding)
 from .fold import fold_conv_bn, fold_conv_bn_sequential
 from .fold_graph import FoldReport, fold_conv_bn_graph
 from .fused import conv2d_bias_act
 from .summary import LayerSummary, ModelSummary, summary
 from .torch_import import load_torch_state_dict
-from .transpose import conv_transpose2d
+from .transpose import conv_transpose1d, conv_transpose2d, conv_transpose3d
 from .xla_options import CONV_BACKENDS, conv_compiler_options, jit, set_default_conv_backend
 
 __version__ = "0.1.0"
@@ -67,14 +67,23 @@ __all__ = [
     "ReceptiveField",
     "activation_bytes",
     "avg_pool2d",
+    "conv1d",
     "conv2d",
+    "conv3d",
+    "convnd",
     "conv2d_bias_act",
     "conv2d_flops",
     "conv2d_macs",
     "conv2d_output_shape",
     "conv2d_params",
     "conv_compiler_options",
+    "conv_flops",
+    "conv_macs",
+    "conv_output_shape",
+    "conv_params",
+    "conv_transpose1d",
     "conv_transpose2d",
+    "conv_transpose3d",
     "find_conv_params",
     "fold_conv_bn",
     "fold_conv_bn_sequential",

@@ -154,7 +154,9 @@ def heuristic_choice(w_shape: tuple[int, ...], spec: ConvSpec,
     - depthwise (one input channel per group): ``loops`` — a fused multiply-add per tap —
       in every direction (XLA's conv was 2-5x slower);
     - other grouped convs: ``im2col`` everywhere (XLA's grouped conv was 11-35x slower);
-    - a small contraction, ``C_in/groups * kH * kW < 32`` (e.g. a 3x3 RGB stem):
+    - a small contraction, ``C_in/groups * kH * kW < 32`` (e.g. a 3x3 RGB stem; the
+      product of every kernel dim for 1-D and 3-D convs, whose rule is this 2-D one, not
+      measured separately):
       ``im2col`` everywhere (XLA's conv cannot use its GEMM well there);
     - everything else: ``lax`` everywhere, which the chunked alternatives did not beat
       reliably on the CIFAR and ResNet-18 layers.
@@ -167,11 +169,11 @@ def heuristic_choice(w_shape: tuple[int, ...], spec: ConvSpec,
     """
     if platform != "cpu":
         return AutoChoice("lax", "lax", "lax", "heuristic")
-    c_per_group, kh, kw = w_shape[1:]
+    c_per_group, taps = w_shape[1], int(np.prod(w_shape[2:]))
     if spec.groups > 1:
         impl = "loops" if c_per_group == 1 else "im2col"
     else:
-        impl = "im2col" if c_per_group * kh * kw < 32 else "lax"
+        impl = "im2col" if c_per_group * taps < 32 else "lax"
     return AutoChoice(impl, impl, impl, "heuristic")
 
 
@@ -209,8 +211,8 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
     cands = candidates()
     jit = functools.partial(jax.jit, compiler_options=current_compiler_options() or None)
     n, c_out = x_shape[0], w_shape[0]
-    y_shape = ((n, c_out, *spec.out_hw) if spec.data_format == "NCHW"
-               else (n, *spec.out_hw, c_out))
+    y_shape = ((n, *spec.out_size, c_out) if spec.channels_last
+               else (n, c_out, *spec.out_size))
     # Measuring runs while an outer jit/grad may be tracing: evaluate eagerly, on concrete data.
     with jax.ensure_compile_time_eval():
         x, w, dy = (jnp.asarray(rng.standard_normal(s), dtype) for s in (x_shape, w_shape, y_shape))

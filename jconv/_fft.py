@@ -1,8 +1,9 @@
 """``impl="fft"``: convolution via the convolution theorem.
 
 Cross-correlation with a kernel k is a product in the frequency domain:
-``y = irfft2(rfft2(x_padded) * conj(rfft2(k)))``, a circular correlation that equals the linear
-one on the first ``H_p - kH_eff + 1`` rows/columns, which is exactly the valid output. The cost
+``y = irfftn(rfftn(x_padded) * conj(rfftn(k)))`` over the 1, 2 or 3 spatial axes, a circular
+correlation that equals the linear one on the first ``H_p - kH_eff + 1`` rows/columns, which is
+exactly the valid output. The cost
 is O(C_in C_out H W) for the spectral products plus O((C_in + C_out) H W log HW) for the
 transforms, independent of the kernel size, so it beats direct convolution for large kernels.
 
@@ -47,25 +48,26 @@ def fast_fft_size(n: int) -> int:
 
 @partial(jax.jit, static_argnums=2)  # one compiled computation per geometry, also when eager
 def conv_fft(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
-    """Batched FFT conv in ``spec.data_format`` with OIHW weights; output dtype = input dtype.
+    """Batched FFT conv in ``spec.data_format`` with (C_out, C_in/groups, *kernel) weights
+    (1, 2 or 3 spatial dims, transformed together); output dtype = input dtype.
 
     Half-precision inputs are transformed in float32 (XLA has no half-precision FFT).
     """
-    ct = accum_dtype(x.dtype)
-    xn = x if spec.data_format == "NCHW" else jnp.transpose(x, (0, 3, 1, 2))
-    (pt, pb), (pl, pr) = spec.padding
-    xp = jnp.pad(xn.astype(ct), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
-    (dh, dw), (sh, sw), (ho, wo) = spec.dilation, spec.stride, spec.out_hw
+    ct, nd, g = accum_dtype(x.dtype), spec.ndim, spec.groups
+    xn = jnp.moveaxis(x, -1, 1) if spec.channels_last else x
+    xp = jnp.pad(xn.astype(ct), ((0, 0), (0, 0), *spec.padding))
     # Interior padding inserts dilation-1 zeros between taps: the dilated kernel, exactly.
-    wd = lax.pad(w.astype(ct), jnp.zeros((), ct), [(0, 0, 0), (0, 0, 0), (0, 0, dh - 1),
-                                                    (0, 0, dw - 1)])
-    n, c_in, hp, wp = xp.shape
+    wd = lax.pad(w.astype(ct), jnp.zeros((), ct),
+                 [(0, 0, 0), (0, 0, 0), *((0, 0, d - 1) for d in spec.dilation)])
+    n, c_in, *padded = xp.shape
     c_out, cg = w.shape[:2]
-    g = spec.groups
-    fh, fw = fast_fft_size(hp), fast_fft_size(wp)
-    xf = jnp.fft.rfft2(xp, s=(fh, fw)).reshape(n, g, cg, fh, fw // 2 + 1)
-    kf = jnp.conj(jnp.fft.rfft2(wd, s=(fh, fw))).reshape(g, c_out // g, cg, fh, fw // 2 + 1)
-    yf = jnp.einsum("ngchw,gochw->ngohw", xf, kf, precision=spec.precision)
-    y = jnp.fft.irfft2(yf.reshape(n, c_out, fh, fw // 2 + 1), s=(fh, fw))
-    y = y[:, :, : (ho - 1) * sh + 1: sh, : (wo - 1) * sw + 1: sw].astype(x.dtype)
-    return y if spec.data_format == "NCHW" else jnp.transpose(y, (0, 2, 3, 1))
+    sizes = tuple(fast_fft_size(p) for p in padded)
+    axes = tuple(range(2, 2 + nd))
+    freq = (*sizes[:-1], sizes[-1] // 2 + 1)
+    xf = jnp.fft.rfftn(xp, s=sizes, axes=axes).reshape(n, g, cg, *freq)
+    kf = jnp.conj(jnp.fft.rfftn(wd, s=sizes, axes=axes)).reshape(g, c_out // g, cg, *freq)
+    yf = jnp.einsum("ngc...,goc...->ngo...", xf, kf, precision=spec.precision)
+    y = jnp.fft.irfftn(yf.reshape(n, c_out, *freq), s=sizes, axes=axes)
+    keep = tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(spec.out_size, spec.stride))
+    y = y[(slice(None), slice(None), *keep)].astype(x.dtype)
+    return jnp.moveaxis(y, 1, -1) if spec.channels_last else y

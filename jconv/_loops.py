@@ -1,4 +1,4 @@
-"""``impl="loops"``: an explicit loop over the kH*kW kernel taps.
+"""``impl="loops"``: an explicit loop over the kernel taps (kH*kW of them in 2-D).
 
 Each step takes the strided, dilated window of the padded input that one tap touches and
 contracts it over input channels with that tap's weights; the tap results are summed. There
@@ -13,39 +13,40 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
-from ._spec import ConvSpec, accum_dtype
+from ._spec import ConvSpec, accum_dtype, prod
 from ._windows import from_nhwc, pad_hw, run_planned, tap_windows, to_nhwc
 
 
 def _loops_chunk(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
-    g, kw = spec.groups, spec.kernel[1]
-    n, (ho, wo) = x.shape[0], spec.out_hw
+    g, nd = spec.groups, spec.ndim
+    n, out = x.shape[0], spec.out_size
     c_out, cg = w.shape[0], w.shape[1]
     acc = accum_dtype(x.dtype)
     xp = pad_hw(to_nhwc(x, spec.data_format), spec.padding)
-    # (C_out, C_in/g, kH, kW) -> (kH, kW, g, C_in/g, C_out/g): one small matrix per tap and group.
-    wt = w.reshape(g, c_out // g, cg, *spec.kernel).transpose(3, 4, 0, 2, 1)
-    y = jnp.zeros((n, ho, wo, g, c_out // g), acc)
-    for t, window in enumerate(tap_windows(xp, spec.kernel, spec.stride, spec.dilation,
-                                           spec.out_hw)):
-        win, wtap = window.reshape(n, ho, wo, g, cg), wt[t // kw, t % kw]
+    # (C_out, C_in/g, *kernel) -> (taps, g, C_in/g, C_out/g): one small matrix per tap and
+    # group, taps row-major like tap_windows.
+    wt = w.reshape(g, c_out // g, cg, prod(spec.kernel)).transpose(3, 0, 2, 1)
+    y = jnp.zeros((n, *out, g, c_out // g), acc)
+    for t, window in enumerate(tap_windows(xp, spec.kernel, spec.stride, spec.dilation, out)):
+        win, wtap = window.reshape(n, *out, g, cg), wt[t]
         if g == 1:
             # No group axis: a plain matmul, without the transposes a batch dim makes XLA add.
-            y = y + lax.dot_general(win[..., 0, :], wtap[0], (((3,), (0,)), ((), ())),
+            y = y + lax.dot_general(win[..., 0, :], wtap[0], (((nd + 1,), (0,)), ((), ())),
                                     precision=spec.precision,
                                     preferred_element_type=acc)[..., None, :]
         elif cg == 1:
             y = y + win.astype(acc) * wtap[:, 0, :].astype(acc)
         else:
-            y = y + jnp.einsum("nhwgc,gco->nhwgo", win, wtap, precision=spec.precision,
+            y = y + jnp.einsum("n...gc,gco->n...go", win, wtap, precision=spec.precision,
                                preferred_element_type=acc)
-    return from_nhwc(y.reshape(n, ho, wo, c_out).astype(x.dtype), spec.data_format)
+    return from_nhwc(y.reshape(n, *out, c_out).astype(x.dtype), spec.data_format)
 
 
 def conv_loops(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
-    """Batched conv in ``spec.data_format`` with OIHW weights; output dtype = input dtype."""
-    (ho, wo), c_out = spec.out_hw, w.shape[0]
+    """Batched conv in ``spec.data_format`` with (C_out, C_in/groups, *kernel) weights;
+    output dtype = input dtype."""
+    c_out = w.shape[0]
     # Live per image: the tap window (input dtype) plus the accumulator (accumulation dtype).
-    per_image = ho * wo * (w.shape[1] * spec.groups * x.dtype.itemsize
-                           + c_out * accum_dtype(x.dtype).itemsize)
+    per_image = prod(spec.out_size) * (w.shape[1] * spec.groups * x.dtype.itemsize
+                                       + c_out * accum_dtype(x.dtype).itemsize)
     return run_planned(lambda xb, wb: _loops_chunk(xb, wb, spec), x, w, per_image)

@@ -7,7 +7,7 @@ counterpart), the train config's validation and the benchmarks' labels. Renamed
 implementations keep their old name as a deprecated alias (:data:`DEPRECATED_NAMES`).
 
 Every implementation shares one signature, ``conv(x, w, spec) -> y``: ``x`` batched in
-``spec.data_format``, ``w`` (C_out, C_in/groups, kH, kW), ``spec`` the frozen
+``spec.data_format``, ``w`` (C_out, C_in/groups, *kernel), ``spec`` the frozen
 :class:`jconv.ConvSpec` that :func:`jconv.conv_spec` parsed once; the result
 has the input's dtype. To add one: write that function in its own module, add an
 ``Implementation`` below, and the suite's registry-driven tests pick it up.
@@ -53,7 +53,8 @@ class Implementation:
     (these are ``impl="auto"``'s candidates); ``restrictions``: the arguments it rejects or
     handles specially ("" when none); ``pool``: the pooling reduction of the same name, if
     any; ``plans``: how it executes on each platform it is lowered for; ``grad_of_grad``:
-    whether second derivatives are supported.
+    whether second derivatives are supported; ``ndims``: the numbers of spatial dims it
+    computes (1-D, 2-D, 3-D convolutions; anything else raises a ValueError).
     """
 
     name: str
@@ -64,6 +65,7 @@ class Implementation:
     pool: PoolReducer | None = None
     plans: Mapping[str, str] = field(default_factory=lambda: dict(_WHOLE_PLAN))
     grad_of_grad: bool = True
+    ndims: tuple[int, ...] = (1, 2, 3)
 
     @property
     def auto_candidate(self) -> bool:
@@ -90,10 +92,12 @@ for _impl in (
                    pool=reduce_loops, plans=_CHUNKED_PLAN),
     Implementation("winograd_f4x4", conv_winograd_f4x4, "Winograd F(4x4, 3x3)", exact=False,
                    restrictions="3x3 kernels, stride 1, dilation 1 (else ValueError); "
-                                "one NaN/inf input pixel spreads over its whole tile"),
+                                "one NaN/inf input pixel spreads over its whole tile",
+                   ndims=(2,)),
     Implementation("winograd_f2x2", conv_winograd_f2x2, "Winograd F(2x2, 3x3)", exact=False,
                    restrictions="3x3 kernels, stride 1, dilation 1 (else ValueError); "
-                                "one NaN/inf input pixel spreads over its whole tile"),
+                                "one NaN/inf input pixel spreads over its whole tile",
+                   ndims=(2,)),
     Implementation("fft", conv_fft, "FFT convolution", exact=False,
                    restrictions="strides compute the stride-1 result and subsample it; "
                                 "rounding grows with the transform size; one NaN/inf input "
@@ -103,7 +107,8 @@ for _impl in (
                    restrictions="groups 1 or depthwise (else ValueError); no forward-mode "
                                 "jax.jvp (custom_vjp); interpreted, so slow, on CPU",
                    plans={"cpu": "Pallas interpreter (interpret=True)",
-                          "gpu": "Triton kernels", "tpu": "Mosaic TPU kernels"}),
+                          "gpu": "Triton kernels", "tpu": "Mosaic TPU kernels"},
+                   ndims=(2,)),
     Implementation("onednn", conv_onednn, "oneDNN's CPU kernels (PyTorch's) via the XLA FFI",
                    exact=False,
                    restrictions="float32 and bfloat16 only (else ValueError); needs the built "
@@ -111,7 +116,8 @@ for _impl in (
                                 "(custom_vjp); vmap loops over the mapped axis",
                    plans={"cpu": "oneDNN primitives (cached per shape) through the XLA FFI, "
                                  "on OpenMP threads",
-                          "gpu": "lax (platform_dependent)", "tpu": "lax (platform_dependent)"}),
+                          "gpu": "lax (platform_dependent)", "tpu": "lax (platform_dependent)"},
+                   ndims=(2,)),
     Implementation("auto", conv_auto, "fastest exact implementation per shape and pass",
                    exact=True,
                    plans={"cpu": "lax/im2col/loops per pass: measured once per shape, or the "
@@ -150,6 +156,15 @@ def check_conv_impl(impl: str) -> str:
 def conv_impl(name: str) -> ConvImpl:
     """The ``conv(x, w, spec)`` function registered as ``name``."""
     return _REGISTRY[name].conv
+
+
+def check_impl_ndim(name: str, ndim: int) -> None:
+    """A ValueError naming ``impl`` unless it computes ``ndim``-D convolutions."""
+    ndims = _REGISTRY[name].ndims
+    if ndim not in ndims:
+        others = tuple(n for n, i in _REGISTRY.items() if ndim in i.ndims)
+        raise ValueError(f"impl={name!r} computes {'/'.join(f'{n}-D' for n in ndims)} "
+                         f"convolutions only, got a {ndim}-D one; use one of {others}")
 
 
 def pool_reducer(name: str) -> PoolReducer:

@@ -16,11 +16,17 @@ import jax.numpy as jnp
 import numpy as np
 
 Pair = tuple[int, int]
-PadPairs = tuple[tuple[int, int], tuple[int, int]]
+PadPairs = tuple[tuple[int, int], ...]
 IntOrPair = Union[int, Sequence[int]]
 PaddingLike = Union[int, str, Sequence[int], Sequence[Sequence[int]]]
 
-DATA_FORMATS: tuple[str, ...] = ("NCHW", "NHWC")
+# The spatial axes' letters per number of spatial dims, and the (channels-first,
+# channels-last) data formats of each; the weight layout is always (O, I, *spatial).
+SPATIAL_AXES: dict[int, str] = {1: "L", 2: "HW", 3: "DHW"}
+CONV_DATA_FORMATS: dict[int, tuple[str, str]] = {
+    n: ("NC" + axes, "N" + axes + "C") for n, axes in SPATIAL_AXES.items()}
+DATA_FORMATS: tuple[str, ...] = CONV_DATA_FORMATS[2]
+PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular")
 
 
 def _is_int(v: object) -> bool:
@@ -36,7 +42,8 @@ def to_tuple(value: IntOrPair, name: str, ndim: int, *, minimum: int) -> tuple[i
           and all(_is_int(v) for v in value)):
         out = tuple(int(v) for v in value)
     else:
-        what = "an int" if ndim == 1 else f"an int or a tuple of {ndim} ints"
+        what = ("an int" if ndim == 1 else "an int or a pair of ints" if ndim == 2
+                else f"an int or a tuple of {ndim} ints")
         raise TypeError(f"{name} must be {what}, got {value!r}")
     if min(out) < minimum:
         raise ValueError(f"{name} must be >= {minimum} in every dimension, got {value!r}")
@@ -51,42 +58,51 @@ def to_pair(value: IntOrPair, name: str, *, minimum: int) -> Pair:
     return to_tuple(value, name, 2, minimum=minimum)  # type: ignore[return-value]
 
 
-def resolve_padding(padding: PaddingLike, kernel: Pair, dilation: Pair, stride: Pair) -> PadPairs:
-    """Turn any accepted padding form into ``((top, bottom), (left, right))``.
+def _padding_forms(ndim: int) -> str:
+    if ndim == 2:
+        return "an int, a pair, ((top, bottom), (left, right)), 'valid' or 'same'"
+    return (f"an int, a tuple of {ndim} ints, {ndim} (low, high) pairs, 'valid' or 'same'"
+            if ndim > 1 else "an int, a 1-tuple, one (low, high) pair, 'valid' or 'same'")
 
-    ``"same"`` follows PyTorch: total padding ``dilation*(k-1)`` split with the extra pixel
-    on the bottom/right, and only for stride 1.
+
+def resolve_padding(padding: PaddingLike, kernel: Sequence[int], dilation: Sequence[int],
+                    stride: Sequence[int]) -> PadPairs:
+    """Turn any accepted padding form into one ``(low, high)`` pair per spatial dim
+    (``((top, bottom), (left, right))`` in 2-D); the number of dims is ``len(kernel)``.
+
+    Forms: an int, one int per dim, one ``(low, high)`` pair per dim, ``"valid"`` or
+    ``"same"``. ``"same"`` follows PyTorch: total padding ``dilation*(k-1)`` split with the
+    extra pixel on the high side (bottom/right), and only for stride 1.
     """
+    ndim = len(kernel)
     if isinstance(padding, str):
         mode = padding.lower()
         if mode == "valid":
-            return ((0, 0), (0, 0))
+            return ((0, 0),) * ndim
         if mode == "same":
-            if stride != (1, 1):
+            if any(s != 1 for s in stride):
                 raise ValueError(
-                    f"padding='same' requires stride 1, got stride={stride}; "
+                    f"padding='same' requires stride 1, got stride={tuple(stride)}; "
                     "pass explicit padding for strided convolutions"
                 )
             pads = []
             for k, d in zip(kernel, dilation):
                 total = d * (k - 1)
                 pads.append((total // 2, total - total // 2))
-            return (pads[0], pads[1])
-        raise ValueError(f"padding must be an int, a pair, ((top, bottom), (left, right)), "
-                         f"'valid' or 'same', got {padding!r}")
+            return tuple(pads)
+        raise ValueError(f"padding must be {_padding_forms(ndim)}, got {padding!r}")
     if _is_int(padding):
         p = int(padding)
-        pads = ((p, p), (p, p))
-    elif (isinstance(padding, (tuple, list)) and len(padding) == 2
+        pads = ((p, p),) * ndim
+    elif (isinstance(padding, (tuple, list)) and len(padding) == ndim
           and all(_is_int(v) for v in padding)):
-        pads = ((int(padding[0]),) * 2, (int(padding[1]),) * 2)
-    elif (isinstance(padding, (tuple, list)) and len(padding) == 2
+        pads = tuple((int(v),) * 2 for v in padding)
+    elif (isinstance(padding, (tuple, list)) and len(padding) == ndim
           and all(isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_int(u) for u in v)
                   for v in padding)):
-        pads = tuple((int(lo), int(hi)) for lo, hi in padding)  # type: ignore[assignment]
+        pads = tuple((int(lo), int(hi)) for lo, hi in padding)  # type: ignore[misc]
     else:
-        raise TypeError(f"padding must be an int, a pair, ((top, bottom), (left, right)), "
-                        f"'valid' or 'same', got {padding!r}")
+        raise TypeError(f"padding must be {_padding_forms(ndim)}, got {padding!r}")
     if min(v for pair in pads for v in pair) < 0:
         raise ValueError(f"padding must be non-negative, got {padding!r}")
     return pads  # type: ignore[return-value]
@@ -112,23 +128,47 @@ def output_size(size: int, kernel: int, stride: int, pad: tuple[int, int], dilat
 
 @dataclass(frozen=True)
 class ConvSpec:
-    """Validated convolution geometry, built once by :func:`conv_spec` and shared by every
-    implementation (``conv(x, w, spec)``). ``padding`` is resolved to
-    ``((top, bottom), (left, right))``; ``in_hw``/``out_hw`` are (H, W)."""
+    """Validated convolution geometry with N = 1, 2 or 3 spatial dims, built once by
+    :func:`conv_spec` and shared by every implementation (``conv(x, w, spec)``).
 
-    stride: Pair
+    Every per-dim field has one entry per spatial dim, in the order of ``data_format``'s
+    letters (L; H, W; D, H, W): ``padding`` is resolved to one ``(low, high)`` pair per dim
+    (``((top, bottom), (left, right))`` in 2-D), ``in_size``/``out_size`` are the spatial
+    sizes (``in_hw``/``out_hw`` are their 2-D names). ``padding_mode`` other than
+    ``"zeros"`` is applied by :func:`jconv._windows.apply_padding_mode` before an
+    implementation runs, so implementations only ever see zero padding."""
+
+    stride: tuple[int, ...]
     padding: PadPairs
-    dilation: Pair
+    dilation: tuple[int, ...]
     groups: int
-    kernel: Pair
-    in_hw: Pair
-    out_hw: Pair
+    kernel: tuple[int, ...]
+    in_size: tuple[int, ...]
+    out_size: tuple[int, ...]
     data_format: str
     precision: object = None
+    padding_mode: str = "zeros"
 
     @property
-    def effective_kernel(self) -> Pair:
-        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))  # type: ignore[return-value]
+    def ndim(self) -> int:
+        """The number of spatial dims (1, 2 or 3)."""
+        return len(self.kernel)
+
+    @property
+    def in_hw(self) -> tuple[int, ...]:
+        return self.in_size
+
+    @property
+    def out_hw(self) -> tuple[int, ...]:
+        return self.out_size
+
+    @property
+    def channels_last(self) -> bool:
+        return self.data_format.endswith("C")
+
+    @property
+    def effective_kernel(self) -> tuple[int, ...]:
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
 
 
 def check_impl(impl: str, allowed: Sequence[str]) -> str:
@@ -137,10 +177,32 @@ def check_impl(impl: str, allowed: Sequence[str]) -> str:
     return impl
 
 
-def check_data_format(data_format: str) -> str:
-    if not isinstance(data_format, str) or data_format.upper() not in DATA_FORMATS:
-        raise ValueError(f"data_format must be one of {DATA_FORMATS}, got {data_format!r}")
+def check_data_format(data_format: str, ndim: int = 2) -> str:
+    """``data_format`` upper-cased, if it is one of the formats of ``ndim`` spatial dims."""
+    formats = CONV_DATA_FORMATS[ndim]
+    if not isinstance(data_format, str) or data_format.upper() not in formats:
+        raise ValueError(f"data_format must be one of {formats}, got {data_format!r}")
     return data_format.upper()
+
+
+def format_ndim(data_format: object, default: int) -> int:
+    """The number of spatial dims a known ``data_format`` names (``default`` otherwise)."""
+    for ndim, formats in CONV_DATA_FORMATS.items():
+        if isinstance(data_format, str) and data_format.upper() in formats:
+            return ndim
+    return default
+
+
+def check_padding_mode(padding_mode: str) -> str:
+    if not isinstance(padding_mode, str) or padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    return padding_mode
+
+
+def weight_layout(ndim: int, transposed: bool = False) -> str:
+    """The weight layout in words, e.g. ``(C_out, C_in/groups, kH, kW)``."""
+    io = "C_in, C_out/groups" if transposed else "C_out, C_in/groups"
+    return "(" + ", ".join([io] + ["k" + a for a in SPATIAL_AXES[ndim]]) + ")"
 
 
 def _check_float(arr: object, name: str) -> None:
@@ -152,23 +214,27 @@ def _check_float(arr: object, name: str) -> None:
 
 def _check_shapes(x_shape: Sequence[int], w_shape: Sequence[int], groups: int,
                   data_format: str, w_layout: str) -> None:
-    """Rank and groups checks that need only shapes: x 3-D or 4-D in ``data_format``, w 4-D
-    (its ``w_layout`` named in the message), groups a positive int."""
-    if len(x_shape) not in (3, 4):
-        expect = "(N, C_in, H, W) or (C_in, H, W)" if data_format == "NCHW" else \
-            "(N, H, W, C_in) or (H, W, C_in)"
-        raise ValueError(f"x must be 3-D or 4-D {expect} for data_format={data_format!r}, "
-                         f"got shape {tuple(x_shape)}")
-    if len(w_shape) != 4:
-        raise ValueError(f"w must be 4-D {w_layout}, got shape {tuple(w_shape)}")
+    """Rank and groups checks that need only shapes: x (N+1)-D or (N+2)-D in
+    ``data_format`` (N spatial dims), w (N+2)-D (its ``w_layout`` named in the message),
+    groups a positive int."""
+    ndim = len(data_format) - 2
+    spatial = ", ".join(SPATIAL_AXES[ndim])
+    if len(x_shape) not in (ndim + 1, ndim + 2):
+        expect = (f"(N, C_in, {spatial}) or (C_in, {spatial})" if data_format[1] == "C" else
+                  f"(N, {spatial}, C_in) or ({spatial}, C_in)")
+        raise ValueError(f"x must be {ndim + 1}-D or {ndim + 2}-D {expect} for "
+                         f"data_format={data_format!r}, got shape {tuple(x_shape)}")
+    if len(w_shape) != ndim + 2:
+        raise ValueError(f"w must be {ndim + 2}-D {w_layout}, got shape {tuple(w_shape)}")
     if not _is_int(groups) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
 
 
 def check_operands(x: jnp.ndarray, w: jnp.ndarray, groups: int, data_format: str,
                    w_layout: str) -> None:
-    """Checks every conv-like op makes of its operands: float arrays of one dtype, x 3-D or
-    4-D in ``data_format``, w 4-D (its ``w_layout`` named in the message), groups >= 1."""
+    """Checks every conv-like op makes of its operands: float arrays of one dtype, x
+    (N+1)-D or (N+2)-D in ``data_format``, w (N+2)-D (its ``w_layout`` named in the
+    message), groups >= 1."""
     _check_float(x, "x")
     _check_float(w, "w")
     _check_shapes(x.shape, w.shape, groups, data_format, w_layout)
@@ -187,61 +253,91 @@ def check_bias(b: jnp.ndarray | None, c_out: int, dtype: jnp.dtype) -> None:
         raise TypeError(f"b must have the dtype of x ({dtype}), got {b.dtype}")
 
 
+def check_mode_padding(padding_mode: str, pads: PadPairs, in_size: Sequence[int],
+                       axes: str) -> None:
+    """PyTorch's limits on a non-zero ``padding_mode`` (those of ``F.pad``): reflect
+    padding smaller than the input, circular at most the input (it wraps once), replicate
+    of a non-empty input."""
+    for (lo, hi), size, axis in zip(pads, in_size, axes):
+        if padding_mode == "reflect" and max(lo, hi) >= size:
+            raise ValueError(f"padding_mode='reflect' needs padding < the input size along "
+                             f"{axis} (PyTorch rule), got padding ({lo}, {hi}) for size {size}")
+        if padding_mode == "circular" and max(lo, hi) > size:
+            raise ValueError(f"padding_mode='circular' needs padding <= the input size along "
+                             f"{axis} (it wraps around once, PyTorch rule), got padding "
+                             f"({lo}, {hi}) for size {size}")
+        if padding_mode == "replicate" and size == 0 and lo + hi:
+            raise ValueError(f"padding_mode='replicate' needs a non-empty input along {axis}, "
+                             f"got size 0")
+
+
 def conv_spec(x_shape: Sequence[int], w_shape: Sequence[int], *, stride: IntOrPair = 1,
               padding: PaddingLike = 0, dilation: IntOrPair = 1, groups: int = 1,
-              data_format: str = "NCHW", precision: object = None) -> ConvSpec:
+              data_format: str | None = None, precision: object = None,
+              padding_mode: str = "zeros") -> ConvSpec:
     """The validated :class:`ConvSpec` of a conv from shapes alone (no arrays needed).
 
-    x_shape: (N, C_in, H, W) or (C_in, H, W) (channels last for ``data_format="NHWC"``);
-    w_shape: (C_out, C_in/groups, kH, kW). The arguments mean what they mean in
-    :func:`jconv.conv2d`, and bad ones raise the same errors.
+    x_shape: (N, C_in, *spatial) or (C_in, *spatial) (channels last for the channels-last
+    ``data_format``s); w_shape: (C_out, C_in/groups, *kernel), with 1, 2 or 3 spatial dims.
+    ``data_format`` defaults to channels-first for the number of spatial dims of
+    ``w_shape`` (``"NCL"``, ``"NCHW"``, ``"NCDHW"``). The arguments mean what they mean in
+    :func:`jconv.convnd`, and bad ones raise the same errors.
 
     Example:
       >>> spec = conv_spec((8, 3, 32, 32), (16, 3, 3, 3), stride=2, padding=1)
       >>> spec.out_hw, spec.padding
       ((16, 16), ((1, 1), (1, 1)))
+      >>> conv_spec((2, 4, 100), (8, 4, 5), padding="same", padding_mode="reflect").padding
+      ((2, 2),)
     """
-    data_format = check_data_format(data_format)
-    _check_shapes(x_shape, w_shape, groups, data_format, "(C_out, C_in/groups, kH, kW)")
-    stride_p = to_pair(stride, "stride", minimum=1)
-    dilation_p = to_pair(dilation, "dilation", minimum=1)
-    if data_format == "NCHW":
-        c_in, h, w_ = tuple(x_shape)[-3:]
+    ndim = format_ndim(data_format, len(w_shape) - 2 if len(w_shape) - 2 in SPATIAL_AXES else 2)
+    data_format = check_data_format(CONV_DATA_FORMATS[ndim][0] if data_format is None
+                                    else data_format, ndim)
+    check_padding_mode(padding_mode)
+    _check_shapes(x_shape, w_shape, groups, data_format, weight_layout(ndim))
+    stride_p = to_tuple(stride, "stride", ndim, minimum=1)
+    dilation_p = to_tuple(dilation, "dilation", ndim, minimum=1)
+    if data_format[1] == "C":
+        c_in, *size = tuple(x_shape)[-ndim - 1:]
     else:
-        h, w_, c_in = tuple(x_shape)[-3:]
-    c_out, c_per_group, kh, kw = tuple(w_shape)
+        *size, c_in = tuple(x_shape)[-ndim - 1:]
+    c_out, c_per_group, *kernel = tuple(w_shape)
     if c_in % groups or c_out % groups:
         raise ValueError(f"groups={groups} must divide both C_in={c_in} and C_out={c_out}")
     if c_per_group * groups != c_in:
         raise ValueError(f"channel mismatch: x has C_in={c_in} channels but w expects "
                          f"C_in/groups={c_per_group} x groups={groups} = {c_per_group * groups} "
-                         f"(w shape {tuple(w_shape)} is (C_out, C_in/groups, kH, kW))")
-    pads = resolve_padding(padding, (kh, kw), dilation_p, stride_p)
-    out_hw = []
-    for size, k, s, p, d, axis in zip((h, w_), (kh, kw), stride_p, pads, dilation_p, "HW"):
+                         f"(w shape {tuple(w_shape)} is {weight_layout(ndim)})")
+    pads = resolve_padding(padding, kernel, dilation_p, stride_p)
+    axes = SPATIAL_AXES[ndim]
+    check_mode_padding(padding_mode, pads, size, axes)
+    out_size = []
+    for n, k, s, p, d, axis in zip(size, kernel, stride_p, pads, dilation_p, axes):
         eff = d * (k - 1) + 1
-        if eff > size + p[0] + p[1]:
+        if eff > n + p[0] + p[1]:
             raise ValueError(
                 f"kernel larger than the padded input along {axis}: effective kernel "
-                f"dilation*(k-1)+1 = {eff} > padded size {size}+{p[0]}+{p[1]} = {size + sum(p)}")
-        out_hw.append(output_size(size, k, s, p, d))
+                f"dilation*(k-1)+1 = {eff} > padded size {n}+{p[0]}+{p[1]} = {n + sum(p)}")
+        out_size.append(output_size(n, k, s, p, d))
     return ConvSpec(stride=stride_p, padding=pads, dilation=dilation_p, groups=int(groups),
-                    kernel=(int(kh), int(kw)), in_hw=(int(h), int(w_)),
-                    out_hw=tuple(out_hw),  # type: ignore[arg-type]
-                    data_format=data_format, precision=precision)
+                    kernel=tuple(int(k) for k in kernel), in_size=tuple(int(n) for n in size),
+                    out_size=tuple(out_size), data_format=data_format, precision=precision,
+                    padding_mode=padding_mode)
 
 
 def canonical_conv(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, *, stride: IntOrPair,
                    padding: PaddingLike, dilation: IntOrPair, groups: int, data_format: str,
-                   precision: object) -> tuple[ConvSpec, bool]:
-    """Validate a conv call: the arrays here, the geometry in :func:`conv_spec`. Returns the
-    spec and whether ``x`` was unbatched."""
-    data_format = check_data_format(data_format)
-    check_operands(x, w, groups, data_format, "(C_out, C_in/groups, kH, kW)")
+                   precision: object, padding_mode: str = "zeros",
+                   ndim: int = 2) -> tuple[ConvSpec, bool]:
+    """Validate an ``ndim``-D conv call: the arrays here, the geometry in :func:`conv_spec`.
+    Returns the spec and whether ``x`` was unbatched."""
+    data_format = check_data_format(data_format, ndim)
+    check_operands(x, w, groups, data_format, weight_layout(ndim))
     check_bias(b, w.shape[0], x.dtype)
     spec = conv_spec(x.shape, w.shape, stride=stride, padding=padding, dilation=dilation,
-                     groups=groups, data_format=data_format, precision=precision)
-    return spec, x.ndim == 3
+                     groups=groups, data_format=data_format, precision=precision,
+                     padding_mode=padding_mode)
+    return spec, x.ndim == ndim + 1
 
 
 @dataclass(frozen=True)

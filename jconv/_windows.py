@@ -13,46 +13,78 @@ TPU the whole batch is one chunk (one large matmul), split only past
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+import dataclasses
+import itertools
+from typing import Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._spec import PadPairs, Pair
+from ._spec import ConvSpec, PadPairs
 
 
 def to_nhwc(x: jnp.ndarray, data_format: str) -> jnp.ndarray:
-    return jnp.transpose(x, (0, 2, 3, 1)) if data_format == "NCHW" else x
+    """Channels to the last axis (any number of spatial dims; a no-op for channels-last)."""
+    return jnp.moveaxis(x, 1, -1) if data_format[1] == "C" else x
 
 
 def from_nhwc(y: jnp.ndarray, data_format: str) -> jnp.ndarray:
-    return jnp.transpose(y, (0, 3, 1, 2)) if data_format == "NCHW" else y
+    """Channels from the last axis back to where ``data_format`` has them."""
+    return jnp.moveaxis(y, -1, 1) if data_format[1] == "C" else y
 
 
 def pad_hw(x_nhwc: jnp.ndarray, padding: PadPairs, value: float = 0.0) -> jnp.ndarray:
-    """Pad the two spatial axes of an NHWC array with a constant (``-inf`` for max pooling)."""
+    """Pad the spatial axes of a channels-last array with a constant (``-inf`` for max
+    pooling); ``padding`` has one (low, high) pair per spatial axis."""
     if not any(v for pair in padding for v in pair):
         return x_nhwc
-    cfg = [(0, 0, 0), (*padding[0], 0), (*padding[1], 0), (0, 0, 0)]
+    cfg = [(0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)]
     return lax.pad(x_nhwc, jnp.asarray(value, x_nhwc.dtype), cfg)
 
 
-def tap_windows(xp: jnp.ndarray, kernel: Pair, stride: Pair, dilation: Pair,
-                out_hw: Pair) -> Iterator[jnp.ndarray]:
-    """Yield, for each kernel tap (i, j) in row-major order, the strided window of the padded
-    NHWC input that tap multiplies: shape (N, H_out, W_out, C).
+# jnp.pad's names for PyTorch's padding modes: the same element maps, pixel for pixel.
+_JNP_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def apply_padding_mode(x: jnp.ndarray, spec: ConvSpec) -> tuple[jnp.ndarray, ConvSpec]:
+    """A conv with a non-zero ``spec.padding_mode`` as the same conv of the explicitly padded
+    input with no padding (PyTorch computes it the same way: ``F.pad`` then a valid conv).
+    The one place every implementation's padding modes come from; a zero-padding spec is
+    returned unchanged.
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> spec = jconv.conv_spec((1, 1, 4), (1, 1, 3), padding=1, padding_mode="circular")
+      >>> xp, valid = apply_padding_mode(jnp.arange(4.0).reshape(1, 1, 4), spec)
+      >>> xp[0, 0].tolist(), valid.padding, valid.in_size
+      ([3.0, 0.0, 1.0, 2.0, 3.0, 0.0], ((0, 0),), (6,))
+    """
+    if spec.padding_mode == "zeros":
+        return x, spec
+    spatial = list(spec.padding)
+    pads = [(0, 0), *spatial, (0, 0)] if spec.channels_last else [(0, 0), (0, 0), *spatial]
+    xp = jnp.pad(x, pads, mode=_JNP_PAD_MODES[spec.padding_mode])
+    size = tuple(n + lo + hi for n, (lo, hi) in zip(spec.in_size, spec.padding))
+    return xp, dataclasses.replace(spec, padding=((0, 0),) * spec.ndim, in_size=size,
+                                   padding_mode="zeros")
+
+
+def tap_windows(xp: jnp.ndarray, kernel: Sequence[int], stride: Sequence[int],
+                dilation: Sequence[int], out_hw: Sequence[int]) -> Iterator[jnp.ndarray]:
+    """Yield, for each kernel tap in row-major order ((i, j) in 2-D), the strided window of
+    the padded channels-last input that tap multiplies: shape (N, *out_size, C).
 
     Tap (i, j) reads input rows ``i*dilation_h + stride_h*oh`` for ``oh < H_out`` (same for
-    columns), so one static strided ``lax.slice`` per tap replaces a loop over output pixels.
+    columns, and for every spatial axis in N-D), so one static strided ``lax.slice`` per tap
+    replaces a loop over output pixels.
     """
-    n, _, _, c = xp.shape
-    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_hw
-    for i in range(kh):
-        for j in range(kw):
-            start = (0, i * dh, j * dw, 0)
-            limit = (n, i * dh + sh * (ho - 1) + 1, j * dw + sw * (wo - 1) + 1, c)
-            yield lax.slice(xp, start, limit, (1, sh, sw, 1))
+    n, c = xp.shape[0], xp.shape[-1]
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        start = (0, *(t * d for t, d in zip(tap, dilation)), 0)
+        limit = (n, *(t * d + s * (o - 1) + 1
+                      for t, d, s, o in zip(tap, dilation, stride, out_hw)), c)
+        yield lax.slice(xp, start, limit, (1, *stride, 1))
 
 
 # Per-platform working-set budget for one batch chunk (patch matrix, or tap window plus

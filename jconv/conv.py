@@ -1,18 +1,22 @@
-"""``jconv.conv2d``: one signature, every implementation of :mod:`jconv._registry`."""
+"""``jconv.conv1d``/``conv2d``/``conv3d``/``convnd``: one N-D core, one signature, every
+implementation of :mod:`jconv._registry`."""
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ._registry import check_conv_impl, conv_impl
-from ._spec import ConvSpec, IntOrPair, PaddingLike, accum_dtype, canonical_conv
+from ._registry import check_conv_impl, check_impl_ndim, conv_impl
+from ._spec import (CONV_DATA_FORMATS, SPATIAL_AXES, ConvSpec, IntOrPair, PaddingLike,
+                    accum_dtype, canonical_conv, format_ndim)
+from ._windows import apply_padding_mode
 
 
 def conv2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
            stride: IntOrPair = 1, padding: PaddingLike = 0, dilation: IntOrPair = 1,
            groups: int = 1, impl: str = "lax", data_format: str = "NCHW",
-           precision: object = None) -> jnp.ndarray:
-    """2-D convolution (cross-correlation) with ``torch.nn.functional.conv2d`` semantics.
+           precision: object = None, padding_mode: str = "zeros") -> jnp.ndarray:
+    """2-D convolution (cross-correlation) with ``torch.nn.functional.conv2d`` semantics
+    (plus ``padding_mode``, as ``torch.nn.Conv2d`` has it).
 
     Shapes (``data_format="NCHW"``, the default):
       x: (N, C_in, H, W) or unbatched (C_in, H, W)
@@ -35,14 +39,14 @@ def conv2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
       impl: ``"lax"`` (``lax.conv_general_dilated``), ``"im2col"`` (patch matrix + one
         matmul per group) or ``"loops"`` (explicit loop over kernel taps). All accept the same
         arguments and give the same result, gradients included. Two fast algorithms with
-        restrictions: ``"winograd_f4x4"`` (Winograd F(4x4,3x3)) and ``"winograd_f2x2"`` (F(2x2,3x3))
-        for 3x3, stride-1, dilation-1 kernels (any padding/groups; anything else raises a
-        ValueError naming the argument); ``"fft"`` (FFT convolution: every argument, but
+        restrictions: ``"winograd_f4x4"`` (Winograd F(4x4,3x3)) and ``"winograd_f2x2"``
+        (F(2x2,3x3)) for 3x3, stride-1, dilation-1 kernels (any padding/groups; anything else
+        raises a ValueError naming the argument); ``"fft"`` (FFT convolution: every argument, but
         strides compute the stride-1 result and subsample it; fastest for large kernels).
         Non-finite inputs: a NaN or inf pixel spreads further with these three than in
         PyTorch (where only the outputs whose window touches it are non-finite): with
-        ``"winograd_f4x4"``/``"winograd_f2x2"`` every output of the transform tiles that read it is
-        NaN (up to 8x8 / 4x4 outputs per channel, inf included), with ``"fft"`` the whole
+        ``"winograd_f4x4"``/``"winograd_f2x2"`` every output of the transform tiles that read
+        it is NaN (up to 8x8 / 4x4 outputs per channel, inf included), with ``"fft"`` the whole
         (H_out, W_out) plane of every output channel of that sample. Other samples of the
         batch are unaffected; ``lax``/``im2col``/``loops``/``auto`` match PyTorch.
         ``"auto"`` picks the fastest exact implementation (lax/im2col/loops) per shape, dtype
@@ -50,6 +54,8 @@ def conv2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
         gradient, by timing them once and caching the choice (see ``jconv.auto_choice``;
         ``JCONV_AUTO_MEASURE=0`` uses a fixed heuristic instead).
       precision: passed to the underlying ``lax`` contraction (e.g. ``"highest"``).
+      padding_mode: ``"zeros"`` (default), ``"reflect"``, ``"replicate"`` or
+        ``"circular"``, with ``torch.nn.Conv2d``'s rules (see :func:`jconv.convnd`).
 
     float16/bfloat16 inputs accumulate in float32 and the result is cast back to the input
     dtype; float32/float64 accumulate in their own dtype.
@@ -63,9 +69,125 @@ def conv2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
       >>> float(jconv.conv2d(x, w, impl="im2col")[0, 0, 0, 0])  # 0+1+2+5+6+7+10+11+12
       54.0
     """
+    return _conv(x, w, b, 2, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                 impl=impl, data_format=data_format, precision=precision,
+                 padding_mode=padding_mode)
+
+
+def conv1d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
+           stride: IntOrPair = 1, padding: PaddingLike = 0, dilation: IntOrPair = 1,
+           groups: int = 1, impl: str = "lax", data_format: str = "NCL",
+           precision: object = None, padding_mode: str = "zeros") -> jnp.ndarray:
+    """1-D convolution with ``torch.nn.functional.conv1d`` semantics (plus ``padding_mode``,
+    as ``torch.nn.Conv1d`` has it).
+
+    Shapes (``data_format="NCL"``, the default; ``"NLC"`` puts channels last):
+      x: (N, C_in, L) or unbatched (C_in, L)
+      w: (C_out, C_in/groups, kL)   (in either format)
+      b: (C_out,) or None
+      returns (N, C_out, L_out)
+
+      L_out = (L + pad_left + pad_right - dilation*(kL-1) - 1) // stride + 1
+
+    ``padding``: an int, a 1-tuple, one ``(left, right)`` pair in a tuple, ``"valid"`` or
+    ``"same"``. Every other argument means what it means in :func:`jconv.conv2d`, per
+    dimension; ``impl`` is any implementation whose registry entry lists 1-D.
+
+    Example (a dilated causal-style layer, and circular padding):
+      >>> import jax.numpy as jnp, jconv
+      >>> x = jnp.ones((2, 4, 16))
+      >>> jconv.conv1d(x, jnp.ones((8, 4, 3)), padding=((4, 0),), dilation=2).shape
+      (2, 8, 16)
+      >>> jconv.conv1d(jnp.arange(4.0)[None], jnp.ones((1, 1, 3)), padding=1,
+      ...              padding_mode="circular").tolist()
+      [[4.0, 3.0, 6.0, 5.0]]
+    """
+    return _conv(x, w, b, 1, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                 impl=impl, data_format=data_format, precision=precision,
+                 padding_mode=padding_mode)
+
+
+def conv3d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
+           stride: IntOrPair = 1, padding: PaddingLike = 0, dilation: IntOrPair = 1,
+           groups: int = 1, impl: str = "lax", data_format: str = "NCDHW",
+           precision: object = None, padding_mode: str = "zeros") -> jnp.ndarray:
+    """3-D convolution with ``torch.nn.functional.conv3d`` semantics (plus ``padding_mode``,
+    as ``torch.nn.Conv3d`` has it).
+
+    Shapes (``data_format="NCDHW"``, the default; ``"NDHWC"`` puts channels last):
+      x: (N, C_in, D, H, W) or unbatched (C_in, D, H, W)
+      w: (C_out, C_in/groups, kD, kH, kW)   (in either format)
+      b: (C_out,) or None
+      returns (N, C_out, D_out, H_out, W_out)
+
+      D_out = (D + pad_front + pad_back - dilation_d*(kD-1) - 1) // stride_d + 1  (H, W alike)
+
+    ``stride``/``dilation``: an int or a (d, h, w) triple; ``padding``: an int, a triple,
+    three ``(low, high)`` pairs, ``"valid"`` or ``"same"``. Every other argument means what
+    it means in :func:`jconv.conv2d`, per dimension.
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> x = jnp.ones((1, 3, 8, 16, 16))
+      >>> jconv.conv3d(x, jnp.ones((4, 3, 3, 3, 3)), stride=(1, 2, 2), padding=1).shape
+      (1, 4, 8, 8, 8)
+      >>> jconv.conv3d(x, jnp.ones((4, 3, 3, 3, 3)), padding="same", impl="im2col",
+      ...              padding_mode="replicate")[0, 0, 0, 0, 0].item()
+      81.0
+    """
+    return _conv(x, w, b, 3, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                 impl=impl, data_format=data_format, precision=precision,
+                 padding_mode=padding_mode)
+
+
+def convnd(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
+           stride: IntOrPair = 1, padding: PaddingLike = 0, dilation: IntOrPair = 1,
+           groups: int = 1, impl: str = "lax", data_format: str | None = None,
+           precision: object = None, padding_mode: str = "zeros") -> jnp.ndarray:
+    """N-D convolution, N = 1, 2 or 3 spatial dims: the one core of :func:`conv1d`,
+    :func:`conv2d` and :func:`conv3d`.
+
+    Shapes (channels first, the default ``data_format`` for N = ``w.ndim - 2``: ``"NCL"``,
+    ``"NCHW"`` or ``"NCDHW"``; the channels-last formats ``"NLC"``, ``"NHWC"``, ``"NDHWC"``):
+      x: (N, C_in, *spatial) or unbatched (C_in, *spatial)
+      w: (C_out, C_in/groups, *kernel)   (in every format)
+      b: (C_out,) or None
+      returns (N, C_out, *out_spatial), per spatial dim
+      out = (size + pad_low + pad_high - dilation*(k-1) - 1) // stride + 1
+
+    ``padding_mode``: ``"zeros"`` (default), ``"reflect"``, ``"replicate"`` or
+    ``"circular"``, as in ``torch.nn.ConvNd``: the input is padded with that mode, then
+    convolved without padding. Every padding form works with every mode (``"same"`` splits
+    the total as for zeros). PyTorch's limits hold: reflect padding must be smaller than
+    the input, circular at most the input (it wraps once), replicate needs a non-empty
+    input; anything else raises a ValueError naming the dimension.
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> x = jnp.array([[[1.0, 2.0, 3.0]]])
+      >>> jconv.convnd(x, jnp.ones((1, 1, 3)), padding=1, padding_mode="reflect").tolist()
+      [[[5.0, 6.0, 7.0]]]
+      >>> jconv.convnd(jnp.ones((1, 2, 4, 4, 4)), jnp.ones((3, 2, 2, 2, 2))).shape
+      (1, 3, 3, 3, 3)
+    """
+    ndim = getattr(w, "ndim", 4) - 2
+    if ndim not in SPATIAL_AXES:
+        raise ValueError(f"w must be 3-D, 4-D or 5-D (C_out, C_in/groups, *kernel) for 1, 2 "
+                         f"or 3 spatial dims, got shape {tuple(w.shape)}")
+    ndim = format_ndim(data_format, ndim)
+    return _conv(x, w, b, ndim, stride=stride, padding=padding, dilation=dilation,
+                 groups=groups, impl=impl,
+                 data_format=CONV_DATA_FORMATS[ndim][0] if data_format is None else data_format,
+                 precision=precision, padding_mode=padding_mode)
+
+
+def _conv(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, ndim: int, *,
+          stride: IntOrPair, padding: PaddingLike, dilation: IntOrPair, groups: int,
+          impl: str, data_format: str, precision: object, padding_mode: str) -> jnp.ndarray:
     impl = check_conv_impl(impl)
     spec, unbatched = canonical_conv(x, w, b, stride=stride, padding=padding, dilation=dilation,
-                                     groups=groups, data_format=data_format, precision=precision)
+                                     groups=groups, data_format=data_format, precision=precision,
+                                     padding_mode=padding_mode, ndim=ndim)
     if unbatched:
         x = x[None]
     y = run_impl(impl, x, w, spec)
@@ -75,18 +197,23 @@ def conv2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
 
 
 def run_impl(impl: str, x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
-    """The registered ``impl`` on batched ``x``; an empty batch has an empty result (PyTorch's
-    too) without calling the implementation, whatever it is."""
+    """The registered ``impl`` on batched ``x`` (a ValueError if it does not compute
+    ``spec.ndim``-D convolutions); a non-zero ``padding_mode`` is applied here, once for
+    every implementation; an empty batch has an empty result (PyTorch's too) without calling
+    the implementation, whatever it is."""
+    check_impl_ndim(impl, spec.ndim)
     if x.shape[0] == 0:
-        c_out, (ho, wo) = w.shape[0], spec.out_hw
-        shape = (0, c_out, ho, wo) if spec.data_format == "NCHW" else (0, ho, wo, c_out)
+        c_out, out = w.shape[0], spec.out_size
+        shape = (0, *out, c_out) if spec.channels_last else (0, c_out, *out)
         return jnp.zeros(shape, x.dtype)
+    x, spec = apply_padding_mode(x, spec)
     return conv_impl(impl)(x, w, spec)
 
 
 def add_bias(y: jnp.ndarray, b: jnp.ndarray, data_format: str) -> jnp.ndarray:
-    """``y + b`` over the channel axis, added in the accumulation dtype: the gradient of
-    ``b`` sums N*H_out*W_out values, which in bfloat16 loses several percent.
+    """``y + b`` over the channel axis (batched ``y`` in ``data_format``, any number of
+    spatial dims), added in the accumulation dtype: the gradient of ``b`` sums
+    N*H_out*W_out values, which in bfloat16 loses several percent.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -97,5 +224,6 @@ def add_bias(y: jnp.ndarray, b: jnp.ndarray, data_format: str) -> jnp.ndarray:
     """
     acc = accum_dtype(y.dtype)
     bias = b.astype(acc)
-    out = y.astype(acc) + (bias[:, None, None] if data_format == "NCHW" else bias)
+    channels_first = data_format[1] == "C"
+    out = y.astype(acc) + (bias.reshape(-1, *(1,) * (y.ndim - 2)) if channels_first else bias)
     return out.astype(y.dtype)

@@ -6,8 +6,26 @@ from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from ._spec import IntOrPair, PaddingLike, prod, to_pair
-from .shapes import conv2d_output_shape
+from ._spec import SPATIAL_AXES, IntOrPair, PaddingLike, prod, to_pair, to_tuple
+from .shapes import conv_output_shape
+
+
+def conv_params(in_channels: int, out_channels: int, kernel_size: IntOrPair, groups: int = 1,
+                bias: bool = True, *, ndim: int = 2) -> int:
+    """Trainable parameters of a Conv1d/2d/3d (``ndim`` spatial dims; a tuple
+    ``kernel_size`` has one entry per dim): ``C_out * (C_in/groups) * prod(kernel)
+    (+ C_out bias)``.
+
+    Example:
+      >>> import jconv
+      >>> jconv.conv_params(3, 64, 3, ndim=3), jconv.conv_params(80, 256, (5,), ndim=1)
+      (5248, 102656)
+    """
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"groups={groups} must divide both in_channels={in_channels} "
+                         f"and out_channels={out_channels}")
+    k = to_tuple(kernel_size, "kernel_size", ndim, minimum=1)
+    return out_channels * (in_channels // groups) * prod(k) + (out_channels if bias else 0)
 
 
 def conv2d_params(in_channels: int, out_channels: int, kernel_size: IntOrPair, groups: int = 1,
@@ -23,25 +41,58 @@ def conv2d_params(in_channels: int, out_channels: int, kernel_size: IntOrPair, g
       >>> jconv.conv2d_params(32, 32, 3, groups=32, bias=False)  # depthwise
       288
     """
-    if in_channels % groups or out_channels % groups:
-        raise ValueError(f"groups={groups} must divide both in_channels={in_channels} "
-                         f"and out_channels={out_channels}")
-    kh, kw = to_pair(kernel_size, "kernel_size", minimum=1)
-    return out_channels * (in_channels // groups) * kh * kw + (out_channels if bias else 0)
+    to_pair(kernel_size, "kernel_size", minimum=1)
+    return conv_params(in_channels, out_channels, kernel_size, groups, bias, ndim=2)
 
 
-def _nchw(input_shape: Sequence[int]) -> tuple[int, int, int, int]:
-    if len(input_shape) == 3:
-        return (1, *input_shape)  # type: ignore[return-value]
-    if len(input_shape) != 4:
-        raise ValueError(f"input_shape must be (N, C, H, W) or (C, H, W), got {input_shape!r}")
-    return tuple(input_shape)  # type: ignore[return-value]
+def _nchw(input_shape: Sequence[int], ndim: int = 2) -> tuple[int, ...]:
+    """``input_shape`` batched: (N, C, *spatial) with ``ndim`` spatial dims."""
+    if len(input_shape) == ndim + 1:
+        return (1, *input_shape)
+    if len(input_shape) != ndim + 2:
+        axes = ", ".join(SPATIAL_AXES[ndim])
+        raise ValueError(f"input_shape must be (N, C, {axes}) or (C, {axes}), "
+                         f"got {input_shape!r}")
+    return tuple(input_shape)
+
+
+def conv_macs(input_shape: Sequence[int], out_channels: int, kernel_size: IntOrPair,
+              stride: IntOrPair = 1, padding: PaddingLike = 0, dilation: IntOrPair = 1,
+              groups: int = 1, *, ndim: int | None = None) -> int:
+    """Multiply-accumulates of one 1-D, 2-D or 3-D conv forward pass on an
+    (N, C_in, *spatial) input (``ndim`` spatial dims; default ``len(input_shape) - 2``).
+
+      MACs = N * C_out * prod(out_spatial) * (C_in/groups) * prod(kernel)
+
+    Every tap of every window counts, including taps that land on padding (the usual
+    convention; XLA's ``cost_analysis`` skips zero padding, so it reports less for padded
+    convs). ``padding_mode`` does not change the count.
+
+    Example (a 3x3x3 video conv, and a 1-D audio conv):
+      >>> import jconv
+      >>> jconv.conv_macs((2, 3, 16, 112, 112), 64, 3, padding=1)
+      2080899072
+      >>> jconv.conv_macs((8, 32, 16000), 32, 3, padding=1)
+      393216000
+    """
+    nd = len(input_shape) - 2 if ndim is None else ndim
+    if nd not in SPATIAL_AXES:
+        raise ValueError(f"input_shape must be (N, C_in, *spatial) with 1, 2 or 3 spatial "
+                         f"dims, got {input_shape!r}")
+    n, c_in, *size = _nchw(input_shape, nd)
+    if c_in % groups or out_channels % groups:
+        raise ValueError(f"groups={groups} must divide both C_in={c_in} and "
+                         f"out_channels={out_channels}")
+    k = to_tuple(kernel_size, "kernel_size", nd, minimum=1)
+    out = conv_output_shape(tuple(size), k, stride, padding, dilation, ndim=nd)
+    return n * out_channels * prod(out) * (c_in // groups) * prod(k)
 
 
 def conv2d_macs(input_shape: Sequence[int], out_channels: int, kernel_size: IntOrPair,
                 stride: IntOrPair = 1, padding: PaddingLike = 0, dilation: IntOrPair = 1,
                 groups: int = 1) -> int:
-    """Multiply-accumulates of one conv forward pass on an (N, C_in, H, W) input.
+    """Multiply-accumulates of one conv forward pass on an (N, C_in, H, W) input:
+    :func:`conv_macs` in 2-D.
 
       MACs = N * C_out * H_out * W_out * (C_in/groups) * kH * kW
 
@@ -55,13 +106,8 @@ def conv2d_macs(input_shape: Sequence[int], out_channels: int, kernel_size: IntO
       >>> jconv.conv2d_macs((16, 64, 56, 56), 128, 3, padding=1)
       3699376128
     """
-    n, c_in, h, w = _nchw(input_shape)
-    if c_in % groups or out_channels % groups:
-        raise ValueError(f"groups={groups} must divide both C_in={c_in} and "
-                         f"out_channels={out_channels}")
-    kh, kw = to_pair(kernel_size, "kernel_size", minimum=1)
-    ho, wo = conv2d_output_shape((h, w), (kh, kw), stride, padding, dilation)
-    return n * out_channels * ho * wo * (c_in // groups) * kh * kw
+    return conv_macs(_nchw(input_shape), out_channels, kernel_size, stride, padding, dilation,
+                     groups, ndim=2)
 
 
 def conv2d_flops(input_shape: Sequence[int], out_channels: int, kernel_size: IntOrPair,
@@ -75,12 +121,30 @@ def conv2d_flops(input_shape: Sequence[int], out_channels: int, kernel_size: Int
       >>> jconv.conv2d_flops((32, 3, 224, 224), 64, 3, padding=1)
       5549064192
     """
-    macs = conv2d_macs(input_shape, out_channels, kernel_size, stride, padding, dilation, groups)
+    return conv_flops(_nchw(input_shape), out_channels, kernel_size, stride, padding, dilation,
+                      groups, bias, ndim=2)
+
+
+def conv_flops(input_shape: Sequence[int], out_channels: int, kernel_size: IntOrPair,
+               stride: IntOrPair = 1, padding: PaddingLike = 0, dilation: IntOrPair = 1,
+               groups: int = 1, bias: bool = False, *, ndim: int | None = None) -> int:
+    """Floating-point operations of one 1-D, 2-D or 3-D conv forward pass: ``2 * MACs``,
+    plus ``N * C_out * prod(out_spatial)`` additions when ``bias`` is set (arguments as in
+    :func:`conv_macs`).
+
+    Example:
+      >>> import jconv
+      >>> jconv.conv_flops((8, 32, 16000), 32, 3, padding=1, bias=True)
+      790528000
+    """
+    macs = conv_macs(input_shape, out_channels, kernel_size, stride, padding, dilation, groups,
+                     ndim=ndim)
     if not bias:
         return 2 * macs
-    n, _, h, w = _nchw(input_shape)
-    ho, wo = conv2d_output_shape((h, w), kernel_size, stride, padding, dilation)
-    return 2 * macs + n * out_channels * ho * wo
+    nd = len(input_shape) - 2 if ndim is None else ndim
+    n, _, *size = _nchw(input_shape, nd)
+    out = conv_output_shape(tuple(size), kernel_size, stride, padding, dilation, ndim=nd)
+    return 2 * macs + n * out_channels * prod(out)
 
 
 def activation_bytes(shape: Sequence[int], dtype: Any = "float32") -> int:
@@ -118,7 +182,8 @@ class ReceptiveField(NamedTuple):
 
 
 def receptive_field(layers: Iterable[Sequence[int] | Mapping[str, Any]]) -> ReceptiveField:
-    """Receptive field of a stack of conv/pool layers, along one spatial axis.
+    """Receptive field of a stack of conv/pool layers, along one spatial axis (of a 1-D,
+    2-D or 3-D network alike: call it once per axis).
 
     Each layer is ``(kernel, stride)``, ``(kernel, stride, padding)``,
     ``(kernel, stride, padding, dilation)`` or a mapping with those keys

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ._registry import POOL_IMPLS, check_conv_impl
-from ._spec import (IntOrPair, PaddingLike, check_data_format, check_impl, check_pool_padding,
-                    resolve_padding, to_pair)
-from .conv import conv2d
+from ._registry import CONV_IMPLS, POOL_IMPLS, check_conv_impl, check_impl_ndim
+from ._spec import (CONV_DATA_FORMATS, IntOrPair, PaddingLike, check_data_format, check_impl,
+                    check_padding_mode, check_pool_padding, resolve_padding, to_pair, to_tuple)
+from .conv import convnd
 from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
-from .transpose import check_output_padding, conv_transpose2d
+from .transpose import (check_output_padding, conv_transpose1d, conv_transpose2d,
+                        conv_transpose3d)
 
 # He/Kaiming normal for ReLU nets: std = sqrt(2 / fan_in), fan_in = C_in/groups * kH * kW.
 # The OIHW layout puts fan-in on axis 1 and fan-out on axis 0.
@@ -31,7 +32,88 @@ def _check_channels(in_channels: int, out_channels: int, groups: int) -> None:
                          f"and out_channels={out_channels}")
 
 
-class Conv2d(nnx.Module):
+def _setup_conv_layer(layer: nnx.Module, in_channels: int, out_channels: int,
+                      kernel_size: IntOrPair, stride: IntOrPair, dilation: IntOrPair,
+                      groups: int, impl: str, data_format: str | None, dtype: Any,
+                      precision: Any) -> None:
+    """The arguments every (transposed) conv layer shares, parsed with the functions' own
+    validators so that a bad value fails at construction; ``layer.ndim`` spatial dims."""
+    nd = layer.ndim
+    _check_channels(in_channels, out_channels, groups)
+    layer.in_channels, layer.out_channels, layer.groups = in_channels, out_channels, groups
+    layer.kernel_size = to_tuple(kernel_size, "kernel_size", nd, minimum=1)
+    layer.stride = to_tuple(stride, "stride", nd, minimum=1)
+    layer.dilation = to_tuple(dilation, "dilation", nd, minimum=1)
+    layer.impl = impl = check_conv_impl(impl)
+    check_impl_ndim(impl, nd)
+    layer.data_format = check_data_format(
+        CONV_DATA_FORMATS[nd][0] if data_format is None else data_format, nd)
+    layer.dtype, layer.precision = dtype, precision
+
+
+def _init_conv_params(layer: nnx.Module, shape: tuple[int, ...], bias: bool, param_dtype: Any,
+                      kernel_init: Any, rngs: nnx.Rngs) -> None:
+    layer.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
+    layer.bias = nnx.Param(jnp.zeros((layer.out_channels,), param_dtype)) if bias else None
+
+
+def _cast_operands(layer: nnx.Module, x: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
+    """x, kernel and bias (or None) in the layer's compute dtype (default: x's)."""
+    dtype = layer.dtype or x.dtype
+    b = None if layer.bias is None else layer.bias[...].astype(dtype)
+    return x.astype(dtype), layer.kernel[...].astype(dtype), b
+
+
+class _ConvNd(nnx.Module):
+    """The N-D convolution layer; :class:`Conv1d`, :class:`Conv2d` and :class:`Conv3d` fix
+    ``ndim``. Arguments are parsed with the functions' own validators, at construction."""
+
+    ndim: ClassVar[int] = 2
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntOrPair,
+                 stride: IntOrPair = 1, padding: PaddingLike = 0, dilation: IntOrPair = 1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
+                 impl: str = "lax", data_format: str | None = None, dtype: Any = None,
+                 param_dtype: Any = jnp.float32, precision: Any = None,
+                 kernel_init: Any = kaiming_normal_oihw, rngs: nnx.Rngs):
+        _setup_conv_layer(self, in_channels, out_channels, kernel_size, stride, dilation,
+                          groups, impl, data_format, dtype, precision)
+        # ``padding`` as given (for display); ``pads`` resolved once, what every call uses.
+        self.pads = resolve_padding(padding, self.kernel_size, self.dilation, self.stride)
+        self.padding = padding
+        self.padding_mode = check_padding_mode(padding_mode)
+        _init_conv_params(self, (out_channels, in_channels // groups, *self.kernel_size), bias,
+                          param_dtype, kernel_init, rngs)
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        x, w, b = _cast_operands(self, x)
+        return convnd(x, w, b, stride=self.stride,
+                      padding=self.pads, dilation=self.dilation, groups=self.groups,
+                      impl=self.impl, data_format=self.data_format, precision=self.precision,
+                      padding_mode=self.padding_mode)
+
+
+class Conv1d(_ConvNd):
+    """``torch.nn.Conv1d`` for Flax NNX; the computation is :func:`jconv.conv1d`.
+
+    Input (N, C_in, L) -> output (N, C_out, L_out) (channels-last with
+    ``data_format="NLC"``; unbatched inputs work too). ``kernel`` (C_out, C_in/groups, kL),
+    ``bias`` (C_out,). Arguments, ``padding_mode`` and initialisation as in :class:`Conv2d`.
+
+      L_out = (L + pad_left + pad_right - dilation*(kL-1) - 1) // stride + 1
+
+    Example (a dilated layer of a WaveNet-style stack, circular padding):
+      >>> from flax import nnx; import jax.numpy as jnp, jconv
+      >>> conv = jconv.nn.Conv1d(16, 32, 3, padding="same", dilation=4,
+      ...                        padding_mode="circular", rngs=nnx.Rngs(0))
+      >>> conv(jnp.ones((2, 16, 100))).shape
+      (2, 32, 100)
+    """
+
+    ndim: ClassVar[int] = 1
+
+
+class Conv2d(_ConvNd):
     """``torch.nn.Conv2d`` for Flax NNX; the computation is :func:`jconv.conv2d`.
 
     Input (N, C_in, H, W) -> output (N, C_out, H_out, W_out) (or channels-last with
@@ -39,6 +121,9 @@ class Conv2d(nnx.Module):
     (C_out, C_in/groups, kH, kW) in either format; ``bias`` (C_out,).
 
       H_out = (H + pad_top + pad_bottom - dilation*(kH-1) - 1) // stride + 1
+
+    ``padding_mode``: ``"zeros"`` (default), ``"reflect"``, ``"replicate"`` or
+    ``"circular"``, with PyTorch's rules (see :func:`jconv.convnd`).
 
     Initialisation: kernel He/Kaiming normal (truncated, std sqrt(2/fan_in),
     fan_in = C_in/groups*kH*kW), bias zeros. PyTorch instead uses a uniform init with
@@ -52,35 +137,27 @@ class Conv2d(nnx.Module):
       (2, 16, 32, 32)
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntOrPair,
-                 stride: IntOrPair = 1, padding: PaddingLike = 0, dilation: IntOrPair = 1,
-                 groups: int = 1, bias: bool = True, *, impl: str = "lax",
-                 data_format: str = "NCHW", dtype: Any = None, param_dtype: Any = jnp.float32,
-                 precision: Any = None, kernel_init: Any = kaiming_normal_oihw,
-                 rngs: nnx.Rngs):
-        _check_channels(in_channels, out_channels, groups)
-        kh, kw = to_pair(kernel_size, "kernel_size", minimum=1)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = (kh, kw)
-        # Parsed here with conv2d's own validators, so a bad value fails at construction.
-        self.stride = to_pair(stride, "stride", minimum=1)
-        self.dilation = to_pair(dilation, "dilation", minimum=1)
-        # ``padding`` as given (for display); ``pads`` resolved once, what every call uses.
-        self.pads = resolve_padding(padding, (kh, kw), self.dilation, self.stride)
-        self.padding, self.groups = padding, groups
-        self.impl = check_conv_impl(impl)
-        self.data_format = check_data_format(data_format)
-        self.dtype, self.precision = dtype, precision
-        shape = (out_channels, in_channels // groups, kh, kw)
-        self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
-        self.bias = nnx.Param(jnp.zeros((out_channels,), param_dtype)) if bias else None
+    ndim: ClassVar[int] = 2
 
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        dtype = self.dtype or x.dtype
-        b = None if self.bias is None else self.bias[...].astype(dtype)
-        return conv2d(x.astype(dtype), self.kernel[...].astype(dtype), b, stride=self.stride,
-                      padding=self.pads, dilation=self.dilation, groups=self.groups,
-                      impl=self.impl, data_format=self.data_format, precision=self.precision)
+
+class Conv3d(_ConvNd):
+    """``torch.nn.Conv3d`` for Flax NNX; the computation is :func:`jconv.conv3d`.
+
+    Input (N, C_in, D, H, W) -> output (N, C_out, D_out, H_out, W_out) (channels-last with
+    ``data_format="NDHWC"``). ``kernel`` (C_out, C_in/groups, kD, kH, kW), ``bias``
+    (C_out,). Arguments, ``padding_mode`` and initialisation as in :class:`Conv2d`.
+
+      D_out = (D + pad_front + pad_back - dilation_d*(kD-1) - 1) // stride_d + 1  (H, W alike)
+
+    Example (a video block: keep time, halve space):
+      >>> from flax import nnx; import jax.numpy as jnp, jconv
+      >>> conv = jconv.nn.Conv3d(3, 8, 3, stride=(1, 2, 2), padding=1,
+      ...                        padding_mode="replicate", rngs=nnx.Rngs(0))
+      >>> conv(jnp.ones((1, 3, 8, 32, 32))).shape
+      (1, 8, 8, 16, 16)
+    """
+
+    ndim: ClassVar[int] = 3
 
 
 def _pool_args(kernel_size: IntOrPair, stride: IntOrPair | None,
@@ -183,7 +260,8 @@ def set_impl(model: nnx.Module, impl: str) -> nnx.Module:
     """Switch every jconv conv and pooling layer inside ``model`` to ``impl``, in place.
 
     Pooling layers only take ``"lax"``, ``"im2col"`` and ``"loops"``; with any other conv
-    impl (e.g. ``"winograd_f4x4"``, ``"fft"``) they keep their current impl.
+    impl (e.g. ``"winograd_f4x4"``, ``"fft"``) they keep their current impl, and so do 1-D and
+    3-D conv layers with a 2-D-only impl (``"winograd_f4x4"``, ``"pallas"``).
 
     Example:
       >>> from flax import nnx; import jconv
@@ -193,21 +271,75 @@ def set_impl(model: nnx.Module, impl: str) -> nnx.Module:
     """
     impl = check_conv_impl(impl)
     for _, layer in nnx.iter_graph(model):
-        if isinstance(layer, (Conv2d, ConvTranspose2d)):
-            layer.impl = impl
+        if isinstance(layer, (_ConvNd, _ConvTransposeNd)):
+            # An impl that lacks a layer's dims (Winograd, pallas: 2-D only) leaves it alone.
+            if layer.ndim in CONV_IMPLS[impl].ndims:
+                layer.impl = impl
         elif isinstance(layer, (MaxPool2d, AvgPool2d)) and impl in POOL_IMPLS:
             # Pooling exists only as lax/im2col/loops: other impls switch the convs alone.
             layer.impl = impl
     return model
 
 
-class ConvTranspose2d(nnx.Module):
+class _ConvTransposeNd(nnx.Module):
+    """The N-D transposed convolution layer; :class:`ConvTranspose1d`/``2d``/``3d`` fix
+    ``ndim``."""
+
+    ndim: ClassVar[int] = 2
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntOrPair,
+                 stride: IntOrPair = 1, padding: IntOrPair = 0, output_padding: IntOrPair = 0,
+                 groups: int = 1, bias: bool = True, dilation: IntOrPair = 1,
+                 padding_mode: str = "zeros", *, impl: str = "lax",
+                 data_format: str | None = None, dtype: Any = None,
+                 param_dtype: Any = jnp.float32, precision: Any = None,
+                 kernel_init: Any = kaiming_normal_oihw, rngs: nnx.Rngs):
+        if padding_mode != "zeros":
+            raise ValueError(f"padding_mode must be 'zeros' for {type(self).__name__} "
+                             f"(PyTorch rule), got {padding_mode!r}")
+        _setup_conv_layer(self, in_channels, out_channels, kernel_size, stride, dilation,
+                          groups, impl, data_format, dtype, precision)
+        self.padding = to_tuple(padding, "padding", self.ndim, minimum=0)
+        self.output_padding = check_output_padding(output_padding, self.stride, self.dilation,
+                                                   stride, dilation)
+        self.padding_mode = padding_mode
+        _init_conv_params(self, (in_channels, out_channels // groups, *self.kernel_size), bias,
+                          param_dtype, kernel_init, rngs)
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        x, w, b = _cast_operands(self, x)
+        fn = {1: conv_transpose1d, 2: conv_transpose2d, 3: conv_transpose3d}[self.ndim]
+        return fn(x, w, b, stride=self.stride,
+                  padding=self.padding, output_padding=self.output_padding, groups=self.groups,
+                  dilation=self.dilation, impl=self.impl, data_format=self.data_format,
+                  precision=self.precision)
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """``torch.nn.ConvTranspose1d`` for Flax NNX; the computation is
+    :func:`jconv.conv_transpose1d`: (N, C_in, L) -> (N, C_out, L_out), ``kernel``
+    (C_in, C_out/groups, kL); otherwise as :class:`ConvTranspose2d`.
+
+      L_out = (L - 1)*stride - 2*padding + dilation*(kL - 1) + output_padding + 1
+
+    Example:
+      >>> from flax import nnx; import jax.numpy as jnp, jconv
+      >>> up = jconv.nn.ConvTranspose1d(8, 4, 4, stride=2, padding=1, rngs=nnx.Rngs(0))
+      >>> up(jnp.ones((2, 8, 50))).shape
+      (2, 4, 100)
+    """
+
+    ndim: ClassVar[int] = 1
+
+
+class ConvTranspose2d(_ConvTransposeNd):
     """``torch.nn.ConvTranspose2d`` for Flax NNX; the computation is
     :func:`jconv.conv_transpose2d`.
 
     Input (N, C_in, H, W) -> output (N, C_out, H_out, W_out) (channels-last with
     ``data_format="NHWC"``); ``kernel`` has PyTorch's transposed layout
-    (C_in, C_out/groups, kH, kW), ``bias`` (C_out,).
+    (C_in, C_out/groups, kH, kW), ``bias`` (C_out,). ``padding_mode`` must be ``"zeros"``
+    (as in PyTorch).
 
       H_out = (H - 1)*stride - 2*padding + dilation*(kH - 1) + output_padding + 1
 
@@ -222,34 +354,21 @@ class ConvTranspose2d(nnx.Module):
       (2, 8, 16, 16)
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntOrPair,
-                 stride: IntOrPair = 1, padding: IntOrPair = 0, output_padding: IntOrPair = 0,
-                 groups: int = 1, bias: bool = True, dilation: IntOrPair = 1, *,
-                 impl: str = "lax", data_format: str = "NCHW", dtype: Any = None,
-                 param_dtype: Any = jnp.float32, precision: Any = None,
-                 kernel_init: Any = kaiming_normal_oihw, rngs: nnx.Rngs):
-        _check_channels(in_channels, out_channels, groups)
-        kh, kw = to_pair(kernel_size, "kernel_size", minimum=1)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = (kh, kw)
-        self.stride = to_pair(stride, "stride", minimum=1)
-        self.dilation = to_pair(dilation, "dilation", minimum=1)
-        self.padding = to_pair(padding, "padding", minimum=0)
-        self.output_padding = check_output_padding(output_padding, self.stride, self.dilation,
-                                                   stride, dilation)
-        self.groups = groups
-        self.impl = check_conv_impl(impl)
-        self.data_format = check_data_format(data_format)
-        self.dtype, self.precision = dtype, precision
-        shape = (in_channels, out_channels // groups, kh, kw)
-        self.kernel = nnx.Param(kernel_init(rngs.params(), shape, param_dtype))
-        self.bias = nnx.Param(jnp.zeros((out_channels,), param_dtype)) if bias else None
+    ndim: ClassVar[int] = 2
 
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        dtype = self.dtype or x.dtype
-        b = None if self.bias is None else self.bias[...].astype(dtype)
-        return conv_transpose2d(x.astype(dtype), self.kernel[...].astype(dtype), b,
-                                stride=self.stride, padding=self.padding,
-                                output_padding=self.output_padding, groups=self.groups,
-                                dilation=self.dilation, impl=self.impl,
-                                data_format=self.data_format, precision=self.precision)
+
+class ConvTranspose3d(_ConvTransposeNd):
+    """``torch.nn.ConvTranspose3d`` for Flax NNX; the computation is
+    :func:`jconv.conv_transpose3d`: (N, C_in, D, H, W) -> (N, C_out, D_out, H_out, W_out),
+    ``kernel`` (C_in, C_out/groups, kD, kH, kW); otherwise as :class:`ConvTranspose2d`.
+
+      D_out = (D - 1)*stride_d - 2*padding_d + dilation_d*(kD - 1) + output_padding_d + 1
+
+    Example:
+      >>> from flax import nnx; import jax.numpy as jnp, jconv
+      >>> up = jconv.nn.ConvTranspose3d(4, 2, 2, stride=2, rngs=nnx.Rngs(0))
+      >>> up(jnp.ones((1, 4, 4, 8, 8))).shape
+      (1, 2, 8, 16, 16)
+    """
+
+    ndim: ClassVar[int] = 3

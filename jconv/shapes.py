@@ -7,16 +7,60 @@ import itertools
 from typing import Iterable, NamedTuple
 
 from ._spec import (IntOrPair, PaddingLike, Pair, _is_int, output_size, pool_spec,
-                    resolve_padding, to_pair)
+                    resolve_padding, to_pair, to_tuple)
 
 
 def _size_pair(size: IntOrPair, name: str) -> Pair:
     return to_pair(size, name, minimum=1)
 
 
+def _infer_ndim(ndim: int | None, *values: object) -> int:
+    """``ndim`` if given, else the length of the first tuple/list among ``values``, else 2."""
+    if ndim is not None:
+        if ndim not in (1, 2, 3):
+            raise ValueError(f"ndim must be 1, 2 or 3, got {ndim!r}")
+        return ndim
+    for v in values:
+        if isinstance(v, (tuple, list)) and not isinstance(v[0] if v else 0, (tuple, list)):
+            return len(v)
+    return 2
+
+
+def conv_output_shape(input_size: IntOrPair, kernel_size: IntOrPair, stride: IntOrPair = 1,
+                      padding: PaddingLike = 0, dilation: IntOrPair = 1, *,
+                      ndim: int | None = None) -> tuple[int, ...]:
+    """The spatial output size of a 1-D, 2-D or 3-D convolution (``ndim`` spatial dims:
+    given, or the length of the first tuple among the sizes, or 2 when all are ints).
+
+      out = (size + pad_low + pad_high - dilation*(k-1) - 1) // stride + 1   (per dim)
+
+    ``padding`` takes every form :func:`jconv.convnd` takes; the result does not depend on
+    ``padding_mode``.
+
+    Example:
+      >>> import jconv
+      >>> jconv.conv_output_shape((16000,), 3, stride=2, padding="valid")
+      (7999,)
+      >>> jconv.conv_output_shape((16, 112, 112), (3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3))
+      (16, 56, 56)
+    """
+    nd = _infer_ndim(ndim, input_size, kernel_size, stride, dilation)
+    size = to_tuple(input_size, "input_size", nd, minimum=1)
+    k = to_tuple(kernel_size, "kernel_size", nd, minimum=1)
+    s = to_tuple(stride, "stride", nd, minimum=1)
+    d = to_tuple(dilation, "dilation", nd, minimum=1)
+    pads = resolve_padding(padding, k, d, s)
+    out = tuple(output_size(*args) for args in zip(size, k, s, pads, d))
+    if min(out) < 1:
+        raise ValueError(f"kernel_size={kernel_size!r} with dilation={dilation!r} does not fit "
+                         f"in input {size} padded by {pads}: no output pixel")
+    return out
+
+
 def conv2d_output_shape(input_hw: IntOrPair, kernel_size: IntOrPair, stride: IntOrPair = 1,
                         padding: PaddingLike = 0, dilation: IntOrPair = 1) -> Pair:
-    """(H_out, W_out) of a convolution on an (H, W) input (an int means a square input).
+    """(H_out, W_out) of a convolution on an (H, W) input (an int means a square input):
+    :func:`conv_output_shape` in 2-D.
 
       H_out = (H + pad_top + pad_bottom - dilation_h*(kH-1) - 1) // stride_h + 1
 
@@ -32,16 +76,9 @@ def conv2d_output_shape(input_hw: IntOrPair, kernel_size: IntOrPair, stride: Int
       >>> jconv.conv2d_output_shape((64, 96), 7, stride=2, padding=3, dilation=2)
       (29, 45)
     """
-    hw = _size_pair(input_hw, "input_hw")
-    k = to_pair(kernel_size, "kernel_size", minimum=1)
-    s = to_pair(stride, "stride", minimum=1)
-    d = to_pair(dilation, "dilation", minimum=1)
-    pads = resolve_padding(padding, k, d, s)
-    out = tuple(output_size(*args) for args in zip(hw, k, s, pads, d))
-    if min(out) < 1:
-        raise ValueError(f"kernel_size={kernel_size!r} with dilation={dilation!r} does not fit "
-                         f"in input {hw} padded by {pads}: no output pixel")
-    return out  # type: ignore[return-value]
+    _size_pair(input_hw, "input_hw")
+    return conv_output_shape(input_hw, kernel_size, stride, padding, dilation,
+                             ndim=2)  # type: ignore[return-value]
 
 
 def pool2d_output_shape(input_hw: IntOrPair, kernel_size: IntOrPair,

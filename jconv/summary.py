@@ -13,8 +13,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ._spec import conv_spec, pool_spec
-from .cost import activation_bytes, conv2d_macs, receptive_field
-from .nn import AvgPool2d, Conv2d, ConvTranspose2d, GlobalAvgPool2d, MaxPool2d
+from .cost import activation_bytes, conv_macs, receptive_field
+from .nn import AvgPool2d, GlobalAvgPool2d, MaxPool2d, _ConvNd, _ConvTransposeNd
 
 # Containers hold layers but do no work of their own: never rows of the table.
 _CONTAINERS = (nnx.List, nnx.Sequential)
@@ -83,17 +83,17 @@ def _param_count(module: nnx.Module) -> int:
 
 
 def _macs(layer: Any, in_shape: tuple[int, ...]) -> int:
-    if isinstance(layer, Conv2d):
-        # conv2d_macs takes (N, C, H, W); an unbatched input counts as one image.
-        shape = in_shape if len(in_shape) == 4 else (1, *in_shape)
-        if layer.data_format == "NHWC":
-            shape = (shape[0], shape[3], shape[1], shape[2])
-        return conv2d_macs(shape, layer.out_channels, layer.kernel_size, layer.stride,
-                           layer.padding, layer.dilation, layer.groups)
-    if isinstance(layer, ConvTranspose2d):
-        # Every input pixel scatters kH*kW*C_out/groups products.
-        kh, kw = layer.kernel_size
-        return math.prod(in_shape) * (layer.out_channels // layer.groups) * kh * kw
+    if isinstance(layer, _ConvNd):
+        # conv_macs takes (N, C, *spatial); an unbatched input counts as one sample.
+        shape = in_shape if len(in_shape) == layer.ndim + 2 else (1, *in_shape)
+        if layer.data_format.endswith("C"):
+            shape = (shape[0], shape[-1], *shape[1:-1])
+        return conv_macs(shape, layer.out_channels, layer.kernel_size, layer.stride,
+                         layer.pads, layer.dilation, layer.groups, ndim=layer.ndim)
+    if isinstance(layer, _ConvTransposeNd):
+        # Every input pixel scatters prod(kernel)*C_out/groups products.
+        return (math.prod(in_shape) * (layer.out_channels // layer.groups)
+                * math.prod(layer.kernel_size))
     if isinstance(layer, nnx.Linear):
         return math.prod(in_shape[:-1]) * layer.in_features * layer.out_features
     return 0
@@ -112,7 +112,7 @@ class _RFEffect:
 def _window(layer: Any, in_shape: tuple[int, ...]) -> _RFEffect:
     """The receptive-field effect of calling ``layer`` on an input of ``in_shape``; the
     geometry comes from the same spec parsing the layer's own call uses."""
-    if isinstance(layer, Conv2d):
+    if isinstance(layer, _ConvNd):
         spec = conv_spec(in_shape, tuple(layer.kernel[...].shape), stride=layer.stride,
                          padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
                          data_format=layer.data_format)
@@ -123,7 +123,7 @@ def _window(layer: Any, in_shape: tuple[int, ...]) -> _RFEffect:
                           getattr(layer, "dilation", 1), layer.ceil_mode, layer.data_format)
         return _RFEffect(tuple(zip(pspec.kernel, pspec.stride, pspec.user_padding,
                                    pspec.dilation)))
-    if isinstance(layer, (GlobalAvgPool2d, ConvTranspose2d, nnx.Linear)):
+    if isinstance(layer, (GlobalAvgPool2d, _ConvTransposeNd, nnx.Linear)):
         return _RFEffect(whole_input=True)
     return _RFEffect()
 
@@ -254,8 +254,9 @@ def summary(model: nnx.Module, input_shape: Sequence[int], dtype: Any = jnp.floa
 
     out = jax.eval_shape(forward, state, jax.ShapeDtypeStruct(shape, dtype))
     rows, seen = [], set()
-    chain: list[list[tuple[int, int, int, int]]] = [[], []]
-    rf: tuple[int, int] | None = (1, 1)  # before any window each output pixel sees one input
+    # One chain of windows per spatial axis, made at the first window (1, 2 or 3 axes).
+    chain: list[list[tuple[int, int, int, int]]] = []
+    rf: tuple[int, ...] | None = (1, 1)  # before any window each output pixel sees one input
     for target, name, x, y in recorder.calls:
         is_module = isinstance(target, nnx.Module)
         in_shape = tuple(jax.tree.leaves(x)[0].shape)
@@ -263,9 +264,10 @@ def summary(model: nnx.Module, input_shape: Sequence[int], dtype: Any = jnp.floa
         if effect.whole_input:
             rf = None  # and it stays None: nothing downstream is a local window any more
         elif effect.axes and rf is not None:
-            for axis in range(2):
-                chain[axis].append(effect.axes[axis])
-            rf = (receptive_field(chain[0]).size, receptive_field(chain[1]).size)
+            chain = chain or [[] for _ in effect.axes]
+            for axis, window in zip(range(len(chain)), effect.axes):
+                chain[axis].append(window)
+            rf = tuple(receptive_field(c).size for c in chain)
         y_leaf = jax.tree.leaves(y)[0]
         rows.append(LayerSummary(
             name=name, kind=type(target).__name__ if is_module else target.kind,

@@ -1,4 +1,4 @@
-"""Load a PyTorch ``state_dict`` (Conv2d / ConvTranspose2d / BatchNorm2d / Linear) into a
+"""Load a PyTorch ``state_dict`` (Conv1d/2d/3d, ConvTranspose1d/2d/3d, BatchNorm, Linear) into a
 jconv / Flax NNX model. PyTorch itself is not needed: tensors are read through ``.numpy()``
 (or ``np.asarray``), so a state_dict saved as NumPy arrays works too."""
 
@@ -11,10 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .nn import Conv2d, ConvTranspose2d
+from .nn import _ConvNd, _ConvTransposeNd
 from .summary import summary
 
-_LAYER_TYPES = (Conv2d, ConvTranspose2d, nnx.BatchNorm, nnx.Linear)
+# Conv1d/2d/3d and ConvTranspose1d/2d/3d, by their common bases.
+_LAYER_TYPES = (_ConvNd, _ConvTransposeNd, nnx.BatchNorm, nnx.Linear)
 # torch parameter/buffer name -> jconv attribute, per layer kind.
 _CONV_KEYS = {"weight": "kernel", "bias": "bias"}
 _BN_KEYS = {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}
@@ -107,13 +108,14 @@ def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
 
     The torch layers (keys grouped by module prefix, in the state_dict's order, which is
     PyTorch's registration order) are matched one-to-one with the model's parameterised
-    layers (:class:`jconv.nn.Conv2d`, :class:`jconv.nn.ConvTranspose2d`, ``nnx.BatchNorm`` /
+    layers (:class:`jconv.nn.Conv1d`/``Conv2d``/``Conv3d``,
+    :class:`jconv.nn.ConvTranspose1d`/``2d``/``3d``, ``nnx.BatchNorm`` /
     :class:`jconv.nn.BatchNorm2d`, ``nnx.Linear``) in call order when ``input_shape`` is
     given (a traced forward pass, see :func:`jconv.summary`), else in graph order, which is
     the layer order of an ``nnx.Sequential``. Layouts:
 
-      Conv2d weight (C_out, C_in/groups, kH, kW) -> kernel, unchanged (jconv uses OIHW)
-      ConvTranspose2d weight (C_in, C_out/groups, kH, kW) -> kernel, unchanged
+      ConvNd weight (C_out, C_in/groups, *kernel) -> kernel, unchanged (PyTorch's layout)
+      ConvTransposeNd weight (C_in, C_out/groups, *kernel) -> kernel, unchanged
       BatchNorm2d weight, bias, running_mean, running_var -> scale, bias, mean, var
       Linear weight (out, in) -> kernel (in, out), transposed
 
@@ -167,7 +169,7 @@ def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
         keys = _BN_KEYS if is_bn else _CONV_KEYS
         torch_bn = "running_mean" in tensors or "running_var" in tensors
         weight = tensors.get("weight")
-        ndim = 1 if is_bn else 2 if isinstance(layer, nnx.Linear) else 4
+        ndim = 1 if is_bn else 2 if isinstance(layer, nnx.Linear) else layer.ndim + 2
         if torch_bn != is_bn and (torch_bn or weight is not None) or (
                 weight is not None and weight.ndim != ndim):
             kind = "BatchNorm" if torch_bn else f"{weight.ndim}-D weight" if weight is not None \

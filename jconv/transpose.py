@@ -1,22 +1,26 @@
-"""``jconv.conv_transpose2d``: transposed convolution as the exact linear transpose of
-:func:`jconv.conv2d`, so it exists for every conv implementation."""
+"""``jconv.conv_transpose1d/2d/3d``: transposed convolution as the exact linear transpose of
+:func:`jconv.convnd`, so it exists for every conv implementation and every number of
+spatial dims it computes."""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 
 from ._registry import check_conv_impl
 from .conv import add_bias, run_impl
-from ._spec import (IntOrPair, Pair, check_bias, check_data_format, check_operands,
-                    conv_spec, to_pair)
+from ._spec import (IntOrPair, check_bias, check_data_format, check_operands,
+                    conv_spec, to_tuple, weight_layout)
 
 
-def check_output_padding(output_padding: IntOrPair, s: Pair, d: Pair, stride: object,
-                         dilation: object) -> Pair:
-    """``output_padding`` as an (h, w) pair, each smaller than the stride or the dilation
-    (PyTorch's rule; ``s``/``d`` parsed, ``stride``/``dilation`` as given, for the message)."""
-    op = to_pair(output_padding, "output_padding", minimum=0)
+def check_output_padding(output_padding: IntOrPair, s: Sequence[int], d: Sequence[int],
+                         stride: object, dilation: object) -> tuple[int, ...]:
+    """``output_padding`` as one int per spatial dim (``len(s)`` of them), each smaller than
+    the stride or the dilation (PyTorch's rule; ``s``/``d`` parsed, ``stride``/``dilation``
+    as given, for the message)."""
+    op = to_tuple(output_padding, "output_padding", len(s), minimum=0)
     for o, ss, dd in zip(op, s, d):
         if o >= ss and o >= dd:
             raise ValueError(f"output_padding must be smaller than either stride or dilation "
@@ -58,34 +62,103 @@ def conv_transpose2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = Non
       >>> jconv.conv_transpose2d(jnp.ones((1, 1, 1)), jnp.ones((1, 1, 2, 2)))[0].tolist()
       [[1.0, 1.0], [1.0, 1.0]]
     """
+    return _conv_transpose(x, w, b, 2, stride=stride, padding=padding,
+                           output_padding=output_padding, groups=groups, dilation=dilation,
+                           impl=impl, data_format=data_format, precision=precision)
+
+
+def conv_transpose1d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
+                     stride: IntOrPair = 1, padding: IntOrPair = 0,
+                     output_padding: IntOrPair = 0, groups: int = 1, dilation: IntOrPair = 1,
+                     impl: str = "lax", data_format: str = "NCL",
+                     precision: object = None) -> jnp.ndarray:
+    """Transposed 1-D convolution with ``torch.nn.functional.conv_transpose1d`` semantics:
+    the gradient of :func:`jconv.conv1d` with respect to its input (see
+    :func:`jconv.conv_transpose2d`, of which this is the 1-D case).
+
+    Shapes (``data_format="NCL"``; ``"NLC"`` puts channels last):
+      x: (N, C_in, L) or unbatched (C_in, L)
+      w: (C_in, C_out/groups, kL)
+      b: (C_out,) or None
+      returns (N, C_out, L_out)
+
+      L_out = (L - 1)*stride - 2*padding + dilation*(kL - 1) + output_padding + 1
+
+    Example (2x upsampling of a sequence):
+      >>> import jax.numpy as jnp, jconv
+      >>> jconv.conv_transpose1d(jnp.ones((1, 8, 50)), jnp.ones((8, 4, 4)), stride=2,
+      ...                        padding=1).shape
+      (1, 4, 100)
+    """
+    return _conv_transpose(x, w, b, 1, stride=stride, padding=padding,
+                           output_padding=output_padding, groups=groups, dilation=dilation,
+                           impl=impl, data_format=data_format, precision=precision)
+
+
+def conv_transpose3d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
+                     stride: IntOrPair = 1, padding: IntOrPair = 0,
+                     output_padding: IntOrPair = 0, groups: int = 1, dilation: IntOrPair = 1,
+                     impl: str = "lax", data_format: str = "NCDHW",
+                     precision: object = None) -> jnp.ndarray:
+    """Transposed 3-D convolution with ``torch.nn.functional.conv_transpose3d`` semantics:
+    the gradient of :func:`jconv.conv3d` with respect to its input (see
+    :func:`jconv.conv_transpose2d`, of which this is the 3-D case).
+
+    Shapes (``data_format="NCDHW"``; ``"NDHWC"`` puts channels last):
+      x: (N, C_in, D, H, W) or unbatched (C_in, D, H, W)
+      w: (C_in, C_out/groups, kD, kH, kW)
+      b: (C_out,) or None
+      returns (N, C_out, D_out, H_out, W_out)
+
+      D_out = (D - 1)*stride_d - 2*padding_d + dilation_d*(kD - 1) + output_padding_d + 1
+      (H_out, W_out alike)
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> jconv.conv_transpose3d(jnp.ones((1, 4, 4, 8, 8)), jnp.ones((4, 2, 3, 3, 3)),
+      ...                        stride=2, padding=1, output_padding=1).shape
+      (1, 2, 8, 16, 16)
+    """
+    return _conv_transpose(x, w, b, 3, stride=stride, padding=padding,
+                           output_padding=output_padding, groups=groups, dilation=dilation,
+                           impl=impl, data_format=data_format, precision=precision)
+
+
+def _conv_transpose(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, ndim: int, *,
+                    stride: IntOrPair, padding: IntOrPair, output_padding: IntOrPair,
+                    groups: int, dilation: IntOrPair, impl: str, data_format: str,
+                    precision: object) -> jnp.ndarray:
+    """The one N-D core of ``conv_transpose1d/2d/3d``."""
     impl = check_conv_impl(impl)
-    data_format = check_data_format(data_format)
-    check_operands(x, w, groups, data_format, "(C_in, C_out/groups, kH, kW)")
-    unbatched = x.ndim == 3
+    data_format = check_data_format(data_format, ndim)
+    check_operands(x, w, groups, data_format, weight_layout(ndim, transposed=True))
+    unbatched = x.ndim == ndim + 1
     xb = x[None] if unbatched else x
-    c_in = xb.shape[1] if data_format == "NCHW" else xb.shape[3]
-    hw = xb.shape[2:] if data_format == "NCHW" else xb.shape[1:3]
+    channels_last = data_format[1] != "C"
+    c_in = xb.shape[-1] if channels_last else xb.shape[1]
+    size = xb.shape[1:-1] if channels_last else xb.shape[2:]
     if w.shape[0] != c_in:
         raise ValueError(f"channel mismatch: x has C_in={c_in} channels but w has shape "
-                         f"{tuple(w.shape)}, expected (C_in={c_in}, C_out/groups, kH, kW)")
+                         f"{tuple(w.shape)}, expected (C_in={c_in}, C_out/groups, "
+                         f"{weight_layout(ndim)[len('(C_out, C_in/groups, '):]}")
     if c_in % groups:
         raise ValueError(f"groups={groups} must divide C_in={c_in}")
     c_out = w.shape[1] * groups
     check_bias(b, c_out, x.dtype)
-    s = to_pair(stride, "stride", minimum=1)
-    p = to_pair(padding, "padding", minimum=0)
-    d = to_pair(dilation, "dilation", minimum=1)
+    s = to_tuple(stride, "stride", ndim, minimum=1)
+    p = to_tuple(padding, "padding", ndim, minimum=0)
+    d = to_tuple(dilation, "dilation", ndim, minimum=1)
     op = check_output_padding(output_padding, s, d, stride, dilation)
-    out_hw = tuple((n - 1) * ss - 2 * pp + dd * (k - 1) + o + 1
-                   for n, ss, pp, dd, k, o in zip(hw, s, p, d, w.shape[2:], op))
-    if min(out_hw) < 1:
-        raise ValueError(f"output size {out_hw} is not positive: padding={padding!r} is too "
-                         f"large for input {tuple(hw)}, kernel {tuple(w.shape[2:])}, "
+    out = tuple((n - 1) * ss - 2 * pp + dd * (k - 1) + o + 1
+                for n, ss, pp, dd, k, o in zip(size, s, p, d, w.shape[2:], op))
+    if min(out) < 1:
+        raise ValueError(f"output size {out} is not positive: padding={padding!r} is too "
+                         f"large for input {tuple(size)}, kernel {tuple(w.shape[2:])}, "
                          f"stride={stride!r}, dilation={dilation!r}")
 
     n = xb.shape[0]
-    z_shape = (n, c_out, *out_hw) if data_format == "NCHW" else (n, *out_hw, c_out)
-    # conv2d reads w as (O, I/groups, kH, kW) = (C_in, C_out/groups, kH, kW): a conv from
+    z_shape = (n, *out, c_out) if channels_last else (n, c_out, *out)
+    # conv reads w as (O, I/groups, *kernel) = (C_in, C_out/groups, *kernel): a conv from
     # C_out to C_in channels, whose transpose is the map we want. Its spec is parsed once.
     spec = conv_spec(z_shape, w.shape, stride=s, padding=p, dilation=d, groups=groups,
                      data_format=data_format, precision=precision)
@@ -95,8 +168,8 @@ def conv_transpose2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = Non
 
     # With output_padding >= stride (possible when dilation > stride) the conv of z has
     # output_padding // stride more rows than x: those extra cotangent rows are zeros.
-    extra = [(0, f - h) for f, h in zip(spec.out_hw, hw)]
-    pads = [(0, 0), (0, 0), *extra] if data_format == "NCHW" else [(0, 0), *extra, (0, 0)]
+    extra = [(0, f - h) for f, h in zip(spec.out_size, size)]
+    pads = [(0, 0), *extra, (0, 0)] if channels_last else [(0, 0), (0, 0), *extra]
     # The VJP at any point is the transpose of this linear map; jax.vjp (rather than
     # jax.linear_transpose) also accepts impls that define their gradient by custom_vjp.
     _, vjp = jax.vjp(forward, jnp.zeros(z_shape, x.dtype))

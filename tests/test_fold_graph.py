@@ -12,7 +12,14 @@ from flax import nnx
 import jconv
 from jconv.fold_graph import FoldedBatchNorm, fold_conv_transpose_bn
 from jconv.nn import BatchNorm2d, Conv2d, ConvTranspose2d, MaxPool2d
-from train.model import CifarCNN
+from train.config import load_config
+from train.model import CifarCNN, ModelOptions
+
+
+def _cnn(seed: int, *overrides: str) -> CifarCNN:
+    """cifar.yaml's network with these model.* overrides."""
+    return CifarCNN(ModelOptions.from_config(load_config("cifar.yaml", overrides).model),
+                    rngs=nnx.Rngs(seed))
 
 _forward = nnx.jit(lambda model, x: model(x))
 
@@ -84,7 +91,7 @@ class DetailedConvNet(nnx.Module):
 
 @pytest.mark.slow
 def test_train_cnn_float32():
-    model = CifarCNN((8, 16), 2, pool_first=True, rngs=nnx.Rngs(0))
+    model = _cnn(0, "model.widths=[8,16]")
     _randomise_bn(model)
     before = jax.tree.map(np.asarray, nnx.state(model))
     x = _x((4, 32, 32, 3))
@@ -101,8 +108,8 @@ def test_train_cnn_float32():
 
 
 def test_train_cnn_float64(x64):
-    model = CifarCNN((8,), 1, data_format="NCHW", dtype=jnp.float64, param_dtype=jnp.float64,
-                     rngs=nnx.Rngs(1))
+    model = _cnn(1, "model.widths=[8]", "model.convs_per_stage=1", "model.data_format=NCHW",
+                 "model.dtype=float64")
     _randomise_bn(model, seed=1)
     x = _x((2, 32, 32, 3), jnp.float64)
     folded, report = jconv.fold_conv_bn_graph(model, x)
@@ -166,7 +173,7 @@ def test_op_between_conv_and_bn_does_not_fold(between, op):
 
 
 def test_train_mode_model_is_an_error():
-    model = CifarCNN((8,), 1, rngs=nnx.Rngs(0))  # fresh modules are in train mode
+    model = _cnn(0, "model.widths=[8]", "model.convs_per_stage=1")  # fresh: train mode
     with pytest.raises(ValueError, match=r"model is in train mode: BatchNorm 'blocks.0.bn' "
                                          r"normalises with batch statistics"):
         jconv.fold_conv_bn_graph(model, _x((1, 32, 32, 3)))

@@ -213,17 +213,13 @@ def test_nn_layers_lower(platform):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_train_step_lowers(dtype, platform):
     from train.config import load_config
-    from train.loop import build_model
-    from train.optim import make_optimizer, make_schedule
-    from train.steps import make_train_step, split_model
+    from train.experiment import Experiment
 
     cfg = load_config("cifar.yaml", ["data.source=synthetic", f"model.dtype={dtype}",
                                      "model.conv_impl=auto", "model.widths=[8,16]",
                                      "train.batch_size=8"])
-    model = build_model(cfg.model, cfg.seed)
-    tx = make_optimizer(cfg.optim, make_schedule(cfg.optim, total_steps=40, steps_per_epoch=4))
-    fns, state = split_model(model, tx)
-    step = make_train_step(fns, tx, cfg.optim.label_smoothing, cfg.model.conv_backend)
+    exp = Experiment.from_config(cfg)
+    state, step = exp.state, exp.train_step()
     structs = jax.tree.map(lambda a: S(jnp.shape(a), jnp.result_type(a)), state)
     images = S((8, 32, 32, 3), jnp.dtype(dtype))
     labels = S((8,), jnp.int32)

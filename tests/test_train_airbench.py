@@ -6,6 +6,7 @@ new switch in tiny train steps, and an end-to-end run with exact resume."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import jax
@@ -18,15 +19,23 @@ from omegaconf import OmegaConf
 
 from train.cli import main
 from train.config import ConfigError, load_config
-from train.data import (Normalizer, alternating_flips, augment, channel_stats, load_dataset,
-                        synthetic, train_batches)
-from train.model import AirbenchNet, count_params, dirac_, set_whitening, whitening_kernel
+from train.data import (Normalizer, alternating_flips, augment, load_dataset, synthetic,
+                        train_batches)
+from train.experiment import Experiment
+from train.model import (AirbenchNet, ModelOptions, count_params, dirac_, set_whitening,
+                         whitening_kernel)
 from train.optim import airbench_units, make_optimizer, make_schedule, param_labels
-from train.parallel import init_training
-from train.steps import lookahead_update, make_train_step, tta_logits, translate
+from train.steps import lookahead_update, tta_logits, translate
 
 from jconv import nn as jnn
 from train_helpers import interrupted_and_resumed, make_cifar_dir
+
+
+def _net(widths: tuple[int, ...], *overrides: str) -> AirbenchNet:
+    """airbench.yaml's network with these widths (and model.* overrides), seed 0."""
+    cfg = load_config("airbench.yaml", [f"model.widths=[{','.join(map(str, widths))}]",
+                                        *overrides])
+    return AirbenchNet(ModelOptions.from_config(cfg.model), rngs=nnx.Rngs(0))
 
 TINY_AB = ["data.source=synthetic", "model.widths=[8,8,8]", "train.batch_size=16",
            "train.eval_batch_size=32", "data.synthetic_train=64", "data.synthetic_test=40",
@@ -65,7 +74,7 @@ def test_whitening_kernel_whitens_patches():
 
 def test_set_whitening_sets_the_model_conv():
     images = np.random.default_rng(1).normal(size=(8, 32, 32, 3))
-    model = AirbenchNet((8, 8, 8), rngs=nnx.Rngs(0))
+    model = _net((8, 8, 8))
     set_whitening(model, images)
     np.testing.assert_allclose(np.asarray(model.whiten.kernel[...]), whitening_kernel(images))
     out = np.asarray(model.whiten(jnp.asarray(images, jnp.float32)), np.float64)
@@ -79,19 +88,20 @@ def test_dirac_init_is_identity():
     y = conv(x)
     np.testing.assert_array_equal(np.asarray(y[..., :3]), np.asarray(x))
     assert float(jnp.abs(y[..., 3:]).sum()) > 0  # the other filters keep their init
-    model = AirbenchNet((8, 16, 16), dirac_init=True, rngs=nnx.Rngs(0))
+    model = _net((8, 16, 16), "model.dirac_init=true")
     w = np.asarray(model.groups[1].convs[0].kernel[...])  # 8 -> 16 channels
     np.testing.assert_array_equal(w[:8, :, 1, 1], np.eye(8))
     assert np.abs(w[:8]).sum() == 8 and np.abs(w[8:]).sum() > 0
 
 
 def test_airbench_net_shapes_and_params():
-    model = nnx.eval_shape(lambda: AirbenchNet((64, 256, 256), rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: _net((64, 256, 256)))
     # airbench94's 1,971,640 trainable + frozen scalars (BN without scale, bias-free head).
     assert count_params(model) == 1_971_640
     assert model.groups[0].norms[0].scale is None
     with pytest.raises(ValueError, match=r"widths=\[4, 4, 4, 4, 4\]: 5 groups halve"):
-        AirbenchNet((4,) * 5, rngs=nnx.Rngs(0))
+        AirbenchNet(replace(ModelOptions.from_config(load_config("airbench.yaml").model),
+                            widths=(4,) * 5), rngs=nnx.Rngs(0))
 
 
 def test_triangle_schedule_values():
@@ -305,31 +315,29 @@ def test_whiten_needs_the_airbench_arch():
 
 def test_dtypes_have_one_definition():
     import train.config
-    import train.parallel
-    assert train.parallel.DTYPES is train.config.DTYPES
+    import train.model
+    assert train.model.DTYPES is train.config.DTYPES
 
 
-def _steps(overrides: list[str], n: int = 3, steps_per_epoch: int = 1,
-           with_history: bool = False):
+def _steps(overrides: list[str], n: int = 3, with_history: bool = False):
     """(initial state, state after ``n`` train steps (or the list of the states after each
-    step), parameter labels) of a tiny airbench model."""
-    cfg = load_config("airbench.yaml", ["model.widths=[4,4,4]", *overrides])
-    ds = synthetic(16, 2, seed=0)
-    norm = Normalizer(*channel_stats(ds.train.images))
-    tr = init_training(cfg.model, cfg.optim, 0, n, steps_per_epoch, batch_size=8,
-                       whiten_images=norm(ds.train.images))
-    start = jax.tree.map(np.array, tr.state)
-    step = make_train_step(tr.fns, tr.tx, cfg.optim.label_smoothing, cfg.model.conv_backend,
-                           lookahead_steps=n if cfg.optim.lookahead else None)
-    state, history = tr.state, []
-    images = norm(ds.train.images[:8])
+    step), parameter labels) of a tiny airbench run of ``n`` epochs of one step of 8
+    synthetic images, built as the trainer builds it."""
+    cfg = load_config("airbench.yaml", [
+        "model.widths=[4,4,4]", "data.source=synthetic", "data.synthetic_train=16",
+        "data.synthetic_test=2", "train.batch_size=8", f"train.epochs={n}",
+        "train.max_steps_per_epoch=1", *overrides], say=lambda note: None)
+    exp = Experiment.from_config(cfg)
+    start = jax.tree.map(np.array, exp.state)
+    step, state, history = exp.train_step(), exp.state, []
+    images = exp.data.norm(exp.data.dataset.train.images[:8])
     for _ in range(n):
-        state, metrics = step(state, images, ds.train.labels[:8])
+        state, metrics = step(state, images, exp.data.dataset.train.labels[:8])
         assert np.isfinite(float(metrics["loss"]))
         history.append(jax.tree.map(np.array, state))
     if with_history:
         return start, history, None
-    return start, history[-1], param_labels(tr.state["params"], True)
+    return start, history[-1], param_labels(start.params, True)
 
 
 @pytest.fixture(scope="module")
@@ -342,44 +350,42 @@ def base_run():
 
 def test_switch_whiten_frozen_kernel_and_whiten_bias_epochs(base_run):
     start, hist, _ = base_run
-    np.testing.assert_array_equal(start["params"]["whiten"]["kernel"],
-                                  hist[-1]["params"]["whiten"]["kernel"])
+    np.testing.assert_array_equal(start.params["whiten"]["kernel"],
+                                  hist[-1].params["whiten"]["kernel"])
     # The bias trains in steps 1-2 only, the other parameters all along.
-    bias = [start["params"]["whiten"]["bias"]] + [h["params"]["whiten"]["bias"] for h in hist]
+    bias = [start.params["whiten"]["bias"]] + [h.params["whiten"]["bias"] for h in hist]
     assert not np.array_equal(bias[0], bias[1]) and not np.array_equal(bias[1], bias[2])
     np.testing.assert_array_equal(bias[2], bias[4])
-    head = [h["params"]["head"]["kernel"] for h in hist]
+    head = [h.params["head"]["kernel"] for h in hist]
     assert not np.array_equal(head[1], head[3])
     # model.whiten=false: a trainable first conv with its default init.
     s, e, _ = _steps(["model.whiten=false", "optim.lookahead=false"], n=1)
-    assert not np.array_equal(s["params"]["whiten"]["kernel"], e["params"]["whiten"]["kernel"])
-    assert not np.allclose(s["params"]["whiten"]["kernel"], start["params"]["whiten"]["kernel"])
+    assert not np.array_equal(s.params["whiten"]["kernel"], e.params["whiten"]["kernel"])
+    assert not np.allclose(s.params["whiten"]["kernel"], start.params["whiten"]["kernel"])
 
 
 def test_switches_bn_scale_and_act(base_run):
     start, _, _ = base_run
-    assert "scale" not in start["params"]["groups"][0]["norms"][0]
-    labels = param_labels(start["params"], True)
+    assert "scale" not in start.params["groups"][0]["norms"][0]
+    labels = param_labels(start.params, True)
     assert labels["groups"][0]["norms"][0]["bias"] == "bn_bias"
     assert labels["whiten"] == {"bias": "whiten_bias", "kernel": "frozen"}
-    scaled = nnx.eval_shape(lambda: AirbenchNet((4, 4, 4), bn_scale=True, rngs=nnx.Rngs(0)))
+    scaled = nnx.eval_shape(lambda: _net((4, 4, 4), "model.bn_scale=true"))
     assert scaled.groups[0].norms[0].scale is not None
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 32, 3)), jnp.float32)
-    logits = {act: nnx.jit(lambda m, x: m(x))(AirbenchNet((4, 4, 4), act=act,
-                                                          rngs=nnx.Rngs(0)), x)
+    logits = {act: nnx.jit(lambda m, x: m(x))(_net((4, 4, 4), f"model.act={act}"), x)
               for act in ("relu", "gelu")}
     assert not np.allclose(np.asarray(logits["relu"]), np.asarray(logits["gelu"]))
 
 
 def test_switch_lookahead_state():
     start, end, _ = _steps([], n=5)
-    assert set(start["ema"]) == {"params", "batch_stats"}
+    assert start.ema is not None and start.ema.params.keys() == start.params.keys()
     # After step 5 (a lookahead step and the last) the weights are the EMA copy, which
     # moved off the initial weights.
-    net = {"params": end["params"], "batch_stats": end["batch_stats"]}
-    for a, b in zip(jax.tree.leaves(end["ema"]), jax.tree.leaves(net)):
+    for a, b in zip(jax.tree.leaves(end.ema), jax.tree.leaves(end.weights)):
         np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(end["params"]["head"]["kernel"], start["params"]["head"]["kernel"])
+    assert not np.array_equal(end.params["head"]["kernel"], start.params["head"]["kernel"])
 
 
 @pytest.mark.slow

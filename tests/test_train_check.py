@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from jconv import _registry
-from train.check import main, max_rel_err, run_check, tensor_errors
-from train.config import load_config
+from train.check import (check_config, main, max_rel_err, run_check, tensor_errors,
+                         trajectory_f64)
+from train.config import load_config, override
+from train.experiment import Experiment, RunData
 
 from train_helpers import TINY
 
@@ -23,6 +25,22 @@ def test_lax_im2col_loops_agree_on_the_real_model():
                      tol32=1e-4, tol64=1e-10, log=lines.append)
     table = "\n".join(lines)
     assert "im2col" in table and "loops" in table and "PASS: all implementations agree" in table
+
+
+def test_check_replays_the_trainers_update_lookahead_included(x64):
+    """On an airbench config the checked trajectory is the trainer's: a run of --steps
+    epochs of one batch whose last step ends on Lookahead's slow weights."""
+    cfg = check_config(load_config("airbench.yaml", [
+        "data.source=synthetic", "model.widths=[4,4,4]", "data.synthetic_train=64",
+        "data.synthetic_test=8"], say=lambda note: None), steps=2, batch_size=8)
+    data = RunData.load(cfg)
+    exp = Experiment.from_config(cfg, data=data)
+    assert exp.total_steps == 2 and exp.state.ema is not None
+    batches = [exp.batches(epoch)[0] for epoch in range(2)]
+    losses, params = trajectory_f64(cfg, data, "lax", batches)
+    plain = trajectory_f64(override(cfg, ["optim.lookahead=false"]), data, "lax", batches)
+    np.testing.assert_array_equal(losses, plain[0])  # the same steps until the jump...
+    assert not np.allclose(params["head"]["kernel"], plain[1]["head"]["kernel"])  # ...then EMA
 
 
 @pytest.fixture

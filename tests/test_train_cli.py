@@ -22,8 +22,13 @@ from train_helpers import TINY, interrupted_and_resumed, make_cifar_dir, metrics
 SYNTH = ["data.source=synthetic", *TINY]
 
 
-def test_smoke_synthetic_writes_every_output(tmp_path, capsys):
+def test_smoke_synthetic_writes_every_output(tmp_path, capsys, monkeypatch):
     wd = tmp_path / "run"
+    titles = []
+    real_plot = loop.report.plot_curves
+    monkeypatch.setattr(loop.report, "plot_curves",
+                        lambda rec, path, title: titles.append(title) or real_plot(rec, path,
+                                                                                   title))
     assert main(["--config", "cifar.yaml", "--workdir", str(wd), "--quiet",
                  "train.epochs=2", "train.max_steps_per_epoch=2", "train.tensorboard=true",
                  *SYNTH[:-1]]) == 0
@@ -39,6 +44,9 @@ def test_smoke_synthetic_writes_every_output(tmp_path, capsys):
     for name in ("curves.png", "config.yaml", "checkpoints"):
         assert (wd / name).exists()
     assert any((wd / "tensorboard").iterdir())
+    assert titles == [f"cifar.yaml: run {wd}, seed 0"]
+    assert f"outputs: {wd}/(metrics.jsonl, curves.png, results.json, checkpoints/, " \
+        "tensorboard/, config.yaml, run.json)" in out
 
 
 def test_smoke_mock_tfds(tmp_path):
@@ -125,11 +133,64 @@ def test_existing_run_needs_resume_with_the_same_config(tmp_path, capsys):
     assert main(args) == 2
     assert "already holds a run's checkpoints: pass --resume" in capsys.readouterr().err
     assert main([*args, "optim.lr=0.5", "--resume"]) == 2
-    assert "this config differs from the one the run" in capsys.readouterr().err
+    assert f"the config differs from the one the run in {tmp_path} started with: optim.lr " \
+        "0.004 -> 0.5. Only train.epochs may change on --resume" in capsys.readouterr().err
+
+
+def test_resume_reads_the_saved_config_extends_epochs_and_knows_a_complete_run(tmp_path,
+                                                                                  capsys):
+    wd = str(tmp_path)
+    assert main(["--config", "cifar.yaml", "--workdir", wd, "--quiet", "train.epochs=1",
+                 "train.max_steps_per_epoch=1", *SYNTH]) == 0
+    capsys.readouterr()
+    assert main(["--workdir", wd, "--resume", "--quiet"]) == 0  # no --config: config.yaml
+    out = capsys.readouterr().out
+    assert f"--resume: the run in {wd} is already complete (1 epoch, test accuracy " in out
+    assert "compiled" not in out and "to train it longer pass train.epochs=N with N > 1" in out
+    assert main(["--workdir", wd, "--resume", "--quiet", "train.epochs=2"]) == 0
+    out = capsys.readouterr().out
+    assert "--resume: train.epochs 1 -> 2: the learning-rate schedule now spans 2 epochs" in out
+    assert [r["epoch"] for r in metrics(tmp_path)] == [1, 2]
+    assert json.loads((tmp_path / "results.json").read_text())["epochs"] == 2
+    assert main(["--workdir", wd, "--resume", "train.epochs=1"]) == 2
+    assert "train.epochs=1 is below the 2 epochs the run has done" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--resume"], "--config is required (or --resume --workdir D, which continues"),
+    (["--resume", "--workdir", "{tmp}/none"],
+     "--resume without --config reads the run's {tmp}/none/config.yaml, which does not exist"),
+    (["--config", "nope"], "no such file (also looked in"),
+])
+def test_config_errors_of_the_command_line(tmp_path, capsys, args, match):
+    assert main([a.format(tmp=tmp_path) for a in args]) == 2
+    assert match.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_no_data_offline_names_the_offline_ways_and_leaves_no_workdir(tmp_path, capsys):
+    workdir = tmp_path / "runs" / "cifar"
+    assert main(["--config", "cifar.yaml", "--workdir", str(workdir), *TINY,
+                 f"data.dir={tmp_path / 'cache'}", "data.url=file:///no/such/cifar.tar.gz"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Error: downloading file:///no/such/cifar.tar.gz failed")
+    assert "offline, train on the real 5,170-image subset (--config cifar_subset.yaml) or on " \
+        "random images (data.source=synthetic" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_cifar10_dir_says_where_it_looked_and_that_it_never_downloads(
+        tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--config", "cifar.yaml", "--workdir", "run", *TINY, "data.source=cifar10_dir",
+                 "data.download=true", "data.dir=no/such/folder"]) == 2
+    err = capsys.readouterr().err
+    assert f"data.dir='no/such/folder' (= {tmp_path}/no/such/folder) does not exist" in err
+    assert "(data.source=cifar10_dir never downloads)" in err
+    assert "set data.download=true" not in err and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("extra, match", [
-    (["optim.lr=zero"], "could not be converted to Float"),
+    (["optim.lr=zero"], "optim.lr='zero' is invalid: expected a number"),
     (["data.source=cifar10_dir", "data.dir=/no/such/folder"],
      "data.dir='/no/such/folder' does not exist"),
 ])

@@ -31,8 +31,9 @@ def test_every_registered_conv_impl_is_accepted(impl):
 @pytest.mark.parametrize("override, match", [
     ("optim.foo=1", r"bad config key 'optim.foo'.*not in 'OptimConfig'"),
     ("bogus=1", r"bad config key 'bogus'"),
-    ("optim.lr=fast", r"'optim.lr'.*could not be converted to Float"),
-    ("train.epochs=2.5", r"'train.epochs'.*could not be converted to Integer"),
+    ("optim.lr=fast", r"optim.lr='fast' is invalid: expected a number \(set in .*cifar.yaml"),
+    ("train.epochs=2.5", r"train.epochs=2.5 is invalid: expected an int"),
+    ("train.tensorboard=maybe", r"train.tensorboard='maybe' is invalid: expected true or false"),
     ("optim.lr=-1", r"optim.lr=-1.0 is invalid: expected a positive number"),
     ("train.epochs=0", r"train.epochs=0 is invalid: expected a positive int"),
     ("model.conv_impl=fast", r"model.conv_impl='fast' is invalid: expected one of"),
@@ -45,7 +46,8 @@ def test_every_registered_conv_impl_is_accepted(impl):
     ("optim.name=rmsprop", r"optim.name='rmsprop' is invalid"),
     ("optim.schedule=step", r"optim.schedule='step' is invalid"),
     ("optim.label_smoothing=1.0", r"optim.label_smoothing=1.0 is invalid"),
-    ("optim.warmup_epochs=100", r"optim.warmup_epochs=100.0 is invalid"),
+    ("optim.warmup_epochs=100", r"optim.warmup_epochs=100.0 is invalid: expected a number in "
+                                r"\[0, train.epochs=20\); set optim.warmup_epochs=2 \(a tenth"),
     ("train.batch_size=0", r"train.batch_size=0 is invalid"),
     ("model.widths=[]", r"model.widths=\[\] is invalid"),
     ("model.widths=[8,8,8,8,8,8]", r"at most 5 stages"),
@@ -56,6 +58,25 @@ def test_every_registered_conv_impl_is_accepted(impl):
 def test_bad_overrides_are_clear_errors(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config("cifar.yaml", [override])
+
+
+def test_epochs_override_scales_the_yaml_warmup_and_says_so():
+    notes: list[str] = []
+    cfg = load_config("cifar_subset.yaml", ["train.epochs=2"], say=notes.append)
+    assert cfg.optim.warmup_epochs == 0.16  # the YAML's 2 of 25 epochs, scaled to 2 epochs
+    assert notes == ["optim.warmup_epochs=2.0 of the YAML does not fit train.epochs=2: scaled "
+                     "with the epochs to 0.16 (2.0 x 2/25); set optim.warmup_epochs to "
+                     "choose it"]
+    notes.clear()
+    assert load_config("cifar_subset.yaml", ["train.epochs=3"],
+                       say=notes.append).optim.warmup_epochs == 2.0 and not notes  # fits
+
+
+def test_explicit_warmup_is_kept_and_an_unfitting_one_says_what_to_set():
+    with pytest.raises(ConfigError, match=r"optim.warmup_epochs=2.0 is invalid: expected a "
+                                          r"number in \[0, train.epochs=2\); set "
+                                          r"optim.warmup_epochs=0.2 \(a tenth"):
+        load_config("cifar_subset.yaml", ["train.epochs=2", "optim.warmup_epochs=2"])
 
 
 def test_missing_key_in_yaml_is_an_error(tmp_path: Path):
@@ -74,8 +95,11 @@ def test_unknown_key_in_yaml_is_an_error(tmp_path: Path):
 
 
 def test_missing_and_broken_files(tmp_path: Path):
-    with pytest.raises(ConfigError, match=r"--config 'nope.yaml': no such file"):
+    with pytest.raises(ConfigError, match=r"--config 'nope.yaml': no such file \(also looked in "
+                                          r".*configs, which holds airbench.yaml, "
+                                          r"airbench_subset.yaml, cifar.yaml, cifar_subset.yaml"):
         load_config("nope.yaml")
+    assert resolve_config_path("cifar_subset") == CONFIG_DIR / "cifar_subset.yaml"
     (tmp_path / "bad.yaml").write_text("seed: [1\n")
     with pytest.raises(ConfigError, match=r"not valid YAML"):
         load_config(tmp_path / "bad.yaml")

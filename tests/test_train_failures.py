@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train import loop, report
+from train import report
 from train.cli import main
-from train.config import ConfigError, check_workdir, load_config
+from train.config import ConfigError, load_config
+from train.workdir import check_workdir
 
 from train_helpers import TINY
 
@@ -94,7 +95,9 @@ def test_diverging_run_stops_at_once_keeping_the_last_good_checkpoint(tmp_path, 
                                                                       monkeypatch):
     """A NaN pixel in epoch 2's batches makes that epoch's first loss NaN: the run stops
     there with one error line, epoch 1 stays checkpointed and logged as valid JSON."""
-    real = loop.config_batches
+    from train import experiment
+
+    real = experiment.config_batches
 
     def poisoned(*args, epoch, **kwargs):
         batches = real(*args, epoch=epoch, **kwargs)
@@ -105,7 +108,7 @@ def test_diverging_run_stops_at_once_keeping_the_last_good_checkpoint(tmp_path, 
             return [first, *[batches[i] for i in range(1, len(batches))]]
         return batches
 
-    monkeypatch.setattr(loop, "config_batches", poisoned)
+    monkeypatch.setattr(experiment, "config_batches", poisoned)
     wd = tmp_path / "run"
     assert main(["--config", "cifar.yaml", "--workdir", str(wd), "--quiet", "train.epochs=3",
                  "train.max_steps_per_epoch=2", *SYNTH]) == 2

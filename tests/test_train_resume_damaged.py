@@ -146,6 +146,8 @@ def test_cli_resume_falls_back_with_identical_metrics_or_stops_in_one_line(tmp_p
     wd = tmp_path / "damaged"
     shutil.copytree(full, wd)
     _zero(wd / "checkpoints" / "3")
+    # Without its results the run is not complete (killed at the end): --resume retrains.
+    (wd / "results.json").unlink()
     capsys.readouterr()
     assert main([*ARGS, "--workdir", str(wd), "--resume"]) == 0
     out, err = capsys.readouterr()
@@ -156,6 +158,7 @@ def test_cli_resume_falls_back_with_identical_metrics_or_stops_in_one_line(tmp_p
 
     for step in ("1", "2", "3"):
         (wd / "checkpoints" / step / "meta" / "metadata").unlink()
+    (wd / "results.json").unlink()
     assert main([*ARGS, "--workdir", str(wd), "--resume"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("Error: --resume: no checkpoint in ") and "Traceback" not in err

@@ -59,10 +59,10 @@ def interrupted_and_resumed(main: Callable[[list[str]], int], args: list[str], t
     assert main([*args, "--workdir", str(tmp_path / "full")]) == 0
     real_epoch = loop._train_epoch
 
-    def killed_in_epoch_2(cfg, epoch, *rest):
+    def killed_in_epoch_2(run, steps, epoch):
         if epoch == 1:
             raise KeyboardInterrupt  # what Ctrl-C / SIGINT does mid-epoch
-        return real_epoch(cfg, epoch, *rest)
+        return real_epoch(run, steps, epoch)
 
     monkeypatch.setattr(loop, "_train_epoch", killed_in_epoch_2)
     assert main([*args, "--workdir", str(tmp_path / "resumed")]) == 130

@@ -1,7 +1,12 @@
 """Train a jconv CNN on CIFAR-10 with Optax: ``python -m train --config configs/cifar.yaml``.
 
 Modules: ``config`` (typed YAML + CLI config), ``data`` (TFDS / python folder / synthetic,
-grain batches), ``model`` (the CNN), ``optim`` (Optax optimiser and schedule), ``steps``
-(jitted train/eval steps), ``checkpoint`` (Orbax), ``report`` (metrics, plots, summaries),
-``loop`` (the training run), ``cli`` (command line) and ``check`` (cross-impl gradient check).
+grain batches), ``model`` (the CNNs, built from ``ModelOptions``), ``optim`` (Optax
+optimiser and schedule), ``steps`` (the training state and the jitted train/eval steps),
+``parallel`` (the device mesh and shardings), ``experiment`` (one run built from its config:
+every entry point below builds from it), ``checkpoint`` (Orbax), ``report`` (metrics, plots,
+summaries), ``workdir`` (the run's folder and the ``--resume`` checks), ``loop`` (the
+training run), ``cli`` (command line), ``check`` (cross-impl
+gradient check), ``bench`` (training throughput per conv implementation) and ``export``
+(folded ``jax.export`` artifact and predictions).
 """

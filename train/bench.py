@@ -7,8 +7,9 @@ all of them alike):
 An implementation is a name in ``jconv.CONV_IMPLS``, compiled with XLA's default conv
 kernels, or that name plus ``+eigen`` (``lax+eigen``) for ``jconv.conv_compiler_options
 ("eigen")`` — the labels of ``python -m jconv.bench``; ``model.conv_backend`` is not used.
-Each round times ``--steps`` jitted train steps (real batches, forward + backward + AdamW
-update) per implementation; the table reports the median over rounds in images/s, and the
+Each round times ``--steps`` jitted train steps (real batches; the trainer's step, built by
+:class:`train.experiment.Experiment`: forward, backward, optimiser update and, with
+``optim.lookahead``, Lookahead) per implementation; the table reports the median over rounds in images/s, and the
 ratio to the first one listed. ``--formats NHWC,NCHW`` also compares the data layouts.
 """
 
@@ -23,8 +24,9 @@ import jax.numpy as jnp
 
 from jconv.bench.timing import EIGEN_SUFFIX, interleaved_medians, split_label
 
-from .config import ConfigError, load_config
-from .data import DataError, Normalizer, channel_stats, config_batches, load_dataset
+from .config import ConfigError, load_config, override
+from .data import DataError
+from .experiment import Experiment, RunData
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,33 +54,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         cfg = load_config(args.config, args.overrides)
-        ds = load_dataset(cfg.data, cfg.seed)
+        run_data = RunData.load(cfg)
     except (ConfigError, DataError) as e:
         print(f"Error: {e}", file=sys.stderr)
         return 2
 
-    from .parallel import init_training
-    from .steps import make_train_step
-
     bs = cfg.train.batch_size
-    norm = Normalizer(*channel_stats(ds.train.images))
-    batches = config_batches(ds.train, norm, cfg.data, batch_size=bs, seed=cfg.seed, epoch=0,
-                             max_steps=args.steps)
+    batches = Experiment.from_config(cfg, data=run_data).batches(0)
     data = [(jnp.asarray(b["image"]), jnp.asarray(b["label"])) for b in
-            (batches[i] for i in range(len(batches)))]
-    from omegaconf import OmegaConf
+            (batches[i] for i in range(min(args.steps, len(batches))))]
 
     runners = {}
     variants = [(i, f) for f in formats for i in impls]
     for label, fmt in variants:
         impl, conv_backend = split_label(label)
-        model_cfg = cfg.model if fmt is None else OmegaConf.merge(cfg.model,
-                                                                   {"data_format": fmt})
-        tr = init_training(model_cfg, cfg.optim, cfg.seed, 1000, 10, conv_impl=impl,
-                           batch_size=bs)
-        state = tr.state
-        step = make_train_step(tr.fns, tr.tx, cfg.optim.label_smoothing, conv_backend,
-                               lookahead_steps=1000 if cfg.optim.lookahead else None)
+        # The trainer's run with this implementation, kernels and layout: the same update.
+        exp = Experiment.from_config(override(cfg, [
+            f"model.conv_impl={impl}", f"model.conv_backend={conv_backend}",
+            *([] if fmt is None else [f"model.data_format={fmt}"])]), data=run_data)
+        state, step = exp.state, exp.train_step()
         t0 = time.perf_counter()
         state, m = step(state, *data[0])
         m["loss"].block_until_ready()

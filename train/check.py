@@ -3,8 +3,10 @@
     python -m train.check --config configs/cifar.yaml data.source=cifar10_dir \\
         data.dir=/path/to/cifar-10-batches-py
 
-For each name in ``jconv.CONV_IMPLS`` the model of the config is built from the same
-seed (so with identical parameters) and fed the same real, augmented training batches:
+For each name in ``jconv.CONV_IMPLS`` the run of the config is built as the trainer builds
+it (:class:`train.experiment.Experiment`: the same seed, so identical parameters, the
+whitening conv, the optimiser with its Lookahead) as a run of ``--steps`` epochs of one
+batch of ``--batch-size`` each, and fed the same real, augmented training batches:
 
 1. float32: loss and gradient of one train-mode step at the initial parameters, compared
    per parameter tensor with the float64 gradient of ``--reference`` (default ``lax``) at
@@ -13,8 +15,9 @@ seed (so with identical parameters) and fed the same real, augmented training ba
    in a max-pooling network float32 rounding flips some pool argmaxes and moves gradient
    between pixels, so the reference itself can be 1e-2 off on late conv kernels while every
    other tensor agrees to 1e-6 (the worst tensor is reported);
-2. float64: ``--steps`` optimiser steps with the config's optimiser and schedule; the loss
-   at every step and the final parameters are compared the same way, tolerance ``--tol64``.
+2. float64: that run's ``--steps`` training steps (the trainer's step: optimiser, schedule
+   and Lookahead); the loss at every step and the final parameters are compared the same
+   way, tolerance ``--tol64``.
 
 It prints a PASS/FAIL table and exits 1 if any implementation fails.
 """
@@ -29,8 +32,9 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from .config import ConfigError, load_config
-from .data import DataError, Normalizer, channel_stats, config_batches, load_dataset
+from .config import Config, ConfigError, load_config, override
+from .data import DataError
+from .experiment import Experiment, RunData
 
 
 def max_rel_err(tree: Any, ref: Any) -> float:
@@ -43,12 +47,16 @@ def max_rel_err(tree: Any, ref: Any) -> float:
     return max(tensor_errors(tree, ref).values(), default=0.0)
 
 
-def _batches(cfg: Any, n_steps: int, batch_size: int) -> list[dict]:
-    ds = load_dataset(cfg.data, cfg.seed)
-    norm = Normalizer(*channel_stats(ds.train.images))
-    batches = config_batches(ds.train, norm, cfg.data, batch_size=batch_size, seed=cfg.seed,
-                             epoch=0, max_steps=n_steps)
-    return [batches[i] for i in range(len(batches))]
+def check_config(cfg: Config, steps: int, batch_size: int) -> Config:
+    """``cfg`` as the run the check replays: ``steps`` epochs of one batch of
+    ``batch_size`` (its schedule and Lookahead span those steps)."""
+    return override(cfg, [f"train.epochs={steps}", "train.max_steps_per_epoch=1",
+                          f"train.batch_size={batch_size}"])
+
+
+def _experiment(cfg: Config, data: RunData, impl: str, dtype: str) -> Experiment:
+    return Experiment.from_config(
+        override(cfg, [f"model.conv_impl={impl}", f"model.dtype={dtype}"]), data=data)
 
 
 # A float32 gradient tensor may be this many times further from the float64 gradient than
@@ -57,20 +65,15 @@ def _batches(cfg: Any, n_steps: int, batch_size: int) -> list[dict]:
 FLOAT32_SLACK = 3.0
 
 
-def grads(cfg: Any, impl: str, batch: dict, dtype: str = "float32",
+def grads(cfg: Config, data: RunData, impl: str, batch: dict, dtype: str = "float32",
           start: Any = None) -> tuple[float, Any, Any]:
     """(loss, gradient pytree, (params, batch_stats) it was taken at) of one train-mode step
     in ``dtype``: at the initial parameters, or at ``start`` (cast to ``dtype``)."""
-    from .parallel import init_training
-    from .steps import make_grad_fn
-
-    tr = init_training(cfg.model, cfg.optim, cfg.seed, 1, 1, conv_impl=impl, dtype=dtype,
-                       batch_size=len(batch["label"]))
-    params, stats = tr.state["params"], tr.state["batch_stats"]
+    exp = _experiment(cfg, data, impl, dtype)
+    params, stats = exp.state.params, exp.state.batch_stats
     if start is not None:
         params, stats = jax.tree.map(lambda a: np.asarray(a, dtype), start)
-    loss, g = make_grad_fn(tr.fns, cfg.optim.label_smoothing, cfg.model.conv_backend)(
-        params, stats, batch["image"].astype(dtype), batch["label"])
+    loss, g = exp.grad_fn()(params, stats, batch["image"].astype(dtype), batch["label"])
     return float(loss), jax.device_get(g), jax.device_get((params, stats))
 
 
@@ -89,27 +92,27 @@ def tensor_errors(tree: Any, ref: Any) -> dict[str, float]:
     return out
 
 
-def trajectory_f64(cfg: Any, impl: str, batches: list[dict]) -> tuple[np.ndarray, Any]:
-    """(loss per step (S,), final parameters) of len(batches) float64 training steps."""
-    from .parallel import init_training
-    from .steps import make_train_step
-
-    tr = init_training(cfg.model, cfg.optim, cfg.seed, len(batches), 1, conv_impl=impl,
-                       dtype="float64", batch_size=len(batches[0]["label"]))
-    state = tr.state
-    step = make_train_step(tr.fns, tr.tx, cfg.optim.label_smoothing, cfg.model.conv_backend)
+def trajectory_f64(cfg: Config, data: RunData, impl: str,
+                   batches: list[dict]) -> tuple[np.ndarray, Any]:
+    """(loss per step (S,), final parameters) of the run's len(batches) float64 training
+    steps."""
+    exp = _experiment(cfg, data, impl, "float64")
+    state, step = exp.state, exp.train_step()
     losses = []
     for b in batches:
         state, metrics = step(state, b["image"].astype(np.float64), b["label"])
         losses.append(float(metrics["loss"]))
-    return np.array(losses), jax.device_get(state["params"])
+    return np.array(losses), jax.device_get(state.params)
 
 
 def run_check(cfg: Any, impls: list[str], reference: str, steps: int, batch_size: int,
               tol32: float, tol64: float, log: Callable[[str], None] = print) -> bool:
     """Run both comparisons for ``impls`` against ``reference``; prints the table, returns
     True when every implementation is within tolerance."""
-    batches = _batches(cfg, steps, batch_size)
+    cfg = check_config(cfg, steps, batch_size)
+    data = RunData.load(cfg)
+    first = Experiment.from_config(cfg, data=data)
+    batches = [first.batches(epoch)[0] for epoch in range(steps)]  # as the trainer feeds them
     log(f"model widths {list(cfg.model.widths)} x {cfg.model.convs_per_stage}, "
         f"{cfg.model.data_format}; {len(batches)} real batches of {batch_size} "
         f"({cfg.data.source}); reference impl {reference}")
@@ -117,16 +120,17 @@ def run_check(cfg: Any, impls: list[str], reference: str, steps: int, batch_size
     f32, f64 = {}, {}
     for impl in order:
         t0 = time.perf_counter()
-        f32[impl] = grads(cfg, impl, batches[0])
+        f32[impl] = grads(cfg, data, impl, batches[0])
         log(f"  {impl}: float32 gradient done ({time.perf_counter() - t0:.1f} s)")
     jax.config.update("jax_enable_x64", True)
     try:
         t0 = time.perf_counter()
-        _, truth, _ = grads(cfg, reference, batches[0], "float64", start=f32[reference][2])
+        _, truth, _ = grads(cfg, data, reference, batches[0], "float64",
+                            start=f32[reference][2])
         log(f"  {reference}: float64 gradient done ({time.perf_counter() - t0:.1f} s)")
         for impl in order:
             t0 = time.perf_counter()
-            f64[impl] = trajectory_f64(cfg, impl, batches)
+            f64[impl] = trajectory_f64(cfg, data, impl, batches)
             log(f"  {impl}: float64 trajectory done ({time.perf_counter() - t0:.1f} s)")
     finally:
         jax.config.update("jax_enable_x64", False)

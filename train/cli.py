@@ -7,14 +7,16 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ConfigError, check_workdir, load_config
+from .config import ConfigError, load_config
 from .data import DataError
+from .workdir import check_workdir
 
 EPILOG = """examples:
   python -m train --config configs/cifar.yaml
   python -m train --config cifar.yaml data.source=cifar10_dir data.dir=~/cifar-10-batches-py
   python -m train --config cifar.yaml optim.lr=0.002 train.epochs=5 --workdir runs/try
-  python -m train --config cifar.yaml --workdir runs/try --resume   # continue a killed run
+  python -m train --workdir runs/try --resume    # continue a killed run (its config.yaml)
+  python -m train --workdir runs/try --resume train.epochs=30   # train a run for longer
   python -m train --config cifar.yaml --coordinator 10.0.0.1:1234 --num-processes 2 \
       --process-id 0     # on host 0; the same with --process-id 1 on host 1
 """
@@ -24,12 +26,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m train", description="Train a jconv CNN on CIFAR-10 with Optax.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True,
-                   help="YAML config; a bare file name is looked up in configs/")
+    p.add_argument("--config", default=None,
+                   help="YAML config; a bare name (cifar_subset or cifar_subset.yaml) is "
+                        "looked up in configs/; with --resume the default is the run's own "
+                        "<workdir>/config.yaml")
     p.add_argument("--workdir", default=None,
                    help="output folder (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --workdir from its latest checkpoint")
+                   help="continue the run in --workdir from its latest checkpoint; "
+                        "train.epochs=N (more than it has done) trains it for longer")
     p.add_argument("--quiet", action="store_true",
                    help="one line per epoch instead of progress bars (for log files)")
     g = p.add_argument_group(
@@ -64,12 +69,27 @@ def _peer_failed(e: BaseException) -> None:
     os._exit(3)
 
 
+def _config_path(args: argparse.Namespace) -> str:
+    """``--config``, or with ``--resume`` and no ``--config`` the run's saved config."""
+    if args.config is not None:
+        return args.config
+    if not args.resume or args.workdir is None:
+        raise ConfigError("--config is required (or --resume --workdir D, which continues the "
+                          "run in D with its own D/config.yaml)")
+    saved = Path(args.workdir) / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"--resume without --config reads the run's {saved}, which does not "
+                          "exist; pass --config")
+    return str(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for config/data/usage errors)."""
     args = parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
-        workdir = check_workdir(args.workdir or Path("runs") / Path(args.config).stem)
+        config = _config_path(args)
+        cfg = load_config(config, args.overrides)
+        workdir = check_workdir(args.workdir or Path("runs") / Path(config).stem)
         from .loop import RunError, run  # jax & co. load only once the config is valid
         from .parallel import init_distributed
 
@@ -81,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(str(e).strip().splitlines()[0]) from None
 
         try:
-            run(cfg, workdir, resume=args.resume, quiet=args.quiet)
+            run(cfg, workdir, resume=args.resume, quiet=args.quiet, config_name=str(config))
         except RunError as e:
             raise ConfigError(str(e)) from None
         except RuntimeError as e:  # jax.errors.JaxRuntimeError: a collective failed

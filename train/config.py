@@ -12,15 +12,15 @@ over it, so a variant states only what it changes.
 from __future__ import annotations
 
 import math
-import tempfile
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import jax.numpy as jnp
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 # model.dtype names -> compute dtypes (the one table; train.parallel builds models with it)
@@ -124,47 +124,104 @@ class Config:
 
 
 def resolve_config_path(path: str | Path) -> Path:
-    """``path`` as given if it exists, else ``configs/<path>``; a clear error otherwise.
+    """``path`` as given if it exists, else ``configs/<path>``, each also with ``.yaml``
+    appended; a clear error listing the configs in ``configs/`` otherwise.
 
     Example:
-      >>> resolve_config_path("cifar.yaml").name
-      'cifar.yaml'
+      >>> resolve_config_path("cifar.yaml").name, resolve_config_path("cifar_subset").name
+      ('cifar.yaml', 'cifar_subset.yaml')
     """
     p = Path(path)
-    if p.is_file():
-        return p
-    if not p.is_absolute() and (CONFIG_DIR / p).is_file():
-        return CONFIG_DIR / p
-    raise ConfigError(f"--config {str(path)!r}: no such file (also looked in {CONFIG_DIR})")
+    tries = [p] if p.suffix in (".yaml", ".yml") else [p, p.with_name(p.name + ".yaml")]
+    if not p.is_absolute():
+        tries += [CONFIG_DIR / t for t in tries]
+    found = next((t for t in tries if t.is_file()), None)
+    if found is not None:
+        return found
+    known = ", ".join(sorted(f.name for f in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"--config {str(path)!r}: no such file (also looked in {CONFIG_DIR}, "
+                      f"which holds {known})")
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+                say: Callable[[str], None] = _note) -> Config:
     """Read ``path`` (see :func:`resolve_config_path`), apply ``key=value`` ``overrides`` and
     return the validated, read-only config.
+
+    An override of ``train.epochs`` that leaves the YAML's ``optim.warmup_epochs`` too long
+    (not below the epochs) scales the warm-up with the epochs, keeping the YAML's fraction of
+    the run, and says so through ``say``; an explicit ``optim.warmup_epochs`` is kept as set.
 
     Example:
       >>> cfg = load_config("cifar.yaml", ["optim.lr=0.05", "data.source=synthetic"])
       >>> cfg.optim.lr, cfg.data.source
       (0.05, 'synthetic')
+      >>> load_config("cifar_subset.yaml", ["train.epochs=2"], say=print).optim.warmup_epochs
+      optim.warmup_epochs=2.0 of the YAML does not fit train.epochs=2: scaled with the epochs to 0.16 (2.0 x 2/25); set optim.warmup_epochs to choose it
+      0.16
     """
     file = resolve_config_path(path)
-    schema = OmegaConf.structured(Config)
-    loaded = load_yaml(file)
+    try:
+        base = OmegaConf.merge(OmegaConf.structured(Config), load_yaml(file))
+    except OmegaConfBaseException as e:
+        raise ConfigError(_describe(e, file)) from None
+    return _apply(base, overrides, file, say)
+
+
+def override(cfg: Config, overrides: list[str] | tuple[str, ...],
+             say: Callable[[str], None] = _note) -> Config:
+    """``cfg`` with ``key=value`` ``overrides`` applied and validated as on the command line
+    (a new read-only config; ``cfg`` is unchanged).
+
+    Example:
+      >>> override(load_config("cifar.yaml"), ["optim.lr=0.5"]).optim.lr
+      0.5
+    """
+    return _apply(cfg, overrides, "the config", say)
+
+
+def _apply(base: Any, overrides: list[str] | tuple[str, ...], file: Path | str,
+           say: Callable[[str], None]) -> Config:
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value, "
                               "e.g. optim.lr=0.05")
     try:
-        cfg = OmegaConf.merge(schema, loaded, OmegaConf.from_dotlist(list(overrides)))
+        cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as e:
         raise ConfigError(_describe(e, file)) from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{file}: missing value for {', '.join(missing)} "
                           "(every key must be set in the YAML)")
+    OmegaConf.set_readonly(cfg, False)
+    _fit_warmup(cfg, base, overrides, say)
     validate(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg  # type: ignore[return-value]
+
+
+def _fit_warmup(cfg: Any, base: Any, overrides: list[str] | tuple[str, ...],
+                say: Callable[[str], None]) -> None:
+    """Scale the YAML's warm-up with ``train.epochs`` when only the epochs were overridden
+    and the warm-up no longer fits them (see :func:`load_config`)."""
+    keys = {item.split("=", 1)[0].strip() for item in overrides}
+    o, epochs = cfg.optim, cfg.train.epochs
+    if "optim.warmup_epochs" in keys or "train.epochs" not in keys or \
+            not isinstance(epochs, int) or not 0 < epochs <= o.warmup_epochs:
+        return
+    yaml_epochs = OmegaConf.select(base, "train.epochs")
+    if not isinstance(yaml_epochs, int) or not 0 <= o.warmup_epochs < yaml_epochs:
+        return
+    scaled = round(o.warmup_epochs * epochs / yaml_epochs, 4)
+    say(f"optim.warmup_epochs={o.warmup_epochs} of the YAML does not fit train.epochs="
+        f"{epochs}: scaled with the epochs to {scaled:g} ({o.warmup_epochs} x {epochs}/"
+        f"{yaml_epochs}); set optim.warmup_epochs to choose it")
+    o.warmup_epochs = scaled
 
 
 def load_yaml(file: str | Path, _chain: tuple[Path, ...] = ()) -> DictConfig:
@@ -207,10 +264,21 @@ def load_yaml(file: str | Path, _chain: tuple[Path, ...] = ()) -> DictConfig:
         raise ConfigError(_describe(e, file)) from None
 
 
-def _describe(e: OmegaConfBaseException, file: Path) -> str:
+# OmegaConf's type names in its conversion errors -> what a user types instead.
+_EXPECTED = {"Float": "a number", "Integer": "an int", "Boolean": "true or false",
+             "String": "a string"}
+
+
+def _describe(e: OmegaConfBaseException, file: Path | str) -> str:
     key = getattr(e, "full_key", None)
     first = str(e).splitlines()[0]
     where = f"{file} (or a command-line override)"
+    if isinstance(e, ValidationError) and key:
+        kind = re.search(r"converted to (\w+)|not a valid (\w+)", first)
+        name = next((g for g in kind.groups() if g), "") if kind else ""
+        expected = _EXPECTED.get(name.capitalize() if name != "bool" else "Boolean", name)
+        return (f"{key}={getattr(e, 'value', None)!r} is invalid: expected "
+                f"{expected or first} (set in {file} or on the command line)")
     return f"{where}: bad config key {key!r}: {first}" if key else f"{where}: {first}"
 
 
@@ -306,7 +374,8 @@ def validate(cfg: Config) -> None:
            "a number >= 0")
     _check(t.epochs > 0, "train.epochs", t.epochs, "a positive int")
     _check(0 <= o.warmup_epochs < t.epochs, "optim.warmup_epochs", o.warmup_epochs,
-           f"a number in [0, train.epochs={t.epochs})")
+           f"a number in [0, train.epochs={t.epochs}); set optim.warmup_epochs="
+           f"{round(0.1 * t.epochs, 2):g} (a tenth of the run) or 0 for none")
     _check(0.0 <= o.label_smoothing < 1.0, "optim.label_smoothing", o.label_smoothing,
            "a number in [0, 1)")
     _check(t.batch_size > 0, "train.batch_size", t.batch_size, "a positive int")
@@ -317,27 +386,25 @@ def validate(cfg: Config) -> None:
            "a positive int")
 
 
-def check_workdir(path: str | Path) -> Path:
-    """Create the ``--workdir`` folder if needed and make sure a run can write files there;
-    a clear error if it is a file or not writable.
+def config_diff(old: Any, new: Any) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (old value, new value)}`` of every key whose value differs between
+    two configs (or plain mappings, e.g. a run's saved ``config.yaml``).
 
     Example:
-      >>> import tempfile, os
-      >>> check_workdir(os.path.join(tempfile.mkdtemp(), "runs", "try")).is_dir()
-      True
+      >>> a = load_config("cifar.yaml")
+      >>> config_diff(a, load_config("cifar.yaml", ["optim.lr=0.1", "train.epochs=30"]))
+      {'optim.lr': (0.004, 0.1), 'train.epochs': (20, 30)}
     """
-    workdir = Path(path)
-    if workdir.exists() and not workdir.is_dir():
-        raise ConfigError(f"--workdir {str(path)!r} is a file, expected a folder (or a path "
-                          "to create one at)")
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=workdir):
-            pass
-    except OSError as e:
-        raise ConfigError(f"--workdir {str(path)!r} cannot be created or written to "
-                          f"({e.strerror or e}); choose a writable folder") from None
-    return workdir
+    def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(tree, dict):
+            return {prefix: tree}
+        return {k: v for key, value in tree.items()
+                for k, v in flat(value, f"{prefix}.{key}" if prefix else str(key)).items()}
+
+    a, b = (flat(OmegaConf.to_container(OmegaConf.create(c) if isinstance(c, dict) else c))
+            for c in (old, new))
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys())
+            if a.get(k) != b.get(k)}
 
 
 def to_yaml(cfg: Config) -> str:

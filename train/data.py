@@ -37,6 +37,9 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"  # published next to the archive
 CIFAR10_FOLDER = "cifar-10-batches-py"  # the archive's top folder
+# The end of every "no CIFAR-10 here" message: what runs without the full download.
+OFFLINE = ("offline, train on the real 5,170-image subset (--config cifar_subset.yaml) or on "
+           "random images (data.source=synthetic, a smoke test)")
 
 
 class DataError(RuntimeError):
@@ -124,15 +127,19 @@ def load_cifar10_dir(folder: str | Path, read_test: bool = True) -> Dataset:
       train.data.DataError: data.dir='/no/such/dir' does not exist. ...
     """
     folder = Path(folder).expanduser()
+    # Where it looked, absolute: a relative data.dir depends on the working directory.
+    where = f"data.dir={str(folder)!r}" + ("" if folder.is_absolute() else
+                                           f" (= {folder.resolve()})")
     hint = (f"expected the official CIFAR-10 python folder 'cifar-10-batches-py' with "
-            f"data_batch_1..5 and test_batch (unpack {CIFAR10_URL}, or set data.download=true "
-            f"to fetch it), or use data.source=tfds")
+            f"data_batch_1..5 and test_batch: unpack {CIFAR10_URL} there, let "
+            f"data.source=auto with data.download=true fetch it (data.source=cifar10_dir "
+            f"never downloads), or use data.source=tfds; {OFFLINE}")
     if not folder.is_dir():
-        raise DataError(f"data.dir={str(folder)!r} does not exist. {hint}")
+        raise DataError(f"{where} does not exist. {hint}")
     train_files = sorted((p for p in folder.iterdir() if re.fullmatch(r"data_batch_\d+", p.name)),
                          key=lambda p: int(p.name.rsplit("_", 1)[1]))
     if not train_files:
-        raise DataError(f"data.dir={str(folder)!r} has no data_batch_* files. {hint}")
+        raise DataError(f"{where} has no data_batch_* files. {hint}")
     parts = [_read_batch(p) for p in train_files]
     train = Split(np.concatenate([p.images for p in parts]),
                   np.concatenate([p.labels for p in parts]))
@@ -228,7 +235,8 @@ def download_cifar10(dest: str | Path, url: str = CIFAR10_URL, md5: str | None =
     """
     dest = Path(dest).expanduser()
     fix = (f"check the URL (data.url) and the connection and run again, or unpack "
-           f"{CIFAR10_URL} yourself and set data.dir to its {CIFAR10_FOLDER} folder")
+           f"{CIFAR10_URL} yourself and set data.dir to its {CIFAR10_FOLDER} folder; "
+           f"{OFFLINE}")
     fail = f"downloading {url} failed"
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.download-", dir=dest.parent))
@@ -310,7 +318,7 @@ def _auto(data_cfg: DataConfig, progress: bool) -> Dataset:
         f"data.download=false. Either set data.download=true (fetches {data_cfg.url}, "
         f"163 MB), set data.dir to an unpacked {CIFAR10_FOLDER} folder, or prepare TFDS "
         f"(`pip install tensorflow && tfds build {data_cfg.tfds_name} "
-        f"--file_format=array_record`)")
+        f"--file_format=array_record`); {OFFLINE}")
 
 
 def load_dataset(data_cfg: DataConfig, seed: int, progress: bool = True) -> Dataset:

@@ -20,6 +20,7 @@ images and times both models.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from dataclasses import dataclass, field
@@ -69,8 +70,8 @@ def load_run(workdir: str | Path, checkpoint: str = "best") -> LoadedRun:
     """
     from .checkpoint import Checkpoints
     from .config import load_config
-    from .data import CIFAR10_CLASSES
-    from .parallel import init_training
+    from .data import CIFAR10_CLASSES, Normalizer
+    from .experiment import Experiment, RunData
 
     workdir = Path(workdir)
     if not workdir.is_dir():
@@ -83,12 +84,11 @@ def load_run(workdir: str | Path, checkpoint: str = "best") -> LoadedRun:
     if not ckpt_dir.is_dir() or not any(ckpt_dir.iterdir()):
         raise ExportError(f"--workdir {workdir} has no checkpoints (checkpoints/ is empty)")
     cfg = load_config(cfg_file)
-    if cfg.model.dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
-    norm = json.loads(run_file.read_text())["normalisation"]
-    # Only the state's structure matters for restoring; any schedule length gives it.
-    tr = init_training(cfg.model, cfg.optim, cfg.seed, 2, 1, batch_size=cfg.train.batch_size)
-    fns, like = tr.fns, tr.state
+    saved = json.loads(run_file.read_text())["normalisation"]
+    norm = Normalizer(np.asarray(saved["mean"], np.float32), np.asarray(saved["std"],
+                                                                          np.float32))
+    # The run's structure, without its data: restoring needs only the state's shapes.
+    exp = Experiment.from_config(cfg, data=RunData(None, norm))
     ckpts = Checkpoints(ckpt_dir, cfg.train.keep_checkpoints)
     try:
         steps = ckpts.all_steps()
@@ -103,12 +103,11 @@ def load_run(workdir: str | Path, checkpoint: str = "best") -> LoadedRun:
                               f"best, latest or one of the saved epochs {sorted(steps)}")
         if step is None:
             raise ExportError(f"--workdir {workdir} has no checkpoints")
-        state, _ = ckpts.restore(step, like)
+        state, _ = ckpts.restore(step, exp.state)
     finally:
         ckpts.close()
-    model = nnx.merge(fns.eval_def, state["params"], state["batch_stats"])
-    return LoadedRun(model, cfg, step, np.asarray(norm["mean"], np.float32),
-                     np.asarray(norm["std"], np.float32), tuple(CIFAR10_CLASSES))
+    model = nnx.merge(exp.graphs.eval_def, state.params, state.batch_stats)
+    return LoadedRun(model, cfg, step, norm.mean, norm.std, tuple(CIFAR10_CLASSES))
 
 
 def make_predict_fn(model: nnx.Module, mean: np.ndarray, std: np.ndarray, tta_flip: bool,
@@ -178,10 +177,12 @@ class Predictor:
                              f"{images.shape}")
         return np.asarray(self._call(images))
 
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, K) float32: the softmax of the logits."""
+        return np.asarray(jax.nn.softmax(self(images), axis=-1))
+
     def classify(self, images: np.ndarray) -> list[tuple[str, float]]:
-        logits = self(images).astype(np.float64)
-        p = np.exp(logits - logits.max(-1, keepdims=True))
-        p /= p.sum(-1, keepdims=True)
+        p = self.probabilities(images)
         return [(self.class_names[i], float(row[i])) for row, i in zip(p, p.argmax(-1))]
 
 
@@ -234,13 +235,15 @@ def read_image(path: str | Path) -> tuple[np.ndarray, str]:
 
 def _images_per_s(fns: dict[str, Callable], images: np.ndarray,
                   repeats: int) -> dict[str, float]:
-    """Median images/s of each jitted function, timed by jconv's one stopwatch (interleaved
-    rounds with a rotating start, so load on a shared machine hits all of them alike)."""
+    """Median images/s of each jitted function, timed by jconv's one stopwatch
+    (interleaved rounds with a rotating start, so load from other processes on a shared
+    machine hits all of them alike)."""
     for fn in fns.values():
         fn(images).block_until_ready()  # compile
-    ms = interleaved_medians({name: (lambda fn=fn: fn(images).block_until_ready())
-                              for name, fn in fns.items()}, repeats)
-    return {name: len(images) / (t / 1e3) for name, t in ms.items()}
+    ms = interleaved_medians({name: functools.partial(lambda f: f(images).block_until_ready(),
+                                                      fn) for name, fn in fns.items()},
+                             repeats)
+    return {name: 1000 * len(images) / t for name, t in ms.items()}
 
 
 def export_run(workdir: str | Path, checkpoint: str = "best", out: str | Path | None = None,
@@ -384,9 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             args = _predict_args(argv[1:])
             predictor = load_predictor(args.artifact)
             loaded = [read_image(f) for f in args.images]
-            logits = predictor(np.stack([im for im, _ in loaded])).astype(np.float64)
-            probs = np.exp(logits - logits.max(-1, keepdims=True))
-            probs /= probs.sum(-1, keepdims=True)
+            probs = predictor.probabilities(np.stack([im for im, _ in loaded]))
             for file, (_, note), p in zip(args.images, loaded, probs):
                 top = np.argsort(-p)[:max(args.top, 1)]
                 ranked = ", ".join(f"{predictor.class_names[i]} {100 * p[i]:.1f}%" for i in top)

@@ -1,103 +1,73 @@
-"""One training run: data, model, optimiser, the epoch loop, evaluation, checkpoints and the
-files a run leaves in its work directory."""
+"""One training run of a config, in four parts: prepare (the :class:`Experiment`, the work
+directory, a restored checkpoint), compile (its steps), fit (the epochs, each logged and
+checkpointed) and finish (the final evaluation, plots and results)."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
+from scipy.special import log_softmax
 from tqdm import tqdm
 
 from . import report
 from .checkpoint import CheckpointError, Checkpoints
 from .config import Config, as_dict, to_yaml
-from .data import (Dataset, Normalizer, channel_stats, config_batches, eval_batches,
-                   load_dataset, steps_per_epoch)
+from .data import Split, eval_batches
+from .experiment import CompiledSteps, Experiment
 from .model import count_params, macs_per_image
-from .parallel import (AXIS, build_model, check_batch_size, init_training,  # noqa: F401
-                       make_mesh, shard_batch)
-from .steps import TrainState, make_eval_step, make_train_step
+from .parallel import AXIS, make_mesh, shard_batch
+from .steps import TrainState
+from .workdir import RunError, check_resume, completed_results, prepare_workdir
 
 # Fields of a metrics record that depend only on the computation (not on timing): these are
 # what a resumed run must reproduce exactly.
 DETERMINISTIC_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc")
 
 
-class RunError(RuntimeError):
-    """A run that cannot start as asked (e.g. a work directory holding another run)."""
-
-
-def evaluate(eval_step: Any, state: TrainState, ds_split: Any, norm: Normalizer,
-             batch_size: int, input_dtype: Any,
-             mesh: Any = None) -> tuple[float, float, np.ndarray]:
-    """(mean cross-entropy, accuracy, predictions (N,)) over the whole split; with a
-    ``mesh`` each batch (the last one padded, see :func:`eval_batches`) is split over it."""
+def evaluate(exp: Experiment, eval_step: Any, state: TrainState,
+             split: Split) -> tuple[float, float, np.ndarray]:
+    """(mean cross-entropy, accuracy, predictions (N,)) of ``eval_step`` over the whole
+    ``split``; each batch (the last one padded, see :func:`train.data.eval_batches`) is split
+    over the experiment's mesh."""
     preds, losses = [], []
-    for b in eval_batches(ds_split, norm, batch_size):
-        images = b["image"].astype(input_dtype)
-        logits = eval_step(state["params"], state["batch_stats"],
-                           images if mesh is None else shard_batch(mesh, images))
+    for b in eval_batches(split, exp.data.norm, exp.eval_batch_size):
+        images = b["image"].astype(exp.input_dtype)
+        logits = eval_step(state.params, state.batch_stats,
+                           images if exp.mesh is None else shard_batch(exp.mesh, images))
         logits = np.asarray(logits, np.float64)[b["mask"]]
         labels = b["label"][b["mask"]]
-        shifted = logits - logits.max(-1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-        losses.append(-log_probs[np.arange(len(labels)), labels])
+        # float64 on the host, as every reported test loss has been computed
+        losses.append(-log_softmax(logits, axis=-1)[np.arange(len(labels)), labels])
         preds.append(logits.argmax(-1))
     pred = np.concatenate(preds)
-    return (float(np.concatenate(losses).mean()), float((pred == ds_split.labels).mean()),
-            pred)
+    return (float(np.concatenate(losses).mean()), float((pred == split.labels).mean()), pred)
 
 
-# airbench computes its whitening conv from this many (normalised) training images.
-WHITEN_IMAGES = 5000
-
-
-def _summary(cfg: Config, ds: Dataset, model: Any, steps: int, workdir: Path,
-             n_dev: int) -> str:
-    m = cfg.model
-    macs = macs_per_image(m.widths, m.convs_per_stage, len(ds.class_names),
-                          pool_first=m.pool_first, arch=m.arch)
+def _summary(exp: Experiment, workdir: Path) -> str:
+    cfg, m, ds = exp.cfg, exp.cfg.model, exp.data.dataset
     lines = [
         f"jconv CIFAR-10 training -> {workdir}",
         f"  devices     {', '.join(report.devices())}",
-        f"  parallel    data parallel over {n_dev} device(s) of {jax.process_count()} "
-        f"process(es): {cfg.train.batch_size // n_dev} images per device per step",
+        f"  parallel    data parallel over {exp.devices} device(s) of {jax.process_count()} "
+        f"process(es): {cfg.train.batch_size // exp.devices} images per device per step",
         f"  data        {ds.description}",
         f"  model       {m.arch}, widths {list(m.widths)} x {m.convs_per_stage} convs, "
         f"conv_impl={m.conv_impl} ({m.conv_backend} XLA conv kernels), {m.data_format}, {m.dtype}",
-        f"  size        {count_params(model):,} parameters, {macs / 1e6:.1f} M MACs/image "
-        f"(forward)",
+        f"  size        {count_params(exp.model):,} parameters, "
+        f"{macs_per_image(exp.model) / 1e6:.1f} M MACs/image (forward)",
         f"  optimiser   {cfg.optim.name} lr={cfg.optim.lr} {cfg.optim.schedule} "
         f"warm-up {cfg.optim.warmup_epochs} epochs, wd={cfg.optim.weight_decay}, "
         f"label smoothing {cfg.optim.label_smoothing}",
-        f"  schedule    {cfg.train.epochs} epochs x {steps} steps of {cfg.train.batch_size}"
-        f" images, seed {cfg.seed}",
+        f"  schedule    {cfg.train.epochs} epochs x {exp.steps_per_epoch} steps of "
+        f"{cfg.train.batch_size} images, seed {cfg.seed}",
     ]
     return "\n".join(lines)
-
-
-def _check_workdir(workdir: Path, resume: bool, cfg: Config) -> None:
-    ckpt = workdir / "checkpoints"
-    saved = workdir / "config.yaml"
-    if resume and saved.is_file() and saved.read_text() != to_yaml(cfg):
-        raise RunError(f"--resume: this config differs from the one the run in {workdir} "
-                       f"started with; resume with --config {saved} (and no overrides)")
-    if not resume and ckpt.exists() and any(ckpt.iterdir()):
-        raise RunError(f"--workdir {workdir} already holds a run's checkpoints: pass --resume "
-                       "to continue it, or choose another --workdir")
-
-
-def _prepare_workdir(workdir: Path, resume: bool) -> None:
-    workdir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        for stale in ("metrics.jsonl", "results.json", "curves.png"):
-            (workdir / stale).unlink(missing_ok=True)
-        shutil.rmtree(workdir / "tensorboard", ignore_errors=True)
 
 
 def _sync(name: str) -> None:
@@ -108,11 +78,46 @@ def _sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def run(cfg: Config, workdir: str | Path, resume: bool = False, quiet: bool = False) -> dict:
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """``print`` for processes other than 0."""
+
+
+@dataclass
+class _Run:
+    """A run under way: its experiment, its current state and where its outputs go. Only
+    process 0 (``main``) prints and writes logs."""
+
+    exp: Experiment
+    state: TrainState
+    workdir: Path
+    main: bool
+    quiet: bool
+    say: Callable[..., None]
+    ckpts: Checkpoints
+    log: report.MetricsLog
+    tensorboard: Any
+    t_start: float
+    start_epoch: int = 0
+    wall_before: float = 0.0
+
+    def wall_s(self) -> float:
+        """Training wall time so far, including the runs this one resumes."""
+        return self.wall_before + time.perf_counter() - self.t_start
+
+    def close(self) -> None:
+        self.ckpts.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def run(cfg: Config, workdir: str | Path, resume: bool = False, quiet: bool = False,
+        config_name: str = "") -> dict:
     """Train as ``cfg`` says, writing everything under ``workdir``; returns the final
     results (also saved as ``results.json``). ``resume`` continues from the latest
     checkpoint and, the data order depending only on (seed, epoch), ends with the same
-    metrics as an uninterrupted run.
+    metrics as an uninterrupted run; with a larger ``train.epochs`` than the run's it trains
+    the run for longer, and a run already complete only reports its results.
+    ``config_name`` (the ``--config`` given) titles the plot.
 
     Data parallel over every device of every process (see :mod:`train.parallel`): each
     global batch of ``train.batch_size`` images is split over the devices, so the metrics
@@ -120,117 +125,104 @@ def run(cfg: Config, workdir: str | Path, resume: bool = False, quiet: bool = Fa
     results; every process writes and restores the checkpoints (Orbax)."""
     t_start = time.perf_counter()
     workdir = Path(workdir)
-    main = jax.process_index() == 0
-    _check_workdir(workdir, resume, cfg)
-    if cfg.model.dtype == "float64" and not jax.config.jax_enable_x64:
-        jax.config.update("jax_enable_x64", True)
-    t = cfg.train
-    mesh = make_mesh()
-    n_dev = mesh.shape[AXIS]
+    say = print if jax.process_index() == 0 else _silent
+    extends = check_resume(workdir, resume, cfg)
+    done = completed_results(workdir, cfg) if resume and extends is None else None
+    if done is not None:
+        n = cfg.train.epochs
+        say(f"--resume: the run in {workdir} is already complete ({n} epoch{'s' * (n != 1)}, "
+            f"{done['eval_split']} accuracy {100 * done['test_acc']:.2f}%; "
+            f"{workdir / 'results.json'}); to train it longer pass train.epochs=N with N > "
+            f"{cfg.train.epochs}")
+        return done
+    r = _prepare(cfg, workdir, resume, quiet, t_start)
     try:
-        check_batch_size("train.batch_size", t.batch_size, mesh)
-    except ValueError as e:
+        _restore(r, resume, extends)
+        steps = _compile(r)
+        _fit(r, steps)
+    except KeyboardInterrupt:
+        say(f"\ninterrupted; continue with: python -m train --workdir {workdir} --resume",
+            file=sys.stderr)
+        raise
+    finally:
+        r.close()
+    return _finish(r, steps, f"{config_name or 'config'}: run {workdir}, seed {cfg.seed}")
+
+
+def _prepare(cfg: Config, workdir: Path, resume: bool, quiet: bool, t_start: float) -> _Run:
+    """The experiment on every device, the work directory with the run's config and record,
+    the checkpoints and the metrics log."""
+    main = jax.process_index() == 0
+    say = print if main else _silent
+    try:
+        exp = Experiment.from_config(cfg, make_mesh(), progress=main and not quiet)
+    except ValueError as e:  # a batch size that does not split over the devices
         raise RunError(str(e)) from None
-    # Eval batches are padded and masked anyway: round their size up to split evenly.
-    eval_bs = -(-t.eval_batch_size // n_dev) * n_dev
-    ds = load_dataset(cfg.data, cfg.seed, progress=main and not quiet)
     _sync("workdir checked")  # before process 0 changes the folder the others checked
     if main:
-        _prepare_workdir(workdir, resume)
-    norm = Normalizer(*channel_stats(ds.train.images))
-    steps = steps_per_epoch(len(ds.train), t.batch_size, t.max_steps_per_epoch)
-    whiten = norm(ds.train.images[:WHITEN_IMAGES]) if cfg.model.whiten else None
-    tr = init_training(cfg.model, cfg.optim, cfg.seed, t.epochs * steps, steps, mesh=mesh,
-                       whiten_images=whiten, batch_size=t.batch_size)
-    schedule, state = tr.schedule, tr.state
-    input_dtype = np.float64 if cfg.model.dtype == "float64" else np.float32
-    say = print if main else _silent
-
-    if main:
+        prepare_workdir(workdir, resume)
         (workdir / "config.yaml").write_text(to_yaml(cfg))
         report.write_json(workdir / "run.json", {
             "command": sys.argv, "seed": cfg.seed, "resumed": resume, "config": as_dict(cfg),
             "versions": report.versions(), "devices": report.devices(),
-            "mesh": {AXIS: n_dev}, "processes": jax.process_count(),
-            "data": ds.description, "normalisation": {"mean": norm.mean.tolist(),
-                                                      "std": norm.std.tolist()}})
-    say(_summary(cfg, ds, tr.model, steps, workdir, n_dev), flush=True)
+            "mesh": {AXIS: exp.devices}, "processes": jax.process_count(),
+            "data": exp.data.dataset.description,
+            "normalisation": {"mean": exp.data.norm.mean.tolist(),
+                              "std": exp.data.norm.std.tolist()}})
+    say(_summary(exp, workdir), flush=True)
+    tensorboard = report.open_tensorboard(workdir / "tensorboard") \
+        if cfg.train.tensorboard and main else None
+    return _Run(exp, exp.state, workdir, main, quiet, say,
+                Checkpoints(workdir / "checkpoints", cfg.train.keep_checkpoints),
+                report.MetricsLog(workdir / "metrics.jsonl", tensorboard), tensorboard, t_start)
 
-    ckpts = Checkpoints(workdir / "checkpoints", t.keep_checkpoints)
-    tensorboard = report.open_tensorboard(workdir / "tensorboard") if t.tensorboard and main \
-        else None
-    log = report.MetricsLog(workdir / "metrics.jsonl", tensorboard)
-    start_epoch, wall_before = 0, 0.0
+
+def _restore(r: _Run, resume: bool, extends: int | None) -> None:
+    """With ``resume``, the newest checkpoint that loads into ``r`` (none yet: start from
+    scratch); the metrics log cut to the epoch the run continues after."""
+    epochs = r.exp.cfg.train.epochs
+    found = None
     if resume:
         try:
-            found = ckpts.restore_newest(state, say=lambda line: say(f"--resume: {line}"))
+            found = r.ckpts.restore_newest(r.state, say=lambda line: r.say(f"--resume: {line}"))
         except CheckpointError as e:
-            ckpts.close()
             raise RunError(f"--resume: {e}") from None
         if found is None:
-            say("--resume: no checkpoint yet in this work directory, starting from scratch")
-        else:
-            latest, state, meta = found
-            start_epoch, wall_before = int(meta["epoch"]), float(meta["wall_s"])
-            say(f"--resume: continuing after epoch {start_epoch} "
-                f"(checkpoint {workdir / 'checkpoints' / str(latest)})")
-    if main:
-        log.truncate(start_epoch)
-
-    t_compile = time.perf_counter()
-    images = jax.ShapeDtypeStruct((t.batch_size, 32, 32, 3), input_dtype)
-    train_step = make_train_step(tr.fns, tr.tx, cfg.optim.label_smoothing,
-                                 cfg.model.conv_backend, mesh,
-                                 t.epochs * steps if cfg.optim.lookahead else None).lower(
-        state, images, jax.ShapeDtypeStruct((t.batch_size,), np.int32)).compile()
-    eval_images = jax.ShapeDtypeStruct((eval_bs, 32, 32, 3), input_dtype)
-    eval_step = make_eval_step(tr.fns, t.tta_flip, cfg.model.conv_backend, mesh,
-                               t.tta_multicrop).lower(
-        state["params"], state["batch_stats"], eval_images).compile()
-    # Per-epoch evaluations without test-time augmentation cost one forward pass, not 2-6.
-    epoch_eval_step = eval_step if t.epoch_tta else make_eval_step(
-        tr.fns, False, cfg.model.conv_backend, mesh).lower(
-        state["params"], state["batch_stats"], eval_images).compile()
-    say(f"  compiled    train and eval steps in {time.perf_counter() - t_compile:.1f} s",
-        flush=True)
-
-    record: dict = {}
-    try:
-        for epoch in range(start_epoch, t.epochs):
-            state, record = _train_epoch(cfg, epoch, steps, ds, norm, train_step,
-                                         epoch_eval_step,
-                                         state, schedule, input_dtype, quiet or not main,
-                                         mesh, eval_bs)
-            record["wall_s"] = round(wall_before + time.perf_counter() - t_start, 2)
-            if main:
-                log.write(record)
-            ckpts.save(epoch + 1, state, {"epoch": epoch + 1, "wall_s": record["wall_s"]},
-                       record["test_acc"])
-    except RunError:
-        ckpts.close()
-        raise
-    except KeyboardInterrupt:
-        ckpts.close()
-        say(f"\ninterrupted; continue with: python -m train --config "
-            f"{workdir / 'config.yaml'} --workdir {workdir} --resume", file=sys.stderr)
-        raise
-    ckpts.close()
-    if tensorboard is not None:
-        tensorboard.close()
-    test_loss, test_acc, preds = evaluate(eval_step, state, ds.test, norm, eval_bs,
-                                          input_dtype, mesh)
-    results = {"test_acc": test_acc, "test_loss": test_loss}
-    if main:
-        results = _finish(cfg, workdir, ds, log, test_loss, test_acc, preds,
-                          wall_before + time.perf_counter() - t_start)
-    # The others wait for process 0's report here rather than in jax.distributed's
-    # shutdown barrier, whose timeout is meant for dead processes, not slow plots.
-    _sync("run finished")
-    return results
+            r.say("--resume: no checkpoint yet in this work directory, starting from scratch")
+    if found is not None:
+        latest, r.state, meta = found
+        r.start_epoch, r.wall_before = int(meta["epoch"]), float(meta["wall_s"])
+        r.say(f"--resume: continuing after epoch {r.start_epoch} "
+              f"(checkpoint {r.workdir / 'checkpoints' / str(latest)})")
+        if r.start_epoch > epochs:
+            raise RunError(f"--resume: train.epochs={epochs} is below the "
+                           f"{r.start_epoch} epochs the run has done; it can only grow")
+        if extends is not None:
+            r.say(f"--resume: train.epochs {extends} -> {epochs}: the learning-rate "
+                  f"schedule now spans {epochs} epochs (the first {r.start_epoch} followed "
+                  f"the {extends}-epoch one, so this run differs from one started with "
+                  f"train.epochs={epochs})")
+    if r.main:
+        r.log.truncate(r.start_epoch)
 
 
-def _silent(*args: Any, **kwargs: Any) -> None:
-    """``print`` for processes other than 0."""
+def _compile(r: _Run) -> CompiledSteps:
+    t0 = time.perf_counter()
+    steps = r.exp.compile()
+    r.say(f"  compiled    train and eval steps in {time.perf_counter() - t0:.1f} s",
+          flush=True)
+    return steps
+
+
+def _fit(r: _Run, steps: CompiledSteps) -> None:
+    """Train the remaining epochs, logging and checkpointing each."""
+    for epoch in range(r.start_epoch, r.exp.cfg.train.epochs):
+        r.state, record = _train_epoch(r, steps, epoch)
+        record["wall_s"] = round(r.wall_s(), 2)
+        if r.main:
+            r.log.write(record)
+        r.ckpts.save(epoch + 1, r.state, {"epoch": epoch + 1, "wall_s": record["wall_s"]},
+                     record["test_acc"])
 
 
 def _finite_loss(loss: Any, epoch: int, step: int, steps: int) -> float:
@@ -244,66 +236,78 @@ def _finite_loss(loss: Any, epoch: int, step: int, steps: int) -> float:
     return value
 
 
-def _train_epoch(cfg: Config, epoch: int, steps: int, ds: Dataset, norm: Normalizer,
-                 train_step: Any, eval_step: Any, state: TrainState, schedule: Any,
-                 input_dtype: Any, quiet: bool, mesh: Any,
-                 eval_bs: int) -> tuple[TrainState, dict]:
-    t = cfg.train
-    n_dev = mesh.shape[AXIS]
-    batches = config_batches(ds.train, norm, cfg.data, batch_size=t.batch_size, seed=cfg.seed,
-                             epoch=epoch, max_steps=t.max_steps_per_epoch)
-    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{t.epochs}", unit="step",
-               disable=quiet, leave=True, dynamic_ncols=True)
+def _train_epoch(r: _Run, steps: CompiledSteps, epoch: int) -> tuple[TrainState, dict]:
+    """One epoch of training steps and its evaluation: (new state, metrics record)."""
+    exp, state = r.exp, r.state
+    t, mesh, n = exp.cfg.train, exp.mesh, exp.steps_per_epoch
+    batches = exp.batches(epoch)
+    bar = tqdm(total=n, desc=f"epoch {epoch + 1}/{t.epochs}", unit="step",
+               disable=r.quiet or not r.main, leave=True, dynamic_ncols=True)
     losses, correct = [], 0
     t0 = time.perf_counter()
     pending = None
-    for i in range(steps):
+    for i in range(n):
         b = batches[i]
-        state, metrics = train_step(state, shard_batch(mesh, b["image"].astype(input_dtype)),
-                                    shard_batch(mesh, b["label"]))
+        state, metrics = steps.train(state, shard_batch(mesh, b["image"].astype(exp.input_dtype)),
+                                     shard_batch(mesh, b["label"]))
         # Read the previous step's metrics while this one runs (keeps a GPU busy).
         if pending is not None:
-            losses.append(_finite_loss(pending["loss"], epoch, i, steps))
+            losses.append(_finite_loss(pending["loss"], epoch, i, n))
             correct += int(pending["correct"])
         pending = metrics
         seen = (i + 1) * t.batch_size
-        if losses and (i % 5 == 0 or i == steps - 1):
+        if losses and (i % 5 == 0 or i == n - 1):
             bar.set_postfix(loss=f"{np.mean(losses):.3f}",
                             acc=f"{100 * correct / (len(losses) * t.batch_size):.1f}%",
                             img_s=f"{seen / (time.perf_counter() - t0):.0f}")
         bar.update(1)
-    losses.append(_finite_loss(pending["loss"], epoch, steps, steps))
+    losses.append(_finite_loss(pending["loss"], epoch, n, n))
     correct += int(pending["correct"])
     train_time = time.perf_counter() - t0
-    test_loss, test_acc, _ = evaluate(eval_step, state, ds.test, norm, eval_bs, input_dtype,
-                                      mesh)
-    images_per_s = steps * t.batch_size / train_time
-    record = {"epoch": epoch + 1, "lr": float(schedule(int(state["step"]) - 1)),
+    test_loss, test_acc, _ = evaluate(exp, steps.epoch_evaluate, state, exp.data.dataset.test)
+    images_per_s = n * t.batch_size / train_time
+    record = {"epoch": epoch + 1, "lr": float(exp.schedule(int(state.step) - 1)),
               "train_loss": float(np.mean(losses)),
-              "train_acc": correct / (steps * t.batch_size),
+              "train_acc": correct / (n * t.batch_size),
               "test_loss": test_loss, "test_acc": test_acc,
               "train_time_s": round(train_time, 2),
               "images_per_s": round(images_per_s, 1),
-              "images_per_s_per_device": round(images_per_s / n_dev, 1)}
+              "images_per_s_per_device": round(images_per_s / exp.devices, 1)}
     bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{100 * record['train_acc']:.1f}%",
                     img_s=f"{record['images_per_s']:.0f}", test=f"{100 * test_acc:.2f}%")
     bar.close()
-    if quiet and jax.process_index() == 0:
-        per_device = f", {record['images_per_s_per_device']:.0f} per device" if n_dev > 1 else ""
+    if r.quiet and r.main:
+        per_device = f", {record['images_per_s_per_device']:.0f} per device" \
+            if exp.devices > 1 else ""
         print(f"epoch {epoch + 1}/{t.epochs}: loss {record['train_loss']:.3f} train "
               f"{100 * record['train_acc']:.1f}% "
-              f"{'val' if cfg.data.val_fraction > 0 else 'test'} {100 * test_acc:.2f}% "
+              f"{'val' if exp.cfg.data.val_fraction > 0 else 'test'} {100 * test_acc:.2f}% "
               f"({record['images_per_s']:.0f} img/s{per_device})", flush=True)
     return state, record
 
 
-def _finish(cfg: Config, workdir: Path, ds: Dataset, log: report.MetricsLog, test_loss: float,
-            test_acc: float, preds: np.ndarray, wall_s: float) -> dict:
-    records = log.read()
+def _finish(r: _Run, steps: CompiledSteps, title: str) -> dict:
+    """The final (test-time augmented) evaluation; process 0 writes ``results.json`` and
+    ``curves.png`` and prints the report."""
+    ds = r.exp.data.dataset
+    test_loss, test_acc, preds = evaluate(r.exp, steps.evaluate, r.state, ds.test)
+    results = {"test_acc": test_acc, "test_loss": test_loss}
+    if r.main:
+        results = _write_results(r, test_loss, test_acc, preds, title)
+    # The others wait for process 0's report here rather than in jax.distributed's
+    # shutdown barrier, whose timeout is meant for dead processes, not slow plots.
+    _sync("run finished")
+    return results
+
+
+def _write_results(r: _Run, test_loss: float, test_acc: float, preds: np.ndarray,
+                   title: str) -> dict:
+    cfg, ds, workdir, wall_s = r.exp.cfg, r.exp.data.dataset, r.workdir, r.wall_s()
+    records = r.log.read()
     cm = report.confusion_matrix(ds.test.labels, preds, len(ds.class_names))
     if records:
-        report.plot_curves(records, workdir / "curves.png")
-    train_records = [r for r in records if "images_per_s" in r]
+        report.plot_curves(records, workdir / "curves.png", title)
+    speeds = [rec["images_per_s"] for rec in records if "images_per_s" in rec]
     results = {
         "test_acc": test_acc, "test_loss": test_loss, "test_images": len(ds.test),
         "per_class_acc": {n: float(row[i] / max(row.sum(), 1))
@@ -311,9 +315,7 @@ def _finish(cfg: Config, workdir: Path, ds: Dataset, log: report.MetricsLog, tes
         "confusion_matrix": cm.tolist(), "class_names": list(ds.class_names),
         "eval_split": "validation" if cfg.data.val_fraction > 0 else "test",
         "epochs": len(records), "wall_s": round(wall_s, 1),
-        "median_images_per_s": round(float(np.median([r["images_per_s"]
-                                                      for r in train_records])), 1)
-        if train_records else None,
+        "median_images_per_s": round(float(np.median(speeds)), 1) if speeds else None,
     }
     report.write_json(workdir / "results.json", results)
     tta = [n for n, on in (("flip", cfg.train.tta_flip), ("multicrop", cfg.train.tta_multicrop))
@@ -323,6 +325,7 @@ def _finish(cfg: Config, workdir: Path, ds: Dataset, log: report.MetricsLog, tes
           f"({' + '.join(tta) + ' TTA' if tta else 'no TTA'}), wall time "
           f"{wall_s / 60:.1f} min, median {results['median_images_per_s']} images/s (train)")
     print(report.format_report(cm, ds.class_names))
-    print(f"outputs: {workdir}/(metrics.jsonl, curves.png, results.json, checkpoints/, "
-          f"config.yaml, run.json)")
+    tensorboard = ", tensorboard/" if (workdir / "tensorboard").is_dir() else ""
+    print(f"outputs: {workdir}/(metrics.jsonl, curves.png, results.json, checkpoints/"
+          f"{tensorboard}, config.yaml, run.json)")
     return results

@@ -6,7 +6,8 @@ patch-whitening conv, three conv groups and a max-pooled linear head)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -16,26 +17,80 @@ from flax import nnx
 import jconv
 from jconv import nn as jnn
 
+from .config import DTYPES, ModelConfig
+
+NUM_CLASSES = 10  # CIFAR-10
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """What the networks are built from: the config's ``model`` section, typed (see
+    ``configs/cifar.yaml`` for each key; the YAML is the only source of defaults), with
+    ``dtype`` the compute dtype and ``param_dtype`` that of the parameters and BatchNorm
+    statistics (float64 only for float64 compute, the exactness check; else float32).
+
+    Example:
+      >>> from train.config import load_config
+      >>> o = ModelOptions.from_config(load_config("cifar.yaml").model)
+      >>> o.widths, o.dtype.__name__, o.param_dtype.__name__
+      ((48, 96, 192), 'float32', 'float32')
+    """
+
+    arch: str
+    widths: tuple[int, ...]
+    convs_per_stage: int
+    pool_first: bool
+    whiten: bool
+    dirac_init: bool
+    act: str
+    bn_scale: bool
+    bn_eps: float
+    bn_momentum: float
+    head_scale: float
+    conv_impl: str
+    pool_impl: str
+    data_format: str
+    dtype: Any
+    param_dtype: Any
+
+    @classmethod
+    def from_config(cls, m: ModelConfig) -> "ModelOptions":
+        return cls(arch=m.arch, widths=tuple(m.widths), convs_per_stage=m.convs_per_stage,
+                   pool_first=m.pool_first, whiten=m.whiten, dirac_init=m.dirac_init,
+                   act=m.act, bn_scale=m.bn_scale, bn_eps=m.bn_eps,
+                   bn_momentum=m.bn_momentum, head_scale=m.head_scale,
+                   conv_impl=m.conv_impl, pool_impl=m.pool_impl, data_format=m.data_format,
+                   dtype=DTYPES[m.dtype],
+                   param_dtype=jnp.float64 if m.dtype == "float64" else jnp.float32)
+
 
 ACTIVATIONS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
     "relu": nnx.relu, "gelu": lambda x: nnx.gelu(x, approximate=False)}
 
 
-def batch_norm(c: int, *, momentum: float, eps: float, scale: bool, data_format: str,
-               dtype: Any, param_dtype: Any, rngs: nnx.Rngs) -> jnn.BatchNorm2d:
-    """``jconv.nn.BatchNorm2d`` (PyTorch ``momentum``) with its running statistics in
-    ``param_dtype`` and, when not ``scale``, no learned scale (airbench's BatchNorm: the
-    weight is frozen at 1, only the bias learns)."""
-    bn = jnn.BatchNorm2d(c, eps, momentum, data_format=data_format, dtype=dtype,
-                         param_dtype=param_dtype, rngs=rngs)
-    if not scale:
+def batch_norm(c: int, o: ModelOptions, rngs: nnx.Rngs) -> jnn.BatchNorm2d:
+    """``jconv.nn.BatchNorm2d`` (PyTorch momentum ``o.bn_momentum``) with its running
+    statistics in ``o.param_dtype`` and, when not ``o.bn_scale``, no learned scale
+    (airbench's BatchNorm: the weight is frozen at 1, only the bias learns)."""
+    bn = jnn.BatchNorm2d(c, o.bn_eps, o.bn_momentum, data_format=o.data_format, dtype=o.dtype,
+                         param_dtype=o.param_dtype, rngs=rngs)
+    if not o.bn_scale:
         bn.scale = None  # nnx.BatchNorm multiplies by nothing when its scale is None
         bn.use_scale = False
     # nnx.BatchNorm keeps running statistics in float32 whatever param_dtype says; the
     # float64 exactness check needs them in float64 too.
     for stat in (bn.mean, bn.var):
-        stat.set_value(stat[...].astype(param_dtype))
+        stat.set_value(stat[...].astype(o.param_dtype))
     return bn
+
+
+def conv3x3(c_in: int, c_out: int, o: ModelOptions, rngs: nnx.Rngs) -> jnn.Conv2d:
+    """3x3 conv, padding 1, no bias (BatchNorm follows), identity-initialised on its first
+    ``C_in`` filters when ``o.dirac_init`` (:func:`dirac_`)."""
+    conv = jnn.Conv2d(c_in, c_out, 3, padding=1, bias=False, impl=o.conv_impl,
+                      data_format=o.data_format, dtype=o.dtype, param_dtype=o.param_dtype,
+                      rngs=rngs)
+    return dirac_(conv) if o.dirac_init else conv
 
 
 def dirac_(conv: jnn.Conv2d) -> jnn.Conv2d:
@@ -58,86 +113,71 @@ def dirac_(conv: jnn.Conv2d) -> jnn.Conv2d:
 
 
 class ConvBNReLU(nnx.Module):
-    """3x3 conv (no bias: BN follows) -> BatchNorm -> activation (ReLU by default);
-    (N, C_in, H, W) -> (N, C_out, H, W) (channels-last with ``data_format="NHWC"``)."""
+    """:func:`conv3x3` -> BatchNorm -> ``o.act``; (N, C_in, H, W) -> (N, C_out, H, W)
+    (channels-last with ``o.data_format="NHWC"``)."""
 
-    def __init__(self, c_in: int, c_out: int, *, impl: str, data_format: str, dtype: Any,
-                 param_dtype: Any, bn_momentum: float, rngs: nnx.Rngs, act: str = "relu",
-                 bn_scale: bool = True, bn_eps: float = 1e-5, dirac_init: bool = False):
-        self.conv = jnn.Conv2d(c_in, c_out, 3, padding=1, bias=False, impl=impl,
-                               data_format=data_format, dtype=dtype, param_dtype=param_dtype,
-                               rngs=rngs)
-        if dirac_init:
-            dirac_(self.conv)
-        self.bn = batch_norm(c_out, momentum=bn_momentum, eps=bn_eps, scale=bn_scale,
-                             data_format=data_format, dtype=dtype, param_dtype=param_dtype,
-                             rngs=rngs)
-        self.act = act
+    def __init__(self, c_in: int, c_out: int, o: ModelOptions, *, rngs: nnx.Rngs):
+        self.conv = conv3x3(c_in, c_out, o, rngs)
+        self.bn = batch_norm(c_out, o, rngs)
+        self.act = o.act
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         return ACTIVATIONS[self.act](self.bn(self.conv(x)))
 
 
+def _logits(head: nnx.Linear, x: jnp.ndarray, scale: float) -> jnp.ndarray:
+    # Scaling the logits down (airbench's trick) keeps early softmax outputs soft.
+    # float32 logits at least (a bfloat16 softmax is too coarse); float64 stays float64.
+    logits = head(x) * scale
+    return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+
+
 class CifarCNN(nnx.Module):
     """A VGG-style CNN for 32x32 images (``model.arch: vgg``).
 
-    Stage ``i`` has ``convs_per_stage`` ConvBNReLU blocks of width ``widths[i]`` and one 2x2
-    max pool, so spatial size halves per stage: 32 -> 32/2**len(widths). The pool comes
-    after the stage's last block, or with ``pool_first`` right after its first conv (the
-    airbench layout: the later, wider convs then run at the lower resolution, cheaper). A
-    global average pool and a linear layer give the logits. ``act``, ``bn_scale``, ``bn_eps``
-    and ``dirac_init`` are :class:`ConvBNReLU`'s.
+    Stage ``i`` has ``o.convs_per_stage`` :class:`ConvBNReLU` blocks of width
+    ``o.widths[i]`` and one 2x2 max pool, so spatial size halves per stage: 32 ->
+    32/2**len(widths). The pool comes after the stage's last block, or with ``o.pool_first``
+    right after its first conv (the airbench layout: the later, wider convs then run at the
+    lower resolution, cheaper). A global average pool and a linear layer give the logits,
+    multiplied by ``o.head_scale``.
 
     Shapes: images (N, 32, 32, 3) channels-last (the loader's layout; transposed inside when
-    ``data_format="NCHW"``) -> logits (N, num_classes), float32 (float64 when ``dtype``
-    is float64).
+    ``o.data_format="NCHW"``) -> logits (N, 10), float32 (float64 when ``o.dtype`` is).
 
     Example:
       >>> from flax import nnx; import jax.numpy as jnp
-      >>> m = CifarCNN((8, 16), 1, num_classes=10, rngs=nnx.Rngs(0))
+      >>> from train.config import load_config
+      >>> cfg = load_config("cifar.yaml", ["model.widths=[8,16]", "model.convs_per_stage=1"])
+      >>> m = CifarCNN(ModelOptions.from_config(cfg.model), rngs=nnx.Rngs(0))
       >>> m(jnp.zeros((2, 32, 32, 3))).shape
       (2, 10)
     """
 
-    def __init__(self, widths: Sequence[int], convs_per_stage: int, *, num_classes: int = 10,
-                 impl: str = "lax", pool_impl: str = "loops", data_format: str = "NHWC",
-                 dtype: Any = None,
-                 param_dtype: Any = jnp.float32, bn_momentum: float = 0.1,
-                 head_scale: float = 1.0, pool_first: bool = False, act: str = "relu",
-                 bn_scale: bool = True, bn_eps: float = 1e-5, dirac_init: bool = False,
-                 rngs: nnx.Rngs):
-        self.data_format = data_format
-        self.widths = tuple(widths)
-        self.convs_per_stage = convs_per_stage
-        self.head_scale = head_scale
+    def __init__(self, o: ModelOptions, *, rngs: nnx.Rngs):
+        self.data_format = o.data_format
+        self.head_scale = o.head_scale
+        pool_first = o.pool_first and o.convs_per_stage > 1
         blocks: list[nnx.Module] = []
         c_in = 3
-        for width in widths:
-            for i in range(convs_per_stage):
+        for width in o.widths:
+            for i in range(o.convs_per_stage):
                 if pool_first and i == 1:
-                    blocks.append(jnn.MaxPool2d(2, impl=pool_impl, data_format=data_format))
-                blocks.append(ConvBNReLU(c_in, width, impl=impl, data_format=data_format,
-                                         dtype=dtype, param_dtype=param_dtype,
-                                         bn_momentum=bn_momentum, rngs=rngs, act=act,
-                                         bn_scale=bn_scale, bn_eps=bn_eps,
-                                         dirac_init=dirac_init))
+                    blocks.append(jnn.MaxPool2d(2, impl=o.pool_impl, data_format=o.data_format))
+                blocks.append(ConvBNReLU(c_in, width, o, rngs=rngs))
                 c_in = width
-            if not (pool_first and convs_per_stage > 1):
-                blocks.append(jnn.MaxPool2d(2, impl=pool_impl, data_format=data_format))
+            if not pool_first:
+                blocks.append(jnn.MaxPool2d(2, impl=o.pool_impl, data_format=o.data_format))
         self.blocks = nnx.List(blocks)
-        self.pool = jnn.GlobalAvgPool2d(data_format=data_format)
-        self.head = nnx.Linear(c_in, num_classes, dtype=dtype, param_dtype=param_dtype,
+        self.pool = jnn.GlobalAvgPool2d(data_format=o.data_format)
+        self.head = nnx.Linear(c_in, NUM_CLASSES, dtype=o.dtype, param_dtype=o.param_dtype,
                                rngs=rngs)
 
     def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
         x = images if self.data_format == "NHWC" else jnp.transpose(images, (0, 3, 1, 2))
         for block in self.blocks:
             x = block(x)
-        x = self.pool(x)
-        # Scaling the logits down (airbench's trick) keeps early softmax outputs soft.
-        # float32 logits at least (a bfloat16 softmax is too coarse); float64 stays float64.
-        logits = self.head(x) * self.head_scale
-        return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+        return _logits(self.head, self.pool(x), self.head_scale)
 
 
 WHITEN_KERNEL = 2  # airbench's patch size: 2x2x3 patches, 12 directions, 24 filters
@@ -182,25 +222,18 @@ def whitening_kernel(images: np.ndarray, kernel_size: int = WHITEN_KERNEL,
 
 
 class ConvGroup(nnx.Module):
-    """airbench's ConvGroup: conv -> 2x2 max pool -> BN -> act, then (``convs`` - 1) times
-    conv -> BN -> act; every conv 3x3, padding 1, no bias. (N, H, W, C_in) ->
+    """airbench's ConvGroup: conv -> 2x2 max pool -> BN -> act, then (``o.convs_per_stage``
+    - 1) times conv -> BN -> act; every conv a :func:`conv3x3`. (N, H, W, C_in) ->
     (N, H//2, W//2, C_out) channels-last (or the NCHW equivalent)."""
 
-    def __init__(self, c_in: int, c_out: int, convs: int, *, impl: str, pool_impl: str,
-                 data_format: str, dtype: Any, param_dtype: Any, bn_momentum: float,
-                 bn_eps: float, bn_scale: bool, act: str, dirac_init: bool, rngs: nnx.Rngs):
-        conv_kw = dict(padding=1, bias=False, impl=impl, data_format=data_format, dtype=dtype,
-                       param_dtype=param_dtype, rngs=rngs)
-        bn_kw = dict(momentum=bn_momentum, eps=bn_eps, scale=bn_scale, data_format=data_format,
-                     dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        convs_, norms = [], []
-        for i in range(convs):
-            conv = jnn.Conv2d(c_in if i == 0 else c_out, c_out, 3, **conv_kw)
-            convs_.append(dirac_(conv) if dirac_init else conv)
-            norms.append(batch_norm(c_out, **bn_kw))
-        self.convs, self.norms = nnx.List(convs_), nnx.List(norms)
-        self.pool = jnn.MaxPool2d(2, impl=pool_impl, data_format=data_format)
-        self.act = act
+    def __init__(self, c_in: int, c_out: int, o: ModelOptions, *, rngs: nnx.Rngs):
+        convs, norms = [], []
+        for i in range(o.convs_per_stage):
+            convs.append(conv3x3(c_in if i == 0 else c_out, c_out, o, rngs))
+            norms.append(batch_norm(c_out, o, rngs))
+        self.convs, self.norms = nnx.List(convs), nnx.List(norms)
+        self.pool = jnn.MaxPool2d(2, impl=o.pool_impl, data_format=o.data_format)
+        self.act = o.act
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
@@ -216,57 +249,59 @@ class AirbenchNet(nnx.Module):
 
     A 2x2 conv (3 -> 24 channels, bias, no padding; its kernel set by
     :func:`set_whitening` and frozen when ``model.whiten``) and the activation, one
-    :class:`ConvGroup` per entry of ``widths`` (64, 256, 256 in airbench94), a max pool over
-    the whole remaining map, and a bias-free linear layer whose logits are multiplied by
-    ``head_scale`` (airbench: 1/9).
+    :class:`ConvGroup` per entry of ``o.widths`` (64, 256, 256 in airbench94), a max pool
+    over the whole remaining map, and a bias-free linear layer whose logits are multiplied
+    by ``o.head_scale`` (airbench: 1/9).
 
-    Shapes: images (N, 32, 32, 3) channels-last -> logits (N, num_classes) float32; spatial
+    Shapes: images (N, 32, 32, 3) channels-last -> logits (N, 10) float32; spatial
     size 32 -> 31 (whitening) -> 15 -> 7 -> 3 -> 1 with three groups.
 
-    Example:
-      >>> from flax import nnx; import jax.numpy as jnp
-      >>> m = AirbenchNet((8, 16, 16), rngs=nnx.Rngs(0))
-      >>> m(jnp.zeros((2, 32, 32, 3))).shape
-      (2, 10)
+    Example (:func:`build_model` picks this class for ``model.arch: airbench``):
+      >>> from train.config import load_config
+      >>> m = build_model(ModelOptions.from_config(load_config("airbench.yaml").model), 0)
+      >>> [g.convs[0].out_channels for g in m.groups], m.head.out_features
+      ([64, 256, 256], 10)
     """
 
-    def __init__(self, widths: Sequence[int], convs_per_stage: int = 2, *,
-                 num_classes: int = 10, impl: str = "lax", pool_impl: str = "loops",
-                 data_format: str = "NHWC", dtype: Any = None, param_dtype: Any = jnp.float32,
-                 bn_momentum: float = 0.6, bn_eps: float = 1e-12, bn_scale: bool = False,
-                 act: str = "gelu", dirac_init: bool = True, head_scale: float = 1 / 9,
-                 rngs: nnx.Rngs):
-        self.data_format = data_format
-        self.widths = tuple(widths)
-        self.head_scale = head_scale
-        self.act = act
-        self.whiten = jnn.Conv2d(3, WHITEN_WIDTH, WHITEN_KERNEL, bias=True, impl=impl,
-                                 data_format=data_format, dtype=dtype, param_dtype=param_dtype,
-                                 rngs=rngs)
+    def __init__(self, o: ModelOptions, *, rngs: nnx.Rngs):
+        self.data_format = o.data_format
+        self.head_scale = o.head_scale
+        self.act = o.act
+        self.whiten = jnn.Conv2d(3, WHITEN_WIDTH, WHITEN_KERNEL, bias=True, impl=o.conv_impl,
+                                 data_format=o.data_format, dtype=o.dtype,
+                                 param_dtype=o.param_dtype, rngs=rngs)
         groups, c_in, hw = [], WHITEN_WIDTH, 32 - WHITEN_KERNEL + 1
-        for width in widths:
-            groups.append(ConvGroup(c_in, width, convs_per_stage, impl=impl,
-                                    pool_impl=pool_impl, data_format=data_format, dtype=dtype,
-                                    param_dtype=param_dtype, bn_momentum=bn_momentum,
-                                    bn_eps=bn_eps, bn_scale=bn_scale, act=act,
-                                    dirac_init=dirac_init, rngs=rngs))
+        for width in o.widths:
+            groups.append(ConvGroup(c_in, width, o, rngs=rngs))
             c_in, hw = width, hw // 2
         if hw < 1:
-            raise ValueError(f"widths={list(widths)}: {len(widths)} groups halve the 31x31 "
-                             "map below 1x1; use at most 4")
+            raise ValueError(f"widths={list(o.widths)}: {len(o.widths)} groups halve the "
+                             "31x31 map below 1x1; use at most 4")
         self.groups = nnx.List(groups)
-        self.pool = jnn.MaxPool2d(hw, impl=pool_impl, data_format=data_format)
-        self.head = nnx.Linear(c_in, num_classes, use_bias=False, dtype=dtype,
-                               param_dtype=param_dtype, rngs=rngs)
+        self.pool = jnn.MaxPool2d(hw, impl=o.pool_impl, data_format=o.data_format)
+        self.head = nnx.Linear(c_in, NUM_CLASSES, use_bias=False, dtype=o.dtype,
+                               param_dtype=o.param_dtype, rngs=rngs)
 
     def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
         x = images if self.data_format == "NHWC" else jnp.transpose(images, (0, 3, 1, 2))
         x = ACTIVATIONS[self.act](self.whiten(x))
         for group in self.groups:
             x = group(x)
-        x = self.pool(x).reshape(x.shape[0], -1)
-        logits = self.head(x) * self.head_scale
-        return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+        return _logits(self.head, self.pool(x).reshape(x.shape[0], -1), self.head_scale)
+
+
+def build_model(o: ModelOptions, seed: int) -> CifarCNN | AirbenchNet:
+    """The network ``o.arch`` names, initialised from ``seed``: the initial parameters depend
+    only on the seed and the shapes, never on the conv implementation.
+
+    Example:
+      >>> from train.config import load_config
+      >>> cfg = load_config("airbench.yaml", ["model.widths=[8]"])
+      >>> type(build_model(ModelOptions.from_config(cfg.model), 0)).__name__
+      'AirbenchNet'
+    """
+    net = AirbenchNet if o.arch == "airbench" else CifarCNN
+    return net(o, rngs=nnx.Rngs(seed))
 
 
 def set_whitening(model: AirbenchNet, images: np.ndarray, eps: float = 5e-4) -> None:
@@ -288,34 +323,15 @@ def count_params(model: nnx.Module) -> int:
     return sum(int(p.size) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
-def macs_per_image(widths: Sequence[int], convs_per_stage: int, num_classes: int = 10,
-                   image_hw: int = 32, pool_first: bool = False, arch: str = "vgg") -> int:
-    """Forward multiply-accumulates for one image of the ``arch`` network (``vgg``:
-    :class:`CifarCNN`, ``airbench``: :class:`AirbenchNet`), conv layers via
-    :func:`jconv.conv2d_macs` plus the linear head.
+def macs_per_image(model: nnx.Module) -> int:
+    """Forward multiply-accumulates of ``model`` for one (32, 32, 3) image, counted by
+    :func:`jconv.summary` (conv and linear layers).
 
     Example:
-      >>> macs_per_image((8,), 1)  # 3*8*9*32*32 conv + 8*10 head
+      >>> from flax import nnx
+      >>> from train.config import load_config
+      >>> cfg = load_config("cifar.yaml", ["model.widths=[8]", "model.convs_per_stage=1"])
+      >>> macs_per_image(CifarCNN(ModelOptions.from_config(cfg.model), rngs=nnx.Rngs(0)))
       221264
     """
-    if arch == "airbench":
-        hw = image_hw - WHITEN_KERNEL + 1
-        total = jconv.conv2d_macs((1, 3, image_hw, image_hw), WHITEN_WIDTH, WHITEN_KERNEL)
-        c_in = WHITEN_WIDTH
-        for width in widths:
-            total += jconv.conv2d_macs((1, c_in, hw, hw), width, 3, padding=1)
-            hw //= 2
-            total += (convs_per_stage - 1) * jconv.conv2d_macs((1, width, hw, hw), width, 3,
-                                                               padding=1)
-            c_in = width
-        return total + c_in * num_classes
-    total, c_in, hw = 0, 3, image_hw
-    for width in widths:
-        for i in range(convs_per_stage):
-            if pool_first and i == 1:
-                hw //= 2
-            total += jconv.conv2d_macs((1, c_in, hw, hw), width, 3, padding=1)
-            c_in = width
-        if not (pool_first and convs_per_stage > 1):
-            hw //= 2
-    return total + c_in * num_classes
+    return jconv.summary(model, (1, 32, 32, 3)).total_macs

@@ -1,6 +1,6 @@
 """Data parallelism over every device: one ``jax.sharding.Mesh`` with a ``data`` axis, the
-global batch sharded along it and the training state replicated, plus the one function
-that builds the model, optimiser and (replicated) training state for every entry point.
+global batch sharded along it and the training state replicated (the run itself is built
+by :class:`train.experiment.Experiment`).
 
 Because the steps are ``jax.jit`` functions of *global* arrays, BatchNorm's batch mean and
 variance and the loss mean run over the whole global batch (XLA inserts the all-reduces),
@@ -11,20 +11,11 @@ the order of floating-point sums.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-from .config import DTYPES, ModelConfig, OptimConfig
-from .model import AirbenchNet, CifarCNN, set_whitening
-from .optim import make_optimizer, make_schedule
-from .steps import ModelGraphs, TrainState, split_model
 
 AXIS = "data"
 
@@ -133,72 +124,3 @@ def shard_batch(mesh: Mesh, global_batch: np.ndarray) -> jax.Array:
     stop = max(n if s.stop is None else s.stop for s in slices)
     return jax.make_array_from_process_local_data(sharding, global_batch[start:stop],
                                                   global_batch.shape)
-
-
-def build_model(model_cfg: ModelConfig, seed: int, conv_impl: str | None = None,
-                dtype: str | None = None,
-                whiten_images: np.ndarray | None = None) -> CifarCNN | AirbenchNet:
-    """The CNN of ``model_cfg`` (``model.arch``) initialised from ``seed`` (``conv_impl``
-    and ``dtype`` override the config's). float64 compute implies float64 parameters (for
-    the exactness check), otherwise parameters are float32. Initial parameters depend only
-    on the seed and shapes, never on the conv implementation. With ``model.whiten``, the
-    whitening conv's kernel is computed from ``whiten_images`` (N, 32, 32, 3), normalised
-    training images; without them (benchmarks, checks, restoring a checkpoint) it keeps its
-    random init."""
-    dtype = dtype or model_cfg.dtype
-    param_dtype = jnp.float64 if dtype == "float64" else jnp.float32
-    common = dict(impl=conv_impl or model_cfg.conv_impl, pool_impl=model_cfg.pool_impl,
-                  data_format=model_cfg.data_format, dtype=DTYPES[dtype],
-                  param_dtype=param_dtype, bn_momentum=model_cfg.bn_momentum,
-                  head_scale=model_cfg.head_scale, act=model_cfg.act,
-                  bn_scale=model_cfg.bn_scale, bn_eps=model_cfg.bn_eps,
-                  dirac_init=model_cfg.dirac_init, rngs=nnx.Rngs(seed))
-    if model_cfg.arch == "airbench":
-        model = AirbenchNet(tuple(model_cfg.widths), model_cfg.convs_per_stage, **common)
-        if model_cfg.whiten and whiten_images is not None:
-            set_whitening(model, whiten_images)
-        return model
-    return CifarCNN(tuple(model_cfg.widths), model_cfg.convs_per_stage,
-                    pool_first=model_cfg.pool_first, **common)
-
-
-@dataclass(frozen=True)
-class Training:
-    """What every entry point trains with: the model, its split graph definitions, the
-    learning-rate schedule, the Optax optimiser and the initial state (replicated over
-    ``mesh`` when one is given)."""
-
-    model: CifarCNN | AirbenchNet
-    fns: ModelGraphs
-    schedule: optax.Schedule
-    tx: optax.GradientTransformation
-    state: TrainState
-
-
-def init_training(model_cfg: ModelConfig, optim_cfg: OptimConfig, seed: int,
-                  total_steps: int, steps_per_epoch: int, *, conv_impl: str | None = None,
-                  dtype: str | None = None, mesh: Mesh | None = None,
-                  whiten_images: np.ndarray | None = None,
-                  batch_size: int | None = None) -> Training:
-    """Model (:func:`build_model`, ``whiten_images`` for its whitening conv), schedule and
-    optimiser of the config (``total_steps`` steps, ``steps_per_epoch`` for the warm-up and
-    ``optim.whiten_bias_epochs``, ``batch_size`` for ``optim.scaling=airbench``) and the
-    initial training state (with ``optim.lookahead`` its ``"ema"`` copy of the weights),
-    placed replicated on ``mesh`` (left where JAX puts it when None).
-
-    Example:
-      >>> from train.config import load_config
-      >>> cfg = load_config("cifar.yaml", ["model.widths=[4]", "model.convs_per_stage=1"])
-      >>> t = init_training(cfg.model, cfg.optim, 0, 10, 5, mesh=make_mesh())
-      >>> t.state["step"].sharding.is_fully_replicated
-      True
-    """
-    schedule = make_schedule(optim_cfg, total_steps, steps_per_epoch)
-    model = build_model(model_cfg, seed, conv_impl, dtype, whiten_images)
-    tx = make_optimizer(optim_cfg, schedule, steps_per_epoch=steps_per_epoch,
-                        frozen_whiten=model_cfg.arch == "airbench" and model_cfg.whiten,
-                        batch_size=batch_size)
-    fns, state = split_model(model, tx, lookahead=optim_cfg.lookahead)
-    if mesh is not None:
-        state = jax.device_put(state, replicated(mesh))
-    return Training(model, fns, schedule, tx, state)

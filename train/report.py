@@ -89,12 +89,22 @@ def open_tensorboard(logdir: Path) -> Any:
     return SummaryWriter(str(logdir))
 
 
-def plot_curves(records: Sequence[dict], path: str | Path) -> None:
-    """Loss and accuracy per epoch (train and test) as a PNG."""
+def curves_figure(records: Sequence[dict], title: str = "") -> Any:
+    """The matplotlib figure of :func:`plot_curves`: loss and accuracy per epoch (train and
+    test), whole epochs on the x axis, ``title`` above both panels.
+
+    Example:
+      >>> rec = [{"epoch": e, "train_loss": 1.0, "test_loss": 1.0, "train_acc": 0.5,
+      ...         "test_acc": 0.5} for e in (1, 2, 3)]
+      >>> fig = curves_figure(rec, "cifar.yaml: runs/cifar")
+      >>> fig.texts[0].get_text(), all(t == int(t) for t in fig.axes[0].get_xticks())
+      ('cifar.yaml: runs/cifar', True)
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in records]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
@@ -104,10 +114,21 @@ def plot_curves(records: Sequence[dict], path: str | Path) -> None:
     ax_acc.plot(epochs, [100 * r["test_acc"] for r in records], label="test")
     for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy (%)")):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend()
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(records: Sequence[dict], path: str | Path, title: str = "") -> None:
+    """Loss and accuracy per epoch (train and test) as a PNG (see :func:`curves_figure`)."""
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(records, title)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

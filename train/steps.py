@@ -1,9 +1,10 @@
 """The model as pure functions of its state, and the jitted train and eval steps.
 
-The NNX model is split once into a graph definition and three pytrees (``params``,
-``batch_stats`` and the Optax state); the steps are ``jconv.jit`` functions of those
-pytrees, which keeps per-step Python overhead near zero and makes the whole training state
-one pytree that Orbax can save and restore exactly.
+The NNX model is split once into a graph definition and pytrees (``params``,
+``batch_stats``, the Optax state and, with Lookahead, its slow copy of the weights), held by
+one :class:`TrainState`; the steps are ``jconv.jit`` functions of it, which keeps per-step
+Python overhead near zero and makes the whole training state one pytree that Orbax can save
+and restore exactly.
 """
 
 from __future__ import annotations
@@ -14,17 +15,42 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
+from flax import nnx, struct
 
 import jconv
 
-TrainState = dict[str, Any]  # {"params", "batch_stats", "opt_state", "step"[, "ema"]}
+from .parallel import batch_sharding, replicated
 
 # airbench94's Lookahead: every LOOKAHEAD_EVERY steps the EMA copy moves towards the
 # weights by 1 - decay, decay = LOOKAHEAD_BASE * (step / total_steps)**3, and the weights
 # jump to it; after the last step the weights are the EMA copy.
 LOOKAHEAD_EVERY = 5
 LOOKAHEAD_BASE = 0.95 ** 5
+
+
+@struct.dataclass
+class Weights:
+    """What the network computes with: its parameters and BatchNorm running statistics."""
+
+    params: Any
+    batch_stats: Any
+
+
+@struct.dataclass
+class TrainState:
+    """Everything a training step reads and writes (one pytree: checkpoints hold exactly
+    this). ``ema`` is Lookahead's slow copy of the weights (:func:`lookahead_update`), the
+    empty ``None`` subtree when the run has no ``optim.lookahead``."""
+
+    params: Any
+    batch_stats: Any
+    opt_state: optax.OptState
+    step: jax.Array  # optimiser steps taken, int32 scalar
+    ema: Weights | None = None
+
+    @property
+    def weights(self) -> Weights:
+        return Weights(self.params, self.batch_stats)
 
 
 @dataclass(frozen=True)
@@ -39,15 +65,14 @@ class ModelGraphs:
 def split_model(model: nnx.Module, tx: optax.GradientTransformation, *,
                 lookahead: bool = False) -> tuple[ModelGraphs, TrainState]:
     """(graph definitions, initial training state) for ``model`` and optimiser ``tx``; with
-    ``lookahead`` the state also holds ``"ema"``, a copy of ``params`` and ``batch_stats``
-    (see :func:`lookahead_update`), so checkpoints and ``--resume`` carry it.
+    ``lookahead`` the state's ``ema`` is a copy of the weights (see
+    :func:`lookahead_update`), so checkpoints and ``--resume`` carry it.
 
     Example:
       >>> from flax import nnx
-      >>> from train.model import CifarCNN
-      >>> fns, state = split_model(CifarCNN((8,), 1, rngs=nnx.Rngs(0)), optax.sgd(0.1))
-      >>> sorted(state)
-      ['batch_stats', 'opt_state', 'params', 'step']
+      >>> graphs, state = split_model(nnx.Linear(2, 3, rngs=nnx.Rngs(0)), optax.sgd(0.1))
+      >>> sorted(state.params), int(state.step), state.ema
+      (['bias', 'kernel'], 0, None)
     """
     model.train()
     train_def, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
@@ -56,10 +81,8 @@ def split_model(model: nnx.Module, tx: optax.GradientTransformation, *,
     model.eval()
     eval_def = nnx.graphdef(model)
     model.train()
-    state = {"params": params, "batch_stats": batch_stats, "opt_state": tx.init(params),
-             "step": jnp.zeros((), jnp.int32)}
-    if lookahead:
-        state["ema"] = jax.tree.map(jnp.copy, {"params": params, "batch_stats": batch_stats})
+    ema = jax.tree.map(jnp.copy, Weights(params, batch_stats)) if lookahead else None
+    state = TrainState(params, batch_stats, tx.init(params), jnp.zeros((), jnp.int32), ema)
     return ModelGraphs(train_def, eval_def), state
 
 
@@ -106,15 +129,11 @@ def _mesh_kwargs(mesh: Any, n_replicated: int, n_batch: int) -> dict[str, Any]:
     mesh."""
     if mesh is None:
         return {}
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    repl = NamedSharding(mesh, PartitionSpec())
-    batch = NamedSharding(mesh, PartitionSpec("data"))
-    return {"in_shardings": (repl,) * n_replicated + (batch,) * n_batch,
-            "out_shardings": repl}
+    return {"in_shardings": (replicated(mesh),) * n_replicated
+            + (batch_sharding(mesh),) * n_batch, "out_shardings": replicated(mesh)}
 
 
-def make_train_step(fns: ModelGraphs, tx: optax.GradientTransformation,
+def make_train_step(graphs: ModelGraphs, tx: optax.GradientTransformation,
                     label_smoothing: float, conv_backend: str, mesh: Any = None,
                     lookahead_steps: int | None = None) -> Callable:
     """Jitted ``(state, images (B,32,32,3), labels (B,)) -> (state, {"loss", "correct"})``.
@@ -125,25 +144,24 @@ def make_train_step(fns: ModelGraphs, tx: optax.GradientTransformation,
     other steps. With a ``jax.sharding.Mesh`` (axis ``data``) the state and outputs are
     replicated and the batch is split over the devices; the means are over the global
     batch, so the result is the 1-device result. With ``lookahead_steps`` (the run's total
-    steps; the state must hold ``"ema"``) each step ends with :func:`lookahead_update`.
+    steps; the state must hold ``ema``) each step ends with :func:`lookahead_update`.
     """
 
     def step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray):
         def loss_fn(params, batch_stats):
-            model = nnx.merge(fns.train_def, params, batch_stats)
+            model = nnx.merge(graphs.train_def, params, batch_stats)
             logits = model(images)
             loss = smoothed_cross_entropy(logits, labels, label_smoothing).mean()
             return loss, (logits, nnx.as_pure(nnx.state(model, nnx.BatchStat)))
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["params"], state["batch_stats"])
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        new = {"params": optax.apply_updates(state["params"], updates),
-               "batch_stats": batch_stats, "opt_state": opt_state, "step": state["step"] + 1}
+            state.params, state.batch_stats)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new = TrainState(optax.apply_updates(state.params, updates), batch_stats, opt_state,
+                         state.step + 1, state.ema)
         if lookahead_steps is not None:
-            net = {"params": new["params"], "batch_stats": batch_stats}
-            new["ema"], net = lookahead_update(state["ema"], net, new["step"], lookahead_steps)
-            new.update(net)
+            ema, net = lookahead_update(state.ema, new.weights, new.step, lookahead_steps)
+            new = new.replace(params=net.params, batch_stats=net.batch_stats, ema=ema)
         correct = jnp.sum(jnp.argmax(logits, -1) == labels)
         return new, {"loss": loss, "correct": correct}
 
@@ -151,13 +169,13 @@ def make_train_step(fns: ModelGraphs, tx: optax.GradientTransformation,
                      **_mesh_kwargs(mesh, 1, 2))
 
 
-def make_grad_fn(fns: ModelGraphs, label_smoothing: float, conv_backend: str) -> Callable:
+def make_grad_fn(graphs: ModelGraphs, label_smoothing: float, conv_backend: str) -> Callable:
     """Jitted ``(params, batch_stats, images, labels) -> (loss, grads)`` in train mode: the
     gradient the train step applies, exposed for the cross-implementation check."""
 
     def grad(params, batch_stats, images, labels):
         def loss_fn(p, stats):
-            model = nnx.merge(fns.train_def, p, stats)
+            model = nnx.merge(graphs.train_def, p, stats)
             return smoothed_cross_entropy(model(images), labels, label_smoothing).mean()
 
         return jax.value_and_grad(loss_fn)(params, batch_stats)
@@ -203,14 +221,14 @@ def tta_logits(model: Callable, images: jnp.ndarray, flip: bool,
     return logits
 
 
-def make_eval_step(fns: ModelGraphs, tta_flip: bool, conv_backend: str,
+def make_eval_step(graphs: ModelGraphs, tta_flip: bool, conv_backend: str,
                    mesh: Any = None, tta_multicrop: bool = False) -> Callable:
     """Jitted ``(params, batch_stats, images (B,32,32,3)) -> logits (B, K)`` in eval mode,
     test-time augmented by :func:`tta_logits` (``tta_flip``, ``tta_multicrop``). With a
     ``mesh`` the images are split over its devices and the logits come back replicated."""
 
     def step(params, batch_stats, images):
-        model = nnx.merge(fns.eval_def, params, batch_stats)
+        model = nnx.merge(graphs.eval_def, params, batch_stats)
         return tta_logits(model, images, tta_flip, tta_multicrop)
 
     return jconv.jit(step, conv_backend=conv_backend, **_mesh_kwargs(mesh, 2, 1))

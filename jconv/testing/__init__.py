@@ -24,9 +24,13 @@ from ._cases import AvgPool2dCase, Conv2dCase, ConvTranspose2dCase, MaxPool2dCas
 from ._grids import (KINDS, avg_pool2d_cases, conv2d_cases, conv_transpose2d_cases,
                      max_pool2d_cases)
 from ._oracle import (conv_pads, reference_conv2d, reference_conv2d_vjp,
-                      reference_conv_transpose2d, reference_conv_transpose2d_vjp)
+                      reference_conv_transpose2d, reference_conv_transpose2d_vjp,
+                      reference_conv_transposend, reference_conv_transposend_vjp,
+                      reference_convnd, reference_convnd_vjp)
 from ._pool_oracle import (reference_avg_pool2d, reference_avg_pool2d_vjp,
                            reference_max_pool2d, reference_max_pool2d_vjp)
+from ._nd import (ConvNdCase, assert_conv, assert_conv1d, assert_conv3d, check_conv,
+                  check_conv1d, check_conv3d, conv_cases)
 from ._pytest import pytest_cases
 from ._report import DEFAULT_TOLERANCES, CheckReport, CheckResult
 from ._tolerance import TOLERANCE_MODES, half_sum_tolerance
@@ -38,8 +42,12 @@ __all__ = [
     "assert_avg_pool2d", "assert_conv2d", "assert_conv_transpose2d", "assert_max_pool2d",
     "avg_pool2d_cases", "check_avg_pool2d", "check_conv2d", "check_conv_transpose2d",
     "check_max_pool2d", "conv2d_cases", "conv_pads", "conv_transpose2d_cases",
-    "from_layer", "from_nhwc", "half_sum_tolerance", "max_pool2d_cases", "pytest_cases",
+    "from_layer", "from_nhwc", "ConvNdCase", "assert_conv", "assert_conv1d", "assert_conv3d",
+    "check_conv", "check_conv1d", "check_conv3d", "conv_cases", "half_sum_tolerance",
+    "max_pool2d_cases", "pytest_cases",
     "reference_avg_pool2d", "reference_avg_pool2d_vjp", "reference_conv2d",
     "reference_conv2d_vjp", "reference_conv_transpose2d", "reference_conv_transpose2d_vjp",
+    "reference_conv_transposend", "reference_conv_transposend_vjp", "reference_convnd",
+    "reference_convnd_vjp",
     "reference_max_pool2d", "reference_max_pool2d_vjp",
 ]

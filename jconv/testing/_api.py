@@ -25,7 +25,13 @@ _GRIDS: dict[str, tuple[Callable[..., list[Any]], type]] = {
 
 def _resolve(op: str, cases: Cases, seed: int, check_grads_cases: int | None
              ) -> tuple[list[Any], str, int]:
-    grid, case_type = _GRIDS[op]
+    return resolve_cases(*_GRIDS[op], cases, seed, check_grads_cases)
+
+
+def resolve_cases(grid: Callable[..., list[Any]], case_type: type, cases: Cases, seed: int,
+                  check_grads_cases: int | None) -> tuple[list[Any], str, int]:
+    """(the case list, its label, how many get check_grads) for ``cases``: a kind of
+    ``grid`` or the caller's own ``case_type`` instances."""
     if isinstance(cases, str):
         if cases not in KINDS:
             raise ValueError(f"cases must be one of {KINDS} or a list of {case_type.__name__}, "
