@@ -28,6 +28,7 @@ import contextlib
 import contextvars
 import functools
 import json
+import math
 import os
 import tempfile
 import time
@@ -48,6 +49,7 @@ PLATFORMS = ("cpu", "gpu", "tpu")
 MEASURE_ENV = "JCONV_AUTO_MEASURE"
 CACHE_ENV = "JCONV_AUTO_CACHE"
 MEASURE_REPS = 5
+PASS_NAMES = ("forward", "input gradient", "weight gradient")
 
 _MEMORY: dict[str, "AutoChoice"] = {}
 _DISK_LOADED: set[str] = set()
@@ -62,9 +64,11 @@ _COMPILER_OPTIONS: contextvars.ContextVar[tuple[tuple[str, Any], ...]] = context
 class AutoChoice:
     """Implementations for the forward pass, the input gradient and the weight gradient.
 
-    ``times_ms`` holds the measured per-pass minima {impl: (fwd, dx, dw)} and ``joint_ms``
-    the forward+backward minima {"fwd/dx/dw": ms} of the triples compared last (both empty
-    when not measured); ``source`` is ``"measured"``, ``"heuristic"`` or ``"disk"``.
+    ``times_ms`` holds the measured per-pass minima {impl: (fwd, dx, dw)} (``inf`` for a pass
+    that failed) and ``joint_ms`` the forward+backward minima {"fwd/dx/dw": ms} of the triples
+    compared last (both empty when not measured); ``failed`` names what measuring dropped
+    because it failed to compile or run ({"impl pass" or "fwd/dx/dw": the error's first
+    line}); ``source`` is ``"measured"``, ``"heuristic"`` or ``"disk"``.
     """
 
     fwd: str
@@ -73,6 +77,7 @@ class AutoChoice:
     source: str
     times_ms: tuple[tuple[str, tuple[float, float, float]], ...] = ()
     joint_ms: tuple[tuple[str, float], ...] = ()
+    failed: tuple[tuple[str, str], ...] = ()
 
     @property
     def impls(self) -> tuple[str, str, str]:
@@ -211,6 +216,9 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
        ``im2col``'s forward and weight gradient build the same patch matrix, which XLA
        computes once in the joint graph.
 
+    A candidate pass (or joint triple) that fails to compile or run is dropped for this
+    shape with one ``RuntimeWarning`` naming it, the shape and the error's first line
+    (``failed``); only when every candidate fails a pass does measuring raise.
     Ties go to the mixed triple, then to the earlier candidate in :func:`candidates`.
     Compiled with the options of the enclosing :func:`compiler_options_scope`, if any."""
     rng = np.random.default_rng(0)
@@ -219,6 +227,8 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
     n, c_out = x_shape[0], w_shape[0]
     y_shape = ((n, c_out, *spec.out_hw) if spec.data_format == "NCHW"
                else (n, *spec.out_hw, c_out))
+    where = (f"x {tuple(x_shape)} w {tuple(w_shape)} {jnp.dtype(dtype).name} "
+             f"groups={spec.groups} stride={spec.stride} {spec.data_format}")
     # Measuring runs while an outer jit/grad may be tracing: evaluate eagerly, on concrete data.
     with jax.ensure_compile_time_eval():
         x, w, dy = (jnp.asarray(rng.standard_normal(s), dtype) for s in (x_shape, w_shape, y_shape))
@@ -230,17 +240,46 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
                                  jax.vjp(lambda a: conv(a, w), x)[1](dy)[0])
             fns[(name, 2)] = jit(lambda x, w, dy, conv=conv:
                                  jax.vjp(lambda b: conv(x, b), w)[1](dy)[0])
-        passes = _minima(fns, {key: (x, w) if key[1] == 0 else (x, w, dy) for key in fns},
-                         reps)
-        low = {name: tuple(passes[(name, k)] for k in range(3)) for name in cands}
+        passes, errors = _minima(fns, {key: (x, w) if key[1] == 0 else (x, w, dy)
+                                       for key in fns}, reps)
+        failed = {f"{name} {PASS_NAMES[k]}": err for (name, k), err in errors.items()}
+        for name in cands:
+            _warn_dropped(name, [PASS_NAMES[k] for k in range(3) if (name, k) in errors],
+                          where, [errors[(name, k)] for k in range(3) if (name, k) in errors])
+        low = {name: tuple(passes.get((name, k), math.inf) for k in range(3)) for name in cands}
+        for k in range(3):
+            if all((name, k) in errors for name in cands):
+                raise RuntimeError(f"impl='auto': no candidate can run the {PASS_NAMES[k]} of "
+                                   f"{where}: " + "; ".join(
+                                       f"{name}: {errors[(name, k)]}" for name in cands))
         mixed = tuple(min(cands, key=lambda name: low[name][k]) for k in range(3))
-        triples = list(dict.fromkeys([mixed] + [(c, c, c) for c in cands]))
+        triples = list(dict.fromkeys([mixed] + [(c, c, c) for c in cands
+                                                if not any((c, k) in errors for k in range(3))]))
         joint_fns = {t: jit(_joint_fn(spec, t)) for t in triples}
-        joint = _minima(joint_fns, {t: (x, w, dy) for t in triples}, reps)
-    best = min(triples, key=lambda t: joint[t])
+        joint, joint_errors = _minima(joint_fns, {t: (x, w, dy) for t in triples}, reps)
+        for t, err in joint_errors.items():
+            failed["/".join(t)] = err
+            _warn_dropped("/".join(t), ["forward+backward"], where, [err])
+        if not joint:
+            raise RuntimeError(f"impl='auto': no forward+backward combination can run {where}: "
+                               + "; ".join(f"{'/'.join(t)}: {e}" for t, e in joint_errors.items()))
+    best = min(joint, key=lambda t: joint[t])
     return AutoChoice(*best, source="measured",
                       times_ms=tuple((name, low[name]) for name in cands),
-                      joint_ms=tuple(("/".join(t), joint[t]) for t in triples))
+                      joint_ms=tuple(("/".join(t), ms) for t, ms in joint.items()),
+                      failed=tuple(failed.items()))
+
+
+def _first_line(err: BaseException) -> str:
+    """``Type: first line of the message`` — XLA's errors run to many lines."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+def _warn_dropped(what: str, passes: list[str], where: str, errors: list[str]) -> None:
+    if passes:
+        warnings.warn(f"impl='auto' dropped {what!r} for the {', '.join(passes)} of {where}: "
+                      f"it failed to compile or run ({errors[0]})", RuntimeWarning, stacklevel=2)
 
 
 def _joint_fn(spec: ConvSpec, impls: tuple[str, str, str]) -> Callable[..., tuple]:
@@ -252,15 +291,20 @@ def _joint_fn(spec: ConvSpec, impls: tuple[str, str, str]) -> Callable[..., tupl
 
 
 def _minima(fns: Mapping[Any, Callable[..., Any]], args: Mapping[Any, tuple],
-            reps: int) -> dict[Any, float]:
-    """Minimum ms per function over ``reps`` alternating rounds, after one warm-up call each."""
+            reps: int) -> tuple[dict[Any, float], dict[Any, str]]:
+    """(minimum ms per function over ``reps`` alternating rounds after one warm-up call each,
+    the first line of the error of each function that failed to compile or run)."""
+    errors: dict[Any, str] = {}
     for key, fn in fns.items():
-        jax.block_until_ready(fn(*args[key]))
-    samples: dict[Any, list[float]] = {key: [] for key in fns}
+        try:
+            jax.block_until_ready(fn(*args[key]))
+        except Exception as err:  # noqa: BLE001 — any failure drops this function, not auto
+            errors[key] = _first_line(err)
+    samples: dict[Any, list[float]] = {key: [] for key in fns if key not in errors}
     for _ in range(reps):
-        for key, fn in fns.items():
-            samples[key].append(_time_ms(fn, args[key]))
-    return {key: float(np.min(v)) for key, v in samples.items()}
+        for key in samples:
+            samples[key].append(_time_ms(fns[key], args[key]))
+    return {key: float(np.min(v)) for key, v in samples.items()}, errors
 
 
 def _disk_path() -> Path | None:
