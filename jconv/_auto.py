@@ -10,8 +10,9 @@ forward mode and grad-of-grad all work.
 The choice is made per *platform the computation is lowered for* (``lax.platform_dependent``
 emits one branch per platform and lowering keeps only its own): on the platform jax is running
 on (the host backend) it is measured once per (platform, shapes, dtype, spec) — like
-``cudnn.benchmark`` — on fresh concrete arrays outside any trace, then cached in memory and,
-when the ``JCONV_AUTO_CACHE`` environment variable names a JSON file, on disk. For every other
+``cudnn.benchmark`` — on fresh concrete arrays outside any trace, then cached in memory and
+on disk (:func:`disk_cache_path`: per user by default, ``JCONV_AUTO_CACHE`` names another
+file or switches it off). For every other
 platform, and with measuring off (``JCONV_AUTO_MEASURE=0`` or :func:`set_auto_measure`), the
 documented :func:`heuristic_choice` is used: host kernels are never timed to choose for
 another platform (e.g. while exporting for ``cuda`` on a CPU machine).
@@ -48,6 +49,7 @@ from ._spec import ConvSpec
 PLATFORMS = ("cpu", "gpu", "tpu")
 MEASURE_ENV = "JCONV_AUTO_MEASURE"
 CACHE_ENV = "JCONV_AUTO_CACHE"
+CACHE_OFF = ("", "0", "off", "false", "no", "none")
 MEASURE_REPS = 5
 PASS_NAMES = ("forward", "input gradient", "weight gradient")
 
@@ -185,11 +187,15 @@ def heuristic_choice(w_shape: tuple[int, ...], spec: ConvSpec,
 
 def cache_key(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.dtype,
               spec: ConvSpec, platform: str | None = None) -> str:
-    """The cache key: platform (default: the host's), shapes, dtype, every field of the spec
-    and, when the traced jit has any, its compiler options."""
-    parts = [platform or host_platform(), tuple(x_shape), tuple(w_shape), jnp.dtype(dtype).name,
+    """The cache key: platform (default: the host's), shapes, dtype, every field of the spec,
+    the jax version, for the host the device kind (so a disk cache shared by upgrades or
+    machines measures again) and, when the traced jit has any, its compiler options."""
+    platform = platform or host_platform()
+    parts = [platform, tuple(x_shape), tuple(w_shape), jnp.dtype(dtype).name,
              spec.stride, spec.padding, spec.dilation, spec.groups, spec.data_format,
-             spec.precision]
+             spec.precision, f"jax {jax.__version__}"]
+    if platform == host_platform():
+        parts.append(jax.devices()[0].device_kind)
     options = _COMPILER_OPTIONS.get()
     if options:
         parts.append(options)
@@ -307,9 +313,34 @@ def _minima(fns: Mapping[Any, Callable[..., Any]], args: Mapping[Any, tuple],
     return {key: float(np.min(v)) for key, v in samples.items()}, errors
 
 
-def _disk_path() -> Path | None:
-    path = os.environ.get(CACHE_ENV)
-    return Path(path) if path else None
+def default_cache_path() -> Path:
+    """The per-user disk cache: ``$XDG_CACHE_HOME/jconv/auto.json`` (an absolute
+    ``XDG_CACHE_HOME``), else ``~/.cache/jconv/auto.json``."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+    return root / "jconv" / "auto.json"
+
+
+def disk_cache_path() -> Path | None:
+    """Where ``impl="auto"`` keeps its measured choices between processes, or None for no
+    disk cache: ``JCONV_AUTO_CACHE`` unset is :func:`default_cache_path`; set to ``off``,
+    ``0``, ``false``, ``no``, ``none`` or empty it switches the disk cache off; any other
+    value names the JSON file (whose folder must exist).
+
+    Example:
+      >>> from jconv._auto import default_cache_path
+      >>> default_cache_path().parts[-2:]
+      ('jconv', 'auto.json')
+    """
+    value = os.environ.get(CACHE_ENV)
+    if value is None:
+        try:
+            return default_cache_path()
+        except RuntimeError:  # Path.home(): no HOME and no password entry — nowhere to keep it
+            return None
+    if value.strip().lower() in CACHE_OFF:
+        return None
+    return Path(value).expanduser()
 
 
 def _cache_problem(path: Path, problem: str) -> None:
@@ -319,7 +350,10 @@ def _cache_problem(path: Path, problem: str) -> None:
     if marker in _DISK_LOADED:
         return
     _DISK_LOADED.add(marker)
-    warnings.warn(f"{CACHE_ENV}={path}: {problem}; impl='auto' goes on with the choices it "
+    where = (f"{CACHE_ENV}={path}" if CACHE_ENV in os.environ else
+             f"impl='auto' disk cache {path} (the per-user default; {CACHE_ENV}=off switches "
+             "it off)")
+    warnings.warn(f"{where}: {problem}; impl='auto' goes on with the choices it "
                   "holds in memory", RuntimeWarning, stacklevel=4)
 
 
@@ -383,6 +417,9 @@ def _save_disk(path: Path) -> None:
     ours = {k: list(c.impls) for k, c in _MEMORY.items() if c.source != "heuristic"}
     tmp = None
     try:
+        if CACHE_ENV not in os.environ:
+            # Only the default's folder is made: a named file's missing folder is a typo.
+            path.parent.mkdir(parents=True, exist_ok=True)
         with _locked(path):
             entries, problem = _read_disk(path)
             if entries is None:
@@ -425,7 +462,7 @@ def auto_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.d
         raise ValueError(f"platform must be one of {PLATFORMS}, got {platform!r}")
     measure = measuring_enabled() and platform == host_platform()
     key = cache_key(x_shape, w_shape, dtype, spec, platform)
-    disk = _disk_path()
+    disk = disk_cache_path()
     if disk is not None:
         _load_disk(disk)
     choice = _MEMORY.get(key)
