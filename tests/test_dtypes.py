@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -30,9 +31,10 @@ CASES = {
 }
 # (impl, case) pairs an implementation documents it rejects, with the error it raises.
 REJECTED = {("pallas", "groups-2"): r"impl='pallas' supports groups=1 and depthwise"}
-# The issue-21 crash and its neighbours run in the default suite; the rest (up to ~20 s per
-# impl and case on the shared 2-core CPU, Pallas interpreted the longest) are slow.
-FAST = {(impl, "groups-2") for impl in ("im2col", "loops")}
+# The issue-21 crash (grouped loops and im2col, whose contractions it concerned) and the
+# cheap grouped auto and Pallas rejection run in the default suite; the rest took 2-19 s each
+# on the shared 2-core CPU (Pallas interpreted the longest), 2.5 min together: slow.
+FAST = {(impl, "groups-2") for impl in ("im2col", "loops", "auto", "pallas")}
 
 
 def _params():
@@ -95,3 +97,21 @@ def test_grouped_half_contractions_widen_on_cpu_only(impl):
 
     assert _dot_operand_types(lowered("cpu")) == {"f32"}
     assert _dot_operand_types(lowered("cuda")) == {"bf16"}
+
+
+@pytest.mark.usefixtures("fresh_auto")
+def test_auto_measures_grouped_bfloat16_without_dropping_anything():
+    """The issue's ``impl="auto"`` crash: measuring runs every candidate on the grouped
+    bfloat16 layer; none fails now, and the choice is exact."""
+    jconv.set_auto_measure(True)
+    case = CASES["groups-2"]
+    x, w, b = case.arrays("bfloat16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = testing.check_conv2d(functools.partial(jconv.conv2d, impl="auto"),
+                                      cases=[case], dtypes=("bfloat16",), check_grads_cases=0)
+    assert report.passed, str(report)
+    choice = jconv.auto_choice(x.shape, w.shape, x.dtype,
+                               jconv.conv_spec(x.shape, w.shape, padding=1, groups=2))
+    assert choice.source == "measured" and choice.failed == ()
+    assert {name for name, _ in choice.times_ms} == set(jconv.IMPLS)
