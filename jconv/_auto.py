@@ -12,8 +12,9 @@ grad-of-grad all work.
 The choice is made per *platform the computation is lowered for* (``lax.platform_dependent``
 emits one branch per platform and lowering keeps only its own): on the platform jax is running
 on (the host backend) it is measured once per (platform, shapes, dtype, spec) — like
-``cudnn.benchmark`` — on fresh concrete arrays outside any trace, then cached in memory and,
-when the ``JCONV_AUTO_CACHE`` environment variable names a JSON file, on disk. For every other
+``cudnn.benchmark`` — on fresh concrete arrays outside any trace, then cached in memory and
+on disk (:func:`disk_cache_path`: per user by default, ``JCONV_AUTO_CACHE`` names another
+file or switches it off). For every other
 platform, and with measuring off (``JCONV_AUTO_MEASURE=0`` or :func:`set_auto_measure`), the
 documented :func:`heuristic_choice` is used: host kernels are never timed to choose for
 another platform (e.g. while exporting for ``cuda`` on a CPU machine).
@@ -30,6 +31,7 @@ import contextlib
 import contextvars
 import functools
 import json
+import math
 import os
 import tempfile
 import time
@@ -49,7 +51,9 @@ from ._spec import ConvSpec
 PLATFORMS = ("cpu", "gpu", "tpu")
 MEASURE_ENV = "JCONV_AUTO_MEASURE"
 CACHE_ENV = "JCONV_AUTO_CACHE"
+CACHE_OFF = ("", "0", "off", "false", "no", "none")
 MEASURE_REPS = 5
+PASS_NAMES = ("forward", "input gradient", "weight gradient")
 
 _MEMORY: dict[str, "AutoChoice"] = {}
 _DISK_LOADED: set[str] = set()
@@ -64,9 +68,11 @@ _COMPILER_OPTIONS: contextvars.ContextVar[tuple[tuple[str, Any], ...]] = context
 class AutoChoice:
     """Implementations for the forward pass, the input gradient and the weight gradient.
 
-    ``times_ms`` holds the measured per-pass minima {impl: (fwd, dx, dw)} and ``joint_ms``
-    the forward+backward minima {"fwd/dx/dw": ms} of the triples compared last (both empty
-    when not measured); ``source`` is ``"measured"``, ``"heuristic"`` or ``"disk"``.
+    ``times_ms`` holds the measured per-pass minima {impl: (fwd, dx, dw)} (``inf`` for a pass
+    that failed) and ``joint_ms`` the forward+backward minima {"fwd/dx/dw": ms} of the triples
+    compared last (both empty when not measured); ``failed`` names what measuring dropped
+    because it failed to compile or run ({"impl pass" or "fwd/dx/dw": the error's first
+    line}); ``source`` is ``"measured"``, ``"heuristic"`` or ``"disk"``.
     ``fwd_only`` is the implementation of calls that are not differentiated (inference): the
     fastest forward pass timed alone, which can differ from ``fwd`` because the joint
     forward+backward timing decides ``fwd`` (``None``: same as ``fwd``).
@@ -79,6 +85,7 @@ class AutoChoice:
     times_ms: tuple[tuple[str, tuple[float, float, float]], ...] = ()
     joint_ms: tuple[tuple[str, float], ...] = ()
     fwd_only: str | None = None
+    failed: tuple[tuple[str, str], ...] = ()
 
     @property
     def impls(self) -> tuple[str, str, str]:
@@ -193,11 +200,15 @@ def heuristic_choice(w_shape: tuple[int, ...], spec: ConvSpec,
 
 def cache_key(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.dtype,
               spec: ConvSpec, platform: str | None = None) -> str:
-    """The cache key: platform (default: the host's), shapes, dtype, every field of the spec
-    and, when the traced jit has any, its compiler options."""
-    parts = [platform or host_platform(), tuple(x_shape), tuple(w_shape), jnp.dtype(dtype).name,
+    """The cache key: platform (default: the host's), shapes, dtype, every field of the spec,
+    the jax version, for the host the device kind (so a disk cache shared by upgrades or
+    machines measures again) and, when the traced jit has any, its compiler options."""
+    platform = platform or host_platform()
+    parts = [platform, tuple(x_shape), tuple(w_shape), jnp.dtype(dtype).name,
              spec.stride, spec.padding, spec.dilation, spec.groups, spec.data_format,
-             spec.precision]
+             spec.precision, f"jax {jax.__version__}"]
+    if platform == host_platform():
+        parts.append(jax.devices()[0].device_kind)
     options = _COMPILER_OPTIONS.get()
     if options:
         parts.append(options)
@@ -224,6 +235,9 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
        ``im2col``'s forward and weight gradient build the same patch matrix, which XLA
        computes once in the joint graph.
 
+    A candidate pass (or joint triple) that fails to compile or run is dropped for this
+    shape with one ``RuntimeWarning`` naming it, the shape and the error's first line
+    (``failed``); only when every candidate fails a pass does measuring raise.
     Ties go to the mixed triple, then to the earlier candidate in :func:`candidates`. Calls
     that are not differentiated run stage 1's fastest forward (``fwd_only``).
     Compiled with the options of the enclosing :func:`compiler_options_scope`, if any."""
@@ -233,6 +247,8 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
     n, c_out = x_shape[0], w_shape[0]
     y_shape = ((n, *spec.out_size, c_out) if spec.channels_last
                else (n, c_out, *spec.out_size))
+    where = (f"x {tuple(x_shape)} w {tuple(w_shape)} {jnp.dtype(dtype).name} "
+             f"groups={spec.groups} stride={spec.stride} {spec.data_format}")
     # Measuring runs while an outer jit/grad may be tracing: evaluate eagerly, on concrete data.
     with jax.ensure_compile_time_eval():
         x, w, dy = (jnp.asarray(rng.standard_normal(s), dtype) for s in (x_shape, w_shape, y_shape))
@@ -244,18 +260,46 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
                                  jax.vjp(lambda a: conv(a, w), x)[1](dy)[0])
             fns[(name, 2)] = jit(lambda x, w, dy, conv=conv:
                                  jax.vjp(lambda b: conv(x, b), w)[1](dy)[0])
-        passes = _minima(fns, {key: (x, w) if key[1] == 0 else (x, w, dy) for key in fns},
-                         reps)
-        low = {name: tuple(passes[(name, k)] for k in range(3)) for name in cands}
+        passes, errors = _minima(fns, {key: (x, w) if key[1] == 0 else (x, w, dy)
+                                       for key in fns}, reps)
+        failed = {f"{name} {PASS_NAMES[k]}": err for (name, k), err in errors.items()}
+        for name in cands:
+            _warn_dropped(name, [PASS_NAMES[k] for k in range(3) if (name, k) in errors],
+                          where, [errors[(name, k)] for k in range(3) if (name, k) in errors])
+        low = {name: tuple(passes.get((name, k), math.inf) for k in range(3)) for name in cands}
+        for k in range(3):
+            if all((name, k) in errors for name in cands):
+                raise RuntimeError(f"impl='auto': no candidate can run the {PASS_NAMES[k]} of "
+                                   f"{where}: " + "; ".join(
+                                       f"{name}: {errors[(name, k)]}" for name in cands))
         mixed = tuple(min(cands, key=lambda name: low[name][k]) for k in range(3))
-        triples = list(dict.fromkeys([mixed] + [(c, c, c) for c in cands]))
+        triples = list(dict.fromkeys([mixed] + [(c, c, c) for c in cands
+                                                if not any((c, k) in errors for k in range(3))]))
         joint_fns = {t: jit(_joint_fn(spec, t)) for t in triples}
-        joint = _minima(joint_fns, {t: (x, w, dy) for t in triples}, reps)
-    best = min(triples, key=lambda t: joint[t])
+        joint, joint_errors = _minima(joint_fns, {t: (x, w, dy) for t in triples}, reps)
+        for t, err in joint_errors.items():
+            failed["/".join(t)] = err
+            _warn_dropped("/".join(t), ["forward+backward"], where, [err])
+        if not joint:
+            raise RuntimeError(f"impl='auto': no forward+backward combination can run {where}: "
+                               + "; ".join(f"{'/'.join(t)}: {e}" for t, e in joint_errors.items()))
+    best = min(joint, key=lambda t: joint[t])
     return AutoChoice(*best, source="measured",
                       times_ms=tuple((name, low[name]) for name in cands),
-                      joint_ms=tuple(("/".join(t), joint[t]) for t in triples),
-                      fwd_only=mixed[0])
+                      joint_ms=tuple(("/".join(t), ms) for t, ms in joint.items()),
+                      failed=tuple(failed.items()), fwd_only=mixed[0])
+
+
+def _first_line(err: BaseException) -> str:
+    """``Type: first line of the message`` — XLA's errors run to many lines."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+def _warn_dropped(what: str, passes: list[str], where: str, errors: list[str]) -> None:
+    if passes:
+        warnings.warn(f"impl='auto' dropped {what!r} for the {', '.join(passes)} of {where}: "
+                      f"it failed to compile or run ({errors[0]})", RuntimeWarning, stacklevel=2)
 
 
 def _joint_fn(spec: ConvSpec, impls: tuple[str, str, str]) -> Callable[..., tuple]:
@@ -268,20 +312,50 @@ def _joint_fn(spec: ConvSpec, impls: tuple[str, str, str]) -> Callable[..., tupl
 
 
 def _minima(fns: Mapping[Any, Callable[..., Any]], args: Mapping[Any, tuple],
-            reps: int) -> dict[Any, float]:
-    """Minimum ms per function over ``reps`` alternating rounds, after one warm-up call each."""
+            reps: int) -> tuple[dict[Any, float], dict[Any, str]]:
+    """(minimum ms per function over ``reps`` alternating rounds after one warm-up call each,
+    the first line of the error of each function that failed to compile or run)."""
+    errors: dict[Any, str] = {}
     for key, fn in fns.items():
-        jax.block_until_ready(fn(*args[key]))
-    samples: dict[Any, list[float]] = {key: [] for key in fns}
+        try:
+            jax.block_until_ready(fn(*args[key]))
+        except Exception as err:  # noqa: BLE001 — any failure drops this function, not auto
+            errors[key] = _first_line(err)
+    samples: dict[Any, list[float]] = {key: [] for key in fns if key not in errors}
     for _ in range(reps):
-        for key, fn in fns.items():
-            samples[key].append(_time_ms(fn, args[key]))
-    return {key: float(np.min(v)) for key, v in samples.items()}
+        for key in samples:
+            samples[key].append(_time_ms(fns[key], args[key]))
+    return {key: float(np.min(v)) for key, v in samples.items()}, errors
 
 
-def _disk_path() -> Path | None:
-    path = os.environ.get(CACHE_ENV)
-    return Path(path) if path else None
+def default_cache_path() -> Path:
+    """The per-user disk cache: ``$XDG_CACHE_HOME/jconv/auto.json`` (an absolute
+    ``XDG_CACHE_HOME``), else ``~/.cache/jconv/auto.json``."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+    return root / "jconv" / "auto.json"
+
+
+def disk_cache_path() -> Path | None:
+    """Where ``impl="auto"`` keeps its measured choices between processes, or None for no
+    disk cache: ``JCONV_AUTO_CACHE`` unset is :func:`default_cache_path`; set to ``off``,
+    ``0``, ``false``, ``no``, ``none`` or empty it switches the disk cache off; any other
+    value names the JSON file (whose folder must exist).
+
+    Example:
+      >>> from jconv._auto import default_cache_path
+      >>> default_cache_path().parts[-2:]
+      ('jconv', 'auto.json')
+    """
+    value = os.environ.get(CACHE_ENV)
+    if value is None:
+        try:
+            return default_cache_path()
+        except RuntimeError:  # Path.home(): no HOME and no password entry — nowhere to keep it
+            return None
+    if value.strip().lower() in CACHE_OFF:
+        return None
+    return Path(value).expanduser()
 
 
 def _cache_problem(path: Path, problem: str) -> None:
@@ -291,7 +365,10 @@ def _cache_problem(path: Path, problem: str) -> None:
     if marker in _DISK_LOADED:
         return
     _DISK_LOADED.add(marker)
-    warnings.warn(f"{CACHE_ENV}={path}: {problem}; impl='auto' goes on with the choices it "
+    where = (f"{CACHE_ENV}={path}" if CACHE_ENV in os.environ else
+             f"impl='auto' disk cache {path} (the per-user default; {CACHE_ENV}=off switches "
+             "it off)")
+    warnings.warn(f"{where}: {problem}; impl='auto' goes on with the choices it "
                   "holds in memory", RuntimeWarning, stacklevel=4)
 
 
@@ -358,6 +435,9 @@ def _save_disk(path: Path) -> None:
             for k, c in _MEMORY.items() if c.source != "heuristic"}
     tmp = None
     try:
+        if CACHE_ENV not in os.environ:
+            # Only the default's folder is made: a named file's missing folder is a typo.
+            path.parent.mkdir(parents=True, exist_ok=True)
         with _locked(path):
             entries, problem = _read_disk(path)
             if entries is None:
@@ -400,7 +480,7 @@ def auto_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.d
         raise ValueError(f"platform must be one of {PLATFORMS}, got {platform!r}")
     measure = measuring_enabled() and platform == host_platform()
     key = cache_key(x_shape, w_shape, dtype, spec, platform)
-    disk = _disk_path()
+    disk = disk_cache_path()
     if disk is not None:
         _load_disk(disk)
     choice = _MEMORY.get(key)
