@@ -1,5 +1,9 @@
 """Shared fixtures: float64 mode, and a record of the worst error seen per dtype and impl,
-printed at the end of the run so every CI log states the suite's measured accuracy."""
+printed at the end of the run so every CI log states the suite's measured accuracy.
+
+The suite runs with ``impl="auto"``'s disk cache off (``JCONV_AUTO_CACHE=off``, inherited by
+the subprocesses tests start): it never writes into the user's home, and no test depends on
+choices an earlier run left on disk. Tests of the cache point it at their own temp folder."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ def pytest_configure(config):
     # numbers there.
     if "JCONV_ERROR_DIR" not in os.environ:
         os.environ["JCONV_ERROR_DIR"] = tempfile.mkdtemp(prefix="jconv-errors-")
+    os.environ["JCONV_AUTO_CACHE"] = "off"
 
 
 @pytest.fixture
@@ -38,7 +43,7 @@ def fresh_auto(monkeypatch):
     import jconv
     from jconv import _auto_cache
 
-    monkeypatch.delenv(_auto_cache.CACHE_ENV, raising=False)
+    monkeypatch.setenv(_auto_cache.CACHE_ENV, "off")
     jconv.clear_auto_cache()
     jconv.set_auto_measure(False)
     yield

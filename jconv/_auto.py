@@ -9,8 +9,9 @@ The choice is made per *platform the computation is lowered for* (``lax.platform
 emits one branch per platform and lowering keeps only its own): on the platform jax is running
 on (the host backend) it is measured once per (platform, shapes, dtype, spec) — like
 ``cudnn.benchmark`` — on fresh concrete arrays outside any trace, with jconv's one stopwatch
-(:mod:`jconv.stopwatch`), then cached in memory and, when the ``JCONV_AUTO_CACHE`` environment
-variable names a JSON file, on disk. For every other platform, and with measuring off
+(:mod:`jconv.stopwatch`), then cached in memory and on disk
+(:func:`jconv._auto_cache.disk_cache_path`: per user by default, ``JCONV_AUTO_CACHE`` names
+another file or switches it off). For every other platform, and with measuring off
 (``JCONV_AUTO_MEASURE=0`` or :func:`set_auto_measure`), the documented
 :func:`heuristic_choice` is used: host kernels are never timed to choose for another
 platform (e.g. while exporting for ``cuda`` on a CPU machine).
@@ -26,7 +27,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -44,6 +47,7 @@ from .stopwatch import interleaved_minima
 PLATFORMS = ("cpu", "gpu", "tpu")
 MEASURE_ENV = "JCONV_AUTO_MEASURE"
 MEASURE_REPS = 5
+PASS_NAMES = ("forward", "input gradient", "weight gradient")
 
 _MEMORY: dict[str, "AutoChoice"] = {}
 _MEASURE_OVERRIDE: list[bool | None] = [None]
@@ -57,9 +61,11 @@ _COMPILER_OPTIONS: contextvars.ContextVar[tuple[tuple[str, Any], ...]] = context
 class AutoChoice:
     """Implementations for the forward pass, the input gradient and the weight gradient.
 
-    ``times_ms`` holds the measured per-pass minima {impl: (fwd, dx, dw)} and ``joint_ms``
-    the forward+backward minima {"fwd/dx/dw": ms} of the triples compared last (both empty
-    when not measured); ``source`` is ``"measured"``, ``"heuristic"`` or ``"disk"``.
+    ``times_ms`` holds the measured per-pass minima {impl: (fwd, dx, dw)} (``inf`` for a pass
+    that failed) and ``joint_ms`` the forward+backward minima {"fwd/dx/dw": ms} of the triples
+    compared last (both empty when not measured); ``failed`` names what measuring dropped
+    because it failed to compile or run ({"impl pass" or "fwd/dx/dw": the error's first
+    line}); ``source`` is ``"measured"``, ``"heuristic"`` or ``"disk"``.
     ``fwd_only`` is the implementation of calls that are not differentiated (inference): the
     fastest forward pass timed alone, which can differ from ``fwd`` because the joint
     forward+backward timing decides ``fwd`` (``None``: same as ``fwd``).
@@ -72,6 +78,7 @@ class AutoChoice:
     times_ms: tuple[tuple[str, tuple[float, float, float]], ...] = ()
     joint_ms: tuple[tuple[str, float], ...] = ()
     fwd_only: str | None = None
+    failed: tuple[tuple[str, str], ...] = ()
 
     @property
     def impls(self) -> tuple[str, str, str]:
@@ -179,11 +186,15 @@ def heuristic_choice(w_shape: tuple[int, ...], spec: ConvSpec,
 
 def cache_key(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.dtype,
               spec: ConvSpec, platform: str | None = None) -> str:
-    """The cache key: platform (default: the host's), shapes, dtype, every field of the spec
-    and, when the traced jit has any, its compiler options."""
-    parts = [platform or host_platform(), tuple(x_shape), tuple(w_shape), jnp.dtype(dtype).name,
+    """The cache key: platform (default: the host's), shapes, dtype, every field of the spec,
+    the jax version, for the host the device kind (so a disk cache shared by upgrades or
+    machines measures again) and, when the traced jit has any, its compiler options."""
+    platform = platform or host_platform()
+    parts = [platform, tuple(x_shape), tuple(w_shape), jnp.dtype(dtype).name,
              spec.stride, spec.padding, spec.dilation, spec.groups, spec.data_format,
-             spec.precision]
+             spec.precision, f"jax {jax.__version__}"]
+    if platform == host_platform():
+        parts.append(jax.devices()[0].device_kind)
     options = _COMPILER_OPTIONS.get()
     if options:
         parts.append(options)
@@ -204,6 +215,9 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
        ``im2col``'s forward and weight gradient build the same patch matrix, which XLA
        computes once in the joint graph.
 
+    A candidate pass (or joint triple) that fails to compile or run is dropped for this
+    shape with one ``RuntimeWarning`` naming it, the shape and the error's first line
+    (``failed``); only when every candidate fails a pass does measuring raise.
     Ties go to the mixed triple, then to the earlier candidate in :func:`candidates`. Calls
     that are not differentiated run stage 1's fastest forward (``fwd_only``).
     Compiled with the options of the enclosing :func:`compiler_options_scope`, if any."""
@@ -213,6 +227,8 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
     n, c_out = x_shape[0], w_shape[0]
     y_shape = ((n, *spec.out_size, c_out) if spec.channels_last
                else (n, c_out, *spec.out_size))
+    where = (f"x {tuple(x_shape)} w {tuple(w_shape)} {jnp.dtype(dtype).name} "
+             f"groups={spec.groups} stride={spec.stride} {spec.data_format}")
     # Measuring runs while an outer jit/grad may be tracing: evaluate eagerly, on concrete data.
     with jax.ensure_compile_time_eval():
         x, w, dy = (jnp.asarray(rng.standard_normal(s), dtype) for s in (x_shape, w_shape, y_shape))
@@ -224,18 +240,46 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
                                  jax.vjp(lambda a: conv(a, w), x)[1](dy)[0])
             fns[(name, 2)] = jit(lambda x, w, dy, conv=conv:
                                  jax.vjp(lambda b: conv(x, b), w)[1](dy)[0])
-        passes = _minima(fns, {key: (x, w) if key[1] == 0 else (x, w, dy) for key in fns},
-                         reps)
-        low = {name: tuple(passes[(name, k)] for k in range(3)) for name in cands}
+        passes, errors = _minima(fns, {key: (x, w) if key[1] == 0 else (x, w, dy)
+                                       for key in fns}, reps)
+        failed = {f"{name} {PASS_NAMES[k]}": err for (name, k), err in errors.items()}
+        for name in cands:
+            _warn_dropped(name, [PASS_NAMES[k] for k in range(3) if (name, k) in errors],
+                          where, [errors[(name, k)] for k in range(3) if (name, k) in errors])
+        low = {name: tuple(passes.get((name, k), math.inf) for k in range(3)) for name in cands}
+        for k in range(3):
+            if all((name, k) in errors for name in cands):
+                raise RuntimeError(f"impl='auto': no candidate can run the {PASS_NAMES[k]} of "
+                                   f"{where}: " + "; ".join(
+                                       f"{name}: {errors[(name, k)]}" for name in cands))
         mixed = tuple(min(cands, key=lambda name: low[name][k]) for k in range(3))
-        triples = list(dict.fromkeys([mixed] + [(c, c, c) for c in cands]))
+        triples = list(dict.fromkeys([mixed] + [(c, c, c) for c in cands
+                                                if not any((c, k) in errors for k in range(3))]))
         joint_fns = {t: jit(_joint_fn(spec, t)) for t in triples}
-        joint = _minima(joint_fns, {t: (x, w, dy) for t in triples}, reps)
-    best = min(triples, key=lambda t: joint[t])
+        joint, joint_errors = _minima(joint_fns, {t: (x, w, dy) for t in triples}, reps)
+        for t, err in joint_errors.items():
+            failed["/".join(t)] = err
+            _warn_dropped("/".join(t), ["forward+backward"], where, [err])
+        if not joint:
+            raise RuntimeError(f"impl='auto': no forward+backward combination can run {where}: "
+                               + "; ".join(f"{'/'.join(t)}: {e}" for t, e in joint_errors.items()))
+    best = min(joint, key=lambda t: joint[t])
     return AutoChoice(*best, source="measured",
                       times_ms=tuple((name, low[name]) for name in cands),
-                      joint_ms=tuple(("/".join(t), joint[t]) for t in triples),
-                      fwd_only=mixed[0])
+                      joint_ms=tuple(("/".join(t), ms) for t, ms in joint.items()),
+                      failed=tuple(failed.items()), fwd_only=mixed[0])
+
+
+def _first_line(err: BaseException) -> str:
+    """``Type: first line of the message`` — XLA's errors run to many lines."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+def _warn_dropped(what: str, passes: list[str], where: str, errors: list[str]) -> None:
+    if passes:
+        warnings.warn(f"impl='auto' dropped {what!r} for the {', '.join(passes)} of {where}: "
+                      f"it failed to compile or run ({errors[0]})", RuntimeWarning, stacklevel=2)
 
 
 def _joint_fn(spec: ConvSpec, impls: tuple[str, str, str]) -> Callable[..., tuple]:
@@ -248,13 +292,18 @@ def _joint_fn(spec: ConvSpec, impls: tuple[str, str, str]) -> Callable[..., tupl
 
 
 def _minima(fns: Mapping[Any, Callable[..., Any]], args: Mapping[Any, tuple],
-            reps: int) -> dict[Any, float]:
-    """Minimum ms per function over ``reps`` interleaved rounds of the one stopwatch, after
-    one compile/warm-up call each."""
+            reps: int) -> tuple[dict[Any, float], dict[Any, str]]:
+    """(minimum ms per function over ``reps`` interleaved rounds of the one stopwatch after
+    one compile/warm-up call each, the first line of the error of each function that failed
+    to compile or run)."""
     calls = {key: functools.partial(_blocking_call, fn, args[key]) for key, fn in fns.items()}
-    for call in calls.values():
-        call()
-    return interleaved_minima(calls, reps)
+    errors: dict[Any, str] = {}
+    for key, call in calls.items():
+        try:
+            call()
+        except Exception as err:  # noqa: BLE001 — any failure drops this function, not auto
+            errors[key] = _first_line(err)
+    return interleaved_minima({k: c for k, c in calls.items() if k not in errors}, reps), errors
 
 
 def _blocking_call(fn: Callable[..., Any], args: tuple) -> None:

@@ -1,5 +1,8 @@
 """``impl="auto"``'s disk cache: measured choices kept in a JSON file between processes.
 
+Per user by default (:func:`default_cache_path`); ``JCONV_AUTO_CACHE`` names another file or
+switches it off (:func:`disk_cache_path`).
+
 The file maps a cache key (``jconv._auto.cache_key``) to the implementation names
 ``[fwd, dx, dw]`` or ``[fwd, dx, dw, fwd_only]``. Processes sharing a file merge their writes
 under a file lock; a reader never sees half a file (writes are renamed into place); a file
@@ -18,16 +21,40 @@ from pathlib import Path
 from typing import Collection, Iterator, Mapping
 
 CACHE_ENV = "JCONV_AUTO_CACHE"
+CACHE_OFF = ("", "0", "off", "false", "no", "none")
 
 # Paths already read, and "warned:<path>" markers: each is read, and warned about, once
 # until forget().
 _SEEN: set[str] = set()
 
 
+def default_cache_path() -> Path:
+    """The per-user disk cache: ``$XDG_CACHE_HOME/jconv/auto.json`` (an absolute
+    ``XDG_CACHE_HOME``), else ``~/.cache/jconv/auto.json``."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+    return root / "jconv" / "auto.json"
+
+
 def disk_cache_path() -> Path | None:
-    """The JSON file named by ``JCONV_AUTO_CACHE``, or None (no disk cache)."""
-    path = os.environ.get(CACHE_ENV)
-    return Path(path) if path else None
+    """Where ``impl="auto"`` keeps its measured choices between processes, or None for no
+    disk cache: ``JCONV_AUTO_CACHE`` unset is :func:`default_cache_path`; set to ``off``,
+    ``0``, ``false``, ``no``, ``none`` or empty it switches the disk cache off; any other
+    value names the JSON file (whose folder must exist).
+
+    Example:
+      >>> default_cache_path().parts[-2:]
+      ('jconv', 'auto.json')
+    """
+    value = os.environ.get(CACHE_ENV)
+    if value is None:
+        try:
+            return default_cache_path()
+        except RuntimeError:  # Path.home(): no HOME and no password entry — nowhere to keep it
+            return None
+    if value.strip().lower() in CACHE_OFF:
+        return None
+    return Path(value).expanduser()
 
 
 def forget() -> None:
@@ -41,7 +68,10 @@ def _problem(path: Path, problem: str) -> None:
     if marker in _SEEN:
         return
     _SEEN.add(marker)
-    warnings.warn(f"{CACHE_ENV}={path}: {problem}; impl='auto' goes on with the choices it "
+    where = (f"{CACHE_ENV}={path}" if CACHE_ENV in os.environ else
+             f"impl='auto' disk cache {path} (the per-user default; {CACHE_ENV}=off switches "
+             "it off)")
+    warnings.warn(f"{where}: {problem}; impl='auto' goes on with the choices it "
                   "holds in memory", RuntimeWarning, stacklevel=5)
 
 
@@ -108,6 +138,9 @@ def save(path: Path, ours: Mapping[str, list[str]], names: Collection[str]) -> N
     """Merge ``ours`` into the file under its lock (the file's other entries are kept)."""
     tmp = None
     try:
+        if CACHE_ENV not in os.environ:
+            # Only the default's folder is made: a named file's missing folder is a typo.
+            path.parent.mkdir(parents=True, exist_ok=True)
         with _locked(path):
             entries, problem = read_entries(path, names)
             if entries is None:

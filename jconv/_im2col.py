@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._spec import ConvSpec, accum_dtype, prod
-from ._windows import from_nhwc, pad_hw, run_planned, tap_windows, to_nhwc
+from ._windows import from_nhwc, grouped_einsum, pad_hw, run_planned, tap_windows, to_nhwc
 
 
 def im2col(x_nhwc: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
@@ -41,8 +41,7 @@ def _im2col_chunk(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray
         cols = patches.reshape(rows, taps, g, cg)
         # (C_out, C_in/g, *kernel) -> (g, taps, C_in/g, C_out/g): rows ordered like the columns.
         wmat = w.reshape(g, c_out // g, cg, taps).transpose(0, 3, 2, 1)
-        y = jnp.einsum("ptgc,gtco->pgo", cols, wmat, precision=spec.precision,
-                       preferred_element_type=acc)
+        y = grouped_einsum("ptgc,gtco->pgo", cols, wmat, spec.precision, acc)
     y = y.reshape(n, *out, c_out).astype(x.dtype)
     return from_nhwc(y, spec.data_format)
 

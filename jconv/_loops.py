@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._spec import ConvSpec, accum_dtype, prod
-from ._windows import from_nhwc, pad_hw, run_planned, tap_windows, to_nhwc
+from ._windows import from_nhwc, grouped_einsum, pad_hw, run_planned, tap_windows, to_nhwc
 
 
 def _loops_chunk(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
@@ -37,8 +37,7 @@ def _loops_chunk(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
         elif cg == 1:
             y = y + win.astype(acc) * wtap[:, 0, :].astype(acc)
         else:
-            y = y + jnp.einsum("n...gc,gco->n...go", win, wtap, precision=spec.precision,
-                               preferred_element_type=acc)
+            y = y + grouped_einsum("n...gc,gco->n...go", win, wtap, spec.precision, acc)
     return from_nhwc(y.reshape(n, *out, c_out).astype(x.dtype), spec.data_format)
 
 

@@ -139,6 +139,26 @@ def batch_plan(n: int, bytes_per_item: int) -> dict[str, int]:
             "accelerator": batch_chunk(n, bytes_per_item, ACCELERATOR_CHUNK_BYTES)}
 
 
+def grouped_einsum(subscripts: str, lhs: jnp.ndarray, rhs: jnp.ndarray, precision: object,
+                   acc: jnp.dtype) -> jnp.ndarray:
+    """``jnp.einsum(subscripts, lhs, rhs)`` with a group batch axis, accumulated in ``acc``.
+
+    Lowered for CPU, half-precision operands are widened to ``acc`` first: jaxlib 0.10's
+    XLA:CPU leaves some batched BF16 x BF16 -> F32 dots that its YNNPACK fusion declines to a
+    runtime that cannot execute them (``UNIMPLEMENTED: Unsupported element type for
+    DotThunk::Execute``). A product of two half-precision numbers is exact in float32, so the
+    widened contraction computes the same float32 sums. GPUs and TPUs keep the half-precision
+    operands their matrix units take (``lax.platform_dependent``: one branch per lowering).
+    """
+    def einsum(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+        return jnp.einsum(subscripts, a, b, precision=precision, preferred_element_type=acc)
+
+    if lhs.dtype == acc and rhs.dtype == acc:
+        return einsum(lhs, rhs)
+    return lax.platform_dependent(lhs, rhs, default=einsum,
+                                  cpu=lambda a, b: einsum(a.astype(acc), b.astype(acc)))
+
+
 def run_planned(fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray], x: jnp.ndarray,
                 w: jnp.ndarray, bytes_per_item: int) -> jnp.ndarray:
     """``fn(x, w)`` under the execution plan of the platform the computation is *lowered*

@@ -1,9 +1,10 @@
 """``python -m jconv.check_device``: what to run first on a new GPU/TPU (or CPU) machine.
 
 On whatever backend JAX finds, it checks every registered convolution implementation
-against ``impl="lax"`` — forward, input gradient and weight gradient, float32 at
-``precision="highest"`` (so a GPU's TF32 cannot hide or fake an error), plus a bfloat16
-forward — over a small grid of argument forms; the pooling implementations the same way; a
+against ``impl="lax"`` — forward, input gradient and weight gradient, in float32 at
+``precision="highest"`` (so a GPU's TF32 cannot hide or fake an error), in bfloat16 and in
+float16 — over a small grid of argument forms, one of them a grouped layer of realistic
+size; the pooling implementations the same way; a
 few SGD steps of a small CNN per exact implementation (finite, decreasing, and the same
 losses as ``lax``); and the quick benchmark. It prints a PASS/FAIL table and exits 1 on any
 FAIL (2 on bad arguments).
@@ -28,12 +29,13 @@ from .conv import conv2d
 from .pool import avg_pool2d, max_pool2d
 
 # Relative to max(1, max |reference|). Exact implementations differ from lax only by
-# float32 summation order; the fast algorithms add their own rounding; bfloat16 inputs are
-# rounded to 8 bits before both sides see them, the results differ by accumulation order
-# and one final rounding.
+# float32 summation order; the fast algorithms add their own rounding; half-precision
+# inputs (and output cotangents) are rounded before both sides see them, the results differ
+# by accumulation order and one final rounding (bfloat16: 8-bit mantissa, float16: 11-bit;
+# the tolerances of jconv.testing's gradients).
 TOL_EXACT = 1e-4
 TOL_FAST = 2e-3
-TOL_BF16 = 3e-2
+TOL_HALF = {"bfloat16": 3e-2, "float16": 4e-3}
 TOL_TRAIN = 1e-3
 
 
@@ -47,8 +49,11 @@ CASES: tuple[tuple[Layer, str], ...] = (
     (Layer("check", "depthwise", 2, 16, 16, 10, groups=16), "NCHW"),
     (Layer("check", "NHWC 5x5", 2, 6, 12, 11, kernel=5, padding=2), "NHWC"),
     (Layer("check", "1x1", 4, 16, 8, 9, kernel=1, padding=0), "NCHW"),
+    # XLA:CPU contracts groups as a real dot only from C_in/groups >= 4 and C_out/groups >= 2
+    # (smaller ones become multiplies and adds): the size where bfloat16 crashed loops.
+    (Layer("check", "groups 2, realistic size", 8, 16, 32, 16, groups=2), "NCHW"),
 )
-QUICK_CASES = CASES[:3]
+QUICK_CASES = (*CASES[:3], CASES[-1])
 
 
 def rel_err(got: Any, want: Any) -> float:
@@ -71,10 +76,18 @@ def _conv_fns(impl: str, layer: Layer, data_format: str,
     return jax.jit(run)
 
 
+def _note(err: BaseException) -> str:
+    """The error's first line, whole: the implementation's own words (XLA's errors go on for
+    many lines, jconv's ValueErrors are one line with what to use instead)."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
 def check_convs(impls: Sequence[str],
                 cases: Sequence[tuple[Layer, str]]) -> list[dict[str, Any]]:
-    """One row per (impl, case): worst float32 error of y, dx, dw and bfloat16 error of y
-    against ``lax`` at ``precision="highest"``; ``status`` PASS, FAIL or n/a (an argument
+    """One row per (impl, case): worst float32 error of y, dx, dw against ``lax`` at
+    ``precision="highest"``, and the worst of y, dx, dw in bfloat16 and in float16 (against
+    float32 ``lax`` on the same rounded inputs); ``status`` PASS, FAIL or n/a (an argument
     the implementation documents it rejects)."""
     rows = []
     for layer, fmt in cases:
@@ -84,31 +97,38 @@ def check_convs(impls: Sequence[str],
         y_ref = lax_fwd(x, w)
         dy = jnp.asarray(np.random.default_rng(1).standard_normal(y_ref.shape), jnp.float32)
         ref = _conv_fns("lax", layer, fmt, "highest")(x, w, dy)
-        as_bf16 = [a.astype(jnp.bfloat16) for a in (x, w)]
-        ref16 = lax_fwd(*(a.astype(jnp.float32) for a in as_bf16))
+        half = {d: tuple(a.astype(d) for a in (x, w, dy)) for d in TOL_HALF}
+        half_ref = {d: _conv_fns("lax", layer, fmt, "highest")(
+            *(a.astype(jnp.float32) for a in args))
+                    for d, args in half.items()}
         for impl in impls:
             row = {"check": "conv2d", "impl": impl, "case": layer.name}
             tol = TOL_EXACT if CONV_IMPLS[impl].exact else TOL_FAST
             try:
                 got = _conv_fns(impl, layer, fmt, "highest")(x, w, dy)
-                got16 = jax.jit(lambda a, b, impl=impl, layer=layer, fmt=fmt: conv2d(
-                    a, b, impl=impl, data_format=fmt, **layer.conv_kwargs))(*as_bf16)
+                got_half = {d: _conv_fns(impl, layer, fmt, None)(*args)
+                            for d, args in half.items()}
             except ValueError as err:
                 if CONV_IMPLS[impl].exact:
                     row.update(status="FAIL", note=f"ValueError: {err}")
                 else:
-                    row.update(status="n/a", note=str(err).split(";")[0][:60])
+                    row.update(status="n/a", note=_note(err))
                 rows.append(row)
                 continue
             except Exception as err:  # noqa: BLE001 — any crash on a valid case is a FAIL
-                row.update(status="FAIL", note=f"{type(err).__name__}: {str(err)[:80]}")
+                row.update(status="FAIL", note=f"{type(err).__name__}: {_note(err)}")
                 rows.append(row)
                 continue
             errs = [rel_err(g, r) for g, r in zip(got, ref)]
-            e16 = rel_err(got16, ref16)
-            ok = max(errs) <= tol and e16 <= TOL_BF16 and got16.dtype == jnp.bfloat16
-            row.update(y=errs[0], dx=errs[1], dw=errs[2], y_bf16=e16,
-                       status="PASS" if ok else "FAIL", note=f"tol {tol:g} / bf16 {TOL_BF16:g}")
+            e_half = {d: max(rel_err(g, r) for g, r in zip(got_half[d], half_ref[d]))
+                      for d in TOL_HALF}
+            bad_dtype = [d for d in TOL_HALF if any(g.dtype != d for g in got_half[d])]
+            ok = (max(errs) <= tol and all(e_half[d] <= TOL_HALF[d] for d in TOL_HALF)
+                  and not bad_dtype)
+            note = (f"tol {tol:g} / bf16 {TOL_HALF['bfloat16']:g} / f16 {TOL_HALF['float16']:g}"
+                    + (f"; {', '.join(bad_dtype)} in, another dtype out" if bad_dtype else ""))
+            row.update(y=errs[0], dx=errs[1], dw=errs[2], bf16=e_half["bfloat16"],
+                       f16=e_half["float16"], status="PASS" if ok else "FAIL", note=note)
             rows.append(row)
     return rows
 
@@ -191,15 +211,16 @@ def _fmt(v: Any) -> str:
 
 
 def format_rows(rows: Sequence[dict[str, Any]]) -> str:
-    """The PASS/FAIL table: one line per check, errors relative to max(1, |reference|).
+    """The PASS/FAIL table: one line per check, errors relative to max(1, |reference|)
+    (``bf16``/``f16``: the worst of y, dx and dw in that dtype).
 
     Example:
       >>> print(format_rows([{"check": "pool", "impl": "loops", "case": "max", "y": 0.0,
       ...                     "status": "PASS"}]))
-      check  impl   case  y        dx  dw  y_bf16  status  note
-      pool   loops  max   0.0e+00                  PASS
+      check  impl   case  y        dx  dw  bf16  f16  status  note
+      pool   loops  max   0.0e+00                     PASS
     """
-    cols = ["check", "impl", "case", "y", "dx", "dw", "y_bf16", "status", "note"]
+    cols = ["check", "impl", "case", "y", "dx", "dw", "bf16", "f16", "status", "note"]
     cells = [cols] + [[_fmt(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip()
@@ -221,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--impls", default=",".join(CONV_IMPLS),
                    help="comma list of implementations to check (default: all registered)")
-    p.add_argument("--quick", action="store_true", help="3 conv cases instead of 7")
+    p.add_argument("--quick", action="store_true",
+                   help=f"{len(QUICK_CASES)} conv cases instead of {len(CASES)}")
     p.add_argument("--no-bench", action="store_true", help="skip the quick benchmark")
     p.add_argument("--no-train", action="store_true", help="skip the training steps")
     args = p.parse_args(argv)

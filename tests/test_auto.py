@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +13,7 @@ from jax.test_util import check_grads
 
 import jconv
 from jconv import _auto, _auto_cache
+from jconv._lax import conv_lax
 from jconv._spec import canonical_conv
 
 TRIPLES = [("lax", "im2col", "loops"), ("im2col", "loops", "lax"), ("loops", "lax", "im2col")]
@@ -180,6 +182,83 @@ def test_measure_switches(monkeypatch):
 def test_set_auto_measure_rejects_non_bool():
     with pytest.raises(TypeError, match="enabled must be a bool or None, got 'yes'"):
         jconv.set_auto_measure("yes")
+
+
+def _boom(x, w, spec):
+    """A candidate that compiles but fails at run time forward (a host callback raising), and
+    cannot be differentiated (pure_callback has no JVP): both kinds of failure at once."""
+    def fail(a):
+        raise RuntimeError("boom: this candidate cannot run here\nsecond line")
+
+    y = conv_lax(x, w, spec)
+    return jax.pure_callback(fail, jax.ShapeDtypeStruct(y.shape, y.dtype), y)
+
+
+def test_a_failing_candidate_is_dropped_with_one_warning(monkeypatch):
+    monkeypatch.setattr(_auto, "candidates", lambda: {"boom": _boom, "lax": conv_lax})
+    jconv.set_auto_measure(True)
+    x, w = _arrays(n=1, hw=6)
+    with pytest.warns(RuntimeWarning) as got:
+        y = jax.jit(lambda x, w: jconv.conv2d(x, w, padding=1, impl="auto"))(x, w)
+        gx = jax.grad(lambda x: jnp.sum(jconv.conv2d(x, w, padding=1, impl="auto") ** 2))(x)
+    dropped = [str(r.message) for r in got if "dropped" in str(r.message)]
+    assert len(dropped) == 1, dropped
+    assert re.fullmatch(
+        r"impl='auto' dropped 'boom' for the forward, input gradient, weight gradient of "
+        r"x \(1, 4, 6, 6\) w \(8, 4, 3, 3\) float32 groups=1 stride=\(1, 1\) NCHW: it failed "
+        r"to compile or run \(\w+: .*\)", dropped[0]), dropped[0]
+    assert "second line" not in dropped[0]
+    choice = jconv.auto_choice(x.shape, w.shape, x.dtype, _spec(x, w))
+    assert choice.impls == ("lax",) * 3
+    assert {k for k, _ in choice.failed} == {"boom forward", "boom input gradient",
+                                             "boom weight gradient"}
+    # Forward: the callback raised at run time; gradients: no JVP rule, at trace time.
+    assert dict(choice.failed)["boom forward"].startswith("JaxRuntimeError: ")
+    assert "Pure callbacks do not support JVP" in dict(choice.failed)["boom input gradient"]
+    np.testing.assert_allclose(y, jconv.conv2d(x, w, padding=1), rtol=1e-6)
+    want = jax.grad(lambda x: jnp.sum(jconv.conv2d(x, w, padding=1) ** 2))(x)
+    np.testing.assert_allclose(gx, want, rtol=1e-5)
+
+
+def test_every_candidate_failing_a_pass_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(_auto, "candidates", lambda: {"boom": _boom})
+    jconv.set_auto_measure(True)
+    x, w = _arrays(n=1, hw=6)
+    with pytest.warns(RuntimeWarning, match="dropped 'boom'"), pytest.raises(
+            RuntimeError, match=r"impl='auto': no candidate can run the forward of x \(1, 4, 6, "
+                                r"6\) .*: boom: JaxRuntimeError: "):
+        jconv.conv2d(x, w, padding=1, impl="auto")
+
+
+def test_auto_survives_the_real_bfloat16_crash(monkeypatch):
+    """The issue-21 crash, put back into ``loops`` only: XLA:CPU cannot run the grouped
+    BF16 x BF16 -> F32 einsum. ``auto`` drops ``loops`` and measures the others."""
+    from jconv import _loops
+
+    def unwidened(subscripts, a, b, precision, acc):
+        return jnp.einsum(subscripts, a, b, precision=precision, preferred_element_type=acc)
+
+    monkeypatch.setattr(_loops, "grouped_einsum", unwidened)
+    kx, kw = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(kx, (8, 16, 16, 16), jnp.bfloat16)
+    w = jax.random.normal(kw, (32, 8, 3, 3), jnp.bfloat16)
+    conv = jax.jit(lambda x, w, impl: jconv.conv2d(x, w, groups=2, padding=1, impl=impl),
+                   static_argnums=2)
+    try:
+        jax.block_until_ready(conv(x, w, "loops"))
+    except Exception as err:  # noqa: BLE001 — what this jaxlib raises is the point
+        crash = str(err).splitlines()[0]
+    else:
+        pytest.skip("this jaxlib runs the unwidened grouped bfloat16 einsum on this platform")
+    jconv.set_auto_measure(True)
+    with pytest.warns(RuntimeWarning, match=r"dropped 'loops' for the forward of x \(8, 16, 16, "
+                                            r"16\) w \(32, 8, 3, 3\) bfloat16 groups=2") as got:
+        y = conv(x, w, "auto")
+    assert [str(r.message) for r in got if crash[:40] in str(r.message)]
+    assert "loops" not in jconv.auto_choice(x.shape, w.shape, x.dtype,
+                                            _spec(x, w, groups=2)).impls
+    ref = conv(x.astype(jnp.float32), w.astype(jnp.float32), "lax")
+    np.testing.assert_allclose(np.asarray(y, np.float32), ref, rtol=2e-2, atol=0.1)
 
 
 def test_auto_without_candidates_handed_over_is_a_clear_error(monkeypatch):

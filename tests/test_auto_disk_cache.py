@@ -1,5 +1,6 @@
-"""The ``impl="auto"`` disk cache (``JCONV_AUTO_CACHE``): concurrent processes merge their
-entries, and a file that cannot serve as the cache gives one warning, never an error."""
+"""The ``impl="auto"`` disk cache: per user by default, ``JCONV_AUTO_CACHE`` names another
+file or switches it off; concurrent processes merge their entries, and a file that cannot
+serve as the cache gives one warning, never an error."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -96,6 +98,72 @@ def test_good_cache_gives_no_warning_and_leaves_no_temporary_files(monkeypatch, 
         jconv.conv2d(X[:, :2], W[:, :2], impl="auto")
     assert len(json.loads(path.read_text())) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["auto.json", "auto.json.lock"]
+
+
+@pytest.fixture
+def home(monkeypatch, tmp_path):
+    """No ``JCONV_AUTO_CACHE`` (the default applies), HOME in a temp folder, no XDG."""
+    monkeypatch.delenv(_auto_cache.CACHE_ENV)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_the_default_cache_is_per_user_and_made_on_first_save(monkeypatch, home):
+    _measured(monkeypatch)
+    path = home / ".cache" / "jconv" / "auto.json"
+    assert _auto_cache.disk_cache_path() == path and not path.parent.exists()
+    _conv()
+    assert list(json.loads(path.read_text()).values()) == [["loops", "im2col", "lax"]]
+    jconv.clear_auto_cache()  # a new process, as far as auto can tell
+    jconv.set_auto_measure(False)
+    assert jconv.auto_choice(X.shape, W.shape, X.dtype, _spec()).source == "disk"
+
+
+def test_the_default_cache_follows_xdg_cache_home(monkeypatch, home, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    _measured(monkeypatch)
+    _conv()
+    assert (tmp_path / "xdg" / "jconv" / "auto.json").is_file()
+    assert not home.exists()
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the XDG spec: absolute only
+    assert _auto_cache.disk_cache_path() == home / ".cache" / "jconv" / "auto.json"
+
+
+@pytest.mark.parametrize("value", ["off", "OFF", "", "0", "false", "no", "none"])
+def test_the_disk_cache_switches_off(monkeypatch, home, value):
+    monkeypatch.setenv(_auto_cache.CACHE_ENV, value)
+    _measured(monkeypatch)
+    assert _auto_cache.disk_cache_path() is None
+    _conv()
+    assert not home.exists()
+    assert next(iter(_auto._MEMORY.values())).source == "measured"
+
+
+def test_a_broken_default_cache_warns_how_to_switch_it_off(monkeypatch, home):
+    path = home / ".cache" / "jconv" / "auto.json"
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    _measured(monkeypatch)
+    with pytest.warns(RuntimeWarning, match=re.escape(
+            f"impl='auto' disk cache {path} (the per-user default; JCONV_AUTO_CACHE=off "
+            "switches it off): the cache file is not valid JSON")) as got:
+        _conv()
+    assert len(got) == 1 and path.read_text() == "{not json"
+
+
+def test_a_disk_entry_from_another_jax_or_device_is_not_used(monkeypatch, tmp_path):
+    path = tmp_path / "auto.json"
+    monkeypatch.setenv(_auto_cache.CACHE_ENV, str(path))
+    key = _auto.cache_key(X.shape, W.shape, X.dtype, _spec())
+    assert f"|jax {jax.__version__}|" in key
+    path.write_text(json.dumps({key.replace(f"jax {jax.__version__}", "jax 0.0.1"):
+                                ["loops", "loops", "loops"]}))
+    assert jconv.auto_choice(X.shape, W.shape, X.dtype, _spec()).source == "heuristic"
+
+
+def _spec():
+    return jconv.conv_spec(X.shape, W.shape, padding=1)
 
 
 WRITER = """

@@ -32,10 +32,11 @@ def _depthwise(n=2, c=4, hw=6):
 
 def _fake_minima(pass_ms, joint_best):
     """A stand-in for ``_auto._minima``: per-pass times by candidate name in stage 1, and in
-    stage 2 the fastest forward+backward for ``joint_best`` only. Nothing is run or timed."""
+    stage 2 the fastest forward+backward for ``joint_best`` only; no failures. Nothing is run
+    or timed."""
     def minima(fns, args, reps):
         return {key: (pass_ms[key[0]] if isinstance(key[1], int)
-                      else 1.0 if key == joint_best else 9.0) for key in fns}
+                      else 1.0 if key == joint_best else 9.0) for key in fns}, {}
     return minima
 
 

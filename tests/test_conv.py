@@ -16,7 +16,7 @@ from jconv import testing
 IMPLS = ["lax", "im2col", "loops"]
 
 # Every impl against jconv.testing's float64 oracle, forward and reverse-mode gradients:
-# lax on the 48 "default" cases in float64 (+ order-2 check_grads on one), every exact impl
+# lax on the 49 "default" cases in float64 (+ order-2 check_grads on one), every exact impl
 # on the 10 "quick" cases (lax in float32/bfloat16/float16, im2col and loops in
 # float64/float32/bfloat16), fft in float64/float32, and the
 # restricted Winograd impls on the default cases they accept (3x3, stride 1, dilation 1).

@@ -443,7 +443,7 @@ def test_import_jconv_stays_light_and_cli_runs_as_a_module():
 
 def test_pytest_cases_ids_are_unique_and_cover_the_forms():
     ids = [p.id for p in testing.pytest_cases("default")]
-    assert len(ids) == len(set(ids)) == 48
+    assert len(ids) == len(set(ids)) == 49
     cases = testing.conv2d_cases("full")
     paddings = {type(c.padding).__name__ if not isinstance(c.padding, str) else c.padding
                 for c in cases}

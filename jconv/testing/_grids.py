@@ -41,6 +41,10 @@ _CONV_FORMS: list[tuple[Any, ...]] = [
     ("single-channel", (3, 1, 6, 6), (1, 1, 3, 3), True, 1, 2, 1, 1),
     ("groups-dilated-asymmetric", (1, 4, 12, 11), (4, 2, 3, 3), True, (1, 2), ((3, 1), (0, 2)),
      (3, 2), 2),
+    # Realistic size: XLA:CPU turns a grouped contraction into a real batched dot only from
+    # C_in/groups >= 4 and C_out/groups >= 2 on (below, into multiplies and adds), and the
+    # bfloat16 one of those crashed jconv's loops (issue 21); the small forms never get there.
+    ("groups-realistic-size", (8, 16, 16, 16), (32, 8, 3, 3), True, 1, 1, 1, 2),
 ]
 # The quick list: the forms where a plausible bug shows (asymmetric and 'same' padding,
 # unequal strides, dilation, grouped channels, unbatched input, the kernel filling the input).
@@ -90,16 +94,17 @@ def _random_conv(rng: np.random.Generator, seed: int, j: int) -> Conv2dCase:
 
 def conv2d_cases(kind: str = "default", n: int | None = None, seed: int = 0) -> list[Conv2dCase]:
     """The conv2d cases of ``kind``: ``"quick"`` (8 hand-picked forms + 2 random draws),
-    ``"default"`` (all 24 forms + 24 draws) or ``"full"`` (24 forms + 200 draws).
+    ``"default"`` (all 25 forms + 24 draws) or ``"full"`` (25 forms + 200 draws).
 
     The forms cover stride int/pair, padding int/pair/((t, b), (l, r))/'valid'/'same' with odd
     and even effective kernels, dilation, groups (depthwise, channel multipliers), bias or
     not, rectangular inputs and kernels, unbatched input, 1x1 outputs and a kernel as large
-    as the padded input. ``n`` overrides the number of random draws; ``seed`` picks them (and
-    every case's data).
+    as the padded input, and one grouped layer of realistic size ((8, 16, 16, 16) -> 32
+    channels), big enough for XLA to run its grouped contraction as a real dot. ``n``
+    overrides the number of random draws; ``seed`` picks them (and every case's data).
 
     >>> [len(conv2d_cases(k)) for k in ("quick", "default", "full")]
-    [10, 48, 224]
+    [10, 49, 225]
     >>> conv2d_cases("quick")[0]
     Conv2dCase(x_shape=(2, 4, 9, 8), w_shape=(6, 2, 3, 2), bias=True, stride=(2, 1), padding=((1, 0), (2, 1)), dilation=(1, 2), groups=2, seed=0, name='everything')
     """
