@@ -41,9 +41,9 @@ def fresh_auto(monkeypatch):
     """``impl="auto"`` with an empty cache, measuring off (the heuristic) and no disk cache;
     everything restored afterwards."""
     import jconv
-    from jconv import _auto
+    from jconv import _auto_cache
 
-    monkeypatch.setenv(_auto.CACHE_ENV, "off")
+    monkeypatch.setenv(_auto_cache.CACHE_ENV, "off")
     jconv.clear_auto_cache()
     jconv.set_auto_measure(False)
     yield

@@ -1,9 +1,14 @@
-"""jconv: 2-D convolution in JAX three ways (lax loops, im2col, lax.conv_general_dilated),
-with PyTorch semantics, pooling, shape/cost helpers and Flax NNX layers."""
+"""jconv: 1-, 2- and 3-D convolution in JAX with exactly PyTorch's semantics.
+
+Nine implementations behind one registry (``jconv.CONV_IMPLS``): XLA's convolution
+(``"lax"``), im2col, a loop over kernel taps, two Winograd tilings, FFT, Pallas kernels,
+oneDNN through the XLA FFI, and ``"auto"``, which measures the exact ones per shape and pass.
+Plus pooling, shape/cost helpers, Flax NNX layers, BatchNorm folding and a gradient-check
+suite (``jconv.testing``)."""
 
 from . import nn
 from ._auto import AutoChoice, auto_choice, clear_auto_cache, set_auto_measure
-from ._registry import CONV_IMPLS, IMPLS, POOL_IMPLS, Implementation
+from ._registry import AUTO_IMPLS, CONV_IMPLS, POOL_IMPLS, Implementation
 from ._spec import ConvSpec, PoolSpec, conv_spec, pool_spec
 from .conv import conv1d, conv2d, conv3d, convnd
 from .cost import (ReceptiveField, RFLayer, activation_bytes, conv2d_flops, conv2d_macs,
@@ -29,13 +34,21 @@ def __getattr__(name: str) -> object:
         import importlib
 
         return importlib.import_module(".testing", __name__)
+    if name == "IMPLS":
+        # The old name read as "all implementations"; it always meant auto's candidates.
+        import warnings
+
+        warnings.warn("jconv.IMPLS is deprecated; use jconv.AUTO_IMPLS (the exact "
+                      "implementations impl='auto' chooses among) or jconv.CONV_IMPLS (every "
+                      "impl=)", DeprecationWarning, stacklevel=2)
+        return AUTO_IMPLS
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "CONV_BACKENDS",
+    "AUTO_IMPLS",
     "CONV_IMPLS",
-    "IMPLS",
     "Implementation",
     "POOL_IMPLS",
     "AutoChoice",

@@ -1,23 +1,20 @@
 """``impl="auto"``: the fastest implementation per layer, forward and backward chosen apart.
 
-A convolution is bilinear, so its JVP is ``conv(dx, w) + conv(x, dw)`` and reverse mode
-transposes each term separately: the ``dx`` term's transpose is the input gradient, the
-``dw`` term's the weight gradient. ``conv_auto`` is a ``jax.custom_jvp``: under
-differentiation its JVP rule runs the forward implementation chosen for training and two
-tangent terms with the implementations whose *transposes* are fastest; a call that is not
-differentiated (inference) runs the primal alone, with the implementation fastest forward on
-its own. Everything stays ordinary differentiable JAX, so jit, vmap, forward mode and
-grad-of-grad all work.
+This module *chooses*; :mod:`jconv._auto_dispatch` runs a choice (a ``jax.custom_jvp`` whose
+JVP rule runs the forward implementation and two tangent terms with the implementations
+whose *transposes* are fastest, so each pass gets its own), and :mod:`jconv._auto_cache`
+keeps measured choices on disk.
 
 The choice is made per *platform the computation is lowered for* (``lax.platform_dependent``
 emits one branch per platform and lowering keeps only its own): on the platform jax is running
 on (the host backend) it is measured once per (platform, shapes, dtype, spec) — like
-``cudnn.benchmark`` — on fresh concrete arrays outside any trace, then cached in memory and
-on disk (:func:`disk_cache_path`: per user by default, ``JCONV_AUTO_CACHE`` names another
-file or switches it off). For every other
-platform, and with measuring off (``JCONV_AUTO_MEASURE=0`` or :func:`set_auto_measure`), the
-documented :func:`heuristic_choice` is used: host kernels are never timed to choose for
-another platform (e.g. while exporting for ``cuda`` on a CPU machine).
+``cudnn.benchmark`` — on fresh concrete arrays outside any trace, with jconv's one stopwatch
+(:mod:`jconv.stopwatch`), then cached in memory and on disk
+(:func:`jconv._auto_cache.disk_cache_path`: per user by default, ``JCONV_AUTO_CACHE`` names
+another file or switches it off). For every other platform, and with measuring off
+(``JCONV_AUTO_MEASURE=0`` or :func:`set_auto_measure`), the documented
+:func:`heuristic_choice` is used: host kernels are never timed to choose for another
+platform (e.g. while exporting for ``cuda`` on a CPU machine).
 
 Measurements compile with the XLA compiler options of the jit that is being traced, when
 that jit says so through :func:`compiler_options_scope` (``jconv.jit`` does): on CPU those
@@ -30,11 +27,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import json
 import math
 import os
-import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,20 +37,19 @@ from typing import Any, Callable, Iterator, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.custom_derivatives import SymbolicZero
 
+from . import _auto_cache
+from ._auto_dispatch import candidates, conv_bilinear, dispatch
 from ._spec import ConvSpec
+from .stopwatch import interleaved_minima
 
 # Platforms a choice is made for; jax.default_backend() names the host the same way.
 PLATFORMS = ("cpu", "gpu", "tpu")
 MEASURE_ENV = "JCONV_AUTO_MEASURE"
-CACHE_ENV = "JCONV_AUTO_CACHE"
-CACHE_OFF = ("", "0", "off", "false", "no", "none")
 MEASURE_REPS = 5
 PASS_NAMES = ("forward", "input gradient", "weight gradient")
 
 _MEMORY: dict[str, "AutoChoice"] = {}
-_DISK_LOADED: set[str] = set()
 _MEASURE_OVERRIDE: list[bool | None] = [None]
 # The compiler options of the jit being traced (sorted (name, value) pairs): a context
 # variable, so nested or concurrent traces each see their own.
@@ -149,14 +142,7 @@ def current_compiler_options() -> dict[str, Any]:
 def clear_auto_cache() -> None:
     """Forget every in-memory choice (a disk cache file is left alone, but re-read)."""
     _MEMORY.clear()
-    _DISK_LOADED.clear()
-
-
-def candidates() -> dict[str, Callable[[jnp.ndarray, jnp.ndarray, ConvSpec], jnp.ndarray]]:
-    """The exact implementations ``auto`` chooses among (the registry's, in its order)."""
-    from ._registry import auto_candidates  # the registry imports this module
-
-    return auto_candidates()
+    _auto_cache.forget()
 
 
 def host_platform() -> str:
@@ -213,12 +199,6 @@ def cache_key(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.dty
     if options:
         parts.append(options)
     return "|".join(str(v) for v in parts)
-
-
-def _time_ms(fn: Callable[..., jnp.ndarray], args: tuple) -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    return (time.perf_counter() - start) * 1e3
 
 
 def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.dtype,
@@ -306,157 +286,40 @@ def _joint_fn(spec: ConvSpec, impls: tuple[str, str, str]) -> Callable[..., tupl
     """(x, w, dy) -> (<conv(x, w), dy>, (d/dx, d/dw)): one training-like forward+backward."""
     def fn(x: jnp.ndarray, w: jnp.ndarray, dy: jnp.ndarray) -> tuple:
         return jax.value_and_grad(
-            lambda a, b: jnp.vdot(_conv_bilinear(a, b, spec, impls, impls[0]), dy),
+            lambda a, b: jnp.vdot(conv_bilinear(a, b, spec, impls, impls[0]), dy),
             argnums=(0, 1))(x, w)
     return fn
 
 
 def _minima(fns: Mapping[Any, Callable[..., Any]], args: Mapping[Any, tuple],
             reps: int) -> tuple[dict[Any, float], dict[Any, str]]:
-    """(minimum ms per function over ``reps`` alternating rounds after one warm-up call each,
-    the first line of the error of each function that failed to compile or run)."""
+    """(minimum ms per function over ``reps`` interleaved rounds of the one stopwatch after
+    one compile/warm-up call each, the first line of the error of each function that failed
+    to compile or run)."""
+    calls = {key: functools.partial(_blocking_call, fn, args[key]) for key, fn in fns.items()}
     errors: dict[Any, str] = {}
-    for key, fn in fns.items():
+    for key, call in calls.items():
         try:
-            jax.block_until_ready(fn(*args[key]))
+            call()
         except Exception as err:  # noqa: BLE001 — any failure drops this function, not auto
             errors[key] = _first_line(err)
-    samples: dict[Any, list[float]] = {key: [] for key in fns if key not in errors}
-    for _ in range(reps):
-        for key in samples:
-            samples[key].append(_time_ms(fns[key], args[key]))
-    return {key: float(np.min(v)) for key, v in samples.items()}, errors
+    return interleaved_minima({k: c for k, c in calls.items() if k not in errors}, reps), errors
 
 
-def default_cache_path() -> Path:
-    """The per-user disk cache: ``$XDG_CACHE_HOME/jconv/auto.json`` (an absolute
-    ``XDG_CACHE_HOME``), else ``~/.cache/jconv/auto.json``."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
-    return root / "jconv" / "auto.json"
-
-
-def disk_cache_path() -> Path | None:
-    """Where ``impl="auto"`` keeps its measured choices between processes, or None for no
-    disk cache: ``JCONV_AUTO_CACHE`` unset is :func:`default_cache_path`; set to ``off``,
-    ``0``, ``false``, ``no``, ``none`` or empty it switches the disk cache off; any other
-    value names the JSON file (whose folder must exist).
-
-    Example:
-      >>> from jconv._auto import default_cache_path
-      >>> default_cache_path().parts[-2:]
-      ('jconv', 'auto.json')
-    """
-    value = os.environ.get(CACHE_ENV)
-    if value is None:
-        try:
-            return default_cache_path()
-        except RuntimeError:  # Path.home(): no HOME and no password entry — nowhere to keep it
-            return None
-    if value.strip().lower() in CACHE_OFF:
-        return None
-    return Path(value).expanduser()
-
-
-def _cache_problem(path: Path, problem: str) -> None:
-    """Warn once per path (until :func:`clear_auto_cache`) that the disk cache is unusable;
-    ``auto`` keeps working from its in-memory choices."""
-    marker = f"warned:{path}"  # kept in _DISK_LOADED so that clear_auto_cache resets it too
-    if marker in _DISK_LOADED:
-        return
-    _DISK_LOADED.add(marker)
-    where = (f"{CACHE_ENV}={path}" if CACHE_ENV in os.environ else
-             f"impl='auto' disk cache {path} (the per-user default; {CACHE_ENV}=off switches "
-             "it off)")
-    warnings.warn(f"{where}: {problem}; impl='auto' goes on with the choices it "
-                  "holds in memory", RuntimeWarning, stacklevel=4)
-
-
-def _read_disk(path: Path) -> tuple[dict[str, list[str]] | None, str | None]:
-    """(the valid entries of the cache file, what is wrong with it or None). A missing file is
-    an empty cache; a valid entry maps a key to three names from :func:`candidates` (fwd, dx,
-    dw) or four (then the fourth is ``fwd_only``); entries
-    are None when the file is not a cache at all (unreadable, not JSON, not an object)."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return {}, None
-    except (OSError, UnicodeDecodeError) as e:
-        return None, f"cannot read the cache file ({type(e).__name__}: {e})"
-    try:
-        data = json.loads(text)
-    except ValueError as e:
-        what = "an empty file" if not text.strip() else f"not valid JSON ({e})"
-        return None, f"the cache file is {what}"
-    if not isinstance(data, dict):
-        return None, (f"the cache file holds a JSON {type(data).__name__}, expected an object "
-                    "mapping keys to [fwd, dx, dw] implementation names")
-    good = {k: v for k, v in data.items()
-            if isinstance(v, list) and len(v) in (3, 4) and all(i in candidates() for i in v)}
-    bad = sorted(set(data) - set(good))
-    if bad:
-        return good, (f"ignoring {len(bad)} bad entries (expected [fwd, dx, dw] names from "
-                      f"{tuple(candidates())}), e.g. {bad[0]!r}: {data[bad[0]]!r}")
-    return good, None
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the sidecar ``<path>.lock`` so that processes sharing a cache
-    merge their read-modify-writes instead of overwriting each other's. Without ``fcntl``
-    (Windows) writes stay atomic but are not merged."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def _blocking_call(fn: Callable[..., Any], args: tuple) -> None:
+    jax.block_until_ready(fn(*args))
 
 
 def _load_disk(path: Path) -> None:
-    if str(path) in _DISK_LOADED:
-        return
-    _DISK_LOADED.add(str(path))
-    entries, problem = _read_disk(path)
-    for key, impls in (entries or {}).items():
+    for key, impls in _auto_cache.load_once(path, candidates()).items():
         _MEMORY.setdefault(key, AutoChoice(*impls[:3], source="disk",
                                            fwd_only=impls[3] if len(impls) == 4 else None))
-    if problem:
-        _cache_problem(path, problem)
 
 
 def _save_disk(path: Path) -> None:
     ours = {k: list(c.impls) + ([c.fwd_only] if c.fwd_only else [])
             for k, c in _MEMORY.items() if c.source != "heuristic"}
-    tmp = None
-    try:
-        if CACHE_ENV not in os.environ:
-            # Only the default's folder is made: a named file's missing folder is a typo.
-            path.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(path):
-            entries, problem = _read_disk(path)
-            if entries is None:
-                # Never replace a file that cannot be read as a cache: it may be something else.
-                _cache_problem(path, str(problem))
-                return
-            entries.update(ours)
-            # A unique temporary name per writer, renamed over the file: atomic, so a reader
-            # never sees half a file, and concurrent writers never share a temporary file.
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump(entries, f, indent=1, sort_keys=True)
-            os.replace(tmp, path)
-            tmp = None
-    except OSError as e:
-        _cache_problem(path, f"cannot write the cache file ({type(e).__name__}: {e})")
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+    _auto_cache.save(path, ours, candidates())
 
 
 def auto_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.dtype,
@@ -480,7 +343,7 @@ def auto_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.d
         raise ValueError(f"platform must be one of {PLATFORMS}, got {platform!r}")
     measure = measuring_enabled() and platform == host_platform()
     key = cache_key(x_shape, w_shape, dtype, spec, platform)
-    disk = disk_cache_path()
+    disk = _auto_cache.disk_cache_path()
     if disk is not None:
         _load_disk(disk)
     choice = _MEMORY.get(key)
@@ -496,39 +359,9 @@ def auto_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.d
     return choice
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
-def _conv_bilinear(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec,
-                   impls: tuple[str, str, str], inference: str) -> jnp.ndarray:
-    # Only a call that is not differentiated gets here; under a JVP the rule below runs.
-    return candidates()[inference](x, w, spec)
-
-
-def _conv_bilinear_jvp(spec: ConvSpec, impls: tuple[str, str, str], inference: str,
-                       primals: tuple, tangents: tuple) -> tuple[jnp.ndarray, jnp.ndarray]:
-    (x, w), (tx, tw) = primals, tangents
-    y = _conv_bilinear(x, w, spec, impls, impls[0])
-    # Symbolic zeros skip a whole conv, e.g. the input gradient of a network's first layer.
-    terms = []
-    if not isinstance(tx, SymbolicZero):
-        terms.append(candidates()[impls[1]](tx, w, spec))
-    if not isinstance(tw, SymbolicZero):
-        terms.append(candidates()[impls[2]](x, tw, spec))
-    ty = functools.reduce(jnp.add, terms) if terms else jnp.zeros_like(y)
-    return y, ty
-
-
-_conv_bilinear.defjvp(_conv_bilinear_jvp, symbolic_zeros=True)
-
-
 def conv_auto(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
     """Batched conv in ``spec.data_format`` with OIHW weights via the implementations chosen
     for each platform; lowering for one platform keeps only that platform's choice."""
     choices = {p: auto_choice(tuple(x.shape), tuple(w.shape), x.dtype, spec, p)
                for p in PLATFORMS}
-    impls = {p: (c.impls, c.inference) for p, c in choices.items()}
-    branch = {p: (lambda a, b, t=t: _conv_bilinear(a, b, spec, *t)) for p, t in impls.items()}
-    if len(set(impls.values())) == 1:
-        return branch["cpu"](x, w)
-    return jax.lax.platform_dependent(x, w, cpu=branch["cpu"], cuda=branch["gpu"],
-                                      rocm=branch["gpu"], tpu=branch["tpu"],
-                                      default=branch["gpu"])
+    return dispatch(x, w, spec, {p: (c.impls, c.inference) for p, c in choices.items()})

@@ -1,9 +1,10 @@
 """The one table of convolution implementations: name -> :class:`Implementation`.
 
 Everything else that names implementations derives from it: ``jconv.CONV_IMPLS`` (every
-``impl=`` that :func:`jconv.conv2d` accepts), ``jconv.IMPLS`` (the exact general ones, which
-``impl="auto"`` chooses among), ``jconv.POOL_IMPLS`` (those with a pooling counterpart), the
-train config's validation and the benchmarks' labels.
+``impl=`` that :func:`jconv.conv2d` accepts), ``jconv.AUTO_IMPLS`` (the exact general ones,
+which ``impl="auto"`` chooses among), ``jconv.POOL_IMPLS`` (those with a pooling
+counterpart), the train config's validation and the benchmarks' labels. Renamed
+implementations keep their old name as a deprecated alias (:data:`DEPRECATED_NAMES`).
 
 Every implementation shares one signature, ``conv(x, w, spec) -> y``: ``x`` batched in
 ``spec.data_format``, ``w`` (C_out, C_in/groups, *kernel), ``spec`` the frozen
@@ -15,12 +16,14 @@ has the input's dtype. To add one: write that function in its own module, add an
 from __future__ import annotations
 
 import types
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import jax.numpy as jnp
 
 from ._auto import conv_auto
+from ._auto_dispatch import use_candidates
 from ._fft import conv_fft
 from ._im2col import conv_im2col
 from ._lax import conv_lax
@@ -28,8 +31,8 @@ from ._loops import conv_loops
 from ._onednn import conv_onednn
 from ._pallas import conv_pallas
 from ._pool_impls import reduce_im2col, reduce_lax, reduce_loops
-from ._spec import ConvSpec, PoolSpec
-from ._winograd import conv_winograd, conv_winograd2
+from ._spec import ConvSpec, PoolSpec, check_impl
+from ._winograd import conv_winograd_f2x2, conv_winograd_f4x4
 
 ConvImpl = Callable[[jnp.ndarray, jnp.ndarray, ConvSpec], jnp.ndarray]
 PoolReducer = Callable[[jnp.ndarray, PoolSpec, str], jnp.ndarray]
@@ -87,11 +90,11 @@ for _impl in (
                    pool=reduce_im2col, plans=_CHUNKED_PLAN),
     Implementation("loops", conv_loops, "explicit loop over the kH*kW kernel taps", exact=True,
                    pool=reduce_loops, plans=_CHUNKED_PLAN),
-    Implementation("winograd", conv_winograd, "Winograd F(4x4, 3x3)", exact=False,
+    Implementation("winograd_f4x4", conv_winograd_f4x4, "Winograd F(4x4, 3x3)", exact=False,
                    restrictions="3x3 kernels, stride 1, dilation 1 (else ValueError); "
                                 "one NaN/inf input pixel spreads over its whole tile",
                    ndims=(2,)),
-    Implementation("winograd2", conv_winograd2, "Winograd F(2x2, 3x3)", exact=False,
+    Implementation("winograd_f2x2", conv_winograd_f2x2, "Winograd F(2x2, 3x3)", exact=False,
                    restrictions="3x3 kernels, stride 1, dilation 1 (else ValueError); "
                                 "one NaN/inf input pixel spreads over its whole tile",
                    ndims=(2,)),
@@ -126,6 +129,29 @@ for _impl in (
 
 CONV_IMPLS: Mapping[str, Implementation] = types.MappingProxyType(_REGISTRY)
 
+# Old name -> current name. An old name still works everywhere ``impl=`` is checked through
+# :func:`check_conv_impl`, with a DeprecationWarning; it is not listed in CONV_IMPLS.
+DEPRECATED_NAMES: Mapping[str, str] = types.MappingProxyType({
+    "winograd": "winograd_f4x4",  # the name did not say which tile
+    "winograd2": "winograd_f2x2",
+})
+
+
+def check_conv_impl(impl: str) -> str:
+    """``impl`` if it names a registered convolution; a deprecated alias's current name, with
+    a DeprecationWarning; else the ValueError of :func:`check_impl`.
+
+    Example:
+      >>> check_conv_impl("im2col")
+      'im2col'
+    """
+    if isinstance(impl, str) and impl in DEPRECATED_NAMES:
+        new = DEPRECATED_NAMES[impl]
+        warnings.warn(f"impl={impl!r} is deprecated; use impl={new!r} (same implementation)",
+                      DeprecationWarning, stacklevel=3)
+        return new
+    return check_impl(impl, tuple(_REGISTRY))
+
 
 def conv_impl(name: str) -> ConvImpl:
     """The ``conv(x, w, spec)`` function registered as ``name``."""
@@ -154,13 +180,13 @@ def auto_candidates() -> dict[str, ConvImpl]:
     return {n: i.conv for n, i in _REGISTRY.items() if i.auto_candidate}
 
 
-def exact_impls() -> tuple[str, ...]:
-    return tuple(auto_candidates())
-
-
 def pool_impls() -> tuple[str, ...]:
     return tuple(n for n, i in _REGISTRY.items() if i.pool is not None)
 
 
-IMPLS: tuple[str, ...] = exact_impls()
+# The registry hands ``auto`` its candidates (auto never imports the registry): a live view,
+# so an exact implementation registered later is one too.
+use_candidates(auto_candidates)
+
+AUTO_IMPLS: tuple[str, ...] = tuple(auto_candidates())
 POOL_IMPLS: tuple[str, ...] = pool_impls()

@@ -27,7 +27,6 @@ CONV_DATA_FORMATS: dict[int, tuple[str, str]] = {
     n: ("NC" + axes, "N" + axes + "C") for n, axes in SPATIAL_AXES.items()}
 DATA_FORMATS: tuple[str, ...] = CONV_DATA_FORMATS[2]
 PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular")
-FLOAT_DTYPES = (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
 
 
 def _is_int(v: object) -> bool:

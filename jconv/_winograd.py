@@ -1,4 +1,4 @@
-"""``impl="winograd"`` / ``impl="winograd2"``: Winograd minimal filtering for 3x3, stride-1
+"""``impl="winograd_f4x4"`` / ``impl="winograd_f2x2"``: Winograd minimal filtering for 3x3, stride-1
 convolutions (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2015).
 
 F(m x m, 3 x 3) computes an m x m output tile from an (m+2) x (m+2) input tile d as
@@ -6,7 +6,7 @@ F(m x m, 3 x 3) computes an m x m output tile from an (m+2) x (m+2) input tile d
     Y = A^T [ (G g G^T) * (B^T d B) ] A        (* elementwise, per channel pair)
 
 so the per-tile channel contraction needs (m+2)^2 multiplies instead of 9 m^2:
-F(2x2,3x3) ("winograd2") saves 2.25x, F(4x4,3x3) ("winograd") 4x. The transforms are
+F(2x2,3x3) ("winograd_f2x2") saves 2.25x, F(4x4,3x3) ("winograd_f4x4") 4x. The transforms are
 exact in real arithmetic but their larger constants amplify rounding, F(4,3) more than
 F(2,3); docs/performance.md reports the measured error per dtype. Output sizes that are not a
 multiple of m are handled by padding the input on the bottom/right and cropping.
@@ -127,13 +127,13 @@ def _winograd(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec, tile: int) -> jnp.
     return from_nhwc(y.astype(x.dtype), spec.data_format)
 
 
-def conv_winograd(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
+def conv_winograd_f4x4(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
     """F(4x4, 3x3) Winograd conv; batched, in ``spec.data_format``, OIHW weights."""
-    check_winograd(spec, "winograd")  # outside jit: a plain traceback for the user
+    check_winograd(spec, "winograd_f4x4")  # outside jit: a plain traceback for the user
     return _winograd(x, w, spec, 4)
 
 
-def conv_winograd2(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
+def conv_winograd_f2x2(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:
     """F(2x2, 3x3) Winograd conv; batched, in ``spec.data_format``, OIHW weights."""
-    check_winograd(spec, "winograd2")
+    check_winograd(spec, "winograd_f2x2")
     return _winograd(x, w, spec, 2)

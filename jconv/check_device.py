@@ -16,7 +16,6 @@ import argparse
 import platform
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import jax
@@ -25,6 +24,7 @@ import numpy as np
 
 from . import nn
 from ._registry import CONV_IMPLS, POOL_IMPLS
+from .bench.suite import Layer, suite
 from .conv import conv2d
 from .pool import avg_pool2d, max_pool2d
 
@@ -39,41 +39,19 @@ TOL_HALF = {"bfloat16": 3e-2, "float16": 4e-3}
 TOL_TRAIN = 1e-3
 
 
-@dataclass(frozen=True)
-class Case:
-    """One conv geometry: x (N, C_in, H, W) in NCHW terms, w (C_out, C_in/groups, k, k)."""
-
-    name: str
-    n: int
-    c_in: int
-    c_out: int
-    hw: int
-    k: int = 3
-    kwargs: tuple[tuple[str, Any], ...] = ()
-    data_format: str = "NCHW"
-
-    def arrays(self, seed: int = 0) -> tuple[jnp.ndarray, jnp.ndarray]:
-        rng = np.random.default_rng(seed)
-        groups = dict(self.kwargs).get("groups", 1)
-        x = rng.standard_normal((self.n, self.c_in, self.hw, self.hw))
-        if self.data_format == "NHWC":
-            x = x.transpose(0, 2, 3, 1)
-        w = rng.standard_normal((self.c_out, self.c_in // groups, self.k, self.k))
-        return jnp.asarray(x, jnp.float32), jnp.asarray(w / np.sqrt(w[0].size), jnp.float32)
-
-
-CASES = (
-    Case("3x3 pad 1", 4, 8, 16, 12, kwargs=(("padding", 1),)),
-    Case("stride 2, asym pad", 4, 8, 16, 13, kwargs=(("stride", 2),
-                                                     ("padding", ((1, 0), (2, 1))))),
-    Case("dilation 2, same", 2, 8, 8, 12, kwargs=(("dilation", 2), ("padding", "same"))),
-    Case("groups 4", 2, 8, 16, 10, kwargs=(("groups", 4), ("padding", 1))),
-    Case("depthwise", 2, 16, 16, 10, kwargs=(("groups", 16), ("padding", 1))),
-    Case("NHWC 5x5", 2, 6, 12, 11, k=5, kwargs=(("padding", 2),), data_format="NHWC"),
-    Case("1x1", 4, 16, 8, 9, k=1),
+# (layer, data format) pairs: every argument form once, at sizes that check in seconds.
+CASES: tuple[tuple[Layer, str], ...] = (
+    (Layer("check", "3x3 pad 1", 4, 8, 16, 12), "NCHW"),
+    (Layer("check", "stride 2, asym pad", 4, 8, 16, 13, stride=2,
+           padding=((1, 0), (2, 1))), "NCHW"),
+    (Layer("check", "dilation 2, same", 2, 8, 8, 12, dilation=2, padding="same"), "NCHW"),
+    (Layer("check", "groups 4", 2, 8, 16, 10, groups=4), "NCHW"),
+    (Layer("check", "depthwise", 2, 16, 16, 10, groups=16), "NCHW"),
+    (Layer("check", "NHWC 5x5", 2, 6, 12, 11, kernel=5, padding=2), "NHWC"),
+    (Layer("check", "1x1", 4, 16, 8, 9, kernel=1, padding=0), "NCHW"),
     # XLA:CPU contracts groups as a real dot only from C_in/groups >= 4 and C_out/groups >= 2
     # (smaller ones become multiplies and adds): the size where bfloat16 crashed loops.
-    Case("groups 2, realistic size", 8, 16, 32, 16, kwargs=(("groups", 2), ("padding", 1))),
+    (Layer("check", "groups 2, realistic size", 8, 16, 32, 16, groups=2), "NCHW"),
 )
 QUICK_CASES = (*CASES[:3], CASES[-1])
 
@@ -86,13 +64,12 @@ def rel_err(got: Any, want: Any) -> float:
     return float(np.abs(got - want).max(initial=0.0)) / max(1.0, float(np.abs(want).max()))
 
 
-def _conv_fns(impl: str, case: Case, precision: Any) -> Callable[..., tuple]:
-    kw = dict(case.kwargs)
-
+def _conv_fns(impl: str, layer: Layer, data_format: str,
+              precision: Any) -> Callable[..., tuple]:
     def run(x: jnp.ndarray, w: jnp.ndarray, dy: jnp.ndarray) -> tuple:
         def f(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
-            return conv2d(a, b, impl=impl, data_format=case.data_format, precision=precision,
-                          **kw)
+            return conv2d(a, b, impl=impl, data_format=data_format, precision=precision,
+                          **layer.conv_kwargs)
         y, vjp = jax.vjp(f, x, w)
         return (y, *vjp(dy))
 
@@ -106,28 +83,31 @@ def _note(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def check_convs(impls: Sequence[str], cases: Sequence[Case]) -> list[dict[str, Any]]:
+def check_convs(impls: Sequence[str],
+                cases: Sequence[tuple[Layer, str]]) -> list[dict[str, Any]]:
     """One row per (impl, case): worst float32 error of y, dx, dw against ``lax`` at
     ``precision="highest"``, and the worst of y, dx, dw in bfloat16 and in float16 (against
     float32 ``lax`` on the same rounded inputs); ``status`` PASS, FAIL or n/a (an argument
     the implementation documents it rejects)."""
     rows = []
-    for case in cases:
-        x, w = case.arrays()
-        lax_fwd = jax.jit(lambda a, b, case=case: conv2d(
-            a, b, data_format=case.data_format, precision="highest", **dict(case.kwargs)))
+    for layer, fmt in cases:
+        x, w = layer.arrays(fmt)
+        lax_fwd = jax.jit(lambda a, b, layer=layer, fmt=fmt: conv2d(
+            a, b, data_format=fmt, precision="highest", **layer.conv_kwargs))
         y_ref = lax_fwd(x, w)
         dy = jnp.asarray(np.random.default_rng(1).standard_normal(y_ref.shape), jnp.float32)
-        ref = _conv_fns("lax", case, "highest")(x, w, dy)
+        ref = _conv_fns("lax", layer, fmt, "highest")(x, w, dy)
         half = {d: tuple(a.astype(d) for a in (x, w, dy)) for d in TOL_HALF}
-        half_ref = {d: _conv_fns("lax", case, "highest")(*(a.astype(jnp.float32) for a in args))
+        half_ref = {d: _conv_fns("lax", layer, fmt, "highest")(
+            *(a.astype(jnp.float32) for a in args))
                     for d, args in half.items()}
         for impl in impls:
-            row = {"check": "conv2d", "impl": impl, "case": case.name}
+            row = {"check": "conv2d", "impl": impl, "case": layer.name}
             tol = TOL_EXACT if CONV_IMPLS[impl].exact else TOL_FAST
             try:
-                got = _conv_fns(impl, case, "highest")(x, w, dy)
-                got_half = {d: _conv_fns(impl, case, None)(*args) for d, args in half.items()}
+                got = _conv_fns(impl, layer, fmt, "highest")(x, w, dy)
+                got_half = {d: _conv_fns(impl, layer, fmt, None)(*args)
+                            for d, args in half.items()}
             except ValueError as err:
                 if CONV_IMPLS[impl].exact:
                     row.update(status="FAIL", note=f"ValueError: {err}")
@@ -286,7 +266,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_bench:
         from .bench.report import format_table
         from .bench.run import run_layers
-        from .bench.suite import suite
 
         bench_impls = [i for i in impls if CONV_IMPLS[i].exact]
         print("\nquick benchmark (median ms; speedup = lax time / impl time):", flush=True)

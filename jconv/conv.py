@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ._registry import CONV_IMPLS, check_impl_ndim, conv_impl
+from ._registry import check_conv_impl, check_impl_ndim, conv_impl
 from ._spec import (CONV_DATA_FORMATS, SPATIAL_AXES, ConvSpec, IntOrPair, PaddingLike,
-                    accum_dtype, canonical_conv, check_impl, format_ndim)
+                    accum_dtype, canonical_conv, format_ndim)
 from ._windows import apply_padding_mode
 
 
@@ -39,14 +39,14 @@ def conv2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
       impl: ``"lax"`` (``lax.conv_general_dilated``), ``"im2col"`` (patch matrix + one
         matmul per group) or ``"loops"`` (explicit loop over kernel taps). All accept the same
         arguments and give the same result, gradients included. Two fast algorithms with
-        restrictions: ``"winograd"`` (Winograd F(4x4,3x3)) and ``"winograd2"`` (F(2x2,3x3))
-        for 3x3, stride-1, dilation-1 kernels (any padding/groups; anything else raises a
-        ValueError naming the argument); ``"fft"`` (FFT convolution: every argument, but
+        restrictions: ``"winograd_f4x4"`` (Winograd F(4x4,3x3)) and ``"winograd_f2x2"``
+        (F(2x2,3x3)) for 3x3, stride-1, dilation-1 kernels (any padding/groups; anything else
+        raises a ValueError naming the argument); ``"fft"`` (FFT convolution: every argument, but
         strides compute the stride-1 result and subsample it; fastest for large kernels).
         Non-finite inputs: a NaN or inf pixel spreads further with these three than in
         PyTorch (where only the outputs whose window touches it are non-finite): with
-        ``"winograd"``/``"winograd2"`` every output of the transform tiles that read it is
-        NaN (up to 8x8 / 4x4 outputs per channel, inf included), with ``"fft"`` the whole
+        ``"winograd_f4x4"``/``"winograd_f2x2"`` every output of the transform tiles that read
+        it is NaN (up to 8x8 / 4x4 outputs per channel, inf included), with ``"fft"`` the whole
         (H_out, W_out) plane of every output channel of that sample. Other samples of the
         batch are unaffected; ``lax``/``im2col``/``loops``/``auto`` match PyTorch.
         ``"auto"`` picks the fastest exact implementation (lax/im2col/loops) per shape, dtype
@@ -184,7 +184,7 @@ def convnd(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
 def _conv(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, ndim: int, *,
           stride: IntOrPair, padding: PaddingLike, dilation: IntOrPair, groups: int,
           impl: str, data_format: str, precision: object, padding_mode: str) -> jnp.ndarray:
-    check_impl(impl, tuple(CONV_IMPLS))
+    impl = check_conv_impl(impl)
     spec, unbatched = canonical_conv(x, w, b, stride=stride, padding=padding, dilation=dilation,
                                      groups=groups, data_format=data_format, precision=precision,
                                      padding_mode=padding_mode, ndim=ndim)

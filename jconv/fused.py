@@ -8,8 +8,9 @@ import jax.numpy as jnp
 
 from ._onednn import conv_onednn_bias_act
 from ._pallas import ACTIVATIONS, conv_pallas_bias_act
-from ._spec import IntOrPair, PaddingLike, canonical_conv, check_impl
-from .conv import CONV_IMPLS, conv2d
+from ._registry import check_conv_impl
+from ._spec import IntOrPair, PaddingLike, canonical_conv
+from .conv import conv2d
 
 
 def conv2d_bias_act(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
@@ -57,7 +58,7 @@ def conv2d_bias_act(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None
     """
     if act is not None and act not in ACTIVATIONS:
         raise ValueError(f"act must be None or one of {ACTIVATIONS}, got {act!r}")
-    check_impl(impl, tuple(CONV_IMPLS))
+    impl = check_conv_impl(impl)
     if impl not in ("pallas", "onednn"):
         y = conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
                    impl=impl, data_format=data_format, precision=precision)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ._registry import CONV_IMPLS, POOL_IMPLS, check_impl_ndim
+from ._registry import CONV_IMPLS, POOL_IMPLS, check_conv_impl, check_impl_ndim
 from ._spec import (CONV_DATA_FORMATS, IntOrPair, PaddingLike, check_data_format, check_impl,
                     check_padding_mode, check_pool_padding, resolve_padding, to_pair, to_tuple)
 from .conv import convnd
@@ -44,7 +44,7 @@ def _setup_conv_layer(layer: nnx.Module, in_channels: int, out_channels: int,
     layer.kernel_size = to_tuple(kernel_size, "kernel_size", nd, minimum=1)
     layer.stride = to_tuple(stride, "stride", nd, minimum=1)
     layer.dilation = to_tuple(dilation, "dilation", nd, minimum=1)
-    layer.impl = check_impl(impl, tuple(CONV_IMPLS))
+    layer.impl = impl = check_conv_impl(impl)
     check_impl_ndim(impl, nd)
     layer.data_format = check_data_format(
         CONV_DATA_FORMATS[nd][0] if data_format is None else data_format, nd)
@@ -260,8 +260,8 @@ def set_impl(model: nnx.Module, impl: str) -> nnx.Module:
     """Switch every jconv conv and pooling layer inside ``model`` to ``impl``, in place.
 
     Pooling layers only take ``"lax"``, ``"im2col"`` and ``"loops"``; with any other conv
-    impl (e.g. ``"winograd"``, ``"fft"``) they keep their current impl, and so do 1-D and 3-D
-    conv layers with a 2-D-only impl (``"winograd"``, ``"pallas"``).
+    impl (e.g. ``"winograd_f4x4"``, ``"fft"``) they keep their current impl, and so do 1-D and
+    3-D conv layers with a 2-D-only impl (``"winograd_f4x4"``, ``"pallas"``).
 
     Example:
       >>> from flax import nnx; import jconv
@@ -269,10 +269,10 @@ def set_impl(model: nnx.Module, impl: str) -> nnx.Module:
       >>> conv.impl
       'im2col'
     """
-    check_impl(impl, tuple(CONV_IMPLS))
+    impl = check_conv_impl(impl)
     for _, layer in nnx.iter_graph(model):
         if isinstance(layer, (_ConvNd, _ConvTransposeNd)):
-            # An impl that lacks a layer's dims (winograd/pallas: 2-D only) leaves it alone.
+            # An impl that lacks a layer's dims (Winograd, pallas: 2-D only) leaves it alone.
             if layer.ndim in CONV_IMPLS[impl].ndims:
                 layer.impl = impl
         elif isinstance(layer, (MaxPool2d, AvgPool2d)) and impl in POOL_IMPLS:

@@ -9,9 +9,9 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from ._registry import CONV_IMPLS
+from ._registry import check_conv_impl
 from .conv import add_bias, run_impl
-from ._spec import (IntOrPair, check_bias, check_data_format, check_impl, check_operands,
+from ._spec import (IntOrPair, check_bias, check_data_format, check_operands,
                     conv_spec, to_tuple, weight_layout)
 
 
@@ -50,7 +50,7 @@ def conv_transpose2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = Non
     ``output_padding`` (< stride or < dilation, per dim, as in PyTorch) adds rows/columns at
     the bottom/right to pick among the input sizes a strided conv maps to the same size.
     Computed as the VJP (``jax.vjp``) of :func:`jconv.conv2d` with the given ``impl``,
-    so every impl (``"lax"``, ``"im2col"``, ``"loops"``, ``"winograd"``, ...) works, within
+    so every impl (``"lax"``, ``"im2col"``, ``"loops"``, ``"winograd_f4x4"``, ...) works, within
     that impl's own restrictions. ``padding`` is an int or an (h, w) pair.
 
     Example (the classic 2x upsampling layer):
@@ -129,7 +129,7 @@ def _conv_transpose(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, ndim:
                     groups: int, dilation: IntOrPair, impl: str, data_format: str,
                     precision: object) -> jnp.ndarray:
     """The one N-D core of ``conv_transpose1d/2d/3d``."""
-    check_impl(impl, tuple(CONV_IMPLS))
+    impl = check_conv_impl(impl)
     data_format = check_data_format(data_format, ndim)
     check_operands(x, w, groups, data_format, weight_layout(ndim, transposed=True))
     unbatched = x.ndim == ndim + 1

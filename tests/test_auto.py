@@ -12,7 +12,7 @@ import pytest
 from jax.test_util import check_grads
 
 import jconv
-from jconv import _auto
+from jconv import _auto, _auto_cache
 from jconv._lax import conv_lax
 from jconv._spec import canonical_conv
 
@@ -145,7 +145,7 @@ def test_measuring_inside_jit_trace_uses_concrete_arrays():
 
 def test_disk_cache_round_trip(monkeypatch, tmp_path):
     path = tmp_path / "auto.json"
-    monkeypatch.setenv(_auto.CACHE_ENV, str(path))
+    monkeypatch.setenv(_auto_cache.CACHE_ENV, str(path))
     monkeypatch.setattr(_auto, "measure_choice", lambda *a, **k: _auto.AutoChoice(
         "loops", "im2col", "lax", source="measured"))
     jconv.set_auto_measure(True)
@@ -259,3 +259,12 @@ def test_auto_survives_the_real_bfloat16_crash(monkeypatch):
                                             _spec(x, w, groups=2)).impls
     ref = conv(x.astype(jnp.float32), w.astype(jnp.float32), "lax")
     np.testing.assert_allclose(np.asarray(y, np.float32), ref, rtol=2e-2, atol=0.1)
+
+
+def test_auto_without_candidates_handed_over_is_a_clear_error(monkeypatch):
+    from jconv import _auto_dispatch
+
+    monkeypatch.setattr(_auto_dispatch, "_SOURCE", [])
+    with pytest.raises(RuntimeError, match=r"impl='auto' has no candidates: jconv._registry "
+                                           r"hands them over"):
+        _auto_dispatch.candidates()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import jconv
-from jconv import _auto
+from jconv import _auto, _auto_cache
 
 REPO = Path(__file__).resolve().parents[1]
 X, W = jnp.ones((1, 3, 6, 6)), jnp.ones((4, 3, 3, 3))
@@ -58,7 +58,7 @@ def test_broken_cache_file_warns_once_and_auto_carries_on(monkeypatch, tmp_path,
     make, words = BROKEN[name]
     make(path)
     before = path.read_text() if path.is_file() else None
-    monkeypatch.setenv(_auto.CACHE_ENV, str(path))
+    monkeypatch.setenv(_auto_cache.CACHE_ENV, str(path))
     if measure:
         _measured(monkeypatch)
     with pytest.warns(RuntimeWarning, match=rf"JCONV_AUTO_CACHE={re.escape(str(path))}: {words}") as got:
@@ -77,7 +77,7 @@ def test_broken_cache_file_warns_once_and_auto_carries_on(monkeypatch, tmp_path,
 
 def test_unwritable_cache_warns_once_and_keeps_the_choice_in_memory(monkeypatch, tmp_path):
     path = tmp_path / "no" / "such" / "folder" / "auto.json"
-    monkeypatch.setenv(_auto.CACHE_ENV, str(path))
+    monkeypatch.setenv(_auto_cache.CACHE_ENV, str(path))
     _measured(monkeypatch)
     with pytest.warns(RuntimeWarning, match=rf"JCONV_AUTO_CACHE={re.escape(str(path))}: cannot write the "
                       r"cache file \(FileNotFoundError") as got:
@@ -90,7 +90,7 @@ def test_unwritable_cache_warns_once_and_keeps_the_choice_in_memory(monkeypatch,
 
 def test_good_cache_gives_no_warning_and_leaves_no_temporary_files(monkeypatch, tmp_path):
     path = tmp_path / "auto.json"
-    monkeypatch.setenv(_auto.CACHE_ENV, str(path))
+    monkeypatch.setenv(_auto_cache.CACHE_ENV, str(path))
     _measured(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -103,7 +103,7 @@ def test_good_cache_gives_no_warning_and_leaves_no_temporary_files(monkeypatch, 
 @pytest.fixture
 def home(monkeypatch, tmp_path):
     """No ``JCONV_AUTO_CACHE`` (the default applies), HOME in a temp folder, no XDG."""
-    monkeypatch.delenv(_auto.CACHE_ENV)
+    monkeypatch.delenv(_auto_cache.CACHE_ENV)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     return tmp_path / "home"
@@ -112,7 +112,7 @@ def home(monkeypatch, tmp_path):
 def test_the_default_cache_is_per_user_and_made_on_first_save(monkeypatch, home):
     _measured(monkeypatch)
     path = home / ".cache" / "jconv" / "auto.json"
-    assert _auto.disk_cache_path() == path and not path.parent.exists()
+    assert _auto_cache.disk_cache_path() == path and not path.parent.exists()
     _conv()
     assert list(json.loads(path.read_text()).values()) == [["loops", "im2col", "lax"]]
     jconv.clear_auto_cache()  # a new process, as far as auto can tell
@@ -127,14 +127,14 @@ def test_the_default_cache_follows_xdg_cache_home(monkeypatch, home, tmp_path):
     assert (tmp_path / "xdg" / "jconv" / "auto.json").is_file()
     assert not home.exists()
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the XDG spec: absolute only
-    assert _auto.disk_cache_path() == home / ".cache" / "jconv" / "auto.json"
+    assert _auto_cache.disk_cache_path() == home / ".cache" / "jconv" / "auto.json"
 
 
 @pytest.mark.parametrize("value", ["off", "OFF", "", "0", "false", "no", "none"])
 def test_the_disk_cache_switches_off(monkeypatch, home, value):
-    monkeypatch.setenv(_auto.CACHE_ENV, value)
+    monkeypatch.setenv(_auto_cache.CACHE_ENV, value)
     _measured(monkeypatch)
-    assert _auto.disk_cache_path() is None
+    assert _auto_cache.disk_cache_path() is None
     _conv()
     assert not home.exists()
     assert next(iter(_auto._MEMORY.values())).source == "measured"
@@ -154,7 +154,7 @@ def test_a_broken_default_cache_warns_how_to_switch_it_off(monkeypatch, home):
 
 def test_a_disk_entry_from_another_jax_or_device_is_not_used(monkeypatch, tmp_path):
     path = tmp_path / "auto.json"
-    monkeypatch.setenv(_auto.CACHE_ENV, str(path))
+    monkeypatch.setenv(_auto_cache.CACHE_ENV, str(path))
     key = _auto.cache_key(X.shape, W.shape, X.dtype, _spec())
     assert f"|jax {jax.__version__}|" in key
     path.write_text(json.dumps({key.replace(f"jax {jax.__version__}", "jax 0.0.1"):

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import pytest
 
 import jconv
-from jconv import _auto
+from jconv import _auto, _auto_cache, _auto_dispatch
 from jconv._spec import canonical_conv
 
 pytestmark = pytest.mark.usefixtures("fresh_auto")
@@ -61,7 +61,7 @@ def test_forward_only_and_differentiated_calls_run_their_own_implementations(mon
                 return real[name](x, w, spec)
         return conv
 
-    monkeypatch.setattr(_auto, "candidates", lambda: {n: scoped(n) for n in real})
+    monkeypatch.setattr(_auto_dispatch, "candidates", lambda: {n: scoped(n) for n in real})
     jconv.set_auto_measure(True)
     x, w, _ = _depthwise()
 
@@ -98,7 +98,7 @@ def test_measured_forward_only_choice_is_the_fastest_forward_pass():
 
 def test_disk_cache_keeps_the_forward_only_choice(monkeypatch, tmp_path):
     path = tmp_path / "auto.json"
-    monkeypatch.setenv(_auto.CACHE_ENV, str(path))
+    monkeypatch.setenv(_auto_cache.CACHE_ENV, str(path))
     monkeypatch.setattr(_auto, "measure_choice", lambda *a, **k: _auto.AutoChoice(
         "im2col", "im2col", "lax", source="measured", fwd_only="loops"))
     jconv.set_auto_measure(True)

@@ -18,12 +18,12 @@ pytestmark = pytest.mark.usefixtures("fresh_auto")
 
 @pytest.mark.slow
 def test_every_check_passes_here(capsys):
-    assert check_device.main(["--quick", "--no-bench", "--impls", "loops,winograd"]) == 0
+    assert check_device.main(["--quick", "--no-bench", "--impls", "loops,winograd_f4x4"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("jconv device check: backend ")
-    winograd_strided = [l for l in out.splitlines() if "winograd" in l and "stride 2" in l]
+    winograd_strided = [l for l in out.splitlines() if "winograd_f4x4" in l and "stride 2" in l]
     assert winograd_strided and "n/a" in winograd_strided[0]
-    for impl in ("lax", "loops", "winograd"):
+    for impl in ("lax", "loops", "winograd_f4x4"):
         assert f"conv2d  {impl}" in out
     header = next(l for l in out.splitlines() if l.startswith("check "))
     assert header.split() == ["check", "impl", "case", "y", "dx", "dw", "bf16", "f16",
@@ -76,23 +76,23 @@ def test_rel_err(got, want, err):
 def test_the_cases_include_a_grouped_layer_of_realistic_size():
     """Past XLA:CPU's threshold for a real grouped dot (C_in/groups >= 4, C_out/groups >= 2),
     where bfloat16 crashed loops; in the --quick list too."""
-    def realistic(case):
-        groups = dict(case.kwargs).get("groups", 1)
-        return 1 < groups < case.c_in and case.c_in // groups >= 4 and case.c_out // groups >= 2
+    def realistic(layer):
+        groups = layer.groups
+        return 1 < groups < layer.c_in and layer.c_in // groups >= 4 and layer.c_out // groups >= 2
 
-    assert any(realistic(c) for c in check_device.QUICK_CASES)
-    assert any(realistic(c) and c.n >= 8 and c.hw >= 16 for c in check_device.CASES)
+    assert any(realistic(layer) for layer, _ in check_device.QUICK_CASES)
+    assert any(realistic(layer) and layer.n >= 8 and layer.hw >= 16
+               for layer, _ in check_device.CASES)
 
 
 def test_na_notes_are_the_whole_error_message():
-    by_name = {c.name: c for c in check_device.CASES}
+    by_name = {layer.name: (layer, fmt) for layer, fmt in check_device.CASES}
     cases = [by_name["stride 2, asym pad"], by_name["NHWC 5x5"]]
-    rows = check_device.check_convs(["winograd"], cases)
-    for row, case in zip(rows, cases):
-        x, w = case.arrays()
+    rows = check_device.check_convs(["winograd_f4x4"], cases)
+    for row, (layer, fmt) in zip(rows, cases):
+        x, w = layer.arrays(fmt)
         with pytest.raises(ValueError) as err:
-            jconv.conv2d(x, w, impl="winograd", data_format=case.data_format,
-                         **dict(case.kwargs))
+            jconv.conv2d(x, w, impl="winograd_f4x4", data_format=fmt, **layer.conv_kwargs)
         assert row["status"] == "n/a" and row["note"] == str(err.value)
     assert rows[1]["note"].endswith("got kernel_size (kH, kW) = (5, 5); use impl='lax' or "
                                     "impl='fft'")

@@ -33,7 +33,7 @@ CHECKS = [
       for impl in ("im2col", "loops")),
     pytest.param("fft", "quick", ("float64", "float32"), 0, id="fft-quick"),
     *(pytest.param(impl, WINOGRAD_CASES, ("float64", "float32"), 0, id=f"{impl}-3x3")
-      for impl in ("winograd", "winograd2")),
+      for impl in ("winograd_f4x4", "winograd_f2x2")),
 ]
 
 

@@ -14,7 +14,7 @@ from jconv.nn import AvgPool2d, BatchNorm2d, Conv2d, ConvTranspose2d, MaxPool2d
 
 
 @pytest.mark.parametrize("bad", [jnp.nan, jnp.inf])
-@pytest.mark.parametrize("impl, limit", [("winograd", 8), ("winograd2", 4), ("fft", 16)])
+@pytest.mark.parametrize("impl, limit", [("winograd_f4x4", 8), ("winograd_f2x2", 4), ("fft", 16)])
 def test_non_finite_pixel_spread_is_as_documented(impl, limit, bad):
     """A bad pixel at (5, 5) of a 16x16 map, 3 output channels: the exact impls make its
     3x3 neighbourhood non-finite; the transform impls make NaN a square of at most

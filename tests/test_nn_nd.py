@@ -73,8 +73,8 @@ def test_summary_counts_nd_layers():
 def test_set_impl_leaves_layers_an_impl_cannot_compute():
     model = nnx.Sequential(nn.Conv1d(2, 2, 3, rngs=nnx.Rngs(0)),
                            nn.Conv2d(2, 2, 3, rngs=nnx.Rngs(0)))
-    jconv.set_impl(model, "winograd")
-    assert [layer.impl for layer in model.layers] == ["lax", "winograd"]
+    jconv.set_impl(model, "winograd_f4x4")
+    assert [layer.impl for layer in model.layers] == ["lax", "winograd_f4x4"]
     jconv.set_impl(model, "im2col")
     assert [layer.impl for layer in model.layers] == ["im2col", "im2col"]
 
@@ -86,8 +86,8 @@ def test_set_impl_leaves_layers_an_impl_cannot_compute():
     (lambda: nn.ConvTranspose3d(2, 2, 3, padding_mode="reflect", rngs=nnx.Rngs(0)),
      ValueError, r"padding_mode must be 'zeros' for ConvTranspose3d \(PyTorch rule\), "
                  r"got 'reflect'"),
-    (lambda: nn.Conv3d(2, 2, 3, impl="winograd", rngs=nnx.Rngs(0)), ValueError,
-     r"impl='winograd' computes 2-D convolutions only, got a 3-D one"),
+    (lambda: nn.Conv3d(2, 2, 3, impl="winograd_f4x4", rngs=nnx.Rngs(0)), ValueError,
+     r"impl='winograd_f4x4' computes 2-D convolutions only, got a 3-D one"),
     (lambda: nn.Conv1d(2, 2, (3, 3), rngs=nnx.Rngs(0)), TypeError,
      r"kernel_size must be an int, got \(3, 3\)"),
     (lambda: nn.Conv3d(2, 2, 3, data_format="NHWC", rngs=nnx.Rngs(0)), ValueError,

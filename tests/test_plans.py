@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from helpers import normal
+
 import jconv
 from jconv import _registry
 from jconv._windows import ACCELERATOR_CHUNK_BYTES, CPU_CHUNK_BYTES, batch_chunk, batch_plan
@@ -21,12 +23,42 @@ from jconv._windows import ACCELERATOR_CHUNK_BYTES, CPU_CHUNK_BYTES, batch_chunk
 
 def test_public_names_come_from_the_registry():
     assert tuple(jconv.CONV_IMPLS) == tuple(_registry._REGISTRY)
-    assert jconv.IMPLS == tuple(n for n, i in jconv.CONV_IMPLS.items() if i.auto_candidate)
+    assert jconv.AUTO_IMPLS == tuple(n for n, i in jconv.CONV_IMPLS.items() if i.auto_candidate)
     assert jconv.POOL_IMPLS == tuple(n for n, i in jconv.CONV_IMPLS.items() if i.pool)
-    assert "auto" in jconv.CONV_IMPLS and "auto" not in jconv.IMPLS
+    assert "auto" in jconv.CONV_IMPLS and "auto" not in jconv.AUTO_IMPLS
     for impl in jconv.CONV_IMPLS.values():
         assert set(impl.plans) == {"cpu", "gpu", "tpu"}, impl.name
         assert impl.exact or impl.restrictions, f"{impl.name}: say what it restricts"
+
+
+def test_impls_is_a_deprecated_alias_of_auto_impls():
+    with pytest.warns(DeprecationWarning, match=r"jconv.IMPLS is deprecated; use "
+                                                r"jconv.AUTO_IMPLS"):
+        old = jconv.IMPLS
+    assert old == jconv.AUTO_IMPLS and "IMPLS" not in jconv.__all__
+
+
+@pytest.mark.parametrize("old, new", sorted(_registry.DEPRECATED_NAMES.items()))
+def test_a_renamed_impl_still_works_under_its_old_name_with_a_warning(old, new):
+    assert old not in jconv.CONV_IMPLS and new in jconv.CONV_IMPLS
+    x, w = normal(0, (1, 4, 6, 6), (4, 4, 3, 3))
+    match = f"impl='{old}' is deprecated; use impl='{new}'"
+    with pytest.warns(DeprecationWarning, match=match):
+        y = jconv.conv2d(x, w, padding=1, impl=old)
+    np.testing.assert_array_equal(y, jconv.conv2d(x, w, padding=1, impl=new))
+    with pytest.warns(DeprecationWarning, match=match):
+        yt = jconv.conv_transpose2d(x, w, padding=1, impl=old)
+    np.testing.assert_array_equal(yt, jconv.conv_transpose2d(x, w, padding=1, impl=new))
+    with pytest.warns(DeprecationWarning, match=match):
+        layer = jconv.nn.Conv2d(4, 4, 3, padding=1, impl=old, rngs=nnx.Rngs(0))
+    assert layer.impl == new
+    with pytest.warns(DeprecationWarning, match=match):
+        jconv.set_impl(jconv.nn.Conv2d(4, 4, 3, rngs=nnx.Rngs(0)), old)
+
+
+def test_an_unknown_impl_is_still_a_clear_error():
+    with pytest.raises(ValueError, match=r"impl must be one of \('lax', .*\), got 'winograd3'"):
+        jconv.conv2d(jnp.ones((1, 1, 5, 5)), jnp.ones((1, 1, 3, 3)), impl="winograd3")
 
 
 def test_register_rejects_a_duplicate_name():
@@ -76,7 +108,7 @@ def test_empty_batch_gives_an_empty_result_like_pytorch(impl):
     np.testing.assert_array_equal(gw, np.zeros((4, 3, 3, 3)))
 
 
-@pytest.mark.parametrize("impl", jconv.IMPLS)
+@pytest.mark.parametrize("impl", jconv.AUTO_IMPLS)
 def test_empty_batch_through_transpose_and_layers(impl):
     assert jconv.conv_transpose2d(jnp.ones((0, 3, 8, 8)), jnp.ones((3, 4, 3, 3)),
                                   impl=impl).shape == (0, 4, 10, 10)

@@ -37,7 +37,7 @@ def _pair(v):
 # inexact impls run the cases that exercise them here (Winograd: the 3x3 stride-1 case it
 # supports; its errors elsewhere are tested in test_winograd.py).
 IMPL_CASES = ([("fft", CASES[i]) for i in (1, 2, 3)]
-              + [("winograd", CASES[0]), ("winograd2", CASES[0])])
+              + [("winograd_f4x4", CASES[0]), ("winograd_f2x2", CASES[0])])
 
 
 @pytest.mark.parametrize("impl,case", IMPL_CASES, ids=[f"{i}-{c}" for i, c in IMPL_CASES])

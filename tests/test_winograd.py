@@ -1,4 +1,4 @@
-"""impl="winograd" (F(4x4,3x3)) and impl="winograd2" (F(2x2,3x3)): forward agreement with
+"""impl="winograd_f4x4" (F(4x4,3x3)) and impl="winograd_f2x2" (F(2x2,3x3)): forward agreement with
 lax.conv_general_dilated, float64 gradient checks, float32 VJPs, dtype error bounds, errors."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import jconv
 from jconv._winograd import winograd_matrices
 from jconv.bench.winograd_error import error_table
 
-WINOGRAD = ("winograd", "winograd2")
+WINOGRAD = ("winograd_f4x4", "winograd_f2x2")
 
 
 def _lax_ref(x, w, b, pads, groups, data_format):
@@ -97,7 +97,7 @@ def test_error_table_vs_float64():
     in test_float64_exact_and_gradients.)"""
     rows = {(r["dtype"], r["impl"]): r["max_rel"]
             for r in error_table(("float32", "bfloat16"), batch=1, channels=8, size=12)}
-    assert rows[("float32", "winograd2")] < 2e-6 and rows[("float32", "winograd")] < 2e-5
+    assert rows[("float32", "winograd_f2x2")] < 2e-6 and rows[("float32", "winograd_f4x4")] < 2e-5
     for dtype in ("bfloat16",):
         for impl in WINOGRAD:
             assert rows[(dtype, impl)] <= 1.5 * rows[(dtype, "lax")] + 1e-6
@@ -124,7 +124,7 @@ def test_bad_tile_raises():
 def test_half_precision_keeps_dtype_and_jits():
     x = jnp.ones((1, 2, 6, 6), jnp.bfloat16)
     w = jnp.ones((3, 2, 3, 3), jnp.bfloat16)
-    y = jax.jit(lambda x, w: jconv.conv2d(x, w, padding=1, impl="winograd"))(x, w)
+    y = jax.jit(lambda x, w: jconv.conv2d(x, w, padding=1, impl="winograd_f4x4"))(x, w)
     assert y.dtype == jnp.bfloat16
     assert float(y[0, 0, 2, 2]) == 18.0  # interior: 2 channels x 9 taps of ones
 
@@ -137,6 +137,6 @@ def test_set_impl_switches_convs_and_leaves_pooling():
     forward = nnx.jit(lambda m, x: m(x))  # one compilation per impl setting
     x = normal(5, (1, 3, 10, 10))
     want = forward(model, x)
-    jconv.set_impl(model, "winograd")
-    assert (model.layers[0].impl, model.layers[1].impl) == ("winograd", "loops")
+    jconv.set_impl(model, "winograd_f4x4")
+    assert (model.layers[0].impl, model.layers[1].impl) == ("winograd_f4x4", "loops")
     assert_close_global(forward(model, x), want)

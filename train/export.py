@@ -33,7 +33,7 @@ import numpy as np
 from flax import nnx
 
 import jconv
-from jconv.bench.timing import interleaved_medians
+from jconv.stopwatch import interleaved_medians
 
 from .steps import tta_logits
 
@@ -235,7 +235,7 @@ def read_image(path: str | Path) -> tuple[np.ndarray, str]:
 
 def _images_per_s(fns: dict[str, Callable], images: np.ndarray,
                   repeats: int) -> dict[str, float]:
-    """Median images/s of each jitted function, timed by jconv's benchmark stopwatch
+    """Median images/s of each jitted function, timed by jconv's one stopwatch
     (interleaved rounds with a rotating start, so load from other processes on a shared
     machine hits all of them alike)."""
     for fn in fns.values():

@@ -1,15 +1,30 @@
-"""The benchmark layer suites: CIFAR CNN, ResNet-18 at 224x224, and special-case layers."""
+"""The one conv-layer type, :class:`Layer`, and the benchmark's layer suites: CIFAR CNN,
+ResNet-18 at 224x224, and special-case layers. ``python -m jconv.check_device`` checks its
+cases as ``Layer`` s too."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax.numpy as jnp
+import numpy as np
+
+from .._spec import PaddingLike
 from ..cost import conv2d_flops
 
 
 @dataclass(frozen=True)
 class Layer:
-    """One conv layer to time: input (n, c_in, hw, hw) in NCHW terms, OIHW weights."""
+    """One conv layer to time or check: input (n, c_in, hw, hw) in NCHW terms (see
+    :meth:`x_shape` for NHWC), weights OIHW (c_out, c_in/groups, kernel, kernel).
+
+    Example:
+      >>> layer = Layer("demo", "3x3", n=2, c_in=4, c_out=8, hw=10, groups=2)
+      >>> layer.x_shape("NHWC"), layer.w_shape
+      ((2, 10, 10, 4), (8, 2, 3, 3))
+      >>> [a.shape for a in layer.arrays("NCHW")]
+      [(2, 4, 10, 10), (8, 2, 3, 3)]
+    """
 
     suite: str
     name: str
@@ -19,7 +34,7 @@ class Layer:
     hw: int
     kernel: int = 3
     stride: int = 1
-    padding: int = 1
+    padding: PaddingLike = 1
     dilation: int = 1
     groups: int = 1
 
@@ -33,9 +48,20 @@ class Layer:
         return (self.c_out, self.c_in // self.groups, self.kernel, self.kernel)
 
     @property
-    def conv_kwargs(self) -> dict[str, int]:
+    def conv_kwargs(self) -> dict[str, PaddingLike]:
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
                     groups=self.groups)
+
+    def arrays(self, data_format: str, dtype: object = jnp.float32,
+               seed: int = 0) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """(x, w) from NumPy's normal generator: x standard normal in ``data_format``, w scaled
+        by 1/sqrt(fan-in) so that outputs stay of order one."""
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((self.n, self.c_in, self.hw, self.hw))
+        if data_format == "NHWC":
+            x = x.transpose(0, 2, 3, 1)
+        w = rng.standard_normal(self.w_shape)
+        return jnp.asarray(x, dtype), jnp.asarray(w / np.sqrt(w[0].size), dtype)
 
     @property
     def fwd_flops(self) -> int:

@@ -1,19 +1,24 @@
-"""Timing primitives: compile time, interleaved medians, matmul peak, compiled memory."""
+"""Benchmark cases: compiled conv layers, the matmul reference rate, compiled memory.
+
+The stopwatch itself is :mod:`jconv.stopwatch` (``interleaved_medians`` is re-exported here
+for the bench modules)."""
 
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..conv import conv2d
+from ..stopwatch import Fn, interleaved_medians
 from ..xla_options import jit as conv_jit
 from .suite import Layer
 
-Fn = Callable[[], object]
+__all__ = ["EIGEN_SUFFIX", "MATMUL_SIZE", "ConvCase", "interleaved_medians", "matmul_case",
+           "matmul_peak_gflops", "split_label"]
+
 EIGEN_SUFFIX = "+eigen"
 # The reference matmul's size in every mode: smaller ones run well below the rate XLA reaches
 # at this size (docs/performance.md), which made small convs look faster than "peak".
@@ -31,26 +36,6 @@ def split_label(label: str) -> tuple[str, str]:
     if label.endswith(EIGEN_SUFFIX):
         return label[:-len(EIGEN_SUFFIX)], "eigen"
     return label, "xla_default"
-
-
-def wall_ms(fn: Fn) -> float:
-    """One call of ``fn`` (which must block until its result is ready), in milliseconds."""
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1e3
-
-
-def interleaved_medians(fns: dict[str, Fn], reps: int) -> dict[str, float]:
-    """Median ms per function, calling them in turn ``reps`` times so that load changes on a
-    shared machine hit every candidate alike. The starting function rotates every round:
-    with a fixed order the first one always ran right after the last (e.g. PyTorch, whose
-    OpenMP threads keep spinning after a call) and was measured up to ~2x slow."""
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    keys = list(fns)
-    for r in range(reps):
-        for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-            samples[k].append(wall_ms(fns[k]))
-    return {k: float(np.median(v)) for k, v in samples.items()}
 
 
 def matmul_case(size: int = MATMUL_SIZE) -> tuple[Fn, int]:
@@ -79,9 +64,8 @@ class ConvCase:
     def __init__(self, layer: Layer, label: str, data_format: str,
                  dtype: object = jnp.float32):
         impl, conv_backend = split_label(label)
-        rng = np.random.default_rng(0)
-        self.x = jnp.asarray(rng.standard_normal(layer.x_shape(data_format)), dtype)
-        self.w = jnp.asarray(0.1 * rng.standard_normal(layer.w_shape), dtype)
+        self.x, self.w = layer.arrays(data_format, dtype)
+        rng = np.random.default_rng(1)
 
         def conv(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
             return conv2d(x, w, impl=impl, data_format=data_format, **layer.conv_kwargs)

@@ -13,7 +13,7 @@ from ..conv import conv2d
 
 
 def error_table(dtypes: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16"),
-                impls: tuple[str, ...] = ("lax", "winograd2", "winograd"), batch: int = 4,
+                impls: tuple[str, ...] = ("lax", "winograd_f2x2", "winograd_f4x4"), batch: int = 4,
                 channels: int = 32, size: int = 32, seed: int = 0) -> list[dict[str, object]]:
     """Forward error of each impl and dtype against a float64 ``lax`` conv of the same
     (rounded) inputs: 3x3, padding 1, x ~ N(0, 1), w ~ N(0, 1/fan_in).
