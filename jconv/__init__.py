@@ -12,7 +12,7 @@ from .nn import set_impl
 from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
 from .shapes import (ConvParams, conv2d_output_shape, find_conv_params, pool2d_output_shape,
                      same_padding)
-from .fold import fold_conv_bn, fold_conv_bn_sequential
+from .bn_fold import fold_conv_bn, fold_conv_bn_sequential
 from .fold_graph import FoldReport, fold_conv_bn_graph
 from .fused import conv2d_bias_act
 from .summary import LayerSummary, ModelSummary, summary
