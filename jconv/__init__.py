@@ -18,6 +18,7 @@ from .fused import conv2d_bias_act
 from .summary import LayerSummary, ModelSummary, summary
 from .torch_import import load_torch_state_dict
 from .transpose import conv_transpose2d
+from .unfold import fold, unfold
 from .xla_options import CONV_BACKENDS, conv_compiler_options, jit, set_default_conv_backend
 
 __version__ = "0.1.0"
@@ -63,6 +64,7 @@ __all__ = [
     "conv_compiler_options",
     "conv_transpose2d",
     "find_conv_params",
+    "fold",
     "fold_conv_bn",
     "fold_conv_bn_sequential",
     "fold_conv_bn_graph",
@@ -78,4 +80,5 @@ __all__ = [
     "set_impl",
     "summary",
     "testing",
+    "unfold",
 ]

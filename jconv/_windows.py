@@ -13,7 +13,8 @@ TPU the whole batch is one chunk (one large matmul), split only past
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+import itertools
+from typing import Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -120,3 +121,49 @@ def run_planned(fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray], x: jnp.nd
     return lax.platform_dependent(
         x, w, cpu=lambda a, b: map_batch_chunks(fn, a, b, plan["cpu"]),
         default=lambda a, b: map_batch_chunks(fn, a, b, plan["accelerator"]))
+
+
+# N-D counterparts of the helpers above (any number of spatial dims, which axes are spatial
+# given by ``first``): pooling and unfold/fold use them; the 2-D conv paths are unchanged.
+def channels_last(x: jnp.ndarray, data_format: str) -> jnp.ndarray:
+    """(N, C, *spatial) -> (N, *spatial, C) for a channels-first ``data_format`` ("NC...")."""
+    return jnp.moveaxis(x, 1, -1) if data_format[1] == "C" else x
+
+
+def from_channels_last(y: jnp.ndarray, data_format: str) -> jnp.ndarray:
+    """Inverse of :func:`channels_last`."""
+    return jnp.moveaxis(y, -1, 1) if data_format[1] == "C" else y
+
+
+def pad_spatial(x: jnp.ndarray, padding: Sequence[tuple[int, int]], value: float = 0.0, *,
+                first: int = 1) -> jnp.ndarray:
+    """Pad the spatial axes ``first .. first+len(padding)-1`` with a constant."""
+    if not any(v for pair in padding for v in pair):
+        return x
+    cfg = [(0, 0, 0)] * x.ndim
+    for i, (lo, hi) in enumerate(padding):
+        cfg[first + i] = (lo, hi, 0)
+    return lax.pad(x, jnp.asarray(value, x.dtype), cfg)
+
+
+def taps_nd(kernel: Sequence[int]) -> list[tuple[int, ...]]:
+    """Kernel taps in row-major order (the order PyTorch's unfold and weights use)."""
+    return list(itertools.product(*(range(k) for k in kernel)))
+
+
+def tap_windows_nd(xp: jnp.ndarray, kernel: Sequence[int], stride: Sequence[int],
+                   dilation: Sequence[int], out_size: Sequence[int], *,
+                   first: int = 1) -> Iterator[jnp.ndarray]:
+    """For each kernel tap (row-major), the strided window of the padded array ``xp`` that
+    tap reads: spatial axes ``first ..`` become ``out_size``, the others are kept.
+
+    Tap ``t`` reads index ``t_i*dilation_i + stride_i*o_i`` for ``o_i < out_size_i`` along
+    spatial axis ``i``: one static strided ``lax.slice`` per tap.
+    """
+    for tap in taps_nd(kernel):
+        start, limit, steps = [0] * xp.ndim, list(xp.shape), [1] * xp.ndim
+        for i, (t, s, d, o) in enumerate(zip(tap, stride, dilation, out_size)):
+            start[first + i] = t * d
+            limit[first + i] = t * d + s * (o - 1) + 1
+            steps[first + i] = s
+        yield lax.slice(xp, start, limit, steps)
