@@ -9,7 +9,11 @@ from .conv import conv2d
 from .cost import (ReceptiveField, RFLayer, activation_bytes, conv2d_flops, conv2d_macs,
                    conv2d_params, receptive_field)
 from .nn import set_impl
-from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
+from .adaptive_pool import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d,
+                            adaptive_max_pool1d, adaptive_max_pool2d, adaptive_max_pool3d)
+from .pool import (avg_pool1d, avg_pool2d, avg_pool3d, global_avg_pool2d, lp_pool1d, lp_pool2d,
+                   lp_pool3d, max_pool1d, max_pool2d, max_pool3d)
+from .unpool import max_unpool1d, max_unpool2d, max_unpool3d
 from .shapes import (ConvParams, conv2d_output_shape, find_conv_params, pool2d_output_shape,
                      same_padding)
 from .bn_fold import fold_conv_bn, fold_conv_bn_sequential
@@ -54,7 +58,15 @@ __all__ = [
     "RFLayer",
     "ReceptiveField",
     "activation_bytes",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "avg_pool1d",
     "avg_pool2d",
+    "avg_pool3d",
     "conv2d",
     "conv2d_bias_act",
     "conv2d_flops",
@@ -72,7 +84,15 @@ __all__ = [
     "global_avg_pool2d",
     "jit",
     "load_torch_state_dict",
+    "lp_pool1d",
+    "lp_pool2d",
+    "lp_pool3d",
+    "max_pool1d",
     "max_pool2d",
+    "max_pool3d",
+    "max_unpool1d",
+    "max_unpool2d",
+    "max_unpool3d",
     "nn",
     "pool2d_output_shape",
     "receptive_field",
