@@ -27,6 +27,13 @@ from ._oracle import (conv_pads, reference_conv2d, reference_conv2d_vjp,
                       reference_conv_transpose2d, reference_conv_transpose2d_vjp)
 from ._pool_oracle import (reference_avg_pool2d, reference_avg_pool2d_vjp,
                            reference_max_pool2d, reference_max_pool2d_vjp)
+from ._nd_api import (assert_fold, assert_pool, assert_unfold, check_fold, check_pool,
+                      check_unfold)
+from ._nd_cases import (POOL_FUNCTIONS, FoldCase, PoolCase, UnfoldCase, fold_cases, pool_cases,
+                        unfold_cases)
+from ._nd_oracle import (reference_adaptive_avg_pool, reference_adaptive_max_pool,
+                         reference_avg_pool, reference_fold, reference_lp_pool,
+                         reference_max_pool, reference_max_unpool, reference_unfold)
 from ._pytest import pytest_cases
 from ._report import DEFAULT_TOLERANCES, CheckReport, CheckResult
 
@@ -41,4 +48,10 @@ __all__ = [
     "reference_avg_pool2d", "reference_avg_pool2d_vjp", "reference_conv2d",
     "reference_conv2d_vjp", "reference_conv_transpose2d", "reference_conv_transpose2d_vjp",
     "reference_max_pool2d", "reference_max_pool2d_vjp",
+    # N-D pooling family and unfold/fold
+    "POOL_FUNCTIONS", "FoldCase", "PoolCase", "UnfoldCase", "assert_fold", "assert_pool",
+    "assert_unfold", "check_fold", "check_pool", "check_unfold", "fold_cases", "pool_cases",
+    "reference_adaptive_avg_pool", "reference_adaptive_max_pool", "reference_avg_pool",
+    "reference_fold", "reference_lp_pool", "reference_max_pool", "reference_max_unpool",
+    "reference_unfold", "unfold_cases",
 ]

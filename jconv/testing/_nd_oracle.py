@@ -173,6 +173,19 @@ def reference_lp_pool(x: Any, norm_type: float, kernel_size: Any, stride: Any = 
     return (avg * math.prod(_tuple(kernel_size, ndim, "kernel_size"))) ** (1.0 / norm_type)
 
 
+def reference_lp_pool_vjp(x: Any, ct: Any, norm_type: float, kernel_size: Any,
+                          stride: Any = None, ceil_mode: bool = False, *,
+                          ndim: int) -> np.ndarray:
+    """dx of ``sum(ct * lp_pool(x))`` by the chain rule through ``(V*avg(x**p))**(1/p)``."""
+    x = np.asarray(x, np.float64)
+    p = float(norm_type)
+    volume = math.prod(_tuple(kernel_size, ndim, "kernel_size"))
+    avg = reference_avg_pool(x ** p, kernel_size, stride, 0, ceil_mode, ndim=ndim)
+    d_avg = np.asarray(ct, np.float64) * volume * (avg * volume) ** (1.0 / p - 1.0) / p
+    return p * x ** (p - 1.0) * reference_avg_pool_vjp(x ** p, d_avg, kernel_size, stride, 0,
+                                                        ceil_mode, ndim=ndim)
+
+
 def _adaptive_boxes(sizes: Sequence[int], out: Sequence[int]):
     for o in np.ndindex(*out):
         yield o, tuple(slice(oo * n // m, -(-(oo + 1) * n // m))
