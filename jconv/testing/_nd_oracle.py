@@ -86,8 +86,8 @@ def reference_max_pool(x: Any, kernel_size: Any, stride: Any = None, padding: An
 
 
 def scatter_to_indices(ct: np.ndarray, idx: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
-    """(N, C, *sizes) zeros plus ``ct`` added at the flat spatial ``idx`` (both (N, C, ...));
-    the VJP of every gather-at-argmax pooling and the forward of max unpooling."""
+    """(N, C, *sizes) zeros plus ``ct`` added at the flat spatial ``idx`` (both (N, C, ...)):
+    the VJP of every gather-at-argmax pooling."""
     n, c = ct.shape[:2]
     out = np.zeros((n, c, math.prod(sizes)))
     for b, ch in np.ndindex(n, c):
@@ -265,11 +265,16 @@ def reference_adaptive_max_pool_vjp(x: Any, ct: Any, output_size: Any, *,
 def reference_max_unpool(x: Any, indices: Any, output_size: Sequence[int], *,
                          ndim: int) -> np.ndarray:
     """``torch.nn.functional.max_unpool{ndim}d`` in float64, given the output's spatial
-    size: zeros, with each value of ``x`` at its flat index (indices assumed distinct)."""
+    size: zeros, with each value of ``x`` written (not added) at its flat index; a repeated
+    index (overlapping windows) keeps one of its values, all equal for a max pool's output."""
     xb, unbatched = _batched(x, ndim)
     idx = np.asarray(indices)
     idx = idx[None] if unbatched else idx
-    return _unbatch(scatter_to_indices(xb, idx, tuple(output_size)), unbatched)
+    n, c = xb.shape[:2]
+    out = np.zeros((n, c, math.prod(output_size)))
+    for b, ch in np.ndindex(n, c):
+        out[b, ch][idx[b, ch].reshape(-1)] = xb[b, ch].reshape(-1)
+    return _unbatch(out.reshape(n, c, *output_size), unbatched)
 
 
 def _blocks(size: Sequence[int], kernel_size: Any, dilation: Any, padding: Any, stride: Any):
