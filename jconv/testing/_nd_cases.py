@@ -211,7 +211,7 @@ def _draw_pool(function: str, rng: np.random.Generator, seed: int, index: int) -
                   name=f"{function} #{index}")
     if kind.startswith("adaptive"):
         out = [int(v) for v in rng.integers(1, 6, nd)]
-        if index % 4 == 3:
+        if index % 4 == 3 and nd > 1:  # PyTorch's 1-D adaptive pools take no None
             out[0] = None  # type: ignore[call-overload]  # None keeps that input size
         return PoolCase(**common, output_size=tuple(out))
     stride = None if index % 3 == 0 else tuple(int(v) for v in rng.integers(1, 4, nd))
