@@ -39,8 +39,15 @@ def _parse(x: jnp.ndarray, output_size: OutputSize, nd: int,
     if 0 in size_in or (x.ndim == nd + 2 and x.shape[1 if fmt[1] == "C" else -1] == 0):
         raise ValueError(f"x must have non-zero channels and spatial sizes, got shape "
                          f"{tuple(x.shape)}")
+    out = tuple(n if v is None else v for v, n in zip(output_sizes(output_size, nd), size_in))
+    return fmt, size_in, out
+
+
+def output_sizes(output_size: OutputSize, nd: int) -> tuple[Optional[int], ...]:
+    """Validate an adaptive ``output_size`` for ``nd`` spatial dims: one entry per dim, an
+    int >= 1 or ``None`` (keep that input size)."""
     if output_size is None or _is_int(output_size):
-        sizes: Sequence[Optional[int]] = (output_size,) * nd
+        sizes: Sequence[Optional[int]] = (output_size,) * nd  # type: ignore[assignment]
     elif isinstance(output_size, (tuple, list)) and len(output_size) == nd:
         sizes = output_size
     else:
@@ -49,8 +56,7 @@ def _parse(x: jnp.ndarray, output_size: OutputSize, nd: int,
     if not all(v is None or (_is_int(v) and v >= 1) for v in sizes):
         raise ValueError(f"output_size must be >= 1 (or None: keep the input size) in every "
                          f"dimension, got {output_size!r}")
-    out = tuple(n if v is None else int(v) for v, n in zip(sizes, size_in))
-    return fmt, size_in, out
+    return tuple(None if v is None else int(v) for v in sizes)
 
 
 def _batched(x: jnp.ndarray, nd: int) -> tuple[jnp.ndarray, bool]:
