@@ -101,13 +101,14 @@ def _pool_args(kernel_size: IntOrTuple, stride: IntOrTuple | None, padding: IntO
 
 
 class _MaxPoolNd(nnx.Module):
-    """``torch.nn.MaxPool{1,2,3}d``, shared by the three: arguments parsed at construction."""
+    """``torch.nn.MaxPool{1,2,3}d``, shared by the three: arguments parsed at construction,
+    in the PyTorch module's order (``return_indices`` before ``ceil_mode``)."""
 
     ndim: int = 2
 
     def __init__(self, kernel_size: IntOrTuple, stride: IntOrTuple | None = None,
-                 padding: IntOrTuple = 0, dilation: IntOrTuple = 1, ceil_mode: bool = False,
-                 return_indices: bool = False, *, impl: str = "lax",
+                 padding: IntOrTuple = 0, dilation: IntOrTuple = 1,
+                 return_indices: bool = False, ceil_mode: bool = False, *, impl: str = "lax",
                  data_format: str | None = None):
         nd = self.ndim
         self.kernel_size, self.stride, self.padding = _pool_args(kernel_size, stride, padding,
