@@ -256,16 +256,23 @@ def pool_cases(function: str, kind: str = "default", *, seed: int = 0) -> list[P
     return cases
 
 
-def _draw_blocks(rng: np.random.Generator) -> dict[str, Any]:
-    return dict(kernel_size=tuple(int(v) for v in rng.integers(1, 4, 2)),
-                dilation=tuple(int(v) for v in rng.integers(1, 3, 2)),
-                padding=tuple(int(v) for v in rng.integers(0, 3, 2)),
-                stride=tuple(int(v) for v in rng.integers(1, 4, 2)))
-
-
-def _fits(size: tuple[int, ...], kw: dict[str, Any]) -> bool:
-    return all(n + 2 * p - d * (k - 1) - 1 >= 0 for n, k, d, p in
-               zip(size, kw["kernel_size"], kw["dilation"], kw["padding"]))
+def _block_draws(kind: str, seed: int) -> list[tuple[int, tuple[int, ...], dict[str, Any]]]:
+    """(index, image (H, W), block arguments) for the unfold/fold grids: random kernels,
+    dilations, paddings and strides, redrawn until at least one block fits."""
+    if kind not in _COUNTS:
+        raise ValueError(f"kind must be one of {tuple(_COUNTS)}, got {kind!r}")
+    rng = np.random.default_rng(seed)
+    draws: list[tuple[int, tuple[int, ...], dict[str, Any]]] = []
+    while len(draws) < _COUNTS[kind]:
+        size = tuple(int(v) for v in rng.integers(3, 9, 2))
+        kw = dict(kernel_size=tuple(int(v) for v in rng.integers(1, 4, 2)),
+                  dilation=tuple(int(v) for v in rng.integers(1, 3, 2)),
+                  padding=tuple(int(v) for v in rng.integers(0, 3, 2)),
+                  stride=tuple(int(v) for v in rng.integers(1, 4, 2)))
+        if all(n + 2 * p - d * (k - 1) - 1 >= 0 for n, k, d, p in
+               zip(size, kw["kernel_size"], kw["dilation"], kw["padding"])):
+            draws.append((len(draws), size, kw))
+    return draws
 
 
 def unfold_cases(kind: str = "default", *, seed: int = 0) -> list[UnfoldCase]:
@@ -275,18 +282,8 @@ def unfold_cases(kind: str = "default", *, seed: int = 0) -> list[UnfoldCase]:
     >>> len(unfold_cases("quick"))
     3
     """
-    if kind not in _COUNTS:
-        raise ValueError(f"kind must be one of {tuple(_COUNTS)}, got {kind!r}")
-    rng = np.random.default_rng(seed)
-    cases: list[UnfoldCase] = []
-    while len(cases) < _COUNTS[kind]:
-        size = tuple(int(v) for v in rng.integers(3, 9, 2))
-        kw = _draw_blocks(rng)
-        if _fits(size, kw):
-            i = len(cases)
-            shape = (2, *size) if i % 3 == 2 else (2, 2, *size)
-            cases.append(UnfoldCase(shape, **kw, seed=seed + i, name=f"unfold #{i}"))
-    return cases
+    return [UnfoldCase((2, *size) if i % 3 == 2 else (2, 2, *size), **kw, seed=seed + i,
+                       name=f"unfold #{i}") for i, size, kw in _block_draws(kind, seed)]
 
 
 def fold_cases(kind: str = "default", *, seed: int = 0) -> list[FoldCase]:
@@ -296,16 +293,5 @@ def fold_cases(kind: str = "default", *, seed: int = 0) -> list[FoldCase]:
     >>> [c.batch for c in fold_cases("quick")]
     [2, 2, None]
     """
-    if kind not in _COUNTS:
-        raise ValueError(f"kind must be one of {tuple(_COUNTS)}, got {kind!r}")
-    rng = np.random.default_rng(seed)
-    cases: list[FoldCase] = []
-    while len(cases) < _COUNTS[kind]:
-        size = tuple(int(v) for v in rng.integers(3, 9, 2))
-        kw = _draw_blocks(rng)
-        if _fits(size, kw):
-            i = len(cases)
-            cases.append(FoldCase(size, 2, **kw, batch=None if i % 3 == 2 else 2,
-                                  seed=seed + i, name=f"fold #{i}"))
-    return cases
-
+    return [FoldCase(size, 2, **kw, batch=None if i % 3 == 2 else 2, seed=seed + i,
+                     name=f"fold #{i}") for i, size, kw in _block_draws(kind, seed)]
