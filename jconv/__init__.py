@@ -4,7 +4,8 @@ with PyTorch semantics, pooling, shape/cost helpers and Flax NNX layers."""
 from . import nn
 from ._auto import AutoChoice, auto_choice, clear_auto_cache, set_auto_measure
 from ._registry import CONV_IMPLS, IMPLS, POOL_IMPLS, Implementation
-from ._spec import ConvSpec, PoolSpec, conv_spec, pool_spec
+from ._pool_spec import PoolSpec, pool_spec
+from ._spec import ConvSpec, conv_spec
 from .conv import conv2d
 from .cost import (ReceptiveField, RFLayer, activation_bytes, conv2d_flops, conv2d_macs,
                    conv2d_params, receptive_field)

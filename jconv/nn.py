@@ -9,11 +9,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ._registry import CONV_IMPLS, POOL_IMPLS
-from ._spec import (IntOrPair, PaddingLike, check_data_format, check_impl, check_pool_padding,
-                    resolve_padding, to_pair)
+from ._pool_spec import POOL_FORMATS, IntOrTuple, check_bool, check_pool_padding, pool_format
+from ._spec import (IntOrPair, PaddingLike, _is_int, check_data_format, check_impl,
+                    resolve_padding, to_pair, to_tuple)
 from .conv import conv2d
-from ._pool_spec import POOL_FORMATS, IntOrTuple, check_bool, pool_format
-from ._spec import _is_int, to_tuple
 from .adaptive_pool import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d,
                             adaptive_max_pool1d, adaptive_max_pool2d, adaptive_max_pool3d,
                             output_sizes)
