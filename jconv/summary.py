@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ._spec import conv_spec, pool_spec
+from ._pool_spec import pool_spec
+from ._spec import conv_spec
 from .cost import activation_bytes, conv_macs, receptive_field
 from .nn import AvgPool2d, GlobalAvgPool2d, MaxPool2d, _ConvNd, _ConvTransposeNd
 
