@@ -231,7 +231,7 @@ def test_registry_records_the_dims_each_implementation_computes():
     ndims = {name: impl.ndims for name, impl in jconv.CONV_IMPLS.items()}
     assert ndims == {"lax": (1, 2, 3), "im2col": (1, 2, 3), "loops": (1, 2, 3),
                      "winograd": (2,), "winograd2": (2,), "fft": (1, 2, 3), "pallas": (2,),
-                     "auto": (1, 2, 3)}
+                     "onednn": (2,), "auto": (1, 2, 3)}
 
 
 X1, W1 = jnp.ones((1, 2, 5)), jnp.ones((3, 2, 3))
