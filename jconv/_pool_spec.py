@@ -11,13 +11,12 @@ from typing import Sequence, Union
 import jax.numpy as jnp
 import numpy as np
 
-from ._spec import _check_float, to_tuple
+from ._spec import CONV_DATA_FORMATS, PadPairs, SpatialGeometry, _check_float, to_tuple
 
 IntOrTuple = Union[int, Sequence[int]]
-PadPairsND = tuple[tuple[int, int], ...]
 
-POOL_FORMATS: dict[int, tuple[str, str]] = {1: ("NCL", "NLC"), 2: ("NCHW", "NHWC"),
-                                            3: ("NCDHW", "NDHWC")}
+# Pooling takes the data formats convolution does: {1: ("NCL", "NLC"), 2: ..., 3: ...}.
+POOL_FORMATS: dict[int, tuple[str, str]] = CONV_DATA_FORMATS
 
 
 def pool_format(data_format: str, ndim: int) -> str:
@@ -53,32 +52,18 @@ def check_pool_rank(x_shape: Sequence[int], data_format: str) -> None:
 
 
 @dataclass(frozen=True)
-class PoolSpec:
+class PoolSpec(SpatialGeometry):
     """Validated pooling geometry over ``ndim`` spatial dims; ``padding`` includes the extra
     ceil-mode overhang, ``user_padding`` is the padding as given."""
 
     kernel: tuple[int, ...]
     stride: tuple[int, ...]
-    padding: PadPairsND
+    padding: PadPairs
     user_padding: tuple[int, ...]
     dilation: tuple[int, ...]
     in_size: tuple[int, ...]
     out_size: tuple[int, ...]
     data_format: str
-
-    @property
-    def ndim(self) -> int:
-        return len(self.kernel)
-
-    @property
-    def in_hw(self) -> tuple[int, ...]:
-        """``in_size`` (the name from when pooling was 2-D only)."""
-        return self.in_size
-
-    @property
-    def out_hw(self) -> tuple[int, ...]:
-        """``out_size`` (the name from when pooling was 2-D only)."""
-        return self.out_size
 
 
 def check_pool_padding(pad: Sequence[int], kernel: Sequence[int], padding: object,

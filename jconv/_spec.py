@@ -127,8 +127,32 @@ def output_size(size: int, kernel: int, stride: int, pad: tuple[int, int], dilat
     return out
 
 
+class SpatialGeometry:
+    """What every spec with per-dim ``kernel``/``in_size``/``out_size`` fields derives from
+    them (:class:`ConvSpec`, :class:`jconv._pool_spec.PoolSpec`)."""
+
+    kernel: tuple[int, ...]
+    in_size: tuple[int, ...]
+    out_size: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        """The number of spatial dims (1, 2 or 3)."""
+        return len(self.kernel)
+
+    @property
+    def in_hw(self) -> tuple[int, ...]:
+        """``in_size`` (its name from when jconv was 2-D only)."""
+        return self.in_size
+
+    @property
+    def out_hw(self) -> tuple[int, ...]:
+        """``out_size`` (its name from when jconv was 2-D only)."""
+        return self.out_size
+
+
 @dataclass(frozen=True)
-class ConvSpec:
+class ConvSpec(SpatialGeometry):
     """Validated convolution geometry with N = 1, 2 or 3 spatial dims, built once by
     :func:`conv_spec` and shared by every implementation (``conv(x, w, spec)``).
 
@@ -149,19 +173,6 @@ class ConvSpec:
     data_format: str
     precision: object = None
     padding_mode: str = "zeros"
-
-    @property
-    def ndim(self) -> int:
-        """The number of spatial dims (1, 2 or 3)."""
-        return len(self.kernel)
-
-    @property
-    def in_hw(self) -> tuple[int, ...]:
-        return self.in_size
-
-    @property
-    def out_hw(self) -> tuple[int, ...]:
-        return self.out_size
 
     @property
     def channels_last(self) -> bool:

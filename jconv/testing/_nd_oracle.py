@@ -11,15 +11,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ._oracle import ntuple
 from ._pool_oracle import pool_out_size
-
-
-def _tuple(value: Any, ndim: int, name: str) -> tuple[int, ...]:
-    if isinstance(value, (int, np.integer)):
-        return (int(value),) * ndim
-    if len(value) != ndim:
-        raise ValueError(f"{name} must be an int or {ndim} ints, got {value!r}")
-    return tuple(int(v) for v in value)
 
 
 def _batched(x: Any, ndim: int) -> tuple[np.ndarray, bool]:
@@ -38,9 +31,9 @@ def _unbatch(a: np.ndarray, unbatched: bool) -> np.ndarray:
 
 def _pool_geometry(x: np.ndarray, ndim: int, kernel_size: Any, stride: Any, padding: Any,
                    dilation: Any, ceil_mode: bool):
-    k = _tuple(kernel_size, ndim, "kernel_size")
-    s = k if stride is None else _tuple(stride, ndim, "stride")
-    p, d = _tuple(padding, ndim, "padding"), _tuple(dilation, ndim, "dilation")
+    k = ntuple(kernel_size, "kernel_size", ndim)
+    s = k if stride is None else ntuple(stride, "stride", ndim)
+    p, d = ntuple(padding, "padding", ndim), ntuple(dilation, "dilation", ndim)
     if any(2 * pp > kk for pp, kk in zip(p, k)):
         raise ValueError(f"padding {p} must be at most half of kernel_size {k}")
     sizes = x.shape[2:]
@@ -170,7 +163,7 @@ def reference_lp_pool(x: Any, norm_type: float, kernel_size: Any, stride: Any = 
     """
     avg = reference_avg_pool(np.asarray(x, np.float64) ** norm_type, kernel_size, stride, 0,
                              ceil_mode, ndim=ndim)
-    return (avg * math.prod(_tuple(kernel_size, ndim, "kernel_size"))) ** (1.0 / norm_type)
+    return (avg * math.prod(ntuple(kernel_size, "kernel_size", ndim))) ** (1.0 / norm_type)
 
 
 def reference_lp_pool_vjp(x: Any, ct: Any, norm_type: float, kernel_size: Any,
@@ -179,7 +172,7 @@ def reference_lp_pool_vjp(x: Any, ct: Any, norm_type: float, kernel_size: Any,
     """dx of ``sum(ct * lp_pool(x))`` by the chain rule through ``(V*avg(x**p))**(1/p)``."""
     x = np.asarray(x, np.float64)
     p = float(norm_type)
-    volume = math.prod(_tuple(kernel_size, ndim, "kernel_size"))
+    volume = math.prod(ntuple(kernel_size, "kernel_size", ndim))
     avg = reference_avg_pool(x ** p, kernel_size, stride, 0, ceil_mode, ndim=ndim)
     d_avg = np.asarray(ct, np.float64) * volume * (avg * volume) ** (1.0 / p - 1.0) / p
     return p * x ** (p - 1.0) * reference_avg_pool_vjp(x ** p, d_avg, kernel_size, stride, 0,
@@ -278,8 +271,8 @@ def reference_max_unpool(x: Any, indices: Any, output_size: Sequence[int], *,
 
 
 def _blocks(size: Sequence[int], kernel_size: Any, dilation: Any, padding: Any, stride: Any):
-    k, d = _tuple(kernel_size, 2, "kernel_size"), _tuple(dilation, 2, "dilation")
-    p, s = _tuple(padding, 2, "padding"), _tuple(stride, 2, "stride")
+    k, d = ntuple(kernel_size, "kernel_size", 2), ntuple(dilation, "dilation", 2)
+    p, s = ntuple(padding, "padding", 2), ntuple(stride, "stride", 2)
     nb = tuple((n + 2 * pp - dd * (kk - 1) - 1) // ss + 1
                for n, kk, ss, pp, dd in zip(size, k, s, p, d))
     # (block, tap) -> padded-input position, one entry per kernel tap in row-major order.
@@ -321,7 +314,7 @@ def reference_fold(cols: Any, output_size: Any, kernel_size: Any, dilation: Any 
     cols = np.asarray(cols, np.float64)
     unbatched = cols.ndim == 2
     cols = cols[None] if unbatched else cols
-    size = _tuple(output_size, 2, "output_size")
+    size = ntuple(output_size, "output_size", 2)
     entries = list(_blocks(size, kernel_size, dilation, padding, stride))
     taps = math.prod(entries[0][3])
     y = np.zeros((cols.shape[0], cols.shape[1] // taps, *size))
