@@ -88,3 +88,22 @@ def test_load_torch_state_dict_with_pooling_layers():
     with torch.no_grad():
         want = net(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(model(jnp.asarray(x)), want, rtol=1e-4, atol=1e-5)
+
+
+def test_summary_receptive_field_through_nd_pooling_layers():
+    # Hand counts: k3 -> 3; pool k2 s2 -> 3 + 1 = 4 (jump 2); k3 -> 4 + 2*2 = 8. An adaptive
+    # pool's windows depend on the input size, so the field after it is undefined (None).
+    model = nnx.Sequential(nn.Conv3d(2, 4, 3, padding=1, rngs=nnx.Rngs(0)), nn.MaxPool3d(2),
+                           nn.Conv3d(4, 4, 3, padding=1, rngs=nnx.Rngs(0)),
+                           nn.AdaptiveAvgPool3d(1))
+    s = jconv.summary(model, (1, 2, 8, 8, 8))
+    assert [(r.kind, r.output_shape, r.receptive_field) for r in s.layers] == [
+        ("Conv3d", (1, 4, 8, 8, 8), (3, 3, 3)), ("MaxPool3d", (1, 4, 4, 4, 4), (4, 4, 4)),
+        ("Conv3d", (1, 4, 4, 4, 4), (8, 8, 8)), ("AdaptiveAvgPool3d", (1, 4, 1, 1, 1), None)]
+    # Channels-last 1-D: avg pool k3 s2 p1 -> 3 + 2 = 5 (jump 2); k3 -> 5 + 2*2 = 9.
+    nlc = nnx.Sequential(nn.Conv1d(2, 4, 3, padding=1, data_format="NLC", rngs=nnx.Rngs(0)),
+                         nn.AvgPool1d(3, 2, 1, data_format="NLC"),
+                         nn.Conv1d(4, 4, 3, padding=1, data_format="NLC", rngs=nnx.Rngs(0)))
+    s1 = jconv.summary(nlc, (1, 16, 2))
+    assert [(r.output_shape, r.receptive_field) for r in s1.layers] == [
+        ((1, 16, 4), (3,)), ((1, 8, 4), (5,)), ((1, 8, 4), (9,))]
