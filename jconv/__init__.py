@@ -9,20 +9,26 @@ suite (``jconv.testing``)."""
 from . import nn
 from ._auto import AutoChoice, auto_choice, clear_auto_cache, set_auto_measure
 from ._registry import AUTO_IMPLS, CONV_IMPLS, POOL_IMPLS, Implementation
-from ._spec import ConvSpec, PoolSpec, conv_spec, pool_spec
+from ._pool_spec import PoolSpec, pool_spec
+from ._spec import ConvSpec, conv_spec
 from .conv import conv1d, conv2d, conv3d, convnd
 from .cost import (ReceptiveField, RFLayer, activation_bytes, conv2d_flops, conv2d_macs,
                    conv2d_params, conv_flops, conv_macs, conv_params, receptive_field)
 from .nn import set_impl
-from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
-from .shapes import (ConvParams, conv2d_output_shape, conv_output_shape, find_conv_params, pool2d_output_shape,
-                     same_padding)
-from .fold import fold_conv_bn, fold_conv_bn_sequential
+from .adaptive_pool import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d,
+                            adaptive_max_pool1d, adaptive_max_pool2d, adaptive_max_pool3d)
+from .pool import (avg_pool1d, avg_pool2d, avg_pool3d, global_avg_pool2d, lp_pool1d, lp_pool2d,
+                   lp_pool3d, max_pool1d, max_pool2d, max_pool3d)
+from .unpool import max_unpool1d, max_unpool2d, max_unpool3d
+from .shapes import (ConvParams, conv2d_output_shape, conv_output_shape, find_conv_params,
+                     pool2d_output_shape, same_padding)
+from .bn_fold import fold_conv_bn, fold_conv_bn_sequential
 from .fold_graph import FoldReport, fold_conv_bn_graph
 from .fused import conv2d_bias_act
 from .summary import LayerSummary, ModelSummary, summary
 from .torch_import import load_torch_state_dict
 from .transpose import conv_transpose1d, conv_transpose2d, conv_transpose3d
+from .unfold import fold, unfold
 from .xla_options import CONV_BACKENDS, conv_compiler_options, jit, set_default_conv_backend
 
 __version__ = "0.1.0"
@@ -66,7 +72,15 @@ __all__ = [
     "RFLayer",
     "ReceptiveField",
     "activation_bytes",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "avg_pool1d",
     "avg_pool2d",
+    "avg_pool3d",
     "conv1d",
     "conv2d",
     "conv3d",
@@ -85,6 +99,7 @@ __all__ = [
     "conv_transpose2d",
     "conv_transpose3d",
     "find_conv_params",
+    "fold",
     "fold_conv_bn",
     "fold_conv_bn_sequential",
     "fold_conv_bn_graph",
@@ -92,7 +107,15 @@ __all__ = [
     "global_avg_pool2d",
     "jit",
     "load_torch_state_dict",
+    "lp_pool1d",
+    "lp_pool2d",
+    "lp_pool3d",
+    "max_pool1d",
     "max_pool2d",
+    "max_pool3d",
+    "max_unpool1d",
+    "max_unpool2d",
+    "max_unpool3d",
     "nn",
     "pool2d_output_shape",
     "receptive_field",
@@ -100,4 +123,5 @@ __all__ = [
     "set_impl",
     "summary",
     "testing",
+    "unfold",
 ]

@@ -31,7 +31,8 @@ from ._loops import conv_loops
 from ._onednn import conv_onednn
 from ._pallas import conv_pallas
 from ._pool_impls import reduce_im2col, reduce_lax, reduce_loops
-from ._spec import ConvSpec, PoolSpec, check_impl
+from ._pool_spec import PoolSpec
+from ._spec import ConvSpec, check_impl
 from ._winograd import conv_winograd_f2x2, conv_winograd_f4x4
 
 ConvImpl = Callable[[jnp.ndarray, jnp.ndarray, ConvSpec], jnp.ndarray]

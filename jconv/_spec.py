@@ -126,8 +126,32 @@ def output_size(size: int, kernel: int, stride: int, pad: tuple[int, int], dilat
     return out
 
 
+class SpatialGeometry:
+    """What every spec with per-dim ``kernel``/``in_size``/``out_size`` fields derives from
+    them (:class:`ConvSpec`, :class:`jconv._pool_spec.PoolSpec`)."""
+
+    kernel: tuple[int, ...]
+    in_size: tuple[int, ...]
+    out_size: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        """The number of spatial dims (1, 2 or 3)."""
+        return len(self.kernel)
+
+    @property
+    def in_hw(self) -> tuple[int, ...]:
+        """``in_size`` (its name from when jconv was 2-D only)."""
+        return self.in_size
+
+    @property
+    def out_hw(self) -> tuple[int, ...]:
+        """``out_size`` (its name from when jconv was 2-D only)."""
+        return self.out_size
+
+
 @dataclass(frozen=True)
-class ConvSpec:
+class ConvSpec(SpatialGeometry):
     """Validated convolution geometry with N = 1, 2 or 3 spatial dims, built once by
     :func:`conv_spec` and shared by every implementation (``conv(x, w, spec)``).
 
@@ -148,19 +172,6 @@ class ConvSpec:
     data_format: str
     precision: object = None
     padding_mode: str = "zeros"
-
-    @property
-    def ndim(self) -> int:
-        """The number of spatial dims (1, 2 or 3)."""
-        return len(self.kernel)
-
-    @property
-    def in_hw(self) -> tuple[int, ...]:
-        return self.in_size
-
-    @property
-    def out_hw(self) -> tuple[int, ...]:
-        return self.out_size
 
     @property
     def channels_last(self) -> bool:
@@ -338,75 +349,6 @@ def canonical_conv(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, *, str
                      groups=groups, data_format=data_format, precision=precision,
                      padding_mode=padding_mode)
     return spec, x.ndim == ndim + 1
-
-
-@dataclass(frozen=True)
-class PoolSpec:
-    """Validated pooling geometry; ``padding`` includes the extra ceil-mode overhang."""
-
-    kernel: Pair
-    stride: Pair
-    padding: PadPairs
-    user_padding: Pair
-    dilation: Pair
-    in_hw: Pair
-    out_hw: Pair
-    data_format: str
-
-
-def check_pool_padding(pad: Pair, kernel: Pair, padding: object, kernel_size: object) -> None:
-    """PyTorch's pooling rule: padding at most half the kernel (``padding``/``kernel_size``
-    as the user gave them, for the message)."""
-    for p, k in zip(pad, kernel):
-        if 2 * p > k:
-            raise ValueError(f"padding must be at most half of kernel_size (PyTorch rule), "
-                             f"got padding={padding!r} for kernel_size={kernel_size!r}")
-
-
-def pool_spec(x_shape: Sequence[int], kernel_size: IntOrPair, stride: IntOrPair | None = None,
-              padding: IntOrPair = 0, dilation: IntOrPair = 1, ceil_mode: bool = False,
-              data_format: str = "NCHW") -> PoolSpec:
-    """The validated :class:`PoolSpec` of a pooling call from the input shape alone
-    (PyTorch rules; x_shape (N, C, H, W) or (C, H, W), channels last for NHWC).
-
-    Example:
-      >>> pool_spec((1, 1, 5, 5), 2, ceil_mode=True).out_hw
-      (3, 3)
-    """
-    data_format = check_data_format(data_format)
-    if len(x_shape) not in (3, 4):
-        raise ValueError(f"x must be 3-D or 4-D ({data_format} batched or unbatched), "
-                         f"got shape {tuple(x_shape)}")
-    kernel = to_pair(kernel_size, "kernel_size", minimum=1)
-    stride_p = kernel if stride is None else to_pair(stride, "stride", minimum=1)
-    pad = to_pair(padding, "padding", minimum=0)
-    dil = to_pair(dilation, "dilation", minimum=1)
-    if not isinstance(ceil_mode, (bool, np.bool_)):
-        raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
-    check_pool_padding(pad, kernel, padding, kernel_size)
-    hw = tuple(x_shape)[-2:] if data_format == "NCHW" else tuple(x_shape)[-3:-1]
-    out_hw, pads = [], []
-    for size, k, s, p, d, axis in zip(hw, kernel, stride_p, pad, dil, "HW"):
-        out = output_size(size, k, s, (p, p), d, ceil_mode)
-        if out < 1:
-            raise ValueError(f"pooling window larger than the padded input along {axis}: "
-                             f"effective kernel {d * (k - 1) + 1} > padded size {size + 2 * p}")
-        # Ceil mode may need windows that run past the padded input: pad the overhang too.
-        overhang = max(0, (out - 1) * s + d * (k - 1) + 1 - (size + 2 * p))
-        out_hw.append(out)
-        pads.append((p, p + overhang))
-    return PoolSpec(kernel=kernel, stride=stride_p, padding=(pads[0], pads[1]), user_padding=pad,
-                    dilation=dil, in_hw=tuple(int(v) for v in hw),  # type: ignore[arg-type]
-                    out_hw=tuple(out_hw), data_format=data_format)  # type: ignore[arg-type]
-
-
-def canonical_pool(x: jnp.ndarray, kernel_size: IntOrPair, stride: IntOrPair | None,
-                   padding: IntOrPair, dilation: IntOrPair, ceil_mode: bool,
-                   data_format: str) -> tuple[PoolSpec, bool]:
-    """Validate a pooling call (PyTorch rules). Returns the spec and whether x was unbatched."""
-    _check_float(x, "x")
-    spec = pool_spec(x.shape, kernel_size, stride, padding, dilation, ceil_mode, data_format)
-    return spec, x.ndim == 3
 
 
 def accum_dtype(dtype: jnp.dtype) -> jnp.dtype:

@@ -71,7 +71,7 @@ def apply_padding_mode(x: jnp.ndarray, spec: ConvSpec) -> tuple[jnp.ndarray, Con
 
 
 def tap_windows(xp: jnp.ndarray, kernel: Sequence[int], stride: Sequence[int],
-                dilation: Sequence[int], out_hw: Sequence[int]) -> Iterator[jnp.ndarray]:
+                dilation: Sequence[int], out_size: Sequence[int]) -> Iterator[jnp.ndarray]:
     """Yield, for each kernel tap in row-major order ((i, j) in 2-D), the strided window of
     the padded channels-last input that tap multiplies: shape (N, *out_size, C).
 
@@ -83,7 +83,7 @@ def tap_windows(xp: jnp.ndarray, kernel: Sequence[int], stride: Sequence[int],
     for tap in itertools.product(*(range(k) for k in kernel)):
         start = (0, *(t * d for t, d in zip(tap, dilation)), 0)
         limit = (n, *(t * d + s * (o - 1) + 1
-                      for t, d, s, o in zip(tap, dilation, stride, out_hw)), c)
+                      for t, d, s, o in zip(tap, dilation, stride, out_size)), c)
         yield lax.slice(xp, start, limit, (1, *stride, 1))
 
 
@@ -172,3 +172,4 @@ def run_planned(fn: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray], x: jnp.nd
     return lax.platform_dependent(
         x, w, cpu=lambda a, b: map_batch_chunks(fn, a, b, plan["cpu"]),
         default=lambda a, b: map_batch_chunks(fn, a, b, plan["accelerator"]))
+

@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 from jax.extend import core as jex_core
 
-from .fold import fold_conv_bn
+from .bn_fold import fold_conv_bn
 from .nn import Conv2d, ConvTranspose2d
 
 _MARK = "jconv_fold_"

@@ -8,13 +8,19 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ._pool_spec import POOL_FORMATS, IntOrTuple, check_bool, check_pool_padding, pool_format
 from ._registry import CONV_IMPLS, POOL_IMPLS, check_conv_impl, check_impl_ndim
-from ._spec import (CONV_DATA_FORMATS, IntOrPair, PaddingLike, check_data_format, check_impl,
-                    check_padding_mode, check_pool_padding, resolve_padding, to_pair, to_tuple)
+from ._spec import (CONV_DATA_FORMATS, IntOrPair, PaddingLike, _is_int, check_data_format,
+                    check_impl, check_padding_mode, resolve_padding, to_pair, to_tuple)
+from .adaptive_pool import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d,
+                            adaptive_max_pool1d, adaptive_max_pool2d, adaptive_max_pool3d,
+                            output_sizes)
 from .conv import convnd
-from .pool import avg_pool2d, global_avg_pool2d, max_pool2d
+from .pool import (avg_pool1d, avg_pool2d, avg_pool3d, global_avg_pool2d, max_pool1d,
+                   max_pool2d, max_pool3d)
 from .transpose import (check_output_padding, conv_transpose1d, conv_transpose2d,
                         conv_transpose3d)
+from .unfold import fold, unfold
 
 # He/Kaiming normal for ReLU nets: std = sqrt(2 / fan_in), fan_in = C_in/groups * kH * kW.
 # The OIHW layout puts fan-in on axis 1 and fan-out on axis 0.
@@ -160,18 +166,55 @@ class Conv3d(_ConvNd):
     ndim: ClassVar[int] = 3
 
 
-def _pool_args(kernel_size: IntOrPair, stride: IntOrPair | None,
-               padding: IntOrPair) -> tuple[tuple[int, int], tuple[int, int] | None,
-                                            tuple[int, int]]:
+def _pool_args(kernel_size: IntOrTuple, stride: IntOrTuple | None, padding: IntOrTuple,
+               ndim: int = 2) -> tuple[tuple[int, ...], tuple[int, ...] | None, tuple[int, ...]]:
     """Kernel, stride (None: the kernel) and padding parsed as the pooling functions do."""
-    k = to_pair(kernel_size, "kernel_size", minimum=1)
-    s = None if stride is None else to_pair(stride, "stride", minimum=1)
-    p = to_pair(padding, "padding", minimum=0)
+    k = to_tuple(kernel_size, "kernel_size", ndim, minimum=1)
+    s = None if stride is None else to_tuple(stride, "stride", ndim, minimum=1)
+    p = to_tuple(padding, "padding", ndim, minimum=0)
     check_pool_padding(p, k, padding, kernel_size)
     return k, s, p
 
 
-class MaxPool2d(nnx.Module):
+class _MaxPoolNd(nnx.Module):
+    """``torch.nn.MaxPool{1,2,3}d``, shared by the three: arguments parsed at construction,
+    in the PyTorch module's order (``return_indices`` before ``ceil_mode``)."""
+
+    ndim: ClassVar[int] = 2
+
+    def __init__(self, kernel_size: IntOrTuple, stride: IntOrTuple | None = None,
+                 padding: IntOrTuple = 0, dilation: IntOrTuple = 1,
+                 return_indices: bool = False, ceil_mode: bool = False, *, impl: str = "lax",
+                 data_format: str | None = None):
+        nd = self.ndim
+        self.kernel_size, self.stride, self.padding = _pool_args(kernel_size, stride, padding,
+                                                                 nd)
+        self.dilation = to_tuple(dilation, "dilation", nd, minimum=1)
+        self.ceil_mode = check_bool(ceil_mode, "ceil_mode")
+        self.return_indices = check_bool(return_indices, "return_indices")
+        self.impl = check_impl(impl, POOL_IMPLS)
+        self.data_format = pool_format(data_format or POOL_FORMATS[nd][0], nd)
+
+    def __call__(self, x: jnp.ndarray) -> Any:
+        return _MAX_POOLS[self.ndim](x, self.kernel_size, self.stride, self.padding,
+                                     self.dilation, self.ceil_mode, self.return_indices,
+                                     impl=self.impl, data_format=self.data_format)
+
+
+class MaxPool1d(_MaxPoolNd):
+    """``torch.nn.MaxPool1d``: see :func:`jconv.max_pool1d` (``data_format`` ``"NCL"``
+    by default, or ``"NLC"``).
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> jconv.nn.MaxPool1d(3, 2, 1)(jnp.ones((4, 8, 16))).shape
+      (4, 8, 8)
+    """
+
+    ndim = 1
+
+
+class MaxPool2d(_MaxPoolNd):
     """``torch.nn.MaxPool2d``: see :func:`jconv.max_pool2d` for shapes and semantics.
 
     Example:
@@ -180,20 +223,63 @@ class MaxPool2d(nnx.Module):
       (1, 8, 16, 16)
     """
 
-    def __init__(self, kernel_size: IntOrPair, stride: IntOrPair | None = None,
-                 padding: IntOrPair = 0, dilation: IntOrPair = 1, ceil_mode: bool = False, *,
-                 impl: str = "lax", data_format: str = "NCHW"):
-        self.kernel_size, self.stride, self.padding = _pool_args(kernel_size, stride, padding)
-        self.dilation, self.ceil_mode = to_pair(dilation, "dilation", minimum=1), ceil_mode
+    ndim = 2
+
+
+class MaxPool3d(_MaxPoolNd):
+    """``torch.nn.MaxPool3d``: see :func:`jconv.max_pool3d` (``"NCDHW"`` or ``"NDHWC"``).
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> jconv.nn.MaxPool3d(2)(jnp.ones((1, 4, 8, 8, 8))).shape
+      (1, 4, 4, 4, 4)
+    """
+
+    ndim = 3
+
+
+class _AvgPoolNd(nnx.Module):
+    """``torch.nn.AvgPool{1,2,3}d``, shared by the three: arguments parsed at construction."""
+
+    ndim: ClassVar[int] = 2
+
+    def __init__(self, kernel_size: IntOrTuple, stride: IntOrTuple | None = None,
+                 padding: IntOrTuple = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+                 divisor_override: int | None = None, *, impl: str = "lax",
+                 data_format: str | None = None):
+        nd = self.ndim
+        self.kernel_size, self.stride, self.padding = _pool_args(kernel_size, stride, padding,
+                                                                 nd)
+        self.ceil_mode = check_bool(ceil_mode, "ceil_mode")
+        self.count_include_pad = check_bool(count_include_pad, "count_include_pad")
+        if divisor_override is not None and (nd == 1 or not _is_int(divisor_override)
+                                             or not divisor_override):
+            what = "None (PyTorch's AvgPool1d has none)" if nd == 1 else "None or a non-zero int"
+            raise ValueError(f"divisor_override must be {what}, got {divisor_override!r}")
+        self.divisor_override = divisor_override
         self.impl = check_impl(impl, POOL_IMPLS)
-        self.data_format = check_data_format(data_format)
+        self.data_format = pool_format(data_format or POOL_FORMATS[nd][0], nd)
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        return max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
-                          self.ceil_mode, impl=self.impl, data_format=self.data_format)
+        extra = () if self.ndim == 1 else (self.divisor_override,)
+        return _AVG_POOLS[self.ndim](x, self.kernel_size, self.stride, self.padding,
+                                     self.ceil_mode, self.count_include_pad, *extra,
+                                     impl=self.impl, data_format=self.data_format)
 
 
-class AvgPool2d(nnx.Module):
+class AvgPool1d(_AvgPoolNd):
+    """``torch.nn.AvgPool1d``: see :func:`jconv.avg_pool1d` (no ``divisor_override``).
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> jconv.nn.AvgPool1d(2)(jnp.ones((4, 8, 16))).shape
+      (4, 8, 8)
+    """
+
+    ndim = 1
+
+
+class AvgPool2d(_AvgPoolNd):
     """``torch.nn.AvgPool2d``: see :func:`jconv.avg_pool2d` for shapes and semantics.
 
     Example:
@@ -202,17 +288,19 @@ class AvgPool2d(nnx.Module):
       (1, 8, 16, 16)
     """
 
-    def __init__(self, kernel_size: IntOrPair, stride: IntOrPair | None = None,
-                 padding: IntOrPair = 0, ceil_mode: bool = False, count_include_pad: bool = True,
-                 *, impl: str = "lax", data_format: str = "NCHW"):
-        self.kernel_size, self.stride, self.padding = _pool_args(kernel_size, stride, padding)
-        self.ceil_mode, self.count_include_pad = ceil_mode, count_include_pad
-        self.impl = check_impl(impl, POOL_IMPLS)
-        self.data_format = check_data_format(data_format)
+    ndim = 2
 
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        return avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                          self.count_include_pad, impl=self.impl, data_format=self.data_format)
+
+class AvgPool3d(_AvgPoolNd):
+    """``torch.nn.AvgPool3d``: see :func:`jconv.avg_pool3d`.
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> jconv.nn.AvgPool3d(2, divisor_override=1)(jnp.ones((1, 4, 8, 8, 8)))[0, 0, 0, 0, 0].item()
+      8.0
+    """
+
+    ndim = 3
 
 
 class GlobalAvgPool2d(nnx.Module):
@@ -372,3 +460,154 @@ class ConvTranspose3d(_ConvTransposeNd):
     """
 
     ndim: ClassVar[int] = 3
+
+
+_MAX_POOLS = {1: max_pool1d, 2: max_pool2d, 3: max_pool3d}
+_AVG_POOLS = {1: avg_pool1d, 2: avg_pool2d, 3: avg_pool3d}
+_ADAPTIVE = {("avg", 1): adaptive_avg_pool1d, ("avg", 2): adaptive_avg_pool2d,
+             ("avg", 3): adaptive_avg_pool3d, ("max", 1): adaptive_max_pool1d,
+             ("max", 2): adaptive_max_pool2d, ("max", 3): adaptive_max_pool3d}
+
+
+class _AdaptivePoolNd(nnx.Module):
+    """``torch.nn.Adaptive{Avg,Max}Pool{1,2,3}d``, shared by the six."""
+
+    ndim: ClassVar[int] = 2
+    op: ClassVar[str] = "avg"
+
+    def __init__(self, output_size: Any, *, data_format: str | None = None):
+        self.output_size = output_sizes(output_size, self.ndim)
+        self.data_format = pool_format(data_format or POOL_FORMATS[self.ndim][0], self.ndim)
+
+    def __call__(self, x: jnp.ndarray) -> Any:
+        return _ADAPTIVE[self.op, self.ndim](x, self.output_size, data_format=self.data_format)
+
+
+class _AdaptiveMaxPoolNd(_AdaptivePoolNd):
+    op = "max"
+
+    def __init__(self, output_size: Any, return_indices: bool = False, *,
+                 data_format: str | None = None):
+        super().__init__(output_size, data_format=data_format)
+        self.return_indices = check_bool(return_indices, "return_indices")
+
+    def __call__(self, x: jnp.ndarray) -> Any:
+        return _ADAPTIVE["max", self.ndim](x, self.output_size, self.return_indices,
+                                           data_format=self.data_format)
+
+
+class AdaptiveAvgPool1d(_AdaptivePoolNd):
+    """``torch.nn.AdaptiveAvgPool1d``: see :func:`jconv.adaptive_avg_pool1d`.
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> jconv.nn.AdaptiveAvgPool1d(4)(jnp.ones((2, 3, 10))).shape
+      (2, 3, 4)
+    """
+
+    ndim = 1
+
+
+class AdaptiveAvgPool2d(_AdaptivePoolNd):
+    """``torch.nn.AdaptiveAvgPool2d``: see :func:`jconv.adaptive_avg_pool2d` (a ResNet head).
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> jconv.nn.AdaptiveAvgPool2d((1, 1))(jnp.ones((2, 512, 7, 7))).shape
+      (2, 512, 1, 1)
+    """
+
+    ndim = 2
+
+
+class AdaptiveAvgPool3d(_AdaptivePoolNd):
+    """``torch.nn.AdaptiveAvgPool3d``: see :func:`jconv.adaptive_avg_pool3d`.
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> jconv.nn.AdaptiveAvgPool3d((1, None, 2))(jnp.ones((2, 3, 4, 5, 6))).shape
+      (2, 3, 1, 5, 2)
+    """
+
+    ndim = 3
+
+
+class AdaptiveMaxPool1d(_AdaptiveMaxPoolNd):
+    """``torch.nn.AdaptiveMaxPool1d``: see :func:`jconv.adaptive_max_pool1d`.
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> jconv.nn.AdaptiveMaxPool1d(4)(jnp.ones((2, 3, 10))).shape
+      (2, 3, 4)
+    """
+
+    ndim = 1
+
+
+class AdaptiveMaxPool2d(_AdaptiveMaxPoolNd):
+    """``torch.nn.AdaptiveMaxPool2d``: see :func:`jconv.adaptive_max_pool2d`.
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> y, idx = jconv.nn.AdaptiveMaxPool2d(2, return_indices=True)(jnp.ones((2, 3, 5, 5)))
+      >>> y.shape, idx.dtype
+      ((2, 3, 2, 2), dtype('int32'))
+    """
+
+    ndim = 2
+
+
+class AdaptiveMaxPool3d(_AdaptiveMaxPoolNd):
+    """``torch.nn.AdaptiveMaxPool3d``: see :func:`jconv.adaptive_max_pool3d`.
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> jconv.nn.AdaptiveMaxPool3d(1)(jnp.ones((2, 3, 4, 5, 6))).shape
+      (2, 3, 1, 1, 1)
+    """
+
+    ndim = 3
+
+
+class _SlidingBlocks(nnx.Module):
+    """The block geometry Unfold and Fold share, parsed at construction."""
+
+    def __init__(self, kernel_size: IntOrPair, dilation: IntOrPair = 1, padding: IntOrPair = 0,
+                 stride: IntOrPair = 1):
+        self.kernel_size = to_pair(kernel_size, "kernel_size", minimum=1)
+        self.dilation = to_pair(dilation, "dilation", minimum=1)
+        self.padding = to_pair(padding, "padding", minimum=0)
+        self.stride = to_pair(stride, "stride", minimum=1)
+
+
+class Unfold(_SlidingBlocks):
+    """``torch.nn.Unfold``: see :func:`jconv.unfold` ((N, C, H, W) -> (N, C*kH*kW, L)).
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> jconv.nn.Unfold(3, padding=1)(jnp.ones((2, 4, 8, 8))).shape
+      (2, 36, 64)
+    """
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
+
+
+class Fold(_SlidingBlocks):
+    """``torch.nn.Fold``: see :func:`jconv.fold` ((N, C*kH*kW, L) -> (N, C, *output_size),
+    overlaps summed).
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> jconv.nn.Fold((8, 8), 3, padding=1)(jnp.ones((2, 36, 64))).shape
+      (2, 4, 8, 8)
+    """
+
+    def __init__(self, output_size: IntOrPair, kernel_size: IntOrPair, dilation: IntOrPair = 1,
+                 padding: IntOrPair = 0, stride: IntOrPair = 1):
+        super().__init__(kernel_size, dilation, padding, stride)
+        self.output_size = to_pair(output_size, "output_size", minimum=1)
+
+    def __call__(self, cols: jnp.ndarray) -> jnp.ndarray:
+        return fold(cols, self.output_size, self.kernel_size, self.dilation, self.padding,
+                    self.stride)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import itertools
 from typing import Iterable, NamedTuple
 
-from ._spec import (IntOrPair, PaddingLike, Pair, _is_int, output_size, pool_spec,
-                    resolve_padding, to_pair, to_tuple)
+from ._pool_spec import pool_spec
+from ._spec import (IntOrPair, PaddingLike, Pair, _is_int, output_size, resolve_padding,
+                    to_pair, to_tuple)
 
 
 def _size_pair(size: IntOrPair, name: str) -> Pair:

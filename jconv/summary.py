@@ -12,9 +12,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ._spec import conv_spec, pool_spec
+from ._pool_spec import pool_spec
+from ._spec import conv_spec
 from .cost import activation_bytes, conv_macs, receptive_field
-from .nn import AvgPool2d, GlobalAvgPool2d, MaxPool2d, _ConvNd, _ConvTransposeNd
+from .nn import (GlobalAvgPool2d, _AdaptivePoolNd, _AvgPoolNd, _ConvNd, _ConvTransposeNd,
+                 _MaxPoolNd)
 
 # Containers hold layers but do no work of their own: never rows of the table.
 _CONTAINERS = (nnx.List, nnx.Sequential)
@@ -118,12 +120,13 @@ def _window(layer: Any, in_shape: tuple[int, ...]) -> _RFEffect:
                          data_format=layer.data_format)
         pads = tuple(p[0] for p in spec.padding)
         return _RFEffect(tuple(zip(spec.kernel, spec.stride, pads, spec.dilation)))
-    if isinstance(layer, (MaxPool2d, AvgPool2d)):
+    if isinstance(layer, (_MaxPoolNd, _AvgPoolNd)):
         pspec = pool_spec(in_shape, layer.kernel_size, layer.stride, layer.padding,
                           getattr(layer, "dilation", 1), layer.ceil_mode, layer.data_format)
         return _RFEffect(tuple(zip(pspec.kernel, pspec.stride, pspec.user_padding,
                                    pspec.dilation)))
-    if isinstance(layer, (GlobalAvgPool2d, _ConvTransposeNd, nnx.Linear)):
+    # An adaptive pool's windows depend on the input size (and may overlap): no fixed field.
+    if isinstance(layer, (GlobalAvgPool2d, _AdaptivePoolNd, _ConvTransposeNd, nnx.Linear)):
         return _RFEffect(whole_input=True)
     return _RFEffect()
 

@@ -225,3 +225,35 @@ def test_train_step_lowers(dtype, platform):
     labels = S((8,), jnp.int32)
     text = jax.export.export(step, platforms=[platform])(structs, images, labels).mlir_module()
     assert "stablehlo.convolution" in text
+
+
+def _nd_pools(impl: str) -> dict[str, tuple[tuple[int, ...], object]]:
+    """The N-D pooling family and unfold/fold, one call each: name -> (x shape, fn)."""
+    return {
+        "max_pool1d": ((2, 4, 9), lambda x: jconv.max_pool1d(x, 3, 2, 1, impl=impl)),
+        "max_pool3d dilated": ((2, 4, 6, 6, 6),
+                               lambda x: jconv.max_pool3d(x, 2, 1, dilation=2, impl=impl)),
+        "max_pool2d indices": ((2, 4, 9, 9), lambda x: jconv.max_pool2d(
+            x, 3, 2, 1, ceil_mode=True, return_indices=True, impl=impl)[0]),
+        "avg_pool3d": ((2, 4, 6, 6, 6), lambda x: jconv.avg_pool3d(
+            x, 3, 2, 1, ceil_mode=True, divisor_override=5, impl=impl)),
+        "lp_pool1d": ((2, 4, 9), lambda x: jconv.lp_pool1d(x * x + 1, 2, 3, impl=impl)),
+        "adaptive avg+max 3d": ((2, 4, 5, 6, 7), lambda x: jconv.adaptive_avg_pool3d(x, 3)
+                                + jconv.adaptive_max_pool3d(x, 3)),
+        "unpool2d": ((2, 4, 8, 8), lambda x: jconv.max_unpool2d(
+            *jconv.max_pool2d(x, 2, return_indices=True, impl=impl), 2)),
+        "unfold+fold": ((2, 4, 8, 8), lambda x: jconv.fold(
+            jconv.unfold(x, 3, padding=1, stride=2), (8, 8), 3, padding=1, stride=2)),
+    }
+
+
+@pytest.mark.parametrize("platform", ACCELERATORS)
+@pytest.mark.parametrize("impl", jconv.POOL_IMPLS)
+def test_nd_pools_and_unfold_fold_lower_with_grads(impl, platform):
+    for name, (shape, fn) in _nd_pools(impl).items():
+        for dtype in DTYPES:
+            x = S(shape, dtype)
+            stablehlo(fn, x, platform=platform)
+            text = stablehlo(jax.grad(lambda x, f=fn: jnp.sum(f(x).astype(jnp.float32) ** 2)),
+                             x, platform=platform)
+            assert "stablehlo.while" not in text, f"{name} {impl}: a sequential loop"

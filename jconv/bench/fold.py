@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..fold import fold_conv_bn_sequential
+from ..bn_fold import fold_conv_bn_sequential
 from ..nn import BatchNorm2d, Conv2d, MaxPool2d
 from .timing import interleaved_medians
 

@@ -23,31 +23,41 @@ from ._api import (DTYPES, assert_avg_pool2d, assert_conv2d, assert_conv_transpo
 from ._cases import AvgPool2dCase, Conv2dCase, ConvTranspose2dCase, MaxPool2dCase
 from ._grids import (KINDS, avg_pool2d_cases, conv2d_cases, conv_transpose2d_cases,
                      max_pool2d_cases)
+from ._nd import (ConvNdCase, assert_conv, assert_conv1d, assert_conv3d, check_conv,
+                  check_conv1d, check_conv3d, conv_cases)
+from ._nd_api import (assert_fold, assert_pool, assert_unfold, check_fold, check_pool,
+                      check_unfold)
+from ._nd_cases import (POOL_FUNCTIONS, FoldCase, PoolCase, UnfoldCase, fold_cases, pool_cases,
+                        unfold_cases)
+from ._nd_oracle import (reference_adaptive_avg_pool, reference_adaptive_max_pool,
+                         reference_avg_pool, reference_fold, reference_lp_pool,
+                         reference_max_pool, reference_max_unpool, reference_unfold)
 from ._oracle import (conv_pads, reference_conv2d, reference_conv2d_vjp,
                       reference_conv_transpose2d, reference_conv_transpose2d_vjp,
                       reference_conv_transposend, reference_conv_transposend_vjp,
                       reference_convnd, reference_convnd_vjp)
 from ._pool_oracle import (reference_avg_pool2d, reference_avg_pool2d_vjp,
                            reference_max_pool2d, reference_max_pool2d_vjp)
-from ._nd import (ConvNdCase, assert_conv, assert_conv1d, assert_conv3d, check_conv,
-                  check_conv1d, check_conv3d, conv_cases)
 from ._pytest import pytest_cases
 from ._report import DEFAULT_TOLERANCES, CheckReport, CheckResult
 from ._tolerance import TOLERANCE_MODES, half_sum_tolerance
 
 __all__ = [
-    "DEFAULT_TOLERANCES", "DTYPES", "KINDS", "TOLERANCE_MODES",
-    "AvgPool2dCase", "CheckReport", "CheckResult", "Conv2dCase", "ConvTranspose2dCase",
-    "MaxPool2dCase",
-    "assert_avg_pool2d", "assert_conv2d", "assert_conv_transpose2d", "assert_max_pool2d",
-    "avg_pool2d_cases", "check_avg_pool2d", "check_conv2d", "check_conv_transpose2d",
-    "check_max_pool2d", "conv2d_cases", "conv_pads", "conv_transpose2d_cases",
-    "from_layer", "from_nhwc", "ConvNdCase", "assert_conv", "assert_conv1d", "assert_conv3d",
-    "check_conv", "check_conv1d", "check_conv3d", "conv_cases", "half_sum_tolerance",
-    "max_pool2d_cases", "pytest_cases",
-    "reference_avg_pool2d", "reference_avg_pool2d_vjp", "reference_conv2d",
-    "reference_conv2d_vjp", "reference_conv_transpose2d", "reference_conv_transpose2d_vjp",
+    "DEFAULT_TOLERANCES", "DTYPES", "KINDS", "POOL_FUNCTIONS", "TOLERANCE_MODES",
+    "AvgPool2dCase", "CheckReport", "CheckResult", "Conv2dCase", "ConvNdCase",
+    "ConvTranspose2dCase", "FoldCase", "MaxPool2dCase", "PoolCase", "UnfoldCase",
+    "assert_avg_pool2d", "assert_conv", "assert_conv1d", "assert_conv2d", "assert_conv3d",
+    "assert_conv_transpose2d", "assert_fold", "assert_max_pool2d", "assert_pool",
+    "assert_unfold", "avg_pool2d_cases", "check_avg_pool2d", "check_conv", "check_conv1d",
+    "check_conv2d", "check_conv3d", "check_conv_transpose2d", "check_fold", "check_max_pool2d",
+    "check_pool", "check_unfold", "conv2d_cases", "conv_cases", "conv_pads",
+    "conv_transpose2d_cases", "fold_cases", "from_layer", "from_nhwc", "half_sum_tolerance",
+    "max_pool2d_cases", "pool_cases", "pytest_cases", "reference_adaptive_avg_pool",
+    "reference_adaptive_max_pool", "reference_avg_pool", "reference_avg_pool2d",
+    "reference_avg_pool2d_vjp", "reference_conv2d", "reference_conv2d_vjp",
+    "reference_conv_transpose2d", "reference_conv_transpose2d_vjp",
     "reference_conv_transposend", "reference_conv_transposend_vjp", "reference_convnd",
-    "reference_convnd_vjp",
-    "reference_max_pool2d", "reference_max_pool2d_vjp",
+    "reference_convnd_vjp", "reference_fold", "reference_lp_pool", "reference_max_pool",
+    "reference_max_pool2d", "reference_max_pool2d_vjp", "reference_max_unpool",
+    "reference_unfold", "unfold_cases",
 ]

@@ -51,7 +51,7 @@ def resolve_cases(grid: Callable[..., list[Any]], case_type: type, cases: Cases,
 def _check(op: str, fn: Callable[..., Any], cases: Cases, dtypes: Sequence[str], grads: bool,
            seed: int, check_grads_cases: int | None,
            tolerances: dict[str, tuple[float, float]] | None, jit: bool,
-           fail_fast: bool, tolerance_mode: str) -> CheckReport:
+           fail_fast: bool = False, tolerance_mode: str = "pytorch") -> CheckReport:
     listed, label, n_grads = _resolve(op, cases, seed, check_grads_cases)
     return run_checks(op, fn, listed, label, dtypes, grads, n_grads, tolerances, jit,
                       fail_fast, tolerance_mode)

@@ -1,0 +1,148 @@
+"""Pooling argument parsing for 1, 2 and 3 spatial dims: the frozen :class:`PoolSpec`, built
+once per call by :func:`canonical_pool` (or from a shape alone by :func:`pool_spec`) and
+shared by every pooling implementation. The number of spatial dims comes from
+``data_format`` (``"NCL"``/``"NLC"``, ``"NCHW"``/``"NHWC"``, ``"NCDHW"``/``"NDHWC"``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import jax.numpy as jnp
+import numpy as np
+
+from ._spec import CONV_DATA_FORMATS, PadPairs, SpatialGeometry, _check_float, to_tuple
+
+IntOrTuple = Union[int, Sequence[int]]
+
+# Pooling takes the data formats convolution does: {1: ("NCL", "NLC"), 2: ..., 3: ...}.
+POOL_FORMATS: dict[int, tuple[str, str]] = CONV_DATA_FORMATS
+
+
+def pool_format(data_format: str, ndim: int) -> str:
+    """Validate ``data_format`` for ``ndim`` spatial dims (channels first or last)."""
+    allowed = POOL_FORMATS[ndim]
+    if not isinstance(data_format, str) or data_format.upper() not in allowed:
+        raise ValueError(f"data_format must be one of {allowed} for {ndim}-D pooling, "
+                         f"got {data_format!r}")
+    return data_format.upper()
+
+
+def format_ndim(data_format: str) -> int:
+    """Spatial dims of a data format name: ``"NCDHW"`` -> 3."""
+    for ndim, formats in POOL_FORMATS.items():
+        if isinstance(data_format, str) and data_format.upper() in formats:
+            return ndim
+    every = tuple(f for fs in POOL_FORMATS.values() for f in fs)
+    raise ValueError(f"data_format must be one of {every}, got {data_format!r}")
+
+
+def spatial_shape(x_shape: Sequence[int], data_format: str) -> tuple[int, ...]:
+    """The spatial sizes of a (batched or unbatched) shape in ``data_format``."""
+    nd = len(data_format) - 2
+    shape = tuple(int(v) for v in x_shape)
+    return shape[-nd:] if data_format[1] == "C" else shape[-nd - 1:-1]
+
+
+def check_pool_rank(x_shape: Sequence[int], data_format: str) -> None:
+    nd = len(data_format) - 2
+    if len(x_shape) not in (nd + 1, nd + 2):
+        raise ValueError(f"x must be {nd + 1}-D or {nd + 2}-D ({data_format} batched or "
+                         f"unbatched), got shape {tuple(x_shape)}")
+
+
+@dataclass(frozen=True)
+class PoolSpec(SpatialGeometry):
+    """Validated pooling geometry over ``ndim`` spatial dims; ``padding`` includes the extra
+    ceil-mode overhang, ``user_padding`` is the padding as given."""
+
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: PadPairs
+    user_padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    in_size: tuple[int, ...]
+    out_size: tuple[int, ...]
+    data_format: str
+
+
+def check_pool_padding(pad: Sequence[int], kernel: Sequence[int], padding: object,
+                       kernel_size: object) -> None:
+    """PyTorch's pooling rule: padding at most half the kernel (``padding``/``kernel_size``
+    as the user gave them, for the message)."""
+    for p, k in zip(pad, kernel):
+        if 2 * p > k:
+            raise ValueError(f"padding must be at most half of kernel_size (PyTorch rule), "
+                             f"got padding={padding!r} for kernel_size={kernel_size!r}")
+
+
+def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int,
+                     ceil_mode: bool) -> int:
+    """PyTorch's pooling output size along one dim: the span over the stride rounded down
+    (or up with ``ceil_mode``, where the last window must start inside the input or the low
+    padding). Ceil mode can thus give one window even when the dilated kernel overhangs.
+
+    Example:
+      >>> pool_output_size(5, 2, 2, 0, 1, False), pool_output_size(5, 2, 2, 0, 1, True)
+      (2, 3)
+    """
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def check_bool(value: object, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
+def pool_spec(x_shape: Sequence[int], kernel_size: IntOrTuple,
+              stride: IntOrTuple | None = None, padding: IntOrTuple = 0,
+              dilation: IntOrTuple = 1, ceil_mode: bool = False,
+              data_format: str = "NCHW") -> PoolSpec:
+    """The validated :class:`PoolSpec` of a pooling call from the input shape alone
+    (PyTorch rules). The spatial dims follow ``data_format``: x_shape (N, C, *spatial) or
+    (C, *spatial), channels last for ``"NLC"``/``"NHWC"``/``"NDHWC"``.
+
+    Example:
+      >>> pool_spec((1, 1, 5, 5), 2, ceil_mode=True).out_size
+      (3, 3)
+      >>> pool_spec((1, 2, 9), 3, stride=2, padding=1, data_format="NCL").out_size
+      (5,)
+    """
+    data_format = pool_format(data_format, format_ndim(data_format))
+    nd = len(data_format) - 2
+    check_pool_rank(x_shape, data_format)
+    kernel = to_tuple(kernel_size, "kernel_size", nd, minimum=1)
+    stride_t = kernel if stride is None else to_tuple(stride, "stride", nd, minimum=1)
+    pad = to_tuple(padding, "padding", nd, minimum=0)
+    dil = to_tuple(dilation, "dilation", nd, minimum=1)
+    check_bool(ceil_mode, "ceil_mode")
+    check_pool_padding(pad, kernel, padding, kernel_size)
+    size_in = spatial_shape(x_shape, data_format)
+    out_size, pads = [], []
+    for size, k, s, p, d, axis in zip(size_in, kernel, stride_t, pad, dil, data_format[-nd:]
+                                      if data_format[1] == "C" else data_format[1:-1]):
+        out = pool_output_size(size, k, s, p, d, ceil_mode)
+        if out < 1:
+            raise ValueError(f"pooling window larger than the padded input along {axis}: "
+                             f"effective kernel {d * (k - 1) + 1} > padded size {size + 2 * p}")
+        # Ceil mode may need windows that run past the padded input: pad the overhang too.
+        overhang = max(0, (out - 1) * s + d * (k - 1) + 1 - (size + 2 * p))
+        out_size.append(out)
+        pads.append((p, p + overhang))
+    return PoolSpec(kernel=kernel, stride=stride_t, padding=tuple(pads), user_padding=pad,
+                    dilation=dil, in_size=size_in, out_size=tuple(out_size),
+                    data_format=data_format)
+
+
+def canonical_pool(x: jnp.ndarray, kernel_size: IntOrTuple, stride: IntOrTuple | None,
+                   padding: IntOrTuple, dilation: IntOrTuple, ceil_mode: bool,
+                   data_format: str) -> tuple[PoolSpec, bool]:
+    """Validate a pooling call (PyTorch rules). Returns the spec and whether x was unbatched."""
+    _check_float(x, "x")
+    spec = pool_spec(x.shape, kernel_size, stride, padding, dilation, ceil_mode, data_format)
+    return spec, x.ndim == spec.ndim + 1

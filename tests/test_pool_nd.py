@@ -1,0 +1,233 @@
+"""The N-D pooling family (max/avg/lp/adaptive pooling in 1-D, 2-D and 3-D, return_indices,
+max_unpool): every function against jconv.testing's float64 oracle and PyTorch, values and
+gradients, on random configurations; every error message."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jconv
+from jconv import testing
+
+IMPLS = ["lax", "im2col", "loops"]
+WINDOWED = [f for f in testing.POOL_FUNCTIONS if not f.startswith("adaptive")]
+ADAPTIVE = [f for f in testing.POOL_FUNCTIONS if f.startswith("adaptive")]
+
+
+def _fn(function: str, impl: str | None):
+    fn = getattr(jconv, function)
+    return fn if impl is None else functools.partial(fn, impl=impl)
+
+
+@pytest.mark.parametrize("function", WINDOWED + ADAPTIVE)
+def test_oracle_quick_float64_with_check_grads(function):
+    """Values and gradients in float64 (1e-12), plus check_grads(order=2) on one case."""
+    impl = None if function.startswith("adaptive") else "lax"
+    report = testing.check_pool(_fn(function, impl), function, cases="quick",
+                                dtypes=("float64",))
+    assert report.passed, str(report)
+    assert report.worst("float64", "forward") < 1e-12, str(report)
+
+
+@pytest.mark.parametrize("function", [f for f in WINDOWED if f.endswith("3d")])
+@pytest.mark.parametrize("impl", ["im2col", "loops"])
+def test_oracle_quick_other_impls_3d(function, impl):
+    report = testing.check_pool(_fn(function, impl), function, cases="quick",
+                                dtypes=("float64",), check_grads_cases=0)
+    assert report.passed, str(report)
+
+
+@pytest.mark.slow  # the whole family x impls x dtypes: several minutes on 2 cores
+@pytest.mark.parametrize("function", WINDOWED + ADAPTIVE)
+def test_oracle_default_every_impl_and_dtype(function):
+    impls = [None] if function.startswith("adaptive") else IMPLS
+    for impl in impls:
+        report = testing.check_pool(_fn(function, impl), function, cases="default",
+                                    dtypes=("float64", "float32", "bfloat16"),
+                                    check_grads_cases=0)
+        assert report.passed, str(report)
+
+
+def _torch_kwargs(case):
+    kw = dict(case.kwargs)
+    if case.function == "lp_pool1d":  # PyTorch's lp_pool1d wants an int kernel
+        kw["kernel_size"] = kw["kernel_size"][0]
+    return kw
+
+
+@pytest.mark.parametrize("function", WINDOWED + ADAPTIVE)
+def test_matches_pytorch_values_and_grads(function, x64):
+    torch = pytest.importorskip("torch")
+    impls = [None] if function.startswith("adaptive") else IMPLS
+    for i, case in enumerate(testing.pool_cases(function, "quick", seed=3)[:2]):
+        (x,) = case.inputs("float64")
+        kw = _torch_kwargs(case)
+        xt = torch.from_numpy(x).requires_grad_()
+        want = getattr(torch.nn.functional, function)(xt, **kw)
+        ct = np.random.default_rng(1).standard_normal(want.shape)
+        (want * torch.from_numpy(ct)).sum().backward()
+        for impl in impls[i % len(impls):][:1]:  # one impl per case keeps compiles few
+            fn = _fn(function, impl)
+            got, pull = jax.vjp(lambda x: fn(x, **kw), jnp.asarray(x))
+            np.testing.assert_allclose(got, want.detach().numpy(), rtol=0, atol=1e-12,
+                                       err_msg=f"{case!r} {impl}")
+            np.testing.assert_allclose(pull(jnp.asarray(ct))[0], xt.grad.numpy(), rtol=0,
+                                       atol=1e-12, err_msg=f"{case!r} {impl} grad")
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_return_indices_and_unpool_match_pytorch(nd, x64):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    for case, impl in zip(testing.pool_cases(f"max_pool{nd}d", "quick", seed=5), IMPLS):
+        (x,) = case.inputs("float64")
+        kw = case.kwargs
+        y_t, i_t = getattr(F, f"max_pool{nd}d")(torch.from_numpy(x), **kw, return_indices=True)
+        y, i = getattr(jconv, f"max_pool{nd}d")(jnp.asarray(x), **kw, return_indices=True,
+                                                impl=impl)
+        np.testing.assert_array_equal(y, y_t.numpy())
+        np.testing.assert_array_equal(i, i_t.numpy())
+        assert i.dtype == jnp.int32
+        size = tuple(x.shape[-nd:])
+        args = (kw["kernel_size"], kw["stride"], kw["padding"], size)
+        try:
+            want = getattr(F, f"max_unpool{nd}d")(y_t, i_t, *args).numpy()
+        except (RuntimeError, ValueError):  # e.g. dilation: the input size is no valid output
+            with pytest.raises(ValueError):
+                getattr(jconv, f"max_unpool{nd}d")(jnp.asarray(y_t.numpy()),
+                                                   jnp.asarray(i_t.numpy()), *args)
+            continue
+        got = getattr(jconv, f"max_unpool{nd}d")(jnp.asarray(y_t.numpy()),
+                                                 jnp.asarray(i_t.numpy()), *args)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got, testing.reference_max_unpool(
+            y_t.numpy(), i_t.numpy(), size, ndim=nd))
+    ya, ia = getattr(jconv, f"adaptive_max_pool{nd}d")(jnp.asarray(x), 2, return_indices=True)
+    yt, it = getattr(F, f"adaptive_max_pool{nd}d")(torch.from_numpy(x), 2, return_indices=True)
+    np.testing.assert_array_equal(ya, yt.numpy())
+    np.testing.assert_array_equal(ia, it.numpy())
+
+
+def test_ties_nan_and_minus_inf_indices():
+    """First index on ties (PyTorch's strict >), NaN the largest, and an all -inf window
+    points at its first real element, never at padding."""
+    x = jnp.array([[[1.0, 3.0, 3.0, 0.0], [3.0, 2.0, 1.0, 0.0]]])
+    for impl in IMPLS:
+        y, i = jconv.max_pool2d(x, 2, return_indices=True, impl=impl)
+        assert i.tolist() == [[[1, 2]]] and y.tolist() == [[[3.0, 3.0]]]
+        _, i = jconv.max_pool1d(jnp.array([[1.0, jnp.nan, 2.0, jnp.nan]]), 4,
+                                return_indices=True, impl=impl)
+        assert i.tolist() == [[1]]
+        _, i = jconv.max_pool1d(jnp.full((1, 3), -jnp.inf), 2, padding=1, return_indices=True,
+                                impl=impl)
+        assert i.tolist() == [[0, 1]]
+    _, i = jconv.adaptive_max_pool2d(x, 1, return_indices=True)
+    assert i.tolist() == [[[1]]]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_return_indices_gradient_goes_to_the_index(impl):
+    x = jnp.array([[[2.0, 2.0, 1.0, 5.0]]])
+    g = jax.grad(lambda x: jconv.max_pool1d(x, 2, return_indices=True, impl=impl)[0].sum())(x)
+    np.testing.assert_array_equal(g, [[[1.0, 0.0, 0.0, 1.0]]])
+
+
+@pytest.mark.parametrize("nd,fmt", [(1, "NLC"), (2, "NHWC"), (3, "NDHWC")])
+def test_channels_last_and_unbatched_and_jit(nd, fmt):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 3, *(7,) * nd)), jnp.float32)
+    xl = jnp.moveaxis(x, 1, -1)
+    calls = [
+        lambda x, **f: getattr(jconv, f"max_pool{nd}d")(x, 3, 2, 1, **f),
+        lambda x, **f: getattr(jconv, f"max_pool{nd}d")(x, 3, 2, 1, return_indices=True, **f)[1],
+        lambda x, **f: getattr(jconv, f"avg_pool{nd}d")(x, 2, ceil_mode=True, **f),
+        lambda x, **f: getattr(jconv, f"adaptive_avg_pool{nd}d")(x, 3, **f),
+        lambda x, **f: getattr(jconv, f"adaptive_max_pool{nd}d")(x, 3, True, **f)[1],
+        lambda x, **f: getattr(jconv, f"lp_pool{nd}d")(jnp.abs(x), 2, 2, **f),
+    ]
+    for call in calls:
+        want = call(x)
+        np.testing.assert_allclose(jnp.moveaxis(call(xl, data_format=fmt), -1, 1), want,
+                                   rtol=1e-6)
+        np.testing.assert_allclose(jax.jit(call)(x[1]), want[1], rtol=1e-6)
+
+
+def test_low_precision_keeps_dtype():
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 6, 6, 6)), jnp.bfloat16)
+    assert jconv.avg_pool3d(x, 2).dtype == jnp.bfloat16
+    assert jconv.adaptive_avg_pool3d(x, 2).dtype == jnp.bfloat16
+    ref = testing.reference_adaptive_avg_pool(np.asarray(x.astype(jnp.float32)), 2, ndim=3)
+    np.testing.assert_allclose(jconv.adaptive_avg_pool3d(x, 2).astype(jnp.float32), ref,
+                               atol=2e-2)
+
+
+X1, X2, X3 = jnp.ones((1, 2, 6)), jnp.ones((1, 2, 6, 6)), jnp.ones((1, 2, 4, 4, 4))
+IDX2 = jnp.zeros((1, 2, 3, 3), jnp.int32)
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: jconv.max_pool1d(X2, 2), ValueError,
+     r"x must be 2-D or 3-D \(NCL batched or unbatched\), got shape \(1, 2, 6, 6\)"),
+    (lambda: jconv.max_pool3d(jnp.ones((6, 6)), 2), ValueError, r"x must be 4-D or 5-D \(NCDHW"),
+    (lambda: jconv.max_pool1d(X1, (2, 2)), TypeError, r"kernel_size must be an int, got \(2, 2\)"),
+    (lambda: jconv.max_pool3d(X3, (2, 2)), TypeError,
+     r"kernel_size must be an int or a tuple of 3 ints, got \(2, 2\)"),
+    (lambda: jconv.max_pool1d(X1, 2, data_format="NCHW"), ValueError,
+     r"data_format must be one of \('NCL', 'NLC'\) for 1-D pooling, got 'NCHW'"),
+    (lambda: jconv.max_pool3d(X3, 2, padding=2), ValueError,
+     r"padding must be at most half of kernel_size"),
+    (lambda: jconv.max_pool3d(X3, 5), ValueError,
+     r"pooling window larger than the padded input along D: effective kernel 5 > padded size 4"),
+    (lambda: jconv.max_pool2d(X2, 2, return_indices=1), TypeError,
+     r"return_indices must be a bool, got 1"),
+    (lambda: jconv.max_pool1d(X1, 2, impl="fft"), ValueError, r"impl must be one of"),
+    (lambda: jconv.avg_pool2d(X2, 2, divisor_override=0), ValueError,
+     r"divisor_override must be None or a non-zero int, got 0"),
+    (lambda: jconv.avg_pool3d(X3, 2, divisor_override=1.5), ValueError,
+     r"divisor_override must be None or a non-zero int, got 1.5"),
+    (lambda: jconv.avg_pool1d(X1, 2, count_include_pad="no"), TypeError,
+     r"count_include_pad must be a bool, got 'no'"),
+    (lambda: jconv.avg_pool1d(jnp.ones((1, 2, 6), jnp.int32), 2), TypeError,
+     r"x must be a floating-point array"),
+    (lambda: jconv.lp_pool2d(X2, 0, 2), ValueError, r"norm_type must be a non-zero number, got 0"),
+    (lambda: jconv.lp_pool1d(X1, "2", 2), ValueError, r"norm_type must be a non-zero number"),
+    (lambda: jconv.adaptive_avg_pool2d(X2, (2, 2, 2)), TypeError,
+     r"output_size must be an int, None or a tuple of 2 ints or Nones, got \(2, 2, 2\)"),
+    (lambda: jconv.adaptive_max_pool1d(X1, 0), ValueError,
+     r"output_size must be >= 1 \(or None: keep the input size\) in every dimension, got 0"),
+    (lambda: jconv.adaptive_avg_pool3d(jnp.ones((1, 2, 0, 3, 3)), 1), ValueError,
+     r"x must have non-zero channels and spatial sizes, got shape \(1, 2, 0, 3, 3\)"),
+    (lambda: jconv.adaptive_max_pool2d(X2, 2, return_indices="yes"), TypeError,
+     r"return_indices must be a bool, got 'yes'"),
+    (lambda: jconv.adaptive_avg_pool1d(X1, 2, data_format="NHWC"), ValueError,
+     r"data_format must be one of \('NCL', 'NLC'\) for 1-D pooling"),
+    (lambda: jconv.max_unpool2d(X2[:, :, :3, :3], IDX2.astype(jnp.float32), 2), TypeError,
+     r"indices must be an integer array \(from return_indices=True\), got float32"),
+    (lambda: jconv.max_unpool2d(X2[:, :, :3, :3], IDX2[..., :2], 2), ValueError,
+     r"indices must have the shape of x \(1, 2, 3, 3\), got \(1, 2, 3, 2\)"),
+    (lambda: jconv.max_unpool2d(X2[:, :, :3, :3], IDX2, 2, output_size=(6, 6, 6)), ValueError,
+     r"output_size must be None or a sequence of 2 or 4 ints, got \(6, 6, 6\)"),
+    (lambda: jconv.max_unpool2d(X2[:, :, :3, :3], IDX2, 2, output_size=(8, 6)), ValueError,
+     r"output_size \(8, 6\) is invalid: dim 0 must lie strictly between 4 and 8, got 8"),
+    (lambda: jconv.max_unpool2d(X2[:, :, :3, :3], IDX2 + 36, 2), ValueError,
+     r"indices must lie in \[0, 36\) \(the output's spatial volume\), found 36"),
+    (lambda: jconv.max_unpool1d(X1, -jnp.ones((1, 2, 6), jnp.int32), 2), ValueError,
+     r"indices must lie in \[0, 12\) .* found -1"),
+    (lambda: jconv.max_unpool1d(jnp.ones((1, 2, 1)), jnp.zeros((1, 2, 1), jnp.int32), 1,
+                                padding=1), ValueError, r"output size \(-1,\) is not positive"),
+])
+def test_errors(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_unpool_under_jit_drops_out_of_range_indices():
+    x = jnp.array([[1.0, 2.0]])
+    f = jax.jit(lambda i: jconv.max_unpool1d(x, i, 2))
+    assert f(jnp.array([[0, 99]])).tolist() == [[1.0, 0.0, 0.0, 0.0]]
+    assert f(jnp.array([[-1, 3]])).tolist() == [[0.0, 0.0, 0.0, 2.0]]
