@@ -16,8 +16,8 @@ from tqdm import tqdm
 from . import report
 from .checkpoint import CheckpointError, Checkpoints
 from .config import Config, as_dict, to_yaml
-from .data import (Dataset, Normalizer, channel_stats, config_batches, eval_batches,
-                   load_dataset, steps_per_epoch)
+from .data import (Dataset, Normalizer, channel_stats, config_batches, default_data_dir,
+                   eval_batches, load_dataset, steps_per_epoch)
 from .model import count_params, macs_per_image
 from .parallel import (AXIS, build_model, check_batch_size, init_training,  # noqa: F401
                        make_mesh, shard_batch)
@@ -51,6 +51,36 @@ def evaluate(eval_step: Any, state: TrainState, ds_split: Any, norm: Normalizer,
     pred = np.concatenate(preds)
     return (float(np.concatenate(losses).mean()), float((pred == ds_split.labels).mean()),
             pred)
+
+
+def use_compilation_cache() -> Path:
+    """Keep XLA's compiled programs across runs (JAX's persistent compilation cache), so a
+    run of a config compiled before skips compiling its model initialiser and its steps;
+    returns the folder: the user's choice (``JAX_COMPILATION_CACHE_DIR``, or
+    ``jax.config``) if any, else ``jconv/xla`` next to :func:`default_data_dir`.
+
+    Example:
+      >>> use_compilation_cache().name in ("xla", Path(jax.config.jax_compilation_cache_dir).name)
+      True
+    """
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", str(default_data_dir().parent / "xla"))
+    return Path(jax.config.jax_compilation_cache_dir)
+
+
+def balanced_batch_size(n: int, max_batch: int, n_dev: int = 1) -> int:
+    """The smallest batch size, a multiple of ``n_dev``, that covers ``n`` images in as few
+    batches of at most ``max_batch`` (rounded up to ``n_dev``) as possible. The last batch
+    is padded (and masked), so evaluating 1,017 images in batches of 1000 would compute
+    2,000; in two of 509 it computes 1,018.
+
+    Example:
+      >>> balanced_batch_size(1017, 1000), balanced_batch_size(1017, 500, 2)
+      (509, 340)
+    """
+    max_batch = -(-max_batch // n_dev) * n_dev
+    batches = max(1, -(-n // max_batch))
+    return -(-(-(-n // batches)) // n_dev) * n_dev
 
 
 # airbench computes its whitening conv from this many (normalised) training images.
@@ -119,6 +149,7 @@ def run(cfg: Config, workdir: str | Path, resume: bool = False, quiet: bool = Fa
     do not depend on the device count. Only process 0 prints and writes logs, plots and
     results; every process writes and restores the checkpoints (Orbax)."""
     t_start = time.perf_counter()
+    use_compilation_cache()
     workdir = Path(workdir)
     main = jax.process_index() == 0
     _check_workdir(workdir, resume, cfg)
@@ -131,9 +162,8 @@ def run(cfg: Config, workdir: str | Path, resume: bool = False, quiet: bool = Fa
         check_batch_size("train.batch_size", t.batch_size, mesh)
     except ValueError as e:
         raise RunError(str(e)) from None
-    # Eval batches are padded and masked anyway: round their size up to split evenly.
-    eval_bs = -(-t.eval_batch_size // n_dev) * n_dev
     ds = load_dataset(cfg.data, cfg.seed, progress=main and not quiet)
+    eval_bs = balanced_batch_size(len(ds.test), t.eval_batch_size, n_dev)
     _sync("workdir checked")  # before process 0 changes the folder the others checked
     if main:
         _prepare_workdir(workdir, resume)
