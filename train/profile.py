@@ -237,6 +237,11 @@ def profile_jconv(step: Callable, state: Any, x: Any, y: Any, steps: int) -> tup
         convs = set(re.findall(r"^\s*(?:ROOT )?%([\w.\-]+) = \S+ convolution\(", hlo, re.M))
         times = thunk_times(d, hlo_users(hlo), convs)
     cats = classify_hlo(hlo)
+    users = hlo_users(hlo)
+    for op, (cat, _) in list(cats.items()):
+        if cat == OTHER:  # XLA-made (no Python source, e.g. split reductions): its reader's
+            cats[op] = next((cats[u] for u in sorted(users.get(op, ()))
+                             if cats.get(u, (OTHER,))[0] != OTHER), cats[op])
     out = collections.Counter()
     for op, ms in times.items():
         out[cats.get(op, (OTHER, ""))] += ms
