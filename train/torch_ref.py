@@ -38,8 +38,8 @@ def _airbench_net(torch: ModuleType, cfg: Config) -> Any:
     nn, m = torch.nn, cfg.model
 
     def bn(c: int) -> Any:
-        # airbench's BatchNorm: PyTorch momentum = 1 - its momentum, weight frozen at 1
-        norm = nn.BatchNorm2d(c, eps=m.bn_eps, momentum=1 - m.bn_momentum)
+        # model.bn_momentum is in PyTorch's meaning; airbench's weight is frozen at 1
+        norm = nn.BatchNorm2d(c, eps=m.bn_eps, momentum=m.bn_momentum)
         norm.weight.requires_grad = m.bn_scale
         return norm
 
