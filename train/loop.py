@@ -53,19 +53,25 @@ def evaluate(eval_step: Any, state: TrainState, ds_split: Any, norm: Normalizer,
             pred)
 
 
-def use_compilation_cache() -> Path:
-    """Keep XLA's compiled programs across runs (JAX's persistent compilation cache), so a
-    run of a config compiled before skips compiling its model initialiser and its steps;
-    returns the folder: the user's choice (``JAX_COMPILATION_CACHE_DIR``, or
-    ``jax.config``) if any, else ``jconv/xla`` next to :func:`default_data_dir`.
+def compilation_cache_dir() -> Path:
+    """Where :func:`use_compilation_cache` keeps compiled programs: the user's choice
+    (``JAX_COMPILATION_CACHE_DIR``, or ``jax.config``) if any, else ``jconv/xla`` next to
+    :func:`~train.data.default_data_dir`.
 
     Example:
-      >>> use_compilation_cache().name in ("xla", Path(jax.config.jax_compilation_cache_dir).name)
+      >>> compilation_cache_dir().parts[-2:] == ("jconv", "xla") or bool(
+      ...     jax.config.jax_compilation_cache_dir)
       True
     """
-    if not jax.config.jax_compilation_cache_dir:
-        jax.config.update("jax_compilation_cache_dir", str(default_data_dir().parent / "xla"))
-    return Path(jax.config.jax_compilation_cache_dir)
+    chosen = jax.config.jax_compilation_cache_dir
+    return Path(chosen) if chosen else default_data_dir().parent / "xla"
+
+
+def use_compilation_cache() -> None:
+    """Keep XLA's compiled programs across runs (JAX's persistent compilation cache, in
+    :func:`compilation_cache_dir`), so a run of a config compiled before skips compiling
+    its model initialiser and its steps."""
+    jax.config.update("jax_compilation_cache_dir", str(compilation_cache_dir()))
 
 
 def balanced_batch_size(n: int, max_batch: int, n_dev: int = 1) -> int:

@@ -9,7 +9,8 @@ on the two cores each one is charged its share of the overlap, so the charges ad
 step's wall time. Every thunk is put in a category from the compiled HLO: a convolution (or
 a fusion holding one) by pass and layer, a transpose or copy as a layout change, and any
 other fusion by the Python source its instructions were traced from (Flax's BatchNorm, the
-activation, jconv's pooling, the loss and head, Optax, the Lookahead update). PyTorch's side
+activation, jconv's pooling, the loss and head, Optax, the Lookahead update); conv layers are named from NHWC
+shapes (the configs' layout; an NCHW run's names are not meaningful). PyTorch's side
 is ``torch.profiler``: each forward op and each autograd node with its children, the
 optimiser step and the Lookahead update. Both report the median over steps in ms per step.
 """
