@@ -28,7 +28,7 @@ def test_bench_defaults_to_the_configs_path_and_skips_a_missing_torch(capsys, mo
                  "data.source=synthetic", *TINY]) == 0
     out = capsys.readouterr().out
     assert "PyTorch is not installed: no PyTorch reference rows" in out
-    assert "\nlax+eigen " in out and "\ntorch" not in out  # cifar.yaml: lax, eigen
+    assert "\nonednn " in out and "\ntorch" not in out  # cifar.yaml: onednn, xla_default
 
 
 @pytest.mark.parametrize("args, match", [

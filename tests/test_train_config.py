@@ -13,7 +13,7 @@ from train.config import CONFIG_DIR, ConfigError, load_config, resolve_config_pa
 def test_defaults_load_and_bare_name_resolves():
     cfg = load_config("cifar.yaml")
     assert resolve_config_path("cifar.yaml") == CONFIG_DIR / "cifar.yaml"
-    assert cfg.data.source == "auto" and cfg.data.download and cfg.model.conv_impl == "lax"
+    assert cfg.data.source == "auto" and cfg.data.download and cfg.model.conv_impl == "onednn"
 
 
 def test_overrides_are_applied_and_typed():
