@@ -62,12 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     if any(f not in (None, "NHWC", "NCHW") for f in formats):
         print(f"Error: --formats must be NHWC and/or NCHW, got {args.formats!r}", file=sys.stderr)
         return 2
-    try:
-        cfg = load_config(args.config, args.overrides)
-        run_data = RunData.load(cfg)
-    except (ConfigError, DataError) as e:
-        print(f"Error: {e}", file=sys.stderr)
+    loaded = load_inputs(args.config, args.overrides)
+    if loaded is None:
         return 2
+    cfg, run_data = loaded
 
     if not impls:
         impls = [cfg.model.conv_impl + (EIGEN_SUFFIX if cfg.model.conv_backend == "eigen"
@@ -114,6 +112,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<14} {n_img / med:>9.1f} {1000 * med / len(data):>8.1f} "
               f"{base / med:>11.2f}x")
     return 0
+
+
+def load_inputs(config: str, overrides: list[str]) -> tuple[Config, RunData] | None:
+    """The config and its data, or None after printing the one-line ``Error:`` of a bad
+    config or dataset."""
+    try:
+        cfg = load_config(config, overrides)
+        return cfg, RunData.load(cfg)
+    except (ConfigError, DataError) as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return None
 
 
 def bench_batches(exp: Experiment, steps: int) -> list[tuple[Any, Any]]:

@@ -361,18 +361,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1:
         print(f"Error: --steps must be >= 1, got {args.steps}", file=sys.stderr)
         return 2
-    from .bench import bench_batches
-    from .config import ConfigError, load_config
-    from .data import DataError
+    from .bench import bench_batches, load_inputs
     from .experiment import Experiment
-
-    try:
-        cfg = load_config(args.config, args.overrides)
-        exp = Experiment.from_config(cfg)
-    except (ConfigError, DataError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 2
     from .torch_ref import make_torch_step
+
+    loaded = load_inputs(args.config, args.overrides)
+    if loaded is None:
+        return 2
+    cfg, run_data = loaded
+    exp = Experiment.from_config(cfg, data=run_data)
 
     step, state = exp.train_step(), exp.state
     x, y = bench_batches(exp, 1)[0]
