@@ -11,11 +11,24 @@ from train_helpers import TINY
 
 
 def test_bench_prints_a_row_per_impl_and_format(capsys):
+    pytest.importorskip("torch")
     assert main(["--config", "cifar.yaml", "--impls", "lax,im2col", "--formats", "NHWC,NCHW",
                  "--rounds", "1", "--steps", "1", "data.source=synthetic", *TINY]) == 0
     out = capsys.readouterr().out
-    for name in ("lax/NHWC", "im2col/NHWC", "lax/NCHW", "im2col/NCHW"):
+    for name in ("lax/NHWC", "im2col/NHWC", "lax/NCHW", "im2col/NCHW", "torch/NHWC",
+                 "torch/NCHW"):
         assert f"\n{name} " in out
+
+
+def test_bench_defaults_to_the_configs_path_and_skips_a_missing_torch(capsys, monkeypatch):
+    import train.torch_ref
+
+    monkeypatch.setattr(train.torch_ref, "load_torch", lambda: None)
+    assert main(["--config", "cifar.yaml", "--rounds", "1", "--steps", "1",
+                 "data.source=synthetic", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "PyTorch is not installed: no PyTorch reference rows" in out
+    assert "\nonednn " in out and "\ntorch" not in out  # cifar.yaml: onednn, xla_default
 
 
 @pytest.mark.parametrize("args, match", [

@@ -198,3 +198,17 @@ def test_errors_are_one_line_no_traceback(tmp_path, capsys, extra, match):
     assert main(["--config", "cifar.yaml", "--workdir", str(tmp_path), *TINY, *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("Error: ") and match in err and "Traceback" not in err
+
+
+def test_onednn_without_its_extension_stops_with_one_line_naming_the_fix(tmp_path, capsys,
+                                                                         monkeypatch):
+    from jconv import _onednn
+
+    monkeypatch.setattr(_onednn, "_EXTENSION", "jconv._onednn_ffi_not_built")
+    monkeypatch.setattr(_onednn, "_library_or_reason", _onednn._load)
+    assert main(["--config", "cifar.yaml", "--workdir", str(tmp_path / "run"),
+                 "model.conv_impl=onednn", *SYNTH]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("Error: model.conv_impl='onednn' cannot "
+                                                   "run here: ")
+    assert "python -m pip install -e ." in err and not (tmp_path / "run").exists()

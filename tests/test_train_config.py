@@ -13,7 +13,7 @@ from train.config import CONFIG_DIR, ConfigError, load_config, resolve_config_pa
 def test_defaults_load_and_bare_name_resolves():
     cfg = load_config("cifar.yaml")
     assert resolve_config_path("cifar.yaml") == CONFIG_DIR / "cifar.yaml"
-    assert cfg.data.source == "auto" and cfg.data.download and cfg.model.conv_impl == "lax"
+    assert cfg.data.source == "auto" and cfg.data.download and cfg.model.conv_impl == "onednn"
 
 
 def test_overrides_are_applied_and_typed():
@@ -103,3 +103,31 @@ def test_missing_and_broken_files(tmp_path: Path):
     (tmp_path / "bad.yaml").write_text("seed: [1\n")
     with pytest.raises(ConfigError, match=r"not valid YAML"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_onednn_in_float64_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"model.dtype='float64' is invalid: expected float32 "
+                                          r"or bfloat16 with model.conv_impl=onednn .*"
+                                          r"model.conv_impl=lax"):
+        load_config("cifar.yaml", ["model.conv_impl=onednn", "model.dtype=float64"])
+
+
+def test_onednn_without_its_extension_is_a_config_error_naming_the_fix(monkeypatch):
+    from jconv import _onednn
+
+    # The extension as an install without a compiler leaves it: not there to import.
+    monkeypatch.setattr(_onednn, "_EXTENSION", "jconv._onednn_ffi_not_built")
+    monkeypatch.setattr(_onednn, "_library_or_reason", _onednn._load)
+    with pytest.raises(ConfigError, match=r"model.conv_impl='onednn' cannot run here: .*was "
+                                          r"not built.*pip install -e \.\); or train with "
+                                          r"model.conv_impl=lax"):
+        load_config("cifar.yaml", ["model.conv_impl=onednn"])
+
+
+def test_onednn_in_bfloat16_without_the_cpus_kernels_is_a_config_error(monkeypatch):
+    from jconv import _onednn
+
+    monkeypatch.setattr(_onednn, "_bf16_kernel", lambda: None)  # a CPU without avx512_bf16
+    with pytest.raises(ConfigError, match=r"model.conv_impl='onednn' cannot run here: .*"
+                                          r"bfloat16 needs a CPU with bfloat16 kernels"):
+        load_config("cifar.yaml", ["model.conv_impl=onednn", "model.dtype=bfloat16"])

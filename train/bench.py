@@ -6,11 +6,15 @@ all of them alike):
 
 An implementation is a name in ``jconv.CONV_IMPLS``, compiled with XLA's default conv
 kernels, or that name plus ``+eigen`` (``lax+eigen``) for ``jconv.conv_compiler_options
-("eigen")`` — the labels of ``python -m jconv.bench``; ``model.conv_backend`` is not used.
-Each round times ``--steps`` jitted train steps (real batches; the trainer's step, built by
+("eigen")`` — the labels of ``python -m jconv.bench``; without ``--impls`` it is the
+config's own ``model.conv_impl`` and ``model.conv_backend``. Each round times ``--steps``
+jitted train steps (real batches; the trainer's step, built by
 :class:`train.experiment.Experiment`: forward, backward, optimiser update and, with
-``optim.lookahead``, Lookahead) per implementation; the table reports the median over rounds in images/s, and the
-ratio to the first one listed. ``--formats NHWC,NCHW`` also compares the data layouts.
+``optim.lookahead``, Lookahead) per implementation, and the same steps of the PyTorch
+reference of the same network, batch, layout and optimiser (:mod:`train.torch_ref`; rows
+``torch``, left out with ``--no-torch`` or when torch is not installed); the table reports
+the median over rounds in images/s, and the ratio to the first one listed. ``--formats
+NHWC,NCHW`` also compares the data layouts (PyTorch's NHWC is ``channels_last``).
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ import argparse
 import functools
 import sys
 import time
+from typing import Any, Callable
 
 import jax.numpy as jnp
+import numpy as np
 
 from jconv.bench.timing import EIGEN_SUFFIX, interleaved_medians, split_label
 
-from .config import ConfigError, load_config, override
+from .config import Config, ConfigError, load_config, override
 from .data import DataError
 from .experiment import Experiment, RunData
 
@@ -35,14 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)
-    p.add_argument("--impls", default="lax,im2col,loops")
+    p.add_argument("--impls", default=None,
+                   help="comma-separated impl labels (default: the config's conv_impl, "
+                        "+eigen when its conv_backend is eigen)")
     p.add_argument("--formats", default=None,
                    help="comma-separated data formats to compare (default: the config's)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=5, help="train steps timed per round")
+    p.add_argument("--no-torch", action="store_true",
+                   help="leave out the PyTorch reference (train.torch_ref) rows")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
-    impls = [i for i in args.impls.split(",") if i]
+    impls = [i for i in (args.impls or "").split(",") if i]
     bad = [i for i in impls if split_label(i)[0] not in CONV_IMPLS]
     if bad or args.rounds < 1 or args.steps < 1:
         print(f"Error: --impls must name {tuple(CONV_IMPLS)}, each optionally with "
@@ -52,33 +62,32 @@ def main(argv: list[str] | None = None) -> int:
     if any(f not in (None, "NHWC", "NCHW") for f in formats):
         print(f"Error: --formats must be NHWC and/or NCHW, got {args.formats!r}", file=sys.stderr)
         return 2
-    try:
-        cfg = load_config(args.config, args.overrides)
-        run_data = RunData.load(cfg)
-    except (ConfigError, DataError) as e:
-        print(f"Error: {e}", file=sys.stderr)
+    loaded = load_inputs(args.config, args.overrides)
+    if loaded is None:
         return 2
+    cfg, run_data = loaded
 
+    if not impls:
+        impls = [cfg.model.conv_impl + (EIGEN_SUFFIX if cfg.model.conv_backend == "eigen"
+                                        else "")]
     bs = cfg.train.batch_size
-    batches = Experiment.from_config(cfg, data=run_data).batches(0)
-    data = [(jnp.asarray(b["image"]), jnp.asarray(b["label"])) for b in
-            (batches[i] for i in range(min(args.steps, len(batches))))]
-
+    exps = {label if fmt is None else f"{label}/{fmt}":
+            bench_experiment(cfg, run_data, *split_label(label), fmt)
+            for fmt in formats for label in impls}
+    # The batches depend only on the config's data, seed and epoch, not on the variant.
+    data = bench_batches(next(iter(exps.values())), args.steps)
     runners = {}
-    variants = [(i, f) for f in formats for i in impls]
-    for label, fmt in variants:
-        impl, conv_backend = split_label(label)
-        # The trainer's run with this implementation, kernels and layout: the same update.
-        exp = Experiment.from_config(override(cfg, [
-            f"model.conv_impl={impl}", f"model.conv_backend={conv_backend}",
-            *([] if fmt is None else [f"model.data_format={fmt}"])]), data=run_data)
+    for name, exp in exps.items():
         state, step = exp.state, exp.train_step()
         t0 = time.perf_counter()
         state, m = step(state, *data[0])
         m["loss"].block_until_ready()
-        name = label if fmt is None else f"{label}/{fmt}"
         print(f"{name}: compiled + first step {time.perf_counter() - t0:.1f} s", flush=True)
         runners[name] = [step, state]
+    torch_runs = {} if args.no_torch else torch_runners(run_configs(cfg, formats), data)
+    if not args.no_torch and not torch_runs:
+        print("PyTorch is not installed: no PyTorch reference rows (pip install torch)",
+              flush=True)
     names = list(runners)
 
     def run_steps(name: str) -> None:
@@ -88,20 +97,79 @@ def main(argv: list[str] | None = None) -> int:
         m["loss"].block_until_ready()
         runners[name][1] = state
 
+    fns = {n: functools.partial(run_steps, n) for n in names}
+    fns.update(torch_runs)
     # jconv's benchmark timer: interleaved rounds with a rotating start, medians in ms.
-    times = interleaved_medians({n: functools.partial(run_steps, n) for n in names},
-                                args.rounds)
+    times = interleaved_medians(fns, args.rounds)
     n_img = len(data) * bs
     base = times[names[0]] / 1000
     layout = cfg.model.data_format if args.formats is None else args.formats
     print(f"\n{layout}, batch {bs}, widths {list(cfg.model.widths)}; median of "
           f"{args.rounds} rounds x {len(data)} steps")
-    print(f"{'impl':<12} {'images/s':>9} {'ms/step':>8} {'vs ' + names[0]:>12}")
-    for name in names:
+    print(f"{'impl':<14} {'images/s':>9} {'ms/step':>8} {'vs ' + names[0]:>12}")
+    for name in fns:
         med = times[name] / 1000
-        print(f"{name:<12} {n_img / med:>9.1f} {1000 * med / len(data):>8.1f} "
+        print(f"{name:<14} {n_img / med:>9.1f} {1000 * med / len(data):>8.1f} "
               f"{base / med:>11.2f}x")
     return 0
+
+
+def load_inputs(config: str, overrides: list[str]) -> tuple[Config, RunData] | None:
+    """The config and its data, or None after printing the one-line ``Error:`` of a bad
+    config or dataset."""
+    try:
+        cfg = load_config(config, overrides)
+        return cfg, RunData.load(cfg)
+    except (ConfigError, DataError) as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return None
+
+
+def bench_batches(exp: Experiment, steps: int) -> list[tuple[Any, Any]]:
+    """The first ``steps`` training batches of ``exp``'s first epoch as (images (B,32,32,3),
+    labels (B,)) device arrays, augmented and normalised as ``python -m train`` feeds them."""
+    batches = exp.batches(0)
+    return [(jnp.asarray(b["image"]), jnp.asarray(b["label"])) for b in
+            (batches[i] for i in range(min(steps, len(batches))))]
+
+
+def bench_experiment(cfg: Config, data: RunData, impl: str, conv_backend: str,
+                     data_format: str | None = None) -> Experiment:
+    """The trainer's run of ``cfg`` with conv ``impl`` compiled with ``conv_backend`` (and
+    ``data_format`` when given): the same update, only the kernels or layout changed."""
+    return Experiment.from_config(override(cfg, [
+        f"model.conv_impl={impl}", f"model.conv_backend={conv_backend}",
+        *([] if data_format is None else [f"model.data_format={data_format}"])]), data=data)
+
+
+def run_configs(cfg: Config, formats: list[str | None]) -> dict[str, Config]:
+    """{PyTorch row name: config} for each compared data format."""
+    return {"torch" if f is None else f"torch/{f}":
+            cfg if f is None else override(cfg, [f"model.data_format={f}"])
+            for f in formats}
+
+
+def torch_runners(configs: dict[str, Config], data: list) -> dict[str, Callable[[], None]]:
+    """{name: run the batches through PyTorch's step of that config} (:mod:`train.torch_ref`;
+    each run ends with a blocking ``float(loss)``), empty when torch is not installed."""
+    from .torch_ref import make_torch_step
+
+    out = {}
+    for name, cfg in configs.items():
+        step = make_torch_step(cfg)
+        if step is None:
+            return {}
+        batches = [step.inputs(np.asarray(x), np.asarray(y)) for x, y in data]
+
+        def run(step: Callable = step, batches: list = batches) -> None:
+            for x, y in batches:
+                step(x, y)
+
+        t0 = time.perf_counter()
+        run()
+        print(f"{name}: first steps {time.perf_counter() - t0:.1f} s", flush=True)
+        out[name] = run
+    return out
 
 
 if __name__ == "__main__":

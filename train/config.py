@@ -300,6 +300,19 @@ def _floats(tree: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
             yield from _floats(value, name)
 
 
+def _check_onednn(dtype: Any) -> None:
+    """A ConfigError naming the fix unless jconv's oneDNN extension loads here and has
+    ``dtype`` kernels: caught with the config, before a run prepares its work directory and
+    traces its steps."""
+    from jconv._onednn import check_supported
+
+    try:
+        check_supported(dtype)
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(f"model.conv_impl='onednn' cannot run here: {e}; or train with "
+                          "model.conv_impl=lax") from None
+
+
 def validate(cfg: Config) -> None:
     """Value checks beyond types: choices, ranges and combinations.
 
@@ -356,6 +369,11 @@ def validate(cfg: Config) -> None:
     _check(m.data_format in ("NHWC", "NCHW"), "model.data_format", m.data_format,
            "'NHWC' or 'NCHW'")
     _check(m.dtype in DTYPES, "model.dtype", m.dtype, f"one of {DTYPES}")
+    if m.conv_impl == "onednn":
+        _check(m.dtype != "float64", "model.dtype", m.dtype, "float32 or bfloat16 with "
+               "model.conv_impl=onednn (oneDNN has no float64 convolution; add "
+               "model.conv_impl=lax)")
+        _check_onednn(DTYPES[m.dtype])
     _check(0.0 < m.bn_momentum <= 1.0, "model.bn_momentum", m.bn_momentum, "a number in (0, 1]")
     _check(m.head_scale > 0, "model.head_scale", m.head_scale, "a positive number")
     _check(o.name in OPTIMIZERS, "optim.name", o.name, f"one of {OPTIMIZERS}")

@@ -32,6 +32,21 @@ from .steps import (ModelGraphs, TrainState, make_eval_step, make_grad_fn, make_
 WHITEN_IMAGES = 5000
 
 
+def balanced_batch_size(n: int, max_batch: int, n_dev: int = 1) -> int:
+    """The smallest batch size, a multiple of ``n_dev``, that covers ``n`` images in as few
+    batches of at most ``max_batch`` (rounded up to ``n_dev``) as possible. The last batch
+    is padded (and masked), so evaluating 1,017 images in batches of 1000 would compute
+    2,000; in two of 509 it computes 1,018.
+
+    Example:
+      >>> balanced_batch_size(1017, 1000), balanced_batch_size(1017, 500, 2)
+      (509, 340)
+    """
+    max_batch = -(-max_batch // n_dev) * n_dev
+    batches = max(1, -(-n // max_batch))
+    return max(1, -(-(-(-n // batches)) // n_dev)) * n_dev
+
+
 @dataclass(frozen=True)
 class RunData:
     """A run's dataset and the per-channel normaliser of its training images. ``dataset``
@@ -132,10 +147,13 @@ class Experiment:
 
     @property
     def eval_batch_size(self) -> int:
-        """``train.eval_batch_size`` rounded up to split evenly over the devices (eval
-        batches are padded and masked anyway)."""
-        n = self.devices
-        return -(-self.cfg.train.eval_batch_size // n) * n
+        """The batch size the evaluation split is evaluated in: at most
+        ``train.eval_batch_size`` (rounded up to split evenly over the devices) and balanced
+        over the split by :func:`balanced_batch_size` (without the dataset, whose length
+        it needs: ``train.eval_batch_size`` so rounded)."""
+        t, ds = self.cfg.train, self.data.dataset
+        n = t.eval_batch_size if ds is None else len(ds.test)
+        return balanced_batch_size(n, t.eval_batch_size, self.devices)
 
     def batches(self, epoch: int) -> Any:
         """The augmented, normalised training batches of ``epoch`` (indexable; their order

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from . import report
 from .checkpoint import CheckpointError, Checkpoints
 from .config import Config, as_dict, to_yaml
-from .data import Split, eval_batches
+from .data import Split, default_data_dir, eval_batches
 from .experiment import CompiledSteps, Experiment
 from .model import count_params, macs_per_image
 from .parallel import AXIS, make_mesh, shard_batch
@@ -47,6 +47,27 @@ def evaluate(exp: Experiment, eval_step: Any, state: TrainState,
         preds.append(logits.argmax(-1))
     pred = np.concatenate(preds)
     return (float(np.concatenate(losses).mean()), float((pred == split.labels).mean()), pred)
+
+
+def compilation_cache_dir() -> Path:
+    """Where :func:`use_compilation_cache` keeps compiled programs: the user's choice
+    (``JAX_COMPILATION_CACHE_DIR``, or ``jax.config``) if any, else ``jconv/xla`` next to
+    :func:`~train.data.default_data_dir`.
+
+    Example:
+      >>> compilation_cache_dir().parts[-2:] == ("jconv", "xla") or bool(
+      ...     jax.config.jax_compilation_cache_dir)
+      True
+    """
+    chosen = jax.config.jax_compilation_cache_dir
+    return Path(chosen) if chosen else default_data_dir().parent / "xla"
+
+
+def use_compilation_cache() -> None:
+    """Keep XLA's compiled programs across runs (JAX's persistent compilation cache, in
+    :func:`compilation_cache_dir`), so a run of a config compiled before skips compiling
+    its model initialiser and its steps."""
+    jax.config.update("jax_compilation_cache_dir", str(compilation_cache_dir()))
 
 
 def _summary(exp: Experiment, workdir: Path) -> str:
@@ -124,6 +145,7 @@ def run(cfg: Config, workdir: str | Path, resume: bool = False, quiet: bool = Fa
     do not depend on the device count. Only process 0 prints and writes logs, plots and
     results; every process writes and restores the checkpoints (Orbax)."""
     t_start = time.perf_counter()
+    use_compilation_cache()
     workdir = Path(workdir)
     say = print if jax.process_index() == 0 else _silent
     extends = check_resume(workdir, resume, cfg)

@@ -123,6 +123,21 @@ def smoothed_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
     return optax.softmax_cross_entropy(logits, targets)
 
 
+def step_compiler_options(conv_backend: str) -> dict[str, Any]:
+    """XLA options of the train and eval steps over ``jconv.conv_compiler_options``: with
+    ``eigen`` on CPU, reductions also leave YNNPACK (only dots stay). YNNPACK's reduce
+    fusions made XLA materialise full-size constant broadcasts for them and ran BatchNorm's
+    statistics slower than XLA's own loops (docs/performance.md, "Train step profile").
+
+    Example:
+      >>> step_compiler_options("xla_default")
+      {}
+    """
+    eigen = jconv.conv_compiler_options(conv_backend)
+    return {k: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT" for k in eigen
+            if k == "xla_cpu_experimental_ynn_fusion_type"}
+
+
 def _mesh_kwargs(mesh: Any, n_replicated: int, n_batch: int) -> dict[str, Any]:
     """jit arguments that pin a step to ``mesh``: the first ``n_replicated`` arguments and
     every output replicated, the last ``n_batch`` split along ``data``; none without a
@@ -166,6 +181,7 @@ def make_train_step(graphs: ModelGraphs, tx: optax.GradientTransformation,
         return new, {"loss": loss, "correct": correct}
 
     return jconv.jit(step, conv_backend=conv_backend, donate_argnums=0,
+                     compiler_options=step_compiler_options(conv_backend),
                      **_mesh_kwargs(mesh, 1, 2))
 
 
@@ -180,7 +196,8 @@ def make_grad_fn(graphs: ModelGraphs, label_smoothing: float, conv_backend: str)
 
         return jax.value_and_grad(loss_fn)(params, batch_stats)
 
-    return jconv.jit(grad, conv_backend=conv_backend)
+    return jconv.jit(grad, conv_backend=conv_backend,
+                     compiler_options=step_compiler_options(conv_backend))
 
 
 def translate(images: jnp.ndarray, dy: int, dx: int) -> jnp.ndarray:
@@ -231,4 +248,6 @@ def make_eval_step(graphs: ModelGraphs, tta_flip: bool, conv_backend: str,
         model = nnx.merge(graphs.eval_def, params, batch_stats)
         return tta_logits(model, images, tta_flip, tta_multicrop)
 
-    return jconv.jit(step, conv_backend=conv_backend, **_mesh_kwargs(mesh, 2, 1))
+    return jconv.jit(step, conv_backend=conv_backend,
+                     compiler_options=step_compiler_options(conv_backend),
+                     **_mesh_kwargs(mesh, 2, 1))
