@@ -334,8 +334,19 @@ def conv_onednn_bias_act(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, 
     """Batched ``act(conv(x, w) + b)``: one oneDNN primitive on CPU, XLA's ops elsewhere."""
     if act is not None and act not in ACTIVATIONS:
         raise ValueError(f"act must be None or one of {ACTIVATIONS}, got {act!r}")
-    check_supported(x.dtype)
     g = geometry(spec)
+
+    def elsewhere(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None) -> jnp.ndarray:
+        z = conv_lax(x, w, spec)
+        if b is not None:
+            z = (z.astype(accum_dtype(z.dtype)) + _channel_bias(b, g)).astype(z.dtype)
+        return z if act is None else _activate(z, act)
+
+    if jax.default_backend() != "cpu":
+        # A GPU/TPU host runs the computation there: XLA's convolution, as platform_dependent's
+        # default branch would, without needing the CPU extension or its dtype limits.
+        return elsewhere(x, w, b)
+    check_supported(x.dtype)
     empty = _empty(x, w, g)
 
     def on_cpu(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None) -> jnp.ndarray:
@@ -347,11 +358,5 @@ def conv_onednn_bias_act(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, 
         if b is None:
             b = jnp.zeros((w.shape[0],), x.dtype)
         return conv_bias_act(x, w, b, g, act)
-
-    def elsewhere(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None) -> jnp.ndarray:
-        z = conv_lax(x, w, spec)
-        if b is not None:
-            z = (z.astype(accum_dtype(z.dtype)) + _channel_bias(b, g)).astype(z.dtype)
-        return z if act is None else _activate(z, act)
 
     return lax.platform_dependent(x, w, b, cpu=on_cpu, default=elsewhere)

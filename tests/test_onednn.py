@@ -408,3 +408,13 @@ def test_native_errors_come_back_as_exceptions():
         jax.ffi.ffi_call("jconv_onednn_fwd", jax.ShapeDtypeStruct((1, 3, 4, 4), jnp.float32))(
             x, w, jnp.zeros(0), **attrs, act=np.int64(0), has_bias=np.int64(0))
     assert conv(x, w).shape == (1, 3, 3, 3)
+
+
+def test_a_gpu_host_runs_xla_without_the_extension_or_its_dtype_limits(monkeypatch):
+    # On a GPU/TPU host impl="onednn" is XLA's convolution: float64 (which oneDNN lacks) works
+    # and equals impl="lax"; the configs' default impl therefore never blocks a GPU run.
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    x = jax.random.normal(jax.random.key(0), (2, 4, 9, 9), jnp.float64)
+    w = jax.random.normal(jax.random.key(1), (6, 2, 3, 3), jnp.float64)
+    got = jconv.conv2d(x, w, groups=2, padding=1, impl="onednn")
+    np.testing.assert_array_equal(got, jconv.conv2d(x, w, groups=2, padding=1, impl="lax"))

@@ -304,8 +304,11 @@ def _check_onednn(dtype: Any) -> None:
     """A ConfigError naming the fix unless jconv's oneDNN extension loads here and has
     ``dtype`` kernels: caught with the config, before a run prepares its work directory and
     traces its steps."""
+    import jax
     from jconv._onednn import check_supported
 
+    if jax.default_backend() != "cpu":
+        return  # impl='onednn' runs XLA's convolution on a GPU/TPU host
     try:
         check_supported(dtype)
     except (RuntimeError, ValueError) as e:
