@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..conv import conv2d
+from ..conv import convnd
 from ..stopwatch import Fn, interleaved_medians
 from ..xla_options import jit as conv_jit
 from .suite import Layer
@@ -57,7 +57,8 @@ class ConvCase:
     """Compiled forward and forward+backward functions of one layer, implementation label
     (see :func:`split_label`) and data format.
 
-    ``fwd()`` runs y = conv2d(x, w); ``fwd_bwd()`` runs <conv2d(x, w), dy> and its gradient
+    ``fwd()`` runs y = convnd(x, w) (1-D, 2-D or 3-D as the layer); ``fwd_bwd()`` runs
+    <convnd(x, w), dy> and its gradient
     with respect to both x and w (forward pass included), as a training step needs.
     """
 
@@ -68,7 +69,8 @@ class ConvCase:
         rng = np.random.default_rng(1)
 
         def conv(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
-            return conv2d(x, w, impl=impl, data_format=data_format, **layer.conv_kwargs)
+            return convnd(x, w, impl=impl, data_format=layer.data_format(data_format),
+                          **layer.conv_kwargs)
 
         self.dy = jnp.asarray(rng.standard_normal(jax.eval_shape(conv, self.x, self.w).shape),
                               dtype)
