@@ -195,6 +195,14 @@ def test_cli_suites_include_the_nd_layers():
     assert cli.parse_args([]).suites == ["cifar", "resnet18", "special", "conv1d", "conv3d"]
 
 
+def test_cli_accepts_deprecated_impl_names_with_a_warning():
+    with pytest.warns(DeprecationWarning) as record:
+        args = cli.parse_args(["--impls", "winograd,winograd2+eigen,auto"])
+    assert [str(w.message).split(";")[0] for w in record] == [
+        "impl='winograd' is deprecated", "impl='winograd2' is deprecated"]
+    assert args.impls == ["lax", "winograd_f4x4", "winograd_f2x2+eigen", "auto"]
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--impls", "nope"], "--impls must be a comma list from"),
     (["--impls", "lax,nope+eigen"], "got 'lax,nope+eigen'"),

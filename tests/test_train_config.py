@@ -28,6 +28,14 @@ def test_every_registered_conv_impl_is_accepted(impl):
     assert load_config("cifar.yaml", [f"model.conv_impl={impl}"]).model.conv_impl == impl
 
 
+@pytest.mark.parametrize("old, new", [("winograd", "winograd_f4x4"),
+                                      ("winograd2", "winograd_f2x2")])
+def test_deprecated_conv_impl_names_warn_and_become_the_current_name(old, new):
+    with pytest.warns(DeprecationWarning, match=f"impl='{old}' is deprecated; use impl='{new}'"):
+        cfg = load_config("cifar.yaml", [f"model.conv_impl={old}"])
+    assert cfg.model.conv_impl == new
+
+
 @pytest.mark.parametrize("override, match", [
     ("optim.foo=1", r"bad config key 'optim.foo'.*not in 'OptimConfig'"),
     ("bogus=1", r"bad config key 'bogus'"),

@@ -311,6 +311,7 @@ def validate(cfg: Config) -> None:
       train.config.ConfigError: optim.lr=-1.0 is invalid: expected a positive number
     """
     from jconv import CONV_BACKENDS, CONV_IMPLS, POOL_IMPLS
+    from jconv._registry import check_conv_impl
 
     for key, value in _floats(OmegaConf.to_container(cfg)):
         _check(math.isfinite(value), key, value, "a finite number")
@@ -347,8 +348,10 @@ def validate(cfg: Config) -> None:
     _check(len(m.widths) <= 5, "model.widths", list(m.widths),
            "at most 5 stages (each halves the 32x32 image)")
     _check(m.convs_per_stage > 0, "model.convs_per_stage", m.convs_per_stage, "a positive int")
-    _check(m.conv_impl in CONV_IMPLS, "model.conv_impl", m.conv_impl,
-           f"one of {tuple(CONV_IMPLS)}")
+    try:  # a deprecated name warns and is replaced by its current one
+        m.conv_impl = check_conv_impl(m.conv_impl)
+    except ValueError:
+        _check(False, "model.conv_impl", m.conv_impl, f"one of {tuple(CONV_IMPLS)}")
     _check(m.conv_backend in CONV_BACKENDS, "model.conv_backend", m.conv_backend,
            f"one of {CONV_BACKENDS}")
     _check(m.pool_impl in POOL_IMPLS, "model.pool_impl", m.pool_impl,

@@ -11,7 +11,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 
@@ -21,7 +21,7 @@ from .report import (COLUMN_HELP, columns_help, format_auto_choices, format_tabl
                      write_files)
 from .run import run_layers
 from .suite import SUITES, suite
-from .timing import EIGEN_SUFFIX, MATMUL_SIZE, matmul_peak_gflops
+from .timing import EIGEN_SUFFIX, MATMUL_SIZE, current_label, matmul_peak_gflops
 from .torch_ref import load_torch
 
 DEFAULT_IMPLS = "lax,im2col,loops,auto,lax+eigen,auto+eigen"
@@ -29,8 +29,9 @@ DEFAULT_OUT = Path("bench_out")  # ignored by git: a run never dirties the check
 IMPL_LABELS = tuple(CONV_IMPLS) + tuple(i + EIGEN_SUFFIX for i in CONV_IMPLS)
 
 
-def _csv_list(value: str, allowed: Sequence[str], name: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
+def _csv_list(value: str, allowed: Sequence[str], name: str,
+              rename: Callable[[str], str] = str) -> list[str]:
+    items = [rename(v.strip()) for v in value.split(",") if v.strip()]
     bad = [v for v in items if v not in allowed]
     if bad or not items:
         raise argparse.ArgumentTypeError(f"{name} must be a comma list from {tuple(allowed)}, "
@@ -57,6 +58,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--impls", default=DEFAULT_IMPLS,
                    help="comma list of jconv impls, each optionally with +eigen (compiled "
                         "with jconv.conv_compiler_options('eigen')); lax is always added; "
+                        "the deprecated winograd/winograd2 mean winograd_f4x4/f2x2; "
                         f"default {DEFAULT_IMPLS}")
     p.add_argument("--formats", default="NCHW,NHWC", help="comma list of NCHW,NHWC")
     p.add_argument("--suites", default=",".join(SUITES),
@@ -71,7 +73,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "ignored by git; docs/bench holds the published runs)")
     args = p.parse_args(argv)
     try:
-        impls = _csv_list(args.impls, IMPL_LABELS, "--impls")
+        impls = _csv_list(args.impls, IMPL_LABELS, "--impls", rename=current_label)
         args.formats = _csv_list(args.formats.upper(), ("NCHW", "NHWC"), "--formats")
         args.suites = _csv_list(args.suites, SUITES, "--suites")
     except argparse.ArgumentTypeError as err:

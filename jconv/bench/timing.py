@@ -11,13 +11,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._registry import DEPRECATED_NAMES, check_conv_impl
 from ..conv import convnd
 from ..stopwatch import Fn, interleaved_medians
 from ..xla_options import jit as conv_jit
 from .suite import Layer
 
-__all__ = ["EIGEN_SUFFIX", "MATMUL_SIZE", "ConvCase", "interleaved_medians", "matmul_case",
-           "matmul_peak_gflops", "split_label"]
+__all__ = ["EIGEN_SUFFIX", "MATMUL_SIZE", "ConvCase", "current_label", "interleaved_medians",
+           "matmul_case", "matmul_peak_gflops", "split_label"]
 
 EIGEN_SUFFIX = "+eigen"
 # The reference matmul's size in every mode: smaller ones run well below the rate XLA reaches
@@ -36,6 +37,26 @@ def split_label(label: str) -> tuple[str, str]:
     if label.endswith(EIGEN_SUFFIX):
         return label[:-len(EIGEN_SUFFIX)], "eigen"
     return label, "xla_default"
+
+
+def current_label(label: str) -> str:
+    """``label`` with a deprecated implementation name (``jconv._registry.DEPRECATED_NAMES``)
+    replaced by its current one, with :func:`jconv._registry.check_conv_impl`'s
+    DeprecationWarning (attributed to the caller); any other label unchanged, for the
+    caller's own check.
+
+    Example:
+      >>> import warnings
+      >>> with warnings.catch_warnings():
+      ...     warnings.simplefilter("ignore", DeprecationWarning)
+      ...     current_label("winograd+eigen"), current_label("lax"), current_label("nope")
+      ('winograd_f4x4+eigen', 'lax', 'nope')
+    """
+    impl, backend = split_label(label)
+    if impl not in DEPRECATED_NAMES:
+        return label
+    new = check_conv_impl(impl)
+    return new if backend == "xla_default" else new + EIGEN_SUFFIX
 
 
 def matmul_case(size: int = MATMUL_SIZE) -> tuple[Fn, int]:
