@@ -177,10 +177,6 @@ class ConvSpec(SpatialGeometry):
     def channels_last(self) -> bool:
         return self.data_format.endswith("C")
 
-    @property
-    def effective_kernel(self) -> tuple[int, ...]:
-        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
-
 
 def check_impl(impl: str, allowed: Sequence[str]) -> str:
     if not isinstance(impl, str) or impl not in allowed:

@@ -25,6 +25,7 @@ import numpy as np
 from . import nn
 from ._registry import CONV_IMPLS, POOL_IMPLS
 from .bench.suite import Layer, suite
+from .bench.timing import current_label
 from .conv import conv2d
 from .pool import avg_pool2d, max_pool2d
 
@@ -247,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-bench", action="store_true", help="skip the quick benchmark")
     p.add_argument("--no-train", action="store_true", help="skip the training steps")
     args = p.parse_args(argv)
-    impls = [i.strip() for i in args.impls.split(",") if i.strip()]
+    impls = [current_label(i.strip()) for i in args.impls.split(",") if i.strip()]
     unknown = [i for i in impls if i not in CONV_IMPLS]
     if unknown or not impls:
         print(f"Error: --impls must be a comma list from {tuple(CONV_IMPLS)}, got "

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 import jconv
@@ -82,7 +83,7 @@ def test_help_explains_every_column_and_states_durations(capsys):
 
 def test_printed_table_fits_120_columns_for_the_longest_full_layer():
     layer = max((layer.name for layer in suite("full")), key=len)
-    row = dict(layer=layer, format="NCHW", impl="auto+eigen", compile_s=123.456,
+    row = dict(layer=layer, format="NDHWC", impl="auto+eigen", compile_s=123.456,
                fwd_ms=1234.567, fwd_bwd_ms=12345.678, fwd_vs_lax=0.123, fwd_bwd_vs_lax=12.345,
                pct_matmul=100.0, mem_mb=1234.5)
     assert max(len(line) for line in report.format_table([row]).splitlines()) <= 120
@@ -126,9 +127,57 @@ def test_layer_flops_formula():
     assert layer.x_shape("NHWC") == (2, 10, 10, 4) and layer.w_shape == (8, 2, 3, 3)
 
 
+def test_nd_layer_shapes_formats_and_flops():
+    wave = Layer("t", "t", n=2, c_in=4, c_out=8, hw=20, kernel=2, padding=0, dilation=4,
+                 ndim=1)
+    # 2 * N * L_out * C_out * C_in * k, L_out = 20 - 4*(2-1) = 16
+    assert wave.fwd_flops == 2 * 2 * 16 * 8 * 4 * 2
+    assert wave.data_format("NCHW") == "NCL" and wave.data_format("NHWC") == "NLC"
+    assert wave.x_shape("NLC") == (2, 20, 4) and wave.w_shape == (8, 4, 2)
+    vol = Layer("t", "t", n=1, c_in=6, c_out=6, hw=5, groups=6, ndim=3)
+    assert vol.fwd_flops == 2 * 1 * 5 ** 3 * 6 * 1 * 27
+    assert vol.data_format("NCHW") == "NCDHW" and vol.x_shape("NHWC") == (1, 5, 5, 5, 6)
+    x_first, w = vol.arrays("NCDHW")
+    x_last, w_last = vol.arrays("NDHWC")
+    assert x_first.shape == (1, 6, 5, 5, 5) and w.shape == (6, 1, 3, 3, 3)
+    np.testing.assert_array_equal(np.moveaxis(np.asarray(x_first), 1, -1), x_last)
+    np.testing.assert_array_equal(w, w_last)
+
+
+@pytest.mark.parametrize("ndim,fmt", [(1, "NHWC"), (3, "NCHW")])
+def test_nd_layers_run_through_the_bench_and_torch(ndim, fmt):
+    """A 1-D and a 3-D layer through run_layers with the PyTorch column: the rows name the
+    layer's own format, and the bench's compiled conv is jconv's N-D conv of those arrays."""
+    from jconv.bench.timing import ConvCase
+
+    layer = Layer("t", "t", n=1, c_in=4, c_out=4, hw=12 if ndim == 1 else 5, kernel=2,
+                  padding="same", dilation=2, groups=2, ndim=ndim)
+    rows = run.run_layers([layer], ["lax", "im2col"], [fmt], 1, with_torch=True)
+    want_fmt = layer.data_format(fmt)
+    assert want_fmt == ("NLC" if ndim == 1 else "NCDHW")
+    assert {r["format"] for r in rows} == {want_fmt}
+    impls = {r["impl"] for r in rows}
+    assert impls >= {"lax", "im2col"} and impls <= {"lax", "im2col", "torch"}
+    for r in rows:
+        assert r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0
+    case = ConvCase(layer, "im2col", fmt)
+    want = jconv.convnd(case.x, case.w, data_format=want_fmt, precision="highest",
+                        **layer.conv_kwargs)
+    np.testing.assert_allclose(case.fwd(), want, rtol=1e-4, atol=1e-4)
+
+
 def test_full_suite_covers_required_layers():
     layers = suite("full")
-    assert {layer.suite for layer in layers} == {"cifar", "resnet18", "special"}
+    assert {layer.suite for layer in layers} == {"cifar", "resnet18", "special", "conv1d",
+                                                 "conv3d"}
+    assert {layer.ndim for layer in layers if layer.suite == "conv1d"} == {1}
+    assert {layer.ndim for layer in layers if layer.suite == "conv3d"} == {3}
+    assert {layer.dilation for layer in layers if layer.suite == "conv1d"} >= {1, 2, 4, 8}
+    for nd_suite in ("conv1d", "conv3d"):  # dense and depthwise in each
+        nd = [layer for layer in layers if layer.suite == nd_suite]
+        assert any(layer.groups == 1 for layer in nd)
+        assert any(layer.groups == layer.c_in > 1 for layer in nd)
+    assert {layer.ndim for layer in suite("quick")} == {2}  # quick stays quick
     assert any(layer.stride > 1 for layer in layers)
     assert any(layer.dilation > 1 for layer in layers)
     assert any(1 < layer.groups < layer.c_in for layer in layers)
@@ -140,10 +189,25 @@ def test_suite_rejects_unknown_mode():
         suite("medium")
 
 
+def test_cli_suites_include_the_nd_layers():
+    assert cli.parse_args(["--mode", "full", "--suites", "conv1d,conv3d"]).suites == [
+        "conv1d", "conv3d"]
+    assert cli.parse_args([]).suites == ["cifar", "resnet18", "special", "conv1d", "conv3d"]
+
+
+def test_cli_accepts_deprecated_impl_names_with_a_warning():
+    with pytest.warns(DeprecationWarning) as record:
+        args = cli.parse_args(["--impls", "winograd,winograd2+eigen,auto"])
+    assert [str(w.message).split(";")[0] for w in record] == [
+        "impl='winograd' is deprecated", "impl='winograd2' is deprecated"]
+    assert args.impls == ["lax", "winograd_f4x4", "winograd_f2x2+eigen", "auto"]
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--impls", "nope"], "--impls must be a comma list from"),
     (["--impls", "lax,nope+eigen"], "got 'lax,nope+eigen'"),
     (["--formats", "NCWH"], "--formats must be a comma list from"),
+    (["--suites", "conv2d"], "--suites must be a comma list from"),
     (["--reps", "0"], "--reps must be >= 1, got 0"),
 ])
 def test_cli_rejects_bad_arguments(argv, message, capsys):

@@ -56,6 +56,19 @@ def test_a_crashing_implementation_is_a_failure_not_a_crash(monkeypatch, capsys)
     assert "RuntimeError: kernel exploded" in capsys.readouterr().out
 
 
+def test_deprecated_impl_names_are_accepted_with_a_warning(monkeypatch, capsys):
+    """--impls winograd2 checks winograd_f2x2 (jconv's deprecated alias), warning as jconv does."""
+    monkeypatch.setattr(check_device, "QUICK_CASES", check_device.CASES[:1])
+    monkeypatch.setattr(check_device, "check_pools", lambda impls: [])
+    with pytest.warns(DeprecationWarning, match="impl='winograd2' is deprecated; use "
+                                                "impl='winograd_f2x2'"):
+        rc = check_device.main(["--quick", "--no-bench", "--no-train", "--impls", "winograd2"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert [l.split()[1] for l in out.splitlines() if l.startswith("conv2d")] == [
+        "lax", "winograd_f2x2"]
+
+
 def test_unknown_impl_is_a_one_line_error(capsys):
     assert check_device.main(["--impls", "lax,nope"]) == 2
     err = capsys.readouterr().err

@@ -28,6 +28,26 @@ def test_every_registered_conv_impl_is_accepted(impl):
     assert load_config("cifar.yaml", [f"model.conv_impl={impl}"]).model.conv_impl == impl
 
 
+@pytest.mark.parametrize("old, new", [("winograd", "winograd_f4x4"),
+                                      ("winograd2", "winograd_f2x2")])
+def test_deprecated_conv_impl_names_warn_and_become_the_current_name(old, new):
+    with pytest.warns(DeprecationWarning, match=f"impl='{old}' is deprecated; use impl='{new}'"):
+        cfg = load_config("cifar.yaml", [f"model.conv_impl={old}"])
+    assert cfg.model.conv_impl == new
+
+
+def test_validate_accepts_a_deprecated_name_in_a_read_only_config():
+    from omegaconf import OmegaConf
+
+    from train.config import validate
+
+    cfg = OmegaConf.merge(load_config("cifar.yaml"), {"model": {"conv_impl": "winograd2"}})
+    OmegaConf.set_readonly(cfg, True)
+    with pytest.warns(DeprecationWarning, match="impl='winograd2' is deprecated"):
+        validate(cfg)
+    assert cfg.model.conv_impl == "winograd2"  # left as given: nothing may be written
+
+
 @pytest.mark.parametrize("override, match", [
     ("optim.foo=1", r"bad config key 'optim.foo'.*not in 'OptimConfig'"),
     ("bogus=1", r"bad config key 'bogus'"),

@@ -327,6 +327,7 @@ def validate(cfg: Config) -> None:
       train.config.ConfigError: optim.lr=-1.0 is invalid: expected a positive number
     """
     from jconv import CONV_BACKENDS, CONV_IMPLS, POOL_IMPLS
+    from jconv._registry import check_conv_impl
 
     for key, value in _floats(OmegaConf.to_container(cfg)):
         _check(math.isfinite(value), key, value, "a finite number")
@@ -363,8 +364,13 @@ def validate(cfg: Config) -> None:
     _check(len(m.widths) <= 5, "model.widths", list(m.widths),
            "at most 5 stages (each halves the 32x32 image)")
     _check(m.convs_per_stage > 0, "model.convs_per_stage", m.convs_per_stage, "a positive int")
-    _check(m.conv_impl in CONV_IMPLS, "model.conv_impl", m.conv_impl,
-           f"one of {tuple(CONV_IMPLS)}")
+    try:  # a deprecated name warns (jconv's DeprecationWarning) and maps to its current one
+        impl = check_conv_impl(m.conv_impl)
+    except ValueError:
+        impl = None
+    _check(impl is not None, "model.conv_impl", m.conv_impl, f"one of {tuple(CONV_IMPLS)}")
+    if impl != m.conv_impl and not OmegaConf.is_readonly(m):
+        m.conv_impl = impl  # load_config's result: the run, its logs and checkpoints say it
     _check(m.conv_backend in CONV_BACKENDS, "model.conv_backend", m.conv_backend,
            f"one of {CONV_BACKENDS}")
     _check(m.pool_impl in POOL_IMPLS, "model.pool_impl", m.pool_impl,

@@ -11,7 +11,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 
@@ -20,8 +20,8 @@ from .._auto import measuring_enabled
 from .report import (COLUMN_HELP, columns_help, format_auto_choices, format_table, layer_chart,
                      write_files)
 from .run import run_layers
-from .suite import suite
-from .timing import EIGEN_SUFFIX, MATMUL_SIZE, matmul_peak_gflops
+from .suite import SUITES, suite
+from .timing import EIGEN_SUFFIX, MATMUL_SIZE, current_label, matmul_peak_gflops
 from .torch_ref import load_torch
 
 DEFAULT_IMPLS = "lax,im2col,loops,auto,lax+eigen,auto+eigen"
@@ -29,8 +29,9 @@ DEFAULT_OUT = Path("bench_out")  # ignored by git: a run never dirties the check
 IMPL_LABELS = tuple(CONV_IMPLS) + tuple(i + EIGEN_SUFFIX for i in CONV_IMPLS)
 
 
-def _csv_list(value: str, allowed: Sequence[str], name: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
+def _csv_list(value: str, allowed: Sequence[str], name: str,
+              rename: Callable[[str], str] = str) -> list[str]:
+    items = [rename(v.strip()) for v in value.split(",") if v.strip()]
     bad = [v for v in items if v not in allowed]
     if bad or not items:
         raise argparse.ArgumentTypeError(f"{name} must be a comma list from {tuple(allowed)}, "
@@ -52,15 +53,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "minutes on a 2-core CPU (compiling, and auto measuring each new "
                         "shape, take most of it), longer under load. full: the suite of "
                         "docs/performance.md (CIFAR batch 128, ResNet-18 batch 8, special "
-                        "batch 32); its compile and timed calls alone add up to ~7 min on a "
-                        "quiet 2-core CPU")
+                        "batch 32, 1-D batch 4, 3-D batch 2); for cifar,resnet18,special its "
+                        "compile and timed calls alone add up to ~7 min on a quiet 2-core CPU")
     p.add_argument("--impls", default=DEFAULT_IMPLS,
                    help="comma list of jconv impls, each optionally with +eigen (compiled "
                         "with jconv.conv_compiler_options('eigen')); lax is always added; "
+                        "the deprecated winograd/winograd2 mean winograd_f4x4/f2x2; "
                         f"default {DEFAULT_IMPLS}")
     p.add_argument("--formats", default="NCHW,NHWC", help="comma list of NCHW,NHWC")
-    p.add_argument("--suites", default="cifar,resnet18,special",
-                   help="full mode: comma list of cifar,resnet18,special")
+    p.add_argument("--suites", default=",".join(SUITES),
+                   help=f"full mode: comma list of {','.join(SUITES)} (conv1d: a WaveNet-"
+                        "style dilated stack and a depthwise conv at length 4000; conv3d: a "
+                        "24^3 volume, dense and depthwise 3x3x3)")
     p.add_argument("--reps", type=int, default=None,
                    help="timed repetitions per case after warm-up (default quick 3, full 7)")
     p.add_argument("--no-torch", action="store_true", help="leave out the PyTorch column")
@@ -69,9 +73,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "ignored by git; docs/bench holds the published runs)")
     args = p.parse_args(argv)
     try:
-        impls = _csv_list(args.impls, IMPL_LABELS, "--impls")
+        impls = _csv_list(args.impls, IMPL_LABELS, "--impls", rename=current_label)
         args.formats = _csv_list(args.formats.upper(), ("NCHW", "NHWC"), "--formats")
-        args.suites = _csv_list(args.suites, ("cifar", "resnet18", "special"), "--suites")
+        args.suites = _csv_list(args.suites, SUITES, "--suites")
     except argparse.ArgumentTypeError as err:
         p.error(str(err))
     args.impls = ["lax"] + [i for i in impls if i != "lax"]

@@ -11,15 +11,17 @@ from typing import Any, Sequence
 # Every column of the CSV/JSON rows and what it means: the one source for --help, the JSON's
 # meta and docs/performance.md's method section.
 COLUMN_HELP = {
-    "suite": "layer suite: cifar, resnet18 or special",
-    "layer": "C_in->C_out @H(=W) input size; /2 stride, d2 dilation, g4 groups",
+    "suite": "layer suite: cifar, resnet18, special, conv1d or conv3d",
+    "layer": "C_in->C_out @H(=W) input size (@L in 1-D, @D^3 in 3-D); /2 stride, "
+             "d2 dilation, g4 groups",
     "batch": "batch size N",
-    "format": "layout of x and y (weights are always OIHW)",
+    "format": "layout of x and y (weights are always (O, I, *kernel)); --formats "
+              "NCHW/NHWC mean NCL/NLC in 1-D and NCDHW/NDHWC in 3-D",
     "impl": "jconv impl; +eigen: compiled with jconv.conv_compiler_options('eigen'); "
             "torch: PyTorch eager",
     "compile_s": "seconds to compile fwd and fwd+bwd; for auto this includes measuring its "
                  "candidates (first trace of a shape)",
-    "fwd_ms": "median ms of y = conv2d(x, w)",
+    "fwd_ms": "median ms of y = conv(x, w)",
     "fwd_bwd_ms": "median ms of y and both gradients (dx, dw) for a given dy, as in training",
     "fwd_gflops": "forward conv FLOPs (2 x multiply-adds) per second",
     "fwd_bwd_gflops": "forward+backward FLOPs (3 x forward) per second",

@@ -20,7 +20,8 @@ def _auto_choice(layer: Layer, data_format: str, conv_backend: str) -> AutoChoic
     """What ``auto`` chose for this layer under ``conv_backend``'s compiler options (the
     choice its case measured while compiling, now cached)."""
     x_shape = layer.x_shape(data_format)
-    spec = conv_spec(x_shape, layer.w_shape, data_format=data_format, **layer.conv_kwargs)
+    spec = conv_spec(x_shape, layer.w_shape, data_format=layer.data_format(data_format),
+                     **layer.conv_kwargs)
     with compiler_options_scope(conv_compiler_options(conv_backend)):
         return auto_choice(x_shape, layer.w_shape, jnp.float32, spec)
 
@@ -55,7 +56,8 @@ def run_layers(layers: list[Layer], impls: list[str], formats: list[str], reps: 
                 fb_gflops = 3 * layer.fwd_flops / (fb[name] * 1e6)
                 choice = _auto_choice(layer, fmt, conv_backend) if impl == "auto" else None
                 rows.append(dict(
-                    suite=layer.suite, layer=layer.name, batch=layer.n, format=fmt, impl=name,
+                    suite=layer.suite, layer=layer.name, batch=layer.n,
+                    format=layer.data_format(fmt), impl=name,
                     compile_s=round(case.compile_s, 3), fwd_ms=round(fwd[name], 3),
                     fwd_bwd_ms=round(fb[name], 3),
                     fwd_gflops=round(layer.fwd_flops / (fwd[name] * 1e6), 2),

@@ -1,5 +1,5 @@
 """The one conv-layer type, :class:`Layer`, and the benchmark's layer suites: CIFAR CNN,
-ResNet-18 at 224x224, and special-case layers. ``python -m jconv.check_device`` checks its
+ResNet-18 at 224x224, special-case layers, a WaveNet-style 1-D stack and a 3-D volume. ``python -m jconv.check_device`` checks its
 cases as ``Layer`` s too."""
 
 from __future__ import annotations
@@ -9,14 +9,15 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-from .._spec import PaddingLike
-from ..cost import conv2d_flops
+from .._spec import CONV_DATA_FORMATS, PaddingLike
+from ..cost import conv_flops
 
 
 @dataclass(frozen=True)
 class Layer:
-    """One conv layer to time or check: input (n, c_in, hw, hw) in NCHW terms (see
-    :meth:`x_shape` for NHWC), weights OIHW (c_out, c_in/groups, kernel, kernel).
+    """One conv layer to time or check, with ``ndim`` = 1, 2 or 3 spatial dims, each of size
+    ``hw``: input (n, c_in, *[hw] * ndim) channels first (see :meth:`x_shape` for channels
+    last), weights (c_out, c_in/groups, *[kernel] * ndim) in every format.
 
     Example:
       >>> layer = Layer("demo", "3x3", n=2, c_in=4, c_out=8, hw=10, groups=2)
@@ -24,6 +25,9 @@ class Layer:
       ((2, 10, 10, 4), (8, 2, 3, 3))
       >>> [a.shape for a in layer.arrays("NCHW")]
       [(2, 4, 10, 10), (8, 2, 3, 3)]
+      >>> clip = Layer("demo", "3x3x3", n=2, c_in=4, c_out=8, hw=6, ndim=3)
+      >>> clip.data_format("NHWC"), clip.x_shape("NHWC"), clip.w_shape
+      ('NDHWC', (2, 6, 6, 6, 4), (8, 4, 3, 3, 3))
     """
 
     suite: str
@@ -37,15 +41,23 @@ class Layer:
     padding: PaddingLike = 1
     dilation: int = 1
     groups: int = 1
+    ndim: int = 2
 
-    def x_shape(self, data_format: str) -> tuple[int, int, int, int]:
-        if data_format == "NCHW":
-            return (self.n, self.c_in, self.hw, self.hw)
-        return (self.n, self.hw, self.hw, self.c_in)
+    def data_format(self, data_format: str) -> str:
+        """This layer's format on the side of ``data_format`` (channels first or last, named
+        for any number of dims): the bench's ``--formats NCHW,NHWC`` mean ``NCL``/``NLC`` for a
+        1-D layer and ``NCDHW``/``NDHWC`` for a 3-D one."""
+        return CONV_DATA_FORMATS[self.ndim][data_format.upper().endswith("C")]
+
+    def x_shape(self, data_format: str) -> tuple[int, ...]:
+        spatial = (self.hw,) * self.ndim
+        if self.data_format(data_format)[1] == "C":
+            return (self.n, self.c_in, *spatial)
+        return (self.n, *spatial, self.c_in)
 
     @property
-    def w_shape(self) -> tuple[int, int, int, int]:
-        return (self.c_out, self.c_in // self.groups, self.kernel, self.kernel)
+    def w_shape(self) -> tuple[int, ...]:
+        return (self.c_out, self.c_in // self.groups, *(self.kernel,) * self.ndim)
 
     @property
     def conv_kwargs(self) -> dict[str, PaddingLike]:
@@ -57,18 +69,18 @@ class Layer:
         """(x, w) from NumPy's normal generator: x standard normal in ``data_format``, w scaled
         by 1/sqrt(fan-in) so that outputs stay of order one."""
         rng = np.random.default_rng(seed)
-        x = rng.standard_normal((self.n, self.c_in, self.hw, self.hw))
-        if data_format == "NHWC":
-            x = x.transpose(0, 2, 3, 1)
+        x = rng.standard_normal(self.x_shape("NCHW"))
+        if self.data_format(data_format)[1] != "C":
+            x = np.moveaxis(x, 1, -1)
         w = rng.standard_normal(self.w_shape)
         return jnp.asarray(x, dtype), jnp.asarray(w / np.sqrt(w[0].size), dtype)
 
     @property
     def fwd_flops(self) -> int:
         """Multiply-adds x 2 of the forward pass; the backward pass is twice that (dx, dw)."""
-        return conv2d_flops((self.n, self.c_in, self.hw, self.hw), self.c_out, self.kernel,
-                            stride=self.stride, padding=self.padding, dilation=self.dilation,
-                            groups=self.groups)
+        return conv_flops(self.x_shape("NCHW"), self.c_out, self.kernel, stride=self.stride,
+                          padding=self.padding, dilation=self.dilation, groups=self.groups,
+                          ndim=self.ndim)
 
 
 def cifar_layers(n: int) -> list[Layer]:
@@ -100,11 +112,33 @@ def special_layers(n: int) -> list[Layer]:
     ]
 
 
+def conv1d_layers(n: int) -> list[Layer]:
+    """A WaveNet-style stack at length 4000: kernel-2 convs with dilations 1, 2, 4, 8 over 64
+    channels, and a depthwise kernel-3 conv. ``padding="same"``, not WaveNet's causal
+    left-only padding: the same work and shapes, and PyTorch's column takes no per-side
+    padding."""
+    return [Layer("conv1d", f"wave k2 d{d} 64 @4000", n, 64, 64, 4000, kernel=2,
+                  padding="same", dilation=d, ndim=1) for d in (1, 2, 4, 8)] + [
+        Layer("conv1d", "dw k3 64 @4000", n, 64, 64, 4000, groups=64, ndim=1)]
+
+
+def conv3d_layers(n: int) -> list[Layer]:
+    """A small video / medical volume, a 24^3 cube of 16 channels (about the voxels of a
+    16x32x32 clip; a :class:`Layer` is a cube): a 3x3x3 16->16 conv and a depthwise one."""
+    return [Layer("conv3d", "3x3x3 16->16 @24^3", n, 16, 16, 24, ndim=3),
+            Layer("conv3d", "dw 3x3x3 16 @24^3", n, 16, 16, 24, groups=16, ndim=3)]
+
+
+SUITES = ("cifar", "resnet18", "special", "conv1d", "conv3d")
+
+
 def suite(mode: str) -> list[Layer]:
-    """``"full"``: batch 128 CIFAR + batch 8 ResNet-18 + batch 32 special layers.
+    """``"full"``: batch 128 CIFAR + batch 8 ResNet-18 + batch 32 special layers + batch 4
+    1-D and batch 2 3-D layers (:data:`SUITES`, in that order).
     ``"quick"``: two tiny CIFAR layers and a depthwise one at batch 4, for CI smoke runs."""
     if mode == "quick":
         return [cifar_layers(4)[0], cifar_layers(4)[3], special_layers(4)[3]]
     if mode == "full":
-        return cifar_layers(128) + resnet18_layers(8) + special_layers(32)
+        return (cifar_layers(128) + resnet18_layers(8) + special_layers(32) + conv1d_layers(4)
+                + conv3d_layers(2))
     raise ValueError(f"mode must be 'quick' or 'full', got {mode!r}")

@@ -11,13 +11,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..conv import conv2d
+from .._registry import DEPRECATED_NAMES, check_conv_impl
+from ..conv import convnd
 from ..stopwatch import Fn, interleaved_medians
 from ..xla_options import jit as conv_jit
 from .suite import Layer
 
-__all__ = ["EIGEN_SUFFIX", "MATMUL_SIZE", "ConvCase", "interleaved_medians", "matmul_case",
-           "matmul_peak_gflops", "split_label"]
+__all__ = ["EIGEN_SUFFIX", "MATMUL_SIZE", "ConvCase", "current_label", "interleaved_medians",
+           "matmul_case", "matmul_peak_gflops", "split_label"]
 
 EIGEN_SUFFIX = "+eigen"
 # The reference matmul's size in every mode: smaller ones run well below the rate XLA reaches
@@ -36,6 +37,26 @@ def split_label(label: str) -> tuple[str, str]:
     if label.endswith(EIGEN_SUFFIX):
         return label[:-len(EIGEN_SUFFIX)], "eigen"
     return label, "xla_default"
+
+
+def current_label(label: str) -> str:
+    """``label`` with a deprecated implementation name (``jconv._registry.DEPRECATED_NAMES``)
+    replaced by its current one, with :func:`jconv._registry.check_conv_impl`'s
+    DeprecationWarning (attributed to the caller); any other label unchanged, for the
+    caller's own check.
+
+    Example:
+      >>> import warnings
+      >>> with warnings.catch_warnings():
+      ...     warnings.simplefilter("ignore", DeprecationWarning)
+      ...     current_label("winograd+eigen"), current_label("lax"), current_label("nope")
+      ('winograd_f4x4+eigen', 'lax', 'nope')
+    """
+    impl, backend = split_label(label)
+    if impl not in DEPRECATED_NAMES:
+        return label
+    new = check_conv_impl(impl)
+    return new if backend == "xla_default" else new + EIGEN_SUFFIX
 
 
 def matmul_case(size: int = MATMUL_SIZE) -> tuple[Fn, int]:
@@ -57,7 +78,8 @@ class ConvCase:
     """Compiled forward and forward+backward functions of one layer, implementation label
     (see :func:`split_label`) and data format.
 
-    ``fwd()`` runs y = conv2d(x, w); ``fwd_bwd()`` runs <conv2d(x, w), dy> and its gradient
+    ``fwd()`` runs y = convnd(x, w) (1-D, 2-D or 3-D as the layer); ``fwd_bwd()`` runs
+    <convnd(x, w), dy> and its gradient
     with respect to both x and w (forward pass included), as a training step needs.
     """
 
@@ -68,7 +90,8 @@ class ConvCase:
         rng = np.random.default_rng(1)
 
         def conv(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
-            return conv2d(x, w, impl=impl, data_format=data_format, **layer.conv_kwargs)
+            return convnd(x, w, impl=impl, data_format=layer.data_format(data_format),
+                          **layer.conv_kwargs)
 
         self.dy = jnp.asarray(rng.standard_normal(jax.eval_shape(conv, self.x, self.w).shape),
                               dtype)

@@ -1,4 +1,5 @@
-"""Optional PyTorch column: the same layer through ``torch.nn.functional.conv2d`` on CPU."""
+"""Optional PyTorch column: the same layer through ``torch.nn.functional.conv1d/2d/3d`` on
+CPU."""
 
 from __future__ import annotations
 
@@ -24,16 +25,21 @@ def load_torch() -> ModuleType | None:
 
 
 class TorchCase:
-    """PyTorch forward and forward+backward of one layer; NHWC uses ``channels_last``."""
+    """PyTorch forward and forward+backward of one layer; channels last uses
+    ``channels_last`` (2-D) or ``channels_last_3d`` (3-D). PyTorch has no channels-last
+    memory format in 1-D, so a 1-D layer runs contiguous NCL in both formats."""
 
     def __init__(self, torch: ModuleType, layer: Layer, data_format: str):
         self.torch, self.layer = torch, layer
         rng = np.random.default_rng(0)
-        fmt = torch.channels_last if data_format == "NHWC" else torch.contiguous_format
+        last = {2: "channels_last", 3: "channels_last_3d"}.get(layer.ndim)
+        channels_last = layer.data_format(data_format)[1] != "C" and last is not None
+        fmt = getattr(torch, last) if channels_last else torch.contiguous_format
         x = torch.from_numpy(rng.standard_normal(layer.x_shape("NCHW")).astype(np.float32))
         self.x = x.contiguous(memory_format=fmt).requires_grad_(True)
         w = torch.from_numpy(0.1 * rng.standard_normal(layer.w_shape).astype(np.float32))
         self.w = w.requires_grad_(True)
+        self._fn = getattr(torch.nn.functional, f"conv{layer.ndim}d")
         self.dy = torch.ones_like(self._conv()).contiguous(memory_format=fmt)
         self.compile_s = 0.0  # eager: nothing to compile
         self.peak_mb = float("nan")
@@ -41,7 +47,7 @@ class TorchCase:
         self.fwd_bwd()
 
     def _conv(self) -> object:
-        return self.torch.nn.functional.conv2d(self.x, self.w, **self.layer.conv_kwargs)
+        return self._fn(self.x, self.w, **self.layer.conv_kwargs)
 
     def fwd(self) -> object:
         with self.torch.no_grad():
