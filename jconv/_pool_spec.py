@@ -40,8 +40,9 @@ def format_ndim(data_format: str) -> int:
 def spatial_shape(x_shape: Sequence[int], data_format: str) -> tuple[int, ...]:
     """The spatial sizes of a (batched or unbatched) shape in ``data_format``."""
     nd = len(data_format) - 2
-    shape = tuple(int(v) for v in x_shape)
-    return shape[-nd:] if data_format[1] == "C" else shape[-nd - 1:-1]
+    # Only the spatial sizes: the batch may be a jax.export symbolic dimension.
+    spatial = x_shape[-nd:] if data_format[1] == "C" else x_shape[-nd - 1:-1]
+    return tuple(int(v) for v in spatial)
 
 
 def check_pool_rank(x_shape: Sequence[int], data_format: str) -> None:

@@ -304,11 +304,10 @@ def _check_onednn(dtype: Any) -> None:
     """A ConfigError naming the fix unless jconv's oneDNN extension loads here and has
     ``dtype`` kernels: caught with the config, before a run prepares its work directory and
     traces its steps."""
-    import jax
+    # No jax.default_backend() here: it would start the XLA backend before a multi-process
+    # run's jax.distributed.initialize().
     from jconv._onednn import check_supported
 
-    if jax.default_backend() != "cpu":
-        return  # impl='onednn' runs XLA's convolution on a GPU/TPU host
     try:
         check_supported(dtype)
     except (RuntimeError, ValueError) as e:

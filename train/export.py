@@ -152,6 +152,9 @@ def export_predict_fn(fn: Callable, platforms: Sequence[str]) -> tuple[Any, dict
             ok.append(p)
         except Exception as e:  # any lowering failure just leaves this platform out
             failed[p] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            if "custom calls" in str(e):
+                failed[p] += (" (impl='onednn' puts jconv's native calls into the program; "
+                              "trace with jconv.set_impl(model, 'lax') for a portable artifact)")
     if not ok:
         raise ExportError(f"no platform lowered: {failed}")
     return jax.export.export(jax.jit(fn), platforms=ok)(spec), failed
