@@ -8,6 +8,7 @@ suite (``jconv.testing``)."""
 
 from . import nn
 from ._auto import AutoChoice, auto_choice, clear_auto_cache, set_auto_measure
+from ._auto_cache import user_cache_dir
 from ._registry import AUTO_IMPLS, CONV_IMPLS, POOL_IMPLS, Implementation
 from ._pool_spec import PoolSpec, pool_spec
 from ._spec import ConvSpec, conv_spec
@@ -123,5 +124,6 @@ __all__ = [
     "set_impl",
     "summary",
     "testing",
+    "user_cache_dir",
     "unfold",
 ]

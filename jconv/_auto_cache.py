@@ -28,12 +28,23 @@ CACHE_OFF = ("", "0", "off", "false", "no", "none")
 _SEEN: set[str] = set()
 
 
-def default_cache_path() -> Path:
-    """The per-user disk cache: ``$XDG_CACHE_HOME/jconv/auto.json`` (an absolute
-    ``XDG_CACHE_HOME``), else ``~/.cache/jconv/auto.json``."""
+def user_cache_dir() -> Path:
+    """The per-user folder jconv and its trainer keep caches in: ``$XDG_CACHE_HOME/jconv``
+    (an absolute ``XDG_CACHE_HOME``, as the XDG spec requires), else ``~/.cache/jconv``.
+
+    Example:
+      >>> import jconv
+      >>> jconv.user_cache_dir().name
+      'jconv'
+    """
     base = os.environ.get("XDG_CACHE_HOME", "")
     root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
-    return root / "jconv" / "auto.json"
+    return root / "jconv"
+
+
+def default_cache_path() -> Path:
+    """The per-user disk cache: ``auto.json`` in :func:`user_cache_dir`."""
+    return user_cache_dir() / "auto.json"
 
 
 def disk_cache_path() -> Path | None:

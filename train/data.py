@@ -30,6 +30,8 @@ import grain
 import numpy as np
 from tqdm import tqdm
 
+import jconv
+
 from .config import DataConfig
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
@@ -198,15 +200,14 @@ def load_tfds(name: str, data_dir: str | None) -> Dataset:
 
 
 def default_data_dir() -> Path:
-    """Where ``data.dir: null`` keeps the python folder: ``$XDG_CACHE_HOME/jconv/
-    cifar-10-batches-py``, ``~/.cache/jconv/cifar-10-batches-py`` without that variable.
+    """Where ``data.dir: null`` keeps the python folder: ``cifar-10-batches-py`` in
+    :func:`jconv.user_cache_dir` (``$XDG_CACHE_HOME/jconv``, else ``~/.cache/jconv``).
 
     Example:
       >>> default_data_dir().parts[-2:]
       ('jconv', 'cifar-10-batches-py')
     """
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache).expanduser() / "jconv" / CIFAR10_FOLDER
+    return jconv.user_cache_dir() / CIFAR10_FOLDER
 
 
 def python_folder(data_cfg: DataConfig) -> Path:

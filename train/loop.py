@@ -15,10 +15,12 @@ import numpy as np
 from scipy.special import log_softmax
 from tqdm import tqdm
 
+import jconv
+
 from . import report
 from .checkpoint import CheckpointError, Checkpoints
 from .config import Config, as_dict, to_yaml
-from .data import Split, default_data_dir, eval_batches
+from .data import Split, eval_batches
 from .experiment import CompiledSteps, Experiment
 from .model import count_params, macs_per_image
 from .parallel import AXIS, make_mesh, shard_batch
@@ -51,8 +53,8 @@ def evaluate(exp: Experiment, eval_step: Any, state: TrainState,
 
 def compilation_cache_dir() -> Path:
     """Where :func:`use_compilation_cache` keeps compiled programs: the user's choice
-    (``JAX_COMPILATION_CACHE_DIR``, or ``jax.config``) if any, else ``jconv/xla`` next to
-    :func:`~train.data.default_data_dir`.
+    (``JAX_COMPILATION_CACHE_DIR``, or ``jax.config``) if any, else ``xla`` in
+    :func:`jconv.user_cache_dir`.
 
     Example:
       >>> compilation_cache_dir().parts[-2:] == ("jconv", "xla") or bool(
@@ -60,7 +62,7 @@ def compilation_cache_dir() -> Path:
       True
     """
     chosen = jax.config.jax_compilation_cache_dir
-    return Path(chosen) if chosen else default_data_dir().parent / "xla"
+    return Path(chosen) if chosen else jconv.user_cache_dir() / "xla"
 
 
 def use_compilation_cache() -> None:
