@@ -117,11 +117,14 @@ def classify_hlo(hlo: str) -> dict[str, tuple[str, str]]:
 
     out = {}
     for line in comps[entry]:
-        m = inst.match(line)
+        m = inst.match(line) or _TUPLE_INST.match(line)
         if not m or m.group(4) in ("parameter", "constant", "tuple", "get-tuple-element",
                                    "bitcast"):
             continue
         name, opc = m.group(1), m.group(4)
+        if opc == "custom-call" and "jconv_onednn_" in line:
+            out[name] = _onednn_entry(line, shapes)
+            continue
         called = re.search(r"calls=%([\w.\-]+)", line)
         if opc == "fusion" and called and called.group(1) in comps:
             cat, conv_line = category(comps[called.group(1)])
@@ -138,6 +141,26 @@ def classify_hlo(hlo: str) -> dict[str, tuple[str, str]]:
         else:
             out[name] = category([line])
     return out
+
+
+# A custom call returning a tuple (oneDNN's weight gradient with its bias gradient).
+_TUPLE_INST = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = \(()([^)]*)\)\S* ([a-z\-]+)\((.*)")
+
+
+def _onednn_entry(line: str, shapes: dict[str, list[int]]) -> tuple[str, str]:
+    """(pass category, layer) of one ``impl="onednn"`` FFI call (NHWC data): the forward
+    reads x (N, H, W, C_in) and writes (N, H', W', C_out); backward-data reads dy and writes
+    dx; backward-weights reads x and dy."""
+    target = re.search(r'custom_call_target="jconv_onednn_(\w+)"', line).group(1)
+    args = re.search(r"custom-call\(([^)]*)\)", line).group(1)
+    a, b = (shapes.get(o.strip().lstrip("%"), [0] * 4) for o in args.split(",")[:2])
+    if target == "fwd":
+        out = [int(d) for d in re.search(r"= \w+\[([\d,]*)\]", line).group(1).split(",")]
+        return CONV_FWD, f"{a[3]}->{out[3]} @{a[1]}"
+    if target == "bwd_data":
+        out = [int(d) for d in re.search(r"= \w+\[([\d,]*)\]", line).group(1).split(",")]
+        return CONV_BWD, f"{out[3]}->{a[3]} @{out[1]}"
+    return CONV_BWD, f"{a[3]}->{b[3]} @{a[1]}"
 
 
 def _conv_entry(line: str, shapes: dict[str, list[int]], body: list[str]) -> tuple[str, str]:
