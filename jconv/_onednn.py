@@ -30,6 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.core import ShapedArray
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir, xla
 
 from ._lax import conv_lax
 from ._pallas import ACTIVATIONS
@@ -223,19 +226,123 @@ def _bwd_weights_call(x: jnp.ndarray, dy: jnp.ndarray, g: Geometry,
     return _ffi(_HANDLERS[2], (dw, db))(x, dy, **g.attrs(), has_bias=np.int64(bias))
 
 
-# --- differentiation: each pass's VJP is the other two passes ------------------------------------
-# The forward rules call the custom_vjp functions, not the FFI calls: under a second derivative
-# JAX differentiates the rule, and a raw ffi_call has no JVP.
+# --- the three passes as JAX primitives -----------------------------------------------------------
+# Like lax.conv_general_dilated: each pass is a primitive, bilinear in its two operands, whose
+# transposes are the other two passes. JAX derives everything else from that: jvp by
+# bilinearity (symbolic-zero tangents skip a pass), grad by transposing, every higher order of
+# either mode, and ``impl="auto"``'s custom_jvp transposes its tangent terms through it.
 
-def _bilinear(primal: Callable[..., Any],
-              pullback: Callable[..., tuple[jnp.ndarray, jnp.ndarray]]) -> Callable[..., Any]:
-    """``primal(a, b, g)``, bilinear in (a, b), as a custom_vjp op that saves a and b and
-    whose VJP is ``pullback(g, a, b, cotangent)``."""
-    op = jax.custom_vjp(primal, nondiff_argnums=(2,))
-    op.defvjp(lambda a, b, g: (op(a, b, g), (a, b)),
-              lambda g, res, ct: pullback(g, *res, ct))
-    return op
+def _fold_batch(prim: Primitive, a: jnp.ndarray, b: jnp.ndarray, bdim: int,
+                g: Geometry) -> jnp.ndarray:
+    """prim(a, b) for ``a`` mapped along ``bdim`` and ``b`` not: the mapped axis joins N (both
+    layouts put N first), so one call computes every mapped element."""
+    a = jnp.moveaxis(a, bdim, 0)
+    out = prim.bind(a.reshape(a.shape[0] * a.shape[1], *a.shape[2:]), b, geometry=g)
+    return out.reshape(a.shape[0], a.shape[1], *out.shape[1:])
 
+
+def _batch_rule(prim: Primitive, fold_lhs: bool) -> Callable[..., tuple[jnp.ndarray, int]]:
+    def rule(args: tuple[jnp.ndarray, jnp.ndarray], dims: tuple[int | None, int | None], *,
+             geometry: Geometry) -> tuple[jnp.ndarray, int]:
+        (a, b), (da, db) = args, dims
+        if fold_lhs and db is None:
+            return _fold_batch(prim, a, b, da, geometry), 0
+        # A mapped weight (or both operands of backward-weights, which sums over N): one call
+        # per mapped element.
+        size = a.shape[da] if da is not None else b.shape[db]
+        a, b = (jnp.broadcast_to(v, (size, *v.shape)) if d is None else jnp.moveaxis(v, d, 0)
+                for v, d in ((a, da), (b, db)))
+        return lax.map(lambda ab: prim.bind(*ab, geometry=geometry), (a, b)), 0
+    return rule
+
+
+def _lowering(call: Callable[[jnp.ndarray, jnp.ndarray, Geometry], jnp.ndarray],
+              ) -> Callable[..., jnp.ndarray]:
+    def lower(a: jnp.ndarray, b: jnp.ndarray, *, geometry: Geometry) -> jnp.ndarray:
+        if a.size == 0 or b.size == 0:
+            # Nothing to sum (e.g. vmap over an empty axis folded into N): oneDNN rejects
+            # zero-sized memory descriptors.
+            return jnp.zeros(_SHAPES[call](a.shape, b.shape, geometry), a.dtype)
+        return call(a, b, geometry)
+    return lower
+
+
+def _fwd_shape(x: tuple[int, ...], w: tuple[int, ...], g: Geometry) -> tuple[int, ...]:
+    return g.act_shape(x[0], w[0], g.out_hw)
+
+
+def _bwd_data_shape(dy: tuple[int, ...], w: tuple[int, ...], g: Geometry) -> tuple[int, ...]:
+    return g.act_shape(dy[0], w[1] * g.groups, g.in_hw)
+
+
+def _bwd_weights_shape(x: tuple[int, ...], dy: tuple[int, ...],
+                       g: Geometry) -> tuple[int, ...]:
+    return (dy[3] if g.nhwc else dy[1], (x[3] if g.nhwc else x[1]) // g.groups, *g.kernel)
+
+
+def _fwd_plain(x: jnp.ndarray, w: jnp.ndarray, g: Geometry) -> jnp.ndarray:
+    return _fwd_call(x, w, None, g, None)
+
+
+def _bwd_weights_plain(x: jnp.ndarray, dy: jnp.ndarray, g: Geometry) -> jnp.ndarray:
+    return _bwd_weights_call(x, dy, g, False)[0]
+
+
+_SHAPES = {_fwd_plain: _fwd_shape, _bwd_data_call: _bwd_data_shape,
+           _bwd_weights_plain: _bwd_weights_shape}
+
+
+def _primitive(name: str, call: Callable[[jnp.ndarray, jnp.ndarray, Geometry], jnp.ndarray],
+               fold_lhs: bool) -> Primitive:
+    """A CPU primitive ``name(a, b, geometry=g)`` running ``call``; ``fold_lhs``: a mapped
+    ``a`` with an unmapped ``b`` is folded into N under vmap (valid when the pass keeps N)."""
+    prim = Primitive(name)
+    prim.def_impl(functools.partial(xla.apply_primitive, prim))
+    prim.def_abstract_eval(lambda a, b, *, geometry: ShapedArray(
+        _SHAPES[call](a.shape, b.shape, geometry), a.dtype))
+    # CPU only: platform_dependent sends every other platform to XLA's convolution.
+    mlir.register_lowering(prim, mlir.lower_fun(_lowering(call), multiple_results=False),
+                           platform="cpu")
+    batching.primitive_batchers[prim] = _batch_rule(prim, fold_lhs)
+    return prim
+
+
+# y = conv(x, w): x batched in the geometry's layout, w (C_out, C_in/groups, kH, kW).
+conv_p = _primitive("onednn_conv_fwd", _fwd_plain, fold_lhs=True)
+# dx of conv for the output cotangent dy (backward-data); <gx, dx(dy, w)> = <conv(gx, w), dy>.
+input_grad_p = _primitive("onednn_conv_bwd_data", _bwd_data_call, fold_lhs=True)
+# dw of conv (backward-weights); <gw, dw(x, dy)> = <conv(x, gw), dy>. It sums over N, so a
+# mapped operand cannot join N.
+weight_grad_p = _primitive("onednn_conv_bwd_weights", _bwd_weights_plain, fold_lhs=False)
+
+
+def conv(x: jnp.ndarray, w: jnp.ndarray, g: Geometry) -> jnp.ndarray:
+    return conv_p.bind(x, w, geometry=g)
+
+
+def input_grad(dy: jnp.ndarray, w: jnp.ndarray, g: Geometry) -> jnp.ndarray:
+    return input_grad_p.bind(dy, w, geometry=g)
+
+
+def weight_grad(x: jnp.ndarray, dy: jnp.ndarray, g: Geometry) -> jnp.ndarray:
+    return weight_grad_p.bind(x, dy, geometry=g)
+
+
+# Transposes (ct: the output's cotangent; the operand being transposed is an UndefinedPrimal).
+ad.defbilinear(conv_p,
+               lambda ct, x, w, *, geometry: input_grad(ct, w, geometry),
+               lambda ct, x, w, *, geometry: weight_grad(x, ct, geometry))
+ad.defbilinear(input_grad_p,
+               lambda ct, dy, w, *, geometry: conv(ct, w, geometry),
+               lambda ct, dy, w, *, geometry: weight_grad(ct, dy, geometry))
+ad.defbilinear(weight_grad_p,
+               lambda ct, x, dy, *, geometry: input_grad(dy, ct, geometry),
+               lambda ct, x, dy, *, geometry: conv(x, ct, geometry))
+
+
+# --- the fused conv + bias + activation: a custom_vjp over the primitives ------------------------
+# Its backward rule runs the primitives above, so it is differentiable again (grad-of-grad);
+# the fused bias gradient comes from one backward-weights call.
 
 def _channel_bias(b: jnp.ndarray, g: Geometry) -> jnp.ndarray:
     return b if g.nhwc else b[:, None, None]
@@ -249,18 +356,15 @@ def _weight_bias_pullback(g: Geometry, x: jnp.ndarray, dy: jnp.ndarray,
     return input_grad(dy, gw, g), d_dy.astype(dy.dtype)
 
 
-# y = conv(x, w): x batched in the geometry's layout, w (C_out, C_in/groups, kH, kW).
-conv = _bilinear(lambda x, w, g: _fwd_call(x, w, None, g, None),
-                 lambda g, x, w, dy: (input_grad(dy, w, g), weight_grad(x, dy, g)))
-# dx of conv for the output cotangent dy (backward-data); <gx, dx(dy, w)> = <conv(gx, w), dy>.
-input_grad = _bilinear(_bwd_data_call,
-                       lambda g, dy, w, gx: (conv(gx, w, g), weight_grad(gx, dy, g)))
-# dw of conv (backward-weights); <gw, dw(x, dy)> = <conv(x, gw), dy>.
-weight_grad = _bilinear(lambda x, dy, g: _bwd_weights_call(x, dy, g, False)[0],
-                        lambda g, x, dy, gw: (input_grad(dy, gw, g), conv(x, gw, g)))
-# (dw, db) in one backward-weights call (db: dy summed over N, H_out, W_out).
-weight_bias_grad = _bilinear(lambda x, dy, g: _bwd_weights_call(x, dy, g, True),
-                             _weight_bias_pullback)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def weight_bias_grad(x: jnp.ndarray, dy: jnp.ndarray, g: Geometry) -> tuple[jnp.ndarray,
+                                                                              jnp.ndarray]:
+    """(dw, db) in one backward-weights call (db: dy summed over N, H_out, W_out)."""
+    return _bwd_weights_call(x, dy, g, True)
+
+
+weight_bias_grad.defvjp(lambda x, dy, g: (weight_bias_grad(x, dy, g), (x, dy)),
+                        lambda g, res, cts: _weight_bias_pullback(g, *res, cts))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))

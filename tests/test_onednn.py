@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.test_util import check_grads
 
 import jconv
 from jconv import _onednn, testing
@@ -206,10 +207,44 @@ def test_grad_of_grad_matches_lax(fmt):
         assert _rel(got, want) < 1e-5
 
 
-def test_forward_mode_is_a_clear_jax_error():
+@pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
+def test_forward_mode_matches_lax(fmt):
+    rng = np.random.default_rng(10)
+    x = jnp.asarray(_rand(rng, (2, 4, 7, 6) if fmt == "NCHW" else (2, 7, 6, 4)))
+    w = jnp.asarray(_rand(rng, (6, 2, 3, 3)))
+    tx, tw = jnp.asarray(_rand(rng, x.shape)), jnp.asarray(_rand(rng, w.shape))
+    kw = dict(stride=(2, 1), padding=((1, 0), (2, 1)), dilation=(1, 2), groups=2,
+              data_format=fmt)
+    for primals, tangents, args in (((x, w), (tx, tw), (0, 1)), ((x,), (tx,), (0,)),
+                                    ((w,), (tw,), (1,))):
+        def f(*a, impl, args=args):
+            full = [x, w]
+            for i, v in zip(args, a):
+                full[i] = v
+            return jconv.conv2d(*full, impl=impl, **kw)
+
+        y, ty = jax.jvp(functools.partial(f, impl="onednn"), primals, tangents)
+        want_y, want_ty = jax.jvp(functools.partial(f, impl="lax"), primals, tangents)
+        assert _rel(y, want_y) < 1e-5 and _rel(ty, want_ty) < 1e-5, args
+
+
+def test_forward_mode_skips_the_pass_of_a_zero_tangent():
+    """jvp in x alone runs forward + one more forward (tx, w), no backward pass."""
     x, w = jnp.ones((1, 2, 5, 5)), jnp.ones((3, 2, 3, 3))
-    with pytest.raises(TypeError, match="can't apply forward-mode autodiff"):
-        jax.jvp(lambda x: conv(x, w), (x,), (x,))
+    text = str(jax.make_jaxpr(lambda x, t: jax.jvp(lambda x: conv(x, w), (x,), (t,)))(x, x))
+    assert text.count("onednn_conv_fwd") == 2 and "onednn_conv_bwd" not in text
+
+
+@pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
+def test_check_grads_second_order_forward_and_reverse(fmt):
+    rng = np.random.default_rng(11)
+    x = jnp.asarray(_rand(rng, (2, 4, 6, 5) if fmt == "NCHW" else (2, 6, 5, 4)))
+    w = jnp.asarray(_rand(rng, (4, 2, 3, 2)))
+    # float32: a step large enough that rounding stays small against the difference, small
+    # enough for the cubic terms of the second order (f's VJP at its own output).
+    check_grads(lambda x, w: conv(x, w, stride=(1, 2), padding=((1, 0), (0, 1)), groups=2,
+                                  data_format=fmt),
+                (x, w), order=2, modes=("fwd", "rev"), eps=0.03, atol=1e-2, rtol=1e-2)
 
 
 def test_vmap_and_jit():
@@ -220,6 +255,32 @@ def test_vmap_and_jit():
         np.testing.assert_allclose(got[i], conv(xs[i], ws[i], padding=1), rtol=1e-6)
     per_w = jax.vmap(lambda w: conv(xs[0], w, padding=1))(ws)
     np.testing.assert_allclose(per_w[1], conv(xs[0], ws[1], padding=1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
+def test_vmap_folds_a_mapped_input_into_the_batch(fmt):
+    """A mapped x (or dy) with a shared weight is one call with the mapped axis in N, in the
+    forward pass and both gradients; per-example weight gradients loop and match lax."""
+    rng = np.random.default_rng(12)
+    xs = jnp.asarray(_rand(rng, (3, 2, 4, 6, 5) if fmt == "NCHW" else (3, 2, 6, 5, 4)))
+    w = jnp.asarray(_rand(rng, (6, 4, 3, 3)))
+
+    def loss(impl):
+        return lambda x, w: jnp.sum(jconv.conv2d(x, w, impl=impl, padding=1, stride=(2, 1),
+                                                 data_format=fmt) ** 2)
+
+    fwd = jax.vmap(lambda x: conv(x, w, padding=1, stride=(2, 1), data_format=fmt))
+    text = str(jax.make_jaxpr(fwd)(xs))
+    assert text.count("onednn_conv_fwd") == 1 and "while" not in text
+    dx = jax.vmap(jax.grad(loss("onednn")), in_axes=(0, None))
+    text = str(jax.make_jaxpr(dx)(xs, w))
+    assert "onednn_conv_bwd_data" in text and "while" not in text
+    for got, want in zip(jax.vmap(jax.grad(loss("onednn"), argnums=(0, 1)),
+                                  in_axes=(0, None))(xs, w),
+                         jax.vmap(jax.grad(loss("lax"), argnums=(0, 1)),
+                                  in_axes=(0, None))(xs, w)):
+        assert _rel(got, want) < 1e-5
+    assert jax.vmap(lambda x: conv(x, w, padding=1, data_format=fmt))(xs[:0]).shape[0] == 0
 
 
 def test_unbatched_empty_batch_and_no_channels():
@@ -410,7 +471,7 @@ def test_native_errors_come_back_as_exceptions():
     assert conv(x, w).shape == (1, 3, 3, 3)
 
 
-def test_a_gpu_host_runs_xla_without_the_extension_or_its_dtype_limits(monkeypatch):
+def test_a_gpu_host_runs_xla_without_the_extension_or_its_dtype_limits(monkeypatch, x64):
     # On a GPU/TPU host impl="onednn" is XLA's convolution: float64 (which oneDNN lacks) works
     # and equals impl="lax"; the configs' default impl therefore never blocks a GPU run.
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
