@@ -2,7 +2,8 @@
 
 Nine implementations behind one registry (``jconv.CONV_IMPLS``): XLA's convolution
 (``"lax"``), im2col, a loop over kernel taps, two Winograd tilings, FFT, Pallas kernels,
-oneDNN through the XLA FFI, and ``"auto"``, which measures the exact ones per shape and pass.
+oneDNN through the XLA FFI, and ``"auto"``, which measures the exact ones (and oneDNN on CPU)
+per shape and pass.
 Plus pooling, shape/cost helpers, Flax NNX layers, BatchNorm folding and a gradient-check
 suite (``jconv.testing``)."""
 

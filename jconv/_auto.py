@@ -222,7 +222,7 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
     that are not differentiated run stage 1's fastest forward (``fwd_only``).
     Compiled with the options of the enclosing :func:`compiler_options_scope`, if any."""
     rng = np.random.default_rng(0)
-    cands = candidates()
+    cands = candidates(host_platform(), dtype)
     jit = functools.partial(jax.jit, compiler_options=current_compiler_options() or None)
     n, c_out = x_shape[0], w_shape[0]
     y_shape = ((n, *spec.out_size, c_out) if spec.channels_last
@@ -347,7 +347,11 @@ def auto_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.d
     if disk is not None:
         _load_disk(disk)
     choice = _MEMORY.get(key)
-    if choice is not None and (choice.source != "heuristic" or not measure):
+    # A choice naming an implementation that cannot run here any more (e.g. read from disk
+    # after the oneDNN extension went missing) is measured again.
+    runnable = set(candidates(platform, dtype))
+    if (choice is not None and (choice.source != "heuristic" or not measure)
+            and {*choice.impls, choice.inference} <= runnable):
         return choice
     if not measure:
         choice = heuristic_choice(tuple(w_shape), spec, platform)

@@ -30,21 +30,25 @@ ConvImpl = Callable[[jnp.ndarray, jnp.ndarray, ConvSpec], jnp.ndarray]
 # derivatives.
 Plan = tuple[tuple[str, str, str], str]
 
-_SOURCE: list[Callable[[], Mapping[str, ConvImpl]]] = []
+# (platform, dtype) -> candidates; both None: every implementation auto may ever choose.
+CandidateSource = Callable[[str | None, jnp.dtype | None], Mapping[str, ConvImpl]]
+_SOURCE: list[CandidateSource] = []
 
 
-def use_candidates(source: Callable[[], Mapping[str, ConvImpl]]) -> None:
-    """Take the exact implementations ``auto`` chooses among from ``source`` (called on each
-    use, so implementations registered later count too). The registry calls this once."""
+def use_candidates(source: CandidateSource) -> None:
+    """Take the implementations ``auto`` chooses among from ``source`` (called on each use,
+    so implementations registered later count too). The registry calls this once."""
     _SOURCE[:] = [source]
 
 
-def candidates() -> dict[str, ConvImpl]:
-    """The implementations ``auto`` chooses among (the registry's exact ones, in its order)."""
+def candidates(platform: str | None = None,
+               dtype: jnp.dtype | None = None) -> dict[str, ConvImpl]:
+    """The implementations ``auto`` measures for a ``platform`` host and ``dtype`` (the
+    registry's, in its order); without them, every one a choice may name."""
     if not _SOURCE:
         raise RuntimeError("impl='auto' has no candidates: jconv._registry hands them over "
                            "when it is imported (import jconv first)")
-    return dict(_SOURCE[0]())
+    return dict(_SOURCE[0](platform, dtype))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))

@@ -421,6 +421,23 @@ def check_supported(dtype: jnp.dtype) -> None:
                          "kernel; use float32 or impl='lax'")
 
 
+def auto_where(platform: str, dtype: jnp.dtype) -> bool:
+    """Whether ``impl="auto"`` measures ``onednn`` for a ``platform`` host and ``dtype``: on
+    CPU for the dtypes it computes here (elsewhere it is ``lax``, which auto measures anyway).
+
+    Example:
+      >>> auto_where("cpu", jnp.float64), auto_where("gpu", jnp.float32)
+      (False, False)
+    """
+    if platform != "cpu":
+        return False
+    try:
+        check_supported(dtype)
+    except (ValueError, RuntimeError):
+        return False
+    return True
+
+
 def _empty(x: jnp.ndarray, w: jnp.ndarray, g: Geometry) -> jnp.ndarray | None:
     """All zeros when an operand has no elements (no window has anything to sum)."""
     if x.size and w.size:

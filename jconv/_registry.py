@@ -2,7 +2,8 @@
 
 Everything else that names implementations derives from it: ``jconv.CONV_IMPLS`` (every
 ``impl=`` that :func:`jconv.conv2d` accepts), ``jconv.AUTO_IMPLS`` (the exact general ones,
-which ``impl="auto"`` chooses among), ``jconv.POOL_IMPLS`` (those with a pooling
+which ``impl="auto"`` chooses among everywhere; it measures one with an ``auto_where``, such
+as ``onednn``, only where that says so), ``jconv.POOL_IMPLS`` (those with a pooling
 counterpart), the train config's validation and the benchmarks' labels. Renamed
 implementations keep their old name as a deprecated alias (:data:`DEPRECATED_NAMES`).
 
@@ -28,6 +29,7 @@ from ._fft import conv_fft
 from ._im2col import conv_im2col
 from ._lax import conv_lax
 from ._loops import conv_loops
+from ._onednn import auto_where as onednn_auto_where
 from ._onednn import conv_onednn
 from ._pallas import conv_pallas
 from ._pool_impls import reduce_im2col, reduce_lax, reduce_loops
@@ -51,7 +53,9 @@ class Implementation:
     """One convolution implementation and what it supports.
 
     ``exact``: accepts every argument and computes the convolution with ordinary rounding
-    (these are ``impl="auto"``'s candidates); ``restrictions``: the arguments it rejects or
+    (these are ``impl="auto"``'s candidates everywhere); ``auto_where``: for one that is not
+    exact everywhere, ``(platform, dtype) -> bool``, where ``auto`` measures it too (it must be
+    exact there); ``restrictions``: the arguments it rejects or
     handles specially ("" when none); ``pool``: the pooling reduction of the same name, if
     any; ``plans``: how it executes on each platform it is lowered for; ``grad_of_grad``:
     whether second derivatives are supported; ``ndims``: the numbers of spatial dims it
@@ -67,10 +71,17 @@ class Implementation:
     plans: Mapping[str, str] = field(default_factory=lambda: dict(_WHOLE_PLAN))
     grad_of_grad: bool = True
     ndims: tuple[int, ...] = (1, 2, 3)
+    auto_where: Callable[[str, jnp.dtype], bool] | None = None
 
     @property
     def auto_candidate(self) -> bool:
+        """Whether ``auto`` measures it on every platform, for every dtype."""
         return self.exact and self.name != "auto"
+
+    def auto_measures(self, platform: str, dtype: jnp.dtype) -> bool:
+        """Whether ``auto`` measures it for a ``platform`` host and this ``dtype``."""
+        return self.auto_candidate or (self.auto_where is not None
+                                       and self.auto_where(platform, dtype))
 
 
 _REGISTRY: dict[str, Implementation] = {}
@@ -113,16 +124,16 @@ for _impl in (
     Implementation("onednn", conv_onednn, "oneDNN's CPU kernels (PyTorch's) via the XLA FFI",
                    exact=False,
                    restrictions="float32 and bfloat16 only (else ValueError); needs the built "
-                                "extension (else RuntimeError); no forward-mode jax.jvp "
-                                "(custom_vjp); vmap loops over the mapped axis",
+                                "extension (else RuntimeError); vmap folds a mapped input into "
+                                "the batch, else loops over the mapped axis",
                    plans={"cpu": "oneDNN primitives (cached per shape) through the XLA FFI, "
                                  "on OpenMP threads",
                           "gpu": "lax (platform_dependent)", "tpu": "lax (platform_dependent)"},
-                   ndims=(2,)),
+                   ndims=(2,), auto_where=onednn_auto_where),
     Implementation("auto", conv_auto, "fastest exact implementation per shape and pass",
                    exact=True,
-                   plans={"cpu": "lax/im2col/loops per pass: measured once per shape, or the "
-                                 "CPU heuristic",
+                   plans={"cpu": "lax/im2col/loops (and onednn for float32/bfloat16 where built) "
+                                 "per pass: measured once per shape, or the CPU heuristic",
                           "gpu": "lax; measured on the GPU when it is the host",
                           "tpu": "lax; measured on the TPU when it is the host"}),
 ):
@@ -176,9 +187,15 @@ def pool_reducer(name: str) -> PoolReducer:
     return reducer
 
 
-def auto_candidates() -> dict[str, ConvImpl]:
-    """The implementations ``impl="auto"`` chooses among, in registry order."""
-    return {n: i.conv for n, i in _REGISTRY.items() if i.auto_candidate}
+def auto_candidates(platform: str | None = None,
+                    dtype: jnp.dtype | None = None) -> dict[str, ConvImpl]:
+    """The implementations ``impl="auto"`` measures for a ``platform`` host and ``dtype``, in
+    registry order; without them, every one it may ever choose (its exact ones and those
+    with an ``auto_where``)."""
+    if platform is None or dtype is None:
+        return {n: i.conv for n, i in _REGISTRY.items()
+                if i.auto_candidate or i.auto_where is not None}
+    return {n: i.conv for n, i in _REGISTRY.items() if i.auto_measures(platform, dtype)}
 
 
 def pool_impls() -> tuple[str, ...]:
@@ -189,5 +206,5 @@ def pool_impls() -> tuple[str, ...]:
 # so an exact implementation registered later is one too.
 use_candidates(auto_candidates)
 
-AUTO_IMPLS: tuple[str, ...] = tuple(auto_candidates())
+AUTO_IMPLS: tuple[str, ...] = tuple(n for n, i in _REGISTRY.items() if i.auto_candidate)
 POOL_IMPLS: tuple[str, ...] = pool_impls()

@@ -120,11 +120,12 @@ def test_measuring_picks_the_fastest_and_caches(monkeypatch):
     choice = jconv.auto_choice(x.shape, w.shape, x.dtype, spec)
     assert choice.source == "measured"
     times = dict(choice.times_ms)
-    assert set(times) == set(_auto.candidates())
+    cands = _auto.candidates(_auto.host_platform(), x.dtype)  # onednn too on CPU
+    assert set(times) == set(cands)
     mixed = tuple(min(times, key=lambda name: times[name][k]) for k in range(3))
     joint = dict(choice.joint_ms)
     # Stage 2 compares the per-pass winners with each candidate in all three roles ...
-    assert set(joint) == {"/".join(mixed)} | {f"{c}/{c}/{c}" for c in _auto.candidates()}
+    assert set(joint) == {"/".join(mixed)} | {f"{c}/{c}/{c}" for c in cands}
     # ... and keeps the fastest forward+backward.
     assert joint["/".join(choice.impls)] == min(joint.values())
 
@@ -195,7 +196,7 @@ def _boom(x, w, spec):
 
 
 def test_a_failing_candidate_is_dropped_with_one_warning(monkeypatch):
-    monkeypatch.setattr(_auto, "candidates", lambda: {"boom": _boom, "lax": conv_lax})
+    monkeypatch.setattr(_auto, "candidates", lambda *where: {"boom": _boom, "lax": conv_lax})
     jconv.set_auto_measure(True)
     x, w = _arrays(n=1, hw=6)
     with pytest.warns(RuntimeWarning) as got:
@@ -221,7 +222,7 @@ def test_a_failing_candidate_is_dropped_with_one_warning(monkeypatch):
 
 
 def test_every_candidate_failing_a_pass_is_one_clear_error(monkeypatch):
-    monkeypatch.setattr(_auto, "candidates", lambda: {"boom": _boom})
+    monkeypatch.setattr(_auto, "candidates", lambda *where: {"boom": _boom})
     jconv.set_auto_measure(True)
     x, w = _arrays(n=1, hw=6)
     with pytest.warns(RuntimeWarning, match="dropped 'boom'"), pytest.raises(

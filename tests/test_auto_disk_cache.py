@@ -46,7 +46,7 @@ BROKEN = {  # name -> (make the file at path, words of the warning)
     "bad entries": (lambda p: p.write_text(json.dumps({"k1": 3, "k2": ["lax", "nope", "lax"],
                                                        "k3": ["lax"] * 3})),
                     r"ignoring 2 bad entries \(expected \[fwd, dx, dw\] names from "
-                    r"\('lax', 'im2col', 'loops'\)\), e.g. 'k1': 3"),
+                    r"\('lax', 'im2col', 'loops', 'onednn'\)\), e.g. 'k1': 3"),
 }
 
 

@@ -43,7 +43,7 @@ def _fake_minima(pass_ms, joint_best):
 def test_fastest_forward_alone_serves_calls_without_gradients(monkeypatch):
     # loops wins every pass on its own, im2col wins the passes together: the quick bench's case.
     monkeypatch.setattr(_auto, "_minima", _fake_minima(
-        {"lax": 5.0, "im2col": 2.0, "loops": 0.5}, ("im2col",) * 3))
+        {"lax": 5.0, "im2col": 2.0, "loops": 0.5, "onednn": 3.0}, ("im2col",) * 3))
     x, w, spec = _depthwise()
     choice = _auto.measure_choice(x.shape, w.shape, x.dtype, spec)
     assert choice.impls == ("im2col",) * 3
@@ -61,7 +61,7 @@ def test_forward_only_and_differentiated_calls_run_their_own_implementations(mon
                 return real[name](x, w, spec)
         return conv
 
-    monkeypatch.setattr(_auto_dispatch, "candidates", lambda: {n: scoped(n) for n in real})
+    monkeypatch.setattr(_auto_dispatch, "candidates", lambda *where: {n: scoped(n) for n in real})
     jconv.set_auto_measure(True)
     x, w, _ = _depthwise()
 
