@@ -1,6 +1,6 @@
 """Gradient checks: jax.test_util.check_grads (order 2, fwd and rev) in float64 for every
-impl, for conv and both pools. Reverse-mode gradients of every impl against the float64
-oracle, in every dtype, are checked by jconv.testing in test_conv.py and test_pool.py."""
+impl, for conv and both pools, and for ``onednn`` (which has no float64) in float32.
+Reverse-mode gradients of every impl against the float64 oracle, in every dtype, are checked by jconv.testing in test_conv.py and test_pool.py."""
 
 from __future__ import annotations
 
@@ -42,6 +42,15 @@ def test_conv_check_grads_order2(impl, case, x64):
     x, w, b = _conv_args(case, jnp.float64)
     f = functools.partial(jconv.conv2d, impl=impl, **case)
     check_grads(f, (x, w, b), order=2, modes=("fwd", "rev"))
+
+
+@pytest.mark.parametrize("case", CONV_CASES[1:], ids=lambda c: "-".join(map(str, c.values())))
+def test_onednn_conv_check_grads_order2_float32(case):
+    # oneDNN has no float64: float32 with a step large enough that rounding stays small against
+    # the difference, small enough for the cubic terms of the second order.
+    x, w, b = _conv_args(case, jnp.float32)
+    f = functools.partial(jconv.conv2d, impl="onednn", **case)
+    check_grads(f, (x, w, b), order=2, modes=("fwd", "rev"), eps=0.03, atol=1e-2, rtol=1e-2)
 
 
 POOL_CASES = [
