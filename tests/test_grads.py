@@ -1,6 +1,7 @@
 """Gradient checks: jax.test_util.check_grads (order 2, fwd and rev) in float64 for every
 impl, for conv and both pools, and for ``onednn`` (which has no float64) in float32.
-Reverse-mode gradients of every impl against the float64 oracle, in every dtype, are checked by jconv.testing in test_conv.py and test_pool.py."""
+Reverse-mode gradients of every impl against the float64 oracle, in every dtype, are
+checked by jconv.testing in test_conv.py and test_pool.py."""
 
 from __future__ import annotations
 
