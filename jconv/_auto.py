@@ -207,6 +207,9 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
     (each timing: ``reps`` alternating rounds after a compile/warm-up call, summarised by
     its *minimum* — on a shared machine noise only ever adds time):
 
+    The candidates are those the registry lists for the host platform and ``dtype``
+    (:func:`candidates`; e.g. ``onednn`` on a CPU host for float32/bfloat16).
+
     1. every candidate's forward, input-gradient and weight-gradient pass on its own; the
        fastest per pass makes the mixed triple (``times_ms`` holds these minima);
     2. forward+backward together (value and both gradients, as in training) for the mixed

@@ -11,7 +11,10 @@ grad-of-grad all work. :func:`dispatch` emits one branch per platform
 (``lax.platform_dependent``), and lowering keeps only its own.
 
 The implementations are the registry's: ``jconv._registry`` hands its candidate table over
-with :func:`use_candidates` (this module never imports the registry, which imports ``auto``).
+with :func:`use_candidates` (this module never imports the registry, which imports ``auto``),
+per host platform and dtype: a candidate must be exact there and transposable (``onednn``'s
+passes are JAX primitives with transpose rules, and it is a candidate on CPU for float32 and
+bfloat16 only).
 """
 
 from __future__ import annotations

@@ -6,11 +6,15 @@ wheels and jaxlib's XLA FFI headers. It exports three XLA FFI handlers (forward 
 bias and ReLU/GELU post-op, backward-data, backward-weights with optional bias gradient),
 registered here for the ``cpu`` platform and called with ``jax.ffi.ffi_call``.
 
-Differentiation: the three passes are bilinear and each one's VJP is the other two, so each
-is a ``jax.custom_vjp`` whose backward rule calls the other (custom_vjp'd) passes, and every
-order of reverse-mode derivative runs oneDNN. Forward-mode ``jax.jvp`` is not supported
-(custom_vjp). ``vmap`` runs the handlers once per mapped element (``vmap_method=
-"sequential"``).
+Differentiation: each pass is a JAX primitive (``onednn_conv_fwd``, ``onednn_conv_bwd_data``,
+``onednn_conv_bwd_weights``), bilinear in its two operands, whose transposes are the other two
+passes — the structure of ``lax.conv_general_dilated``. So ``jax.jvp`` (by bilinearity),
+``jax.grad`` (by transposition), every higher order of either mode and ``impl="auto"``'s
+per-pass dispatch (a ``custom_jvp`` whose tangent terms reverse mode transposes) all run
+oneDNN. ``vmap`` folds a mapped input with a shared weight into N (one call); anything else
+maps sequentially. The fused ``conv_bias_act`` stays a ``jax.custom_vjp`` over the primitives
+(its bias gradient comes from the same backward-weights call): reverse mode to any order, no
+forward mode.
 
 Platforms: ``lax.platform_dependent`` runs oneDNN when lowering for CPU and XLA's own
 convolution (:func:`jconv._lax.conv_lax`) for anything else, so models built with
