@@ -267,6 +267,7 @@ def _lowering(call: Callable[[jnp.ndarray, jnp.ndarray, Geometry], jnp.ndarray],
             # Nothing to sum (e.g. vmap over an empty axis folded into N): oneDNN rejects
             # zero-sized memory descriptors.
             return jnp.zeros(_SHAPES[call](a.shape, b.shape, geometry), a.dtype)
+        library()  # the handlers registered (or the RuntimeError naming what is missing)
         return call(a, b, geometry)
     return lower
 
