@@ -251,12 +251,17 @@ def _batch_rule(prim: Primitive, fold_lhs: bool) -> Callable[..., tuple[jnp.ndar
         (a, b), (da, db) = args, dims
         if fold_lhs and db is None:
             return _fold_batch(prim, a, b, da, geometry), 0
-        # A mapped weight (or both operands of backward-weights, which sums over N): one call
-        # per mapped element.
-        size = a.shape[da] if da is not None else b.shape[db]
-        a, b = (jnp.broadcast_to(v, (size, *v.shape)) if d is None else jnp.moveaxis(v, d, 0)
-                for v, d in ((a, da), (b, db)))
-        return lax.map(lambda ab: prim.bind(*ab, geometry=geometry), (a, b)), 0
+        # A mapped weight (or an operand of backward-weights, which sums over N): one call per
+        # mapped element; an unmapped operand is shared, not copied.
+        pairs = ((a, da), (b, db))
+        mapped = [jnp.moveaxis(v, d, 0) for v, d in pairs if d is not None]
+
+        def one(elements: list[jnp.ndarray]) -> jnp.ndarray:
+            each = iter(elements)
+            return prim.bind(*(v if d is None else next(each) for v, d in pairs),
+                             geometry=geometry)
+
+        return lax.map(one, mapped), 0
     return rule
 
 
@@ -305,9 +310,10 @@ def _primitive(name: str, call: Callable[[jnp.ndarray, jnp.ndarray, Geometry], j
     prim.def_impl(functools.partial(xla.apply_primitive, prim))
     prim.def_abstract_eval(lambda a, b, *, geometry: ShapedArray(
         _SHAPES[call](a.shape, b.shape, geometry), a.dtype))
-    # CPU only: platform_dependent sends every other platform to XLA's convolution.
-    mlir.register_lowering(prim, mlir.lower_fun(_lowering(call), multiple_results=False),
-                           platform="cpu")
+    # For every platform, although only the CPU branch of conv_onednn_bias_act's
+    # platform_dependent runs it: lowering for several platforms at once (export for cpu and
+    # cuda) lowers that branch for all of them.
+    mlir.register_lowering(prim, mlir.lower_fun(_lowering(call), multiple_results=False))
     batching.primitive_batchers[prim] = _batch_rule(prim, fold_lhs)
     return prim
 

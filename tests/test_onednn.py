@@ -270,6 +270,22 @@ def test_vmap_folds_a_mapped_input_into_the_batch(fmt):
     assert jax.vmap(lambda x: conv(x, w, padding=1, data_format=fmt))(xs[:0]).shape[0] == 0
 
 
+@pytest.mark.parametrize("in_axes", [(0, 0), (None, 0), (2, 1)])
+def test_vmapped_gradients_over_any_axes_match_lax(in_axes):
+    """Mapped weights and mapped axes other than the first: the sequential batching rule."""
+    rng = np.random.default_rng(13)
+    x = jnp.asarray(_rand(rng, (2, 4, 3, 6, 6) if in_axes[0] == 2 else (3, 2, 4, 6, 6)))
+    w = jnp.asarray(_rand(rng, (5, 3, 4, 3, 3) if in_axes[1] == 1 else (3, 5, 4, 3, 3)))
+    x = x[0] if in_axes[0] is None else x
+
+    def grads(impl):
+        return jax.vmap(jax.grad(_loss(impl, padding=1, stride=(1, 2)), argnums=(0, 1)),
+                        in_axes=in_axes)(x, w)
+
+    for got, want in zip(grads("onednn"), grads("lax")):
+        assert _rel(got, want) < 1e-5
+
+
 def test_unbatched_empty_batch_and_no_channels():
     x, w = jnp.ones((4, 6, 6)), jnp.ones((2, 4, 3, 3))
     np.testing.assert_allclose(conv(x, w), jnp.full((2, 4, 4), 36.0))
@@ -404,6 +420,24 @@ def test_exports_keep_lax_elsewhere_and_onednn_on_cpu(platform_):
     assert "jconv_onednn" not in other and "stablehlo.convolution" in other
     for name in ("jconv_onednn_fwd", "jconv_onednn_bwd_data", "jconv_onednn_bwd_weights"):
         assert name in cpu
+
+
+def test_exports_for_cpu_and_cuda_at_once():
+    """One program for both platforms lowers the CPU branch for cuda too."""
+    x, w = jax.ShapeDtypeStruct((2, 8, 8, 4), jnp.float32), jax.ShapeDtypeStruct(
+        (6, 4, 3, 3), jnp.float32)
+    fn = jax.jit(jax.grad(lambda x, w: jnp.sum(conv(x, w, padding=1, data_format="NHWC") ** 2),
+                          argnums=(0, 1)))
+    ok = [jax.export.DisabledSafetyCheck.custom_call(n) for n in _onednn._HANDLERS]
+    exp = jax.export.export(fn, platforms=["cpu", "cuda"], disabled_checks=ok)(x, w)
+    text = exp.mlir_module()
+    assert "jconv_onednn_bwd_data" in text and "stablehlo.convolution" in text
+    got = exp.call(jnp.ones((2, 8, 8, 4)), jnp.ones((6, 4, 3, 3)))  # runs here, on CPU
+    want = jax.grad(lambda x, w: jnp.sum(jconv.conv2d(x, w, padding=1, data_format="NHWC")
+                                         ** 2), argnums=(0, 1))(jnp.ones((2, 8, 8, 4)),
+                                                                jnp.ones((6, 4, 3, 3)))
+    for g, v in zip(got, want):
+        assert _rel(g, v) < 1e-5
 
 
 def _rss_mb() -> float:
