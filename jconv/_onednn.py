@@ -204,29 +204,42 @@ def set_num_threads(n: int) -> None:
 
 # --- the three passes as FFI calls ---------------------------------------------------------------
 
+Shape = tuple[int, ...]
+
+
+def _fwd_shape(x: Shape, w: Shape, g: Geometry) -> Shape:
+    return g.act_shape(x[0], w[0], g.out_hw)
+
+
+def _bwd_data_shape(dy: Shape, w: Shape, g: Geometry) -> Shape:
+    return g.act_shape(dy[0], w[1] * g.groups, g.in_hw)
+
+
+def _bwd_weights_shape(x: Shape, dy: Shape, g: Geometry) -> Shape:
+    return (dy[3] if g.nhwc else dy[1], (x[3] if g.nhwc else x[1]) // g.groups, *g.kernel)
+
+
 def _ffi(name: str, out: object) -> object:
     return jax.ffi.ffi_call(name, out, vmap_method="sequential")
 
 
 def _fwd_call(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, g: Geometry,
               act: str | None) -> jnp.ndarray:
-    out = jax.ShapeDtypeStruct(g.act_shape(x.shape[0], w.shape[0], g.out_hw), x.dtype)
+    out = jax.ShapeDtypeStruct(_fwd_shape(x.shape, w.shape, g), x.dtype)
     bias = jnp.zeros((0,), x.dtype) if b is None else b
     return _ffi(_HANDLERS[0], out)(x, w, bias, **g.attrs(), act=np.int64(_ACT_CODE[act]),
                                    has_bias=np.int64(b is not None))
 
 
 def _bwd_data_call(dy: jnp.ndarray, w: jnp.ndarray, g: Geometry) -> jnp.ndarray:
-    out = jax.ShapeDtypeStruct(g.act_shape(dy.shape[0], w.shape[1] * g.groups, g.in_hw),
-                               dy.dtype)
+    out = jax.ShapeDtypeStruct(_bwd_data_shape(dy.shape, w.shape, g), dy.dtype)
     return _ffi(_HANDLERS[1], out)(dy, w, **g.attrs())
 
 
 def _bwd_weights_call(x: jnp.ndarray, dy: jnp.ndarray, g: Geometry,
                       bias: bool) -> tuple[jnp.ndarray, jnp.ndarray]:
-    c_out = g.channels(dy)
-    dw = jax.ShapeDtypeStruct((c_out, g.channels(x) // g.groups, *g.kernel), x.dtype)
-    db = jax.ShapeDtypeStruct((c_out if bias else 0,), x.dtype)
+    dw = jax.ShapeDtypeStruct(_bwd_weights_shape(x.shape, dy.shape, g), x.dtype)
+    db = jax.ShapeDtypeStruct((g.channels(dy) if bias else 0,), x.dtype)
     return _ffi(_HANDLERS[2], (dw, db))(x, dy, **g.attrs(), has_bias=np.int64(bias))
 
 
@@ -265,29 +278,19 @@ def _batch_rule(prim: Primitive, fold_lhs: bool) -> Callable[..., tuple[jnp.ndar
     return rule
 
 
-def _lowering(call: Callable[[jnp.ndarray, jnp.ndarray, Geometry], jnp.ndarray],
+Pass = Callable[[jnp.ndarray, jnp.ndarray, Geometry], jnp.ndarray]
+
+
+def _lowering(call: Pass, shape: Callable[[Shape, Shape, Geometry], Shape],
               ) -> Callable[..., jnp.ndarray]:
     def lower(a: jnp.ndarray, b: jnp.ndarray, *, geometry: Geometry) -> jnp.ndarray:
         if a.size == 0 or b.size == 0:
             # Nothing to sum (e.g. vmap over an empty axis folded into N): oneDNN rejects
             # zero-sized memory descriptors.
-            return jnp.zeros(_SHAPES[call](a.shape, b.shape, geometry), a.dtype)
+            return jnp.zeros(shape(a.shape, b.shape, geometry), a.dtype)
         library()  # the handlers registered (or the RuntimeError naming what is missing)
         return call(a, b, geometry)
     return lower
-
-
-def _fwd_shape(x: tuple[int, ...], w: tuple[int, ...], g: Geometry) -> tuple[int, ...]:
-    return g.act_shape(x[0], w[0], g.out_hw)
-
-
-def _bwd_data_shape(dy: tuple[int, ...], w: tuple[int, ...], g: Geometry) -> tuple[int, ...]:
-    return g.act_shape(dy[0], w[1] * g.groups, g.in_hw)
-
-
-def _bwd_weights_shape(x: tuple[int, ...], dy: tuple[int, ...],
-                       g: Geometry) -> tuple[int, ...]:
-    return (dy[3] if g.nhwc else dy[1], (x[3] if g.nhwc else x[1]) // g.groups, *g.kernel)
 
 
 def _fwd_plain(x: jnp.ndarray, w: jnp.ndarray, g: Geometry) -> jnp.ndarray:
@@ -298,33 +301,32 @@ def _bwd_weights_plain(x: jnp.ndarray, dy: jnp.ndarray, g: Geometry) -> jnp.ndar
     return _bwd_weights_call(x, dy, g, False)[0]
 
 
-_SHAPES = {_fwd_plain: _fwd_shape, _bwd_data_call: _bwd_data_shape,
-           _bwd_weights_plain: _bwd_weights_shape}
-
-
-def _primitive(name: str, call: Callable[[jnp.ndarray, jnp.ndarray, Geometry], jnp.ndarray],
+def _primitive(name: str, call: Pass, shape: Callable[[Shape, Shape, Geometry], Shape],
                fold_lhs: bool) -> Primitive:
-    """A CPU primitive ``name(a, b, geometry=g)`` running ``call``; ``fold_lhs``: a mapped
-    ``a`` with an unmapped ``b`` is folded into N under vmap (valid when the pass keeps N)."""
+    """The primitive ``name(a, b, geometry=g)``: ``call`` (an FFI call) of ``shape``'s result;
+    ``fold_lhs``: a mapped ``a`` with an unmapped ``b`` is folded into N under vmap (valid
+    when the pass keeps N)."""
     prim = Primitive(name)
     prim.def_impl(functools.partial(xla.apply_primitive, prim))
     prim.def_abstract_eval(lambda a, b, *, geometry: ShapedArray(
-        _SHAPES[call](a.shape, b.shape, geometry), a.dtype))
+        shape(a.shape, b.shape, geometry), a.dtype))
     # For every platform, although only the CPU branch of conv_onednn_bias_act's
     # platform_dependent runs it: lowering for several platforms at once (export for cpu and
     # cuda) lowers that branch for all of them.
-    mlir.register_lowering(prim, mlir.lower_fun(_lowering(call), multiple_results=False))
+    mlir.register_lowering(prim, mlir.lower_fun(_lowering(call, shape), multiple_results=False))
     batching.primitive_batchers[prim] = _batch_rule(prim, fold_lhs)
     return prim
 
 
 # y = conv(x, w): x batched in the geometry's layout, w (C_out, C_in/groups, kH, kW).
-conv_p = _primitive("onednn_conv_fwd", _fwd_plain, fold_lhs=True)
+conv_p = _primitive("onednn_conv_fwd", _fwd_plain, _fwd_shape, fold_lhs=True)
 # dx of conv for the output cotangent dy (backward-data); <gx, dx(dy, w)> = <conv(gx, w), dy>.
-input_grad_p = _primitive("onednn_conv_bwd_data", _bwd_data_call, fold_lhs=True)
+input_grad_p = _primitive("onednn_conv_bwd_data", _bwd_data_call, _bwd_data_shape,
+                          fold_lhs=True)
 # dw of conv (backward-weights); <gw, dw(x, dy)> = <conv(x, gw), dy>. It sums over N, so a
 # mapped operand cannot join N.
-weight_grad_p = _primitive("onednn_conv_bwd_weights", _bwd_weights_plain, fold_lhs=False)
+weight_grad_p = _primitive("onednn_conv_bwd_weights", _bwd_weights_plain, _bwd_weights_shape,
+                           fold_lhs=False)
 
 
 def conv(x: jnp.ndarray, w: jnp.ndarray, g: Geometry) -> jnp.ndarray:
