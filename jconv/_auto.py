@@ -205,10 +205,9 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
                    spec: ConvSpec, reps: int = MEASURE_REPS) -> AutoChoice:
     """Measure which implementations to use, in two stages, on random arrays of these shapes
     (each timing: ``reps`` alternating rounds after a compile/warm-up call, summarised by
-    its *minimum* — on a shared machine noise only ever adds time):
-
-    The candidates are those the registry lists for the host platform and ``dtype``
-    (:func:`candidates`; e.g. ``onednn`` on a CPU host for float32/bfloat16).
+    its *minimum* — on a shared machine noise only ever adds time), among the candidates for
+    the host platform and ``dtype`` (:func:`candidates`: ``onednn`` too on a CPU host for
+    float32/bfloat16):
 
     1. every candidate's forward, input-gradient and weight-gradient pass on its own; the
        fastest per pass makes the mixed triple (``times_ms`` holds these minima);

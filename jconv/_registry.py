@@ -55,9 +55,9 @@ class Implementation:
     ``exact``: accepts every argument and computes the convolution with ordinary rounding
     (these are ``impl="auto"``'s candidates everywhere); ``auto_where``: for one that is not
     exact everywhere, ``(platform, dtype) -> bool``, where ``auto`` measures it too (it must be
-    exact there); ``restrictions``: the arguments it rejects or
-    handles specially ("" when none); ``pool``: the pooling reduction of the same name, if
-    any; ``plans``: how it executes on each platform it is lowered for; ``grad_of_grad``:
+    exact and transposable there); ``restrictions``: the arguments it rejects or handles
+    specially ("" when none); ``pool``: the pooling reduction of the same name, if any;
+    ``plans``: how it executes on each platform it is lowered for; ``grad_of_grad``:
     whether second derivatives are supported; ``ndims``: the numbers of spatial dims it
     computes (1-D, 2-D, 3-D convolutions; anything else raises a ValueError).
     """
