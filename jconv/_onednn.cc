@@ -299,8 +299,8 @@ class TeamSize {
 // glibc's mmap threshold (32 MiB at most) that block is mapped afresh each time, so every 4 KiB
 // page of it faults, and is zeroed by the kernel, on its first write in every step (a train
 // step's faults equal its temporary bytes / 4 KiB). Output pages a oneDNN call writes first are
-// paid for inside the call, where PyTorch, whose allocations come back from malloc's heap,
-// pays nothing. Transparent huge pages make those faults 512x fewer; advising them for an
+// paid for inside the call, where PyTorch's tensors mostly come back from malloc's heap,
+// already mapped. Transparent huge pages make those faults 512x fewer; advising them for an
 // output (and for oneDNN's own per-call buffers, fresh mappings too when large) covers only
 // the whole 2 MiB pages inside the buffer, so no byte outside it changes treatment. A hint:
 // a no-op where THP is off, and its failure changes nothing.
