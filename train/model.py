@@ -18,6 +18,7 @@ import jconv
 from jconv import nn as jnn
 
 from .config import DTYPES, ModelConfig
+from .norm import BatchNorm2d
 
 NUM_CLASSES = 10  # CIFAR-10
 
@@ -84,11 +85,12 @@ ACTIVATIONS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {"relu": nnx.relu
                                                                 "gelu": gelu}
 
 
-def batch_norm(c: int, o: ModelOptions, rngs: nnx.Rngs) -> jnn.BatchNorm2d:
-    """``jconv.nn.BatchNorm2d`` (PyTorch momentum ``o.bn_momentum``) with its running
+def batch_norm(c: int, o: ModelOptions, rngs: nnx.Rngs) -> BatchNorm2d:
+    """:class:`train.norm.BatchNorm2d` (``jconv.nn.BatchNorm2d`` with PyTorch's one-pass
+    statistics and two-pass backward; PyTorch momentum ``o.bn_momentum``) with its running
     statistics in ``o.param_dtype`` and, when not ``o.bn_scale``, no learned scale
     (airbench's BatchNorm: the weight is frozen at 1, only the bias learns)."""
-    bn = jnn.BatchNorm2d(c, o.bn_eps, o.bn_momentum, data_format=o.data_format, dtype=o.dtype,
+    bn = BatchNorm2d(c, o.bn_eps, o.bn_momentum, data_format=o.data_format, dtype=o.dtype,
                          param_dtype=o.param_dtype, rngs=rngs)
     if not o.bn_scale:
         bn.scale = None  # nnx.BatchNorm multiplies by nothing when its scale is None
