@@ -8,7 +8,6 @@ row-major order on ties, NaN counting as the largest value. Registered in
 from __future__ import annotations
 
 import functools
-import itertools
 from typing import Iterator
 
 import jax
@@ -132,48 +131,9 @@ def reduce_im2col(x: jnp.ndarray, spec: PoolSpec, op: str) -> jnp.ndarray:
     return from_nhwc(out, spec.data_format)
 
 
-def _tile(spec: PoolSpec) -> bool:
-    """Whether the windows tile the input: stride = kernel, no padding, no dilation."""
-    return (spec.stride == spec.kernel and all(d == 1 for d in spec.dilation)
-            and all(p == (0, 0) for p in spec.padding))
-
-
-def _tiles(x: jnp.ndarray, spec: PoolSpec) -> jnp.ndarray:
-    """Channels-last (N, *in, C) -> (N, o1, k1, o2, k2, ..., C), each tiling window on its
-    own axes (rows and columns past the last window cropped)."""
-    crop = x[(slice(None), *(slice(0, o * k) for o, k in zip(spec.out_size, spec.kernel)))]
-    sizes = itertools.chain.from_iterable(zip(spec.out_size, spec.kernel))
-    return crop.reshape(x.shape[0], *sizes, x.shape[-1])
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _tiled_max(x: jnp.ndarray, spec: PoolSpec) -> jnp.ndarray:
-    return functools.reduce(jnp.maximum, tap_windows(x, spec.kernel, spec.stride,
-                                                     spec.dilation, spec.out_size))
-
-
-@_tiled_max.defjvp
-def _tiled_max_jvp(spec: PoolSpec, primals, tangents):
-    # Autodiff of the running maximum shares ties and, transposed, writes one padded
-    # full-size gradient per tap (4 passes for 2x2, each recomputing the fused producers).
-    # Here the tangent is the one of each window's first maximum (row-major, NaN largest:
-    # PyTorch's rule), and its transpose is a single masked broadcast of the output gradient.
-    (x,), (t,) = primals, tangents
-    y = _tiled_max(x, spec)
-    window_axes = tuple(range(2, 2 * spec.ndim + 1, 2))
-    xb = _tiles(x, spec)
-    pos_shape = [1, *itertools.chain.from_iterable((1, k) for k in spec.kernel), 1]
-    pos = np.arange(prod(spec.kernel), dtype=np.int32).reshape(pos_shape)
-    hit = (xb == jnp.expand_dims(y, window_axes)) | jnp.isnan(xb)
-    first = jnp.where(hit, pos, prod(spec.kernel)).min(window_axes, keepdims=True)
-    return y, jnp.where(pos == first, _tiles(t, spec), 0).sum(window_axes)
-
-
 def reduce_loops(x: jnp.ndarray, spec: PoolSpec, op: str) -> jnp.ndarray:
     if op == "argmax":
         return _argmax_loops(x, spec)
-    if op == "max" and _tile(spec):
-        return from_nhwc(_tiled_max(to_nhwc(x, spec.data_format), spec), spec.data_format)
     combine = jnp.maximum if op == "max" else jnp.add
     out = functools.reduce(combine, _taps(x, spec, op))
     return from_nhwc(out, spec.data_format)

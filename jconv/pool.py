@@ -72,10 +72,7 @@ def max_pool2d(x: jnp.ndarray, kernel_size: IntOrTuple, stride: IntOrTuple | Non
     Padding is filled with ``-inf`` so it never wins; ``stride`` defaults to ``kernel_size``;
     ``padding`` may be at most half the kernel. ``impl`` is ``"lax"`` (``lax.reduce_window``),
     ``"im2col"`` (stack the window taps, reduce once) or ``"loops"`` (running max over taps).
-    At exact ties the gradient goes to one element for ``lax``; for ``loops`` to the first
-    maximum in row-major order (PyTorch's rule, NaN largest) when the windows tile the input
-    (stride = kernel, no padding or dilation; its backward is then one pass), else it is
-    shared, as for ``im2col``.
+    At exact ties the gradient goes to one element for ``lax`` and is shared for the others.
     XLA cannot differentiate max windows with dilation, so for ``impl="lax"`` jconv gives
     dilated max pooling its own JVP (a gather at the argmax), differentiable to any order.
 
