@@ -135,9 +135,13 @@ def test_check_grads_order_2_float64(use_scale):
         jax.config.update("jax_enable_x64", False)
 
 
-def test_the_model_uses_it_and_it_folds():
+def test_the_relu_model_uses_it_and_it_folds():
     from train.config import load_config
-    from train.model import CifarCNN, ModelOptions
+    from train.model import CifarCNN, ModelOptions, build_model
+
+    airbench = load_config("airbench.yaml", ["model.widths=[8]"])
+    assert type(build_model(ModelOptions.from_config(airbench.model), 0).groups[0].norms[0]) \
+        is jnn.BatchNorm2d  # GELU networks keep Flax's (slower there: docs/performance.md)
 
     cfg = load_config("cifar.yaml", ["model.widths=[8]", "model.convs_per_stage=1",
                                      "model.conv_impl=lax"])
