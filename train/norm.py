@@ -14,7 +14,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 from flax.nnx.module import first_from
 from flax.nnx.nn.dtypes import canonicalize_dtype
 from jax import lax
