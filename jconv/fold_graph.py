@@ -171,10 +171,23 @@ def _marker(tag: str) -> Callable[[Any], Any]:
     return jax.jit(mark)
 
 
+def _bn_classes() -> list[type]:
+    """``nnx.BatchNorm`` and every subclass with its own ``__call__`` (e.g. one that computes
+    training mode itself and calls Flax's only in eval mode)."""
+    found, todo = [], [nnx.BatchNorm]
+    while todo:
+        cls = todo.pop()
+        found += [cls] if "__call__" in vars(cls) else []
+        todo += cls.__subclasses__()
+    return found
+
+
 @contextlib.contextmanager
 def _intercept(paths: dict[int, tuple], log: list[_Call]) -> Iterator[None]:
     """Patch the conv and BatchNorm classes' ``__call__`` to log each call and tag arrays."""
-    originals = {cls: cls.__call__ for cls in (Conv2d, ConvTranspose2d, nnx.BatchNorm)}
+    bn_classes = _bn_classes()
+    originals = {cls: cls.__call__ for cls in (Conv2d, ConvTranspose2d, *bn_classes)}
+    inside: set[int] = set()  # BatchNorms being called: a subclass calling super() logs once
 
     def wrap_conv(orig: Callable) -> Callable:
         def call(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
@@ -183,18 +196,27 @@ def _intercept(paths: dict[int, tuple], log: list[_Call]) -> Iterator[None]:
             return _marker(tag)(orig(self, x, *args, **kwargs))
         return call
 
-    def call_bn(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
-        tag = f"{_MARK}bn_{len(log)}"
-        flag = kwargs.get("use_running_average", args[0] if args else None)
-        flag = self.use_running_average if flag is None else flag
-        log.append(_Call("bn", tag, paths.get(id(self)), train=not flag,
-                         masked=kwargs.get("mask") is not None))
-        return originals[nnx.BatchNorm](self, _marker(tag)(x), *args, **kwargs)
+    def wrap_bn(orig: Callable) -> Callable:
+        def call_bn(self: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+            if id(self) in inside:
+                return orig(self, x, *args, **kwargs)
+            tag = f"{_MARK}bn_{len(log)}"
+            flag = kwargs.get("use_running_average", args[0] if args else None)
+            flag = self.use_running_average if flag is None else flag
+            log.append(_Call("bn", tag, paths.get(id(self)), train=not flag,
+                             masked=kwargs.get("mask") is not None))
+            inside.add(id(self))
+            try:
+                return orig(self, _marker(tag)(x), *args, **kwargs)
+            finally:
+                inside.discard(id(self))
+        return call_bn
 
     try:
         Conv2d.__call__ = wrap_conv(originals[Conv2d])  # type: ignore[method-assign]
         ConvTranspose2d.__call__ = wrap_conv(originals[ConvTranspose2d])  # type: ignore
-        nnx.BatchNorm.__call__ = call_bn  # type: ignore[method-assign]
+        for cls in bn_classes:
+            cls.__call__ = wrap_bn(originals[cls])  # type: ignore[method-assign]
         yield
     finally:
         for cls, orig in originals.items():

@@ -18,6 +18,7 @@ import jconv
 from jconv import nn as jnn
 
 from .config import DTYPES, ModelConfig
+from .norm import BatchNorm2d
 
 NUM_CLASSES = 10  # CIFAR-10
 
@@ -85,11 +86,18 @@ ACTIVATIONS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {"relu": nnx.relu
 
 
 def batch_norm(c: int, o: ModelOptions, rngs: nnx.Rngs) -> jnn.BatchNorm2d:
-    """``jconv.nn.BatchNorm2d`` (PyTorch momentum ``o.bn_momentum``) with its running
-    statistics in ``o.param_dtype`` and, when not ``o.bn_scale``, no learned scale
-    (airbench's BatchNorm: the weight is frozen at 1, only the bias learns)."""
-    bn = jnn.BatchNorm2d(c, o.bn_eps, o.bn_momentum, data_format=o.data_format, dtype=o.dtype,
-                         param_dtype=o.param_dtype, rngs=rngs)
+    """A BatchNorm (PyTorch momentum ``o.bn_momentum``) with its running statistics in
+    ``o.param_dtype`` and, when not ``o.bn_scale``, no learned scale (airbench's BatchNorm:
+    the weight is frozen at 1, only the bias learns).
+
+    Before a ReLU it is :class:`train.norm.BatchNorm2d` (PyTorch's one-pass statistics and
+    two-pass backward as a ``custom_vjp``), else ``jconv.nn.BatchNorm2d`` (autodiff of
+    Flax's): before a GELU, XLA fuses the GELU's backward into the custom backward's
+    reduction loops and the train step got slower (docs/performance.md, "Train step
+    profile"). Both have the same parameters, statistics and eval mode."""
+    cls = BatchNorm2d if o.act == "relu" else jnn.BatchNorm2d
+    bn = cls(c, o.bn_eps, o.bn_momentum, data_format=o.data_format, dtype=o.dtype,
+             param_dtype=o.param_dtype, rngs=rngs)
     if not o.bn_scale:
         bn.scale = None  # nnx.BatchNorm multiplies by nothing when its scale is None
         bn.use_scale = False

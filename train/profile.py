@@ -38,7 +38,7 @@ LAYOUT, BN, ACT, POOL, LOSS, OPT, LOOKAHEAD, OTHER = CATEGORIES[2:]
 # (source file suffix, function name or None for any) -> category, innermost frame first
 SOURCE_RULES: tuple[tuple[str, str | None, str], ...] = (
     ("train/steps.py", "lookahead_update", LOOKAHEAD),
-    ("nnx/nn/normalization.py", None, BN),
+    ("nnx/nn/normalization.py", None, BN), ("train/norm.py", None, BN),
     ("jax/_src/nn/functions.py", None, ACT),
     ("train/model.py", "gelu", ACT), ("train/model.py", "<lambda>", ACT),
     ("jconv/_pool_impls.py", None, POOL), ("jconv/pool.py", None, POOL),
