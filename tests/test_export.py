@@ -24,7 +24,7 @@ REAL = (Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subse
 
 
 def _train(workdir: Path, *overrides: str) -> Path:
-    assert train_main(["--config", "cifar.yaml", "--workdir", str(workdir), "--quiet",
+    assert train_main(["--config", "vgg.yaml", "--workdir", str(workdir), "--quiet",
                        *TINY, "train.epochs=2", "train.max_steps_per_epoch=2",
                        *overrides]) == 0
     return workdir

@@ -17,8 +17,8 @@ from train.model import CifarCNN, ModelOptions
 
 
 def _cnn(seed: int, *overrides: str) -> CifarCNN:
-    """cifar.yaml's network with these model.* overrides."""
-    return CifarCNN(ModelOptions.from_config(load_config("cifar.yaml", overrides).model),
+    """vgg.yaml's network with these model.* overrides."""
+    return CifarCNN(ModelOptions.from_config(load_config("vgg.yaml", overrides).model),
                     rngs=nnx.Rngs(seed))
 
 _forward = nnx.jit(lambda model, x: model(x))

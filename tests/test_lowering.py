@@ -215,7 +215,7 @@ def test_train_step_lowers(dtype, platform):
     from train.config import load_config
     from train.experiment import Experiment
 
-    cfg = load_config("cifar.yaml", ["data.source=synthetic", f"model.dtype={dtype}",
+    cfg = load_config("vgg.yaml", ["data.source=synthetic", f"model.dtype={dtype}",
                                      "model.conv_impl=auto", "model.widths=[8,16]",
                                      "train.batch_size=8"])
     exp = Experiment.from_config(cfg)

@@ -32,8 +32,8 @@ from train_helpers import interrupted_and_resumed, make_cifar_dir
 
 
 def _net(widths: tuple[int, ...], *overrides: str) -> AirbenchNet:
-    """airbench.yaml's network with these widths (and model.* overrides), seed 0."""
-    cfg = load_config("airbench.yaml", [f"model.widths=[{','.join(map(str, widths))}]",
+    """cifar.yaml's network with these widths (and model.* overrides), seed 0."""
+    cfg = load_config("cifar.yaml", [f"model.widths=[{','.join(map(str, widths))}]",
                                         *overrides])
     return AirbenchNet(ModelOptions.from_config(cfg.model), rngs=nnx.Rngs(0))
 
@@ -100,12 +100,12 @@ def test_airbench_net_shapes_and_params():
     assert count_params(model) == 1_971_640
     assert model.groups[0].norms[0].scale is None
     with pytest.raises(ValueError, match=r"widths=\[4, 4, 4, 4, 4\]: 5 groups halve"):
-        AirbenchNet(replace(ModelOptions.from_config(load_config("airbench.yaml").model),
+        AirbenchNet(replace(ModelOptions.from_config(load_config("cifar.yaml").model),
                             widths=(4,) * 5), rngs=nnx.Rngs(0))
 
 
 def test_triangle_schedule_values():
-    cfg = load_config("airbench.yaml").optim
+    cfg = load_config("cifar.yaml").optim
     s = make_schedule(cfg, total_steps=100, steps_per_epoch=10)
     lr = cfg.lr
     steps = np.arange(101)
@@ -159,7 +159,7 @@ def test_airbench_units_match_pytorch_sgd():
 
 
 def test_airbench_scaling_needs_the_batch_size():
-    cfg = load_config("airbench.yaml").optim
+    cfg = load_config("cifar.yaml").optim
     with pytest.raises(ValueError, match=r"optim.scaling=airbench needs the batch size"):
         make_optimizer(cfg, optax.constant_schedule(1.0))
 
@@ -260,16 +260,16 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_config_composition_and_its_errors(tmp_path):
-    subset = load_config("airbench_subset.yaml")
-    full = load_config("airbench.yaml")
+    subset = load_config("cifar_subset.yaml")
+    full = load_config("cifar.yaml")
     assert subset.optim.lr == full.optim.lr and subset.model.arch == full.model.arch
     assert list(subset.model.widths) == [48, 192, 192] and subset.train.epochs == 20
     changed = {k for k in full.model if full.model[k] != subset.model[k]}
     assert changed == {"widths"}  # the rest of the model section comes from the base
     assert subset.data.source == "cifar10_dir" and full.data.source == "auto"
-    assert load_config("cifar_subset.yaml").model == load_config("cifar.yaml").model
+    assert load_config("vgg_subset.yaml").model == load_config("vgg.yaml").model
     # A chain of two bases, each overriding one key; a user file next to its base.
-    _write(tmp_path / "a.yaml", "base: airbench.yaml\ntrain:\n  epochs: 3\n")
+    _write(tmp_path / "a.yaml", "base: cifar.yaml\ntrain:\n  epochs: 3\n")
     child = _write(tmp_path / "b.yaml", "base: a.yaml\noptim:\n  lr: 2.0\n")
     cfg = load_config(child)
     assert (cfg.train.epochs, cfg.optim.lr, cfg.model.arch) == (3, 2.0, "airbench")
@@ -304,13 +304,13 @@ def test_config_composition_and_its_errors(tmp_path):
 ])
 def test_new_keys_are_validated(override, match):
     with pytest.raises(ConfigError, match=match):
-        load_config("airbench.yaml", [override])
+        load_config("cifar.yaml", [override])
 
 
 def test_whiten_needs_the_airbench_arch():
     with pytest.raises(ConfigError, match=r"model.whiten=True is invalid: expected false with "
                                           r"model.arch=vgg"):
-        load_config("cifar.yaml", ["model.whiten=true"])
+        load_config("vgg.yaml", ["model.whiten=true"])
 
 
 def test_dtypes_have_one_definition():
@@ -323,7 +323,7 @@ def _steps(overrides: list[str], n: int = 3, with_history: bool = False):
     """(initial state, state after ``n`` train steps (or the list of the states after each
     step), parameter labels) of a tiny airbench run of ``n`` epochs of one step of 8
     synthetic images, built as the trainer builds it."""
-    cfg = load_config("airbench.yaml", [
+    cfg = load_config("cifar.yaml", [
         "model.widths=[4,4,4]", "data.source=synthetic", "data.synthetic_train=16",
         "data.synthetic_test=2", "train.batch_size=8", f"train.epochs={n}",
         "train.max_steps_per_epoch=1", *overrides], say=lambda note: None)
@@ -342,7 +342,7 @@ def _steps(overrides: list[str], n: int = 3, with_history: bool = False):
 
 @pytest.fixture(scope="module")
 def base_run():
-    """4 steps of airbench.yaml's model (widths 4) without Lookahead, the whitening bias
+    """4 steps of cifar.yaml's model (widths 4) without Lookahead, the whitening bias
     trained for 2 epochs of 1 step."""
     return _steps(["optim.whiten_bias_epochs=2", "optim.lookahead=false"], n=4,
                   with_history=True)
@@ -390,9 +390,9 @@ def test_switch_lookahead_state():
 
 @pytest.mark.slow
 def test_airbench_run_every_switch_on_and_exact_resume(tmp_path, monkeypatch, capsys):
-    """airbench_subset.yaml (all switches on) on synthetic data, then killed in epoch 2 and
+    """cifar_subset.yaml (all switches on) on synthetic data, then killed in epoch 2 and
     resumed: the same metrics (the Lookahead copy is in the checkpoint)."""
-    args = ["--config", "airbench_subset.yaml", "--quiet", "train.epochs=3",
+    args = ["--config", "cifar_subset.yaml", "--quiet", "train.epochs=3",
             "train.max_steps_per_epoch=2", "train.keep_checkpoints=1", *TINY_AB]
     interrupted_and_resumed(main, args, tmp_path, monkeypatch)
     assert "flip + multicrop TTA" in capsys.readouterr().out
@@ -402,7 +402,7 @@ def test_airbench_run_every_switch_on_and_exact_resume(tmp_path, monkeypatch, ca
 def test_validation_run_end_to_end(tmp_path, capsys):
     folder, _, _ = make_cifar_dir(tmp_path, train_rows=(40,), test_rows=6)
     (folder / "test_batch").unlink()
-    assert main(["--config", "airbench_subset.yaml", "--workdir", str(tmp_path / "run"),
+    assert main(["--config", "cifar_subset.yaml", "--workdir", str(tmp_path / "run"),
                  "--quiet", f"data.dir={folder}", "data.val_fraction=0.2", "train.epochs=3",
                  "train.max_steps_per_epoch=1",
                  *TINY_AB[1:]]) == 0

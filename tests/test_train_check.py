@@ -19,7 +19,7 @@ CFG = ["data.source=synthetic", *TINY, "model.widths=[4]"]
 
 
 def test_lax_im2col_loops_agree_on_the_real_model():
-    cfg = load_config("cifar.yaml", CFG)
+    cfg = load_config("vgg.yaml", CFG)
     lines: list[str] = []
     assert run_check(cfg, ["lax", "im2col", "loops"], "lax", steps=2, batch_size=8,
                      tol32=1e-4, tol64=1e-10, log=lines.append)
@@ -30,7 +30,7 @@ def test_lax_im2col_loops_agree_on_the_real_model():
 def test_check_replays_the_trainers_update_lookahead_included(x64):
     """On an airbench config the checked trajectory is the trainer's: a run of --steps
     epochs of one batch whose last step ends on Lookahead's slow weights."""
-    cfg = check_config(load_config("airbench.yaml", [
+    cfg = check_config(load_config("cifar.yaml", [
         "data.source=synthetic", "model.widths=[4,4,4]", "data.synthetic_train=64",
         "data.synthetic_test=8"], say=lambda note: None), steps=2, batch_size=8)
     data = RunData.load(cfg)
@@ -55,7 +55,7 @@ def slightly_wrong(monkeypatch):
 
 
 def test_a_wrong_implementation_fails(slightly_wrong, capsys):
-    assert main(["--config", "cifar.yaml", "--impls", "lax,slightly_wrong", "--steps", "1",
+    assert main(["--config", "vgg.yaml", "--impls", "lax,slightly_wrong", "--steps", "1",
                  "--batch-size", "8", *CFG]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out.split("slightly_wrong")[-1]
@@ -65,7 +65,7 @@ def test_the_float32_gradient_alone_catches_it(slightly_wrong):
     # tol64 = 1 switches the float64 comparison off: the float32 one must fail by itself,
     # on a tensor whose allowance is tol32 (the reference's own float32 error is far below).
     lines: list[str] = []
-    cfg = load_config("cifar.yaml", CFG)
+    cfg = load_config("vgg.yaml", CFG)
     assert not run_check(cfg, ["slightly_wrong"], "lax", steps=1, batch_size=8, tol32=1e-4,
                          tol64=1.0, log=lines.append)
     row = next(line for line in lines if line.startswith("slightly_wrong"))
@@ -84,7 +84,7 @@ def test_tensor_errors_name_each_tensor():
     (["optim.lr=-1"], r"optim.lr=-1.0 is invalid"),
 ])
 def test_check_argument_errors(capsys, args, match):
-    assert main(["--config", "cifar.yaml", *args, *CFG]) == 2
+    assert main(["--config", "vgg.yaml", *args, *CFG]) == 2
     assert __import__("re").search(match, capsys.readouterr().err)
 
 

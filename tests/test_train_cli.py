@@ -29,7 +29,7 @@ def test_smoke_synthetic_writes_every_output(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(loop.report, "plot_curves",
                         lambda rec, path, title: titles.append(title) or real_plot(rec, path,
                                                                                    title))
-    assert main(["--config", "cifar.yaml", "--workdir", str(wd), "--quiet",
+    assert main(["--config", "vgg.yaml", "--workdir", str(wd), "--quiet",
                  "train.epochs=2", "train.max_steps_per_epoch=2", "train.tensorboard=true",
                  *SYNTH[:-1]]) == 0
     out = capsys.readouterr().out
@@ -44,7 +44,7 @@ def test_smoke_synthetic_writes_every_output(tmp_path, capsys, monkeypatch):
     for name in ("curves.png", "config.yaml", "checkpoints"):
         assert (wd / name).exists()
     assert any((wd / "tensorboard").iterdir())
-    assert titles == [f"cifar.yaml: run {wd}, seed 0"]
+    assert titles == [f"vgg.yaml: run {wd}, seed 0"]
     assert f"outputs: {wd}/(metrics.jsonl, curves.png, results.json, checkpoints/, " \
         "tensorboard/, config.yaml, run.json)" in out
 
@@ -52,21 +52,21 @@ def test_smoke_synthetic_writes_every_output(tmp_path, capsys, monkeypatch):
 def test_smoke_mock_tfds(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=48):
-        assert main(["--config", "cifar.yaml", "--workdir", str(tmp_path), "--quiet",
+        assert main(["--config", "vgg.yaml", "--workdir", str(tmp_path), "--quiet",
                      "data.source=tfds", "train.epochs=1", *TINY]) == 0
     assert json.loads((tmp_path / "results.json").read_text())["test_images"] == 48
 
 
 def test_smoke_cifar10_dir_and_bare_config_name(tmp_path):
     folder, _, _ = make_cifar_dir(tmp_path, train_rows=(20, 17), test_rows=9)
-    assert main(["--config", "cifar.yaml", "--workdir", str(tmp_path / "run"), "--quiet",
+    assert main(["--config", "vgg.yaml", "--workdir", str(tmp_path / "run"), "--quiet",
                  "data.source=cifar10_dir", f"data.dir={folder}", "train.epochs=1",
                  *TINY]) == 0
     assert metrics(tmp_path / "run")[0]["epoch"] == 1
 
 
 def test_smoke_bfloat16_sgd_nesterov_cosine_nchw(tmp_path):
-    assert main(["--config", "cifar.yaml", "--workdir", str(tmp_path), "--quiet",
+    assert main(["--config", "vgg.yaml", "--workdir", str(tmp_path), "--quiet",
                  "train.epochs=2", "train.max_steps_per_epoch=2", "model.dtype=bfloat16",
                  "model.data_format=NCHW", "optim.name=sgd", "optim.lr=0.05",
                  "optim.schedule=cosine", "model.conv_impl=im2col", *SYNTH]) == 0
@@ -76,7 +76,7 @@ def test_smoke_bfloat16_sgd_nesterov_cosine_nchw(tmp_path):
 
 
 def test_resume_after_kill_gives_identicalmetrics(tmp_path, monkeypatch):
-    args = ["--config", "cifar.yaml", "--quiet", "train.epochs=3", "train.max_steps_per_epoch=3",
+    args = ["--config", "vgg.yaml", "--quiet", "train.epochs=3", "train.max_steps_per_epoch=3",
             "train.keep_checkpoints=1", *SYNTH]
     final = interrupted_and_resumed(main, args, tmp_path, monkeypatch)
     assert final[0]["confusion_matrix"] == final[1]["confusion_matrix"]
@@ -87,7 +87,7 @@ def test_resume_after_sigkill_of_a_real_process(tmp_path):
     """A separate ``python -m train`` process is SIGKILLed (no cleanup, no handler) once
     epoch 1 is on disk; ``--resume`` must then end exactly like an uninterrupted run."""
     # Enough steps per epoch that the kill lands inside epoch 2 or 3, not after the run.
-    args = ["--config", "cifar.yaml", "--quiet", "train.epochs=3", "train.keep_checkpoints=1",
+    args = ["--config", "vgg.yaml", "--quiet", "train.epochs=3", "train.keep_checkpoints=1",
             *SYNTH, "data.synthetic_train=4096"]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     repo = Path(__file__).resolve().parents[1]
@@ -120,13 +120,13 @@ def test_resume_after_sigkill_of_a_real_process(tmp_path):
 
 def test_overrides_may_come_anywhere_among_options():
     args = parse_args(["data.source=synthetic", "--quiet", "train.epochs=2", "--config",
-                       "cifar.yaml", "optim.lr=0.1", "--resume"])
+                       "vgg.yaml", "optim.lr=0.1", "--resume"])
     assert args.overrides == ["data.source=synthetic", "train.epochs=2", "optim.lr=0.1"]
-    assert args.quiet and args.resume and args.config == "cifar.yaml"
+    assert args.quiet and args.resume and args.config == "vgg.yaml"
 
 
 def test_existing_run_needs_resume_with_the_same_config(tmp_path, capsys):
-    args = ["--config", "cifar.yaml", "--workdir", str(tmp_path), "--quiet", "train.epochs=1",
+    args = ["--config", "vgg.yaml", "--workdir", str(tmp_path), "--quiet", "train.epochs=1",
             "train.max_steps_per_epoch=1", *SYNTH]
     assert main(args) == 0
     capsys.readouterr()
@@ -140,7 +140,7 @@ def test_existing_run_needs_resume_with_the_same_config(tmp_path, capsys):
 def test_resume_reads_the_saved_config_extends_epochs_and_knows_a_complete_run(tmp_path,
                                                                                   capsys):
     wd = str(tmp_path)
-    assert main(["--config", "cifar.yaml", "--workdir", wd, "--quiet", "train.epochs=1",
+    assert main(["--config", "vgg.yaml", "--workdir", wd, "--quiet", "train.epochs=1",
                  "train.max_steps_per_epoch=1", *SYNTH]) == 0
     capsys.readouterr()
     assert main(["--workdir", wd, "--resume", "--quiet"]) == 0  # no --config: config.yaml
@@ -169,7 +169,7 @@ def test_config_errors_of_the_command_line(tmp_path, capsys, args, match):
 
 def test_no_data_offline_names_the_offline_ways_and_leaves_no_workdir(tmp_path, capsys):
     workdir = tmp_path / "runs" / "cifar"
-    assert main(["--config", "cifar.yaml", "--workdir", str(workdir), *TINY,
+    assert main(["--config", "vgg.yaml", "--workdir", str(workdir), *TINY,
                  f"data.dir={tmp_path / 'cache'}", "data.url=file:///no/such/cifar.tar.gz"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("Error: downloading file:///no/such/cifar.tar.gz failed")
@@ -181,7 +181,7 @@ def test_no_data_offline_names_the_offline_ways_and_leaves_no_workdir(tmp_path, 
 def test_missing_cifar10_dir_says_where_it_looked_and_that_it_never_downloads(
         tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["--config", "cifar.yaml", "--workdir", "run", *TINY, "data.source=cifar10_dir",
+    assert main(["--config", "vgg.yaml", "--workdir", "run", *TINY, "data.source=cifar10_dir",
                  "data.download=true", "data.dir=no/such/folder"]) == 2
     err = capsys.readouterr().err
     assert f"data.dir='no/such/folder' (= {tmp_path}/no/such/folder) does not exist" in err
@@ -195,7 +195,7 @@ def test_missing_cifar10_dir_says_where_it_looked_and_that_it_never_downloads(
      "data.dir='/no/such/folder' does not exist"),
 ])
 def test_errors_are_one_line_no_traceback(tmp_path, capsys, extra, match):
-    assert main(["--config", "cifar.yaml", "--workdir", str(tmp_path), *TINY, *extra]) == 2
+    assert main(["--config", "vgg.yaml", "--workdir", str(tmp_path), *TINY, *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("Error: ") and match in err and "Traceback" not in err
 
@@ -206,7 +206,7 @@ def test_onednn_without_its_extension_stops_with_one_line_naming_the_fix(tmp_pat
 
     monkeypatch.setattr(_onednn, "_EXTENSION", "jconv._onednn_ffi_not_built")
     monkeypatch.setattr(_onednn, "_library_or_reason", _onednn._load)
-    assert main(["--config", "cifar.yaml", "--workdir", str(tmp_path / "run"),
+    assert main(["--config", "vgg.yaml", "--workdir", str(tmp_path / "run"),
                  "model.conv_impl=onednn", *SYNTH]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("Error: model.conv_impl='onednn' cannot "

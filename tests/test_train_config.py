@@ -14,10 +14,24 @@ def test_defaults_load_and_bare_name_resolves():
     cfg = load_config("cifar.yaml")
     assert resolve_config_path("cifar.yaml") == CONFIG_DIR / "cifar.yaml"
     assert cfg.data.source == "auto" and cfg.data.download and cfg.model.conv_impl == "onednn"
+    # The main config is airbench94's recipe; vgg.yaml keeps its data source.
+    assert cfg.model.arch == "airbench" and cfg.optim.lookahead
+    vgg = load_config("vgg.yaml")
+    assert vgg.model.arch == "vgg" and vgg.optim.name == "adamw"
+    assert vgg.data.source == cfg.data.source and vgg.data.url == cfg.data.url
+
+
+@pytest.mark.parametrize("old, new", [("airbench.yaml", "cifar.yaml"),
+                                      ("airbench_subset", "cifar_subset.yaml")])
+def test_a_renamed_config_names_its_new_name(old, new):
+    with pytest.raises(ConfigError, match=rf"--config '{old}': no such file .*; "
+                                          rf"{old.removesuffix('.yaml')}.yaml is now {new} "
+                                          r"\(the airbench94 recipe is the main config\)"):
+        load_config(old)
 
 
 def test_overrides_are_applied_and_typed():
-    cfg = load_config(CONFIG_DIR / "cifar.yaml",
+    cfg = load_config(CONFIG_DIR / "vgg.yaml",
                       ["optim.lr=0.05", "model.widths=[8,16]", "data.source=synthetic"])
     assert cfg.optim.lr == 0.05 and list(cfg.model.widths) == [8, 16]
     assert cfg.data.source == "synthetic"
@@ -25,14 +39,14 @@ def test_overrides_are_applied_and_typed():
 
 @pytest.mark.parametrize("impl", sorted(CONV_IMPLS))
 def test_every_registered_conv_impl_is_accepted(impl):
-    assert load_config("cifar.yaml", [f"model.conv_impl={impl}"]).model.conv_impl == impl
+    assert load_config("vgg.yaml", [f"model.conv_impl={impl}"]).model.conv_impl == impl
 
 
 @pytest.mark.parametrize("old, new", [("winograd", "winograd_f4x4"),
                                       ("winograd2", "winograd_f2x2")])
 def test_deprecated_conv_impl_names_warn_and_become_the_current_name(old, new):
     with pytest.warns(DeprecationWarning, match=f"impl='{old}' is deprecated; use impl='{new}'"):
-        cfg = load_config("cifar.yaml", [f"model.conv_impl={old}"])
+        cfg = load_config("vgg.yaml", [f"model.conv_impl={old}"])
     assert cfg.model.conv_impl == new
 
 
@@ -41,7 +55,7 @@ def test_validate_accepts_a_deprecated_name_in_a_read_only_config():
 
     from train.config import validate
 
-    cfg = OmegaConf.merge(load_config("cifar.yaml"), {"model": {"conv_impl": "winograd2"}})
+    cfg = OmegaConf.merge(load_config("vgg.yaml"), {"model": {"conv_impl": "winograd2"}})
     OmegaConf.set_readonly(cfg, True)
     with pytest.warns(DeprecationWarning, match="impl='winograd2' is deprecated"):
         validate(cfg)
@@ -51,7 +65,7 @@ def test_validate_accepts_a_deprecated_name_in_a_read_only_config():
 @pytest.mark.parametrize("override, match", [
     ("optim.foo=1", r"bad config key 'optim.foo'.*not in 'OptimConfig'"),
     ("bogus=1", r"bad config key 'bogus'"),
-    ("optim.lr=fast", r"optim.lr='fast' is invalid: expected a number \(set in .*cifar.yaml"),
+    ("optim.lr=fast", r"optim.lr='fast' is invalid: expected a number \(set in .*vgg.yaml"),
     ("train.epochs=2.5", r"train.epochs=2.5 is invalid: expected an int"),
     ("train.tensorboard=maybe", r"train.tensorboard='maybe' is invalid: expected true or false"),
     ("optim.lr=-1", r"optim.lr=-1.0 is invalid: expected a positive number"),
@@ -77,18 +91,18 @@ def test_validate_accepts_a_deprecated_name_in_a_read_only_config():
 ])
 def test_bad_overrides_are_clear_errors(override, match):
     with pytest.raises(ConfigError, match=match):
-        load_config("cifar.yaml", [override])
+        load_config("vgg.yaml", [override])
 
 
 def test_epochs_override_scales_the_yaml_warmup_and_says_so():
     notes: list[str] = []
-    cfg = load_config("cifar_subset.yaml", ["train.epochs=2"], say=notes.append)
+    cfg = load_config("vgg_subset.yaml", ["train.epochs=2"], say=notes.append)
     assert cfg.optim.warmup_epochs == 0.16  # the YAML's 2 of 25 epochs, scaled to 2 epochs
     assert notes == ["optim.warmup_epochs=2.0 of the YAML does not fit train.epochs=2: scaled "
                      "with the epochs to 0.16 (2.0 x 2/25); set optim.warmup_epochs to "
                      "choose it"]
     notes.clear()
-    assert load_config("cifar_subset.yaml", ["train.epochs=3"],
+    assert load_config("vgg_subset.yaml", ["train.epochs=3"],
                        say=notes.append).optim.warmup_epochs == 2.0 and not notes  # fits
 
 
@@ -96,7 +110,7 @@ def test_explicit_warmup_is_kept_and_an_unfitting_one_says_what_to_set():
     with pytest.raises(ConfigError, match=r"optim.warmup_epochs=2.0 is invalid: expected a "
                                           r"number in \[0, train.epochs=2\); set "
                                           r"optim.warmup_epochs=0.2 \(a tenth"):
-        load_config("cifar_subset.yaml", ["train.epochs=2", "optim.warmup_epochs=2"])
+        load_config("vgg_subset.yaml", ["train.epochs=2", "optim.warmup_epochs=2"])
 
 
 def test_missing_key_in_yaml_is_an_error(tmp_path: Path):
@@ -116,10 +130,10 @@ def test_unknown_key_in_yaml_is_an_error(tmp_path: Path):
 
 def test_missing_and_broken_files(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"--config 'nope.yaml': no such file \(also looked in "
-                                          r".*configs, which holds airbench.yaml, "
-                                          r"airbench_subset.yaml, cifar.yaml, cifar_subset.yaml"):
+                                          r".*configs, which holds cifar.yaml, "
+                                          r"cifar_subset.yaml, vgg.yaml, vgg_subset.yaml"):
         load_config("nope.yaml")
-    assert resolve_config_path("cifar_subset") == CONFIG_DIR / "cifar_subset.yaml"
+    assert resolve_config_path("vgg_subset") == CONFIG_DIR / "vgg_subset.yaml"
     (tmp_path / "bad.yaml").write_text("seed: [1\n")
     with pytest.raises(ConfigError, match=r"not valid YAML"):
         load_config(tmp_path / "bad.yaml")
@@ -129,7 +143,7 @@ def test_onednn_in_float64_is_a_config_error():
     with pytest.raises(ConfigError, match=r"model.dtype='float64' is invalid: expected float32 "
                                           r"or bfloat16 with model.conv_impl=onednn .*"
                                           r"model.conv_impl=lax"):
-        load_config("cifar.yaml", ["model.conv_impl=onednn", "model.dtype=float64"])
+        load_config("vgg.yaml", ["model.conv_impl=onednn", "model.dtype=float64"])
 
 
 def test_onednn_without_its_extension_is_a_config_error_naming_the_fix(monkeypatch):
@@ -141,7 +155,7 @@ def test_onednn_without_its_extension_is_a_config_error_naming_the_fix(monkeypat
     with pytest.raises(ConfigError, match=r"model.conv_impl='onednn' cannot run here: .*was "
                                           r"not built.*pip install -e \.\); or train with "
                                           r"model.conv_impl=lax"):
-        load_config("cifar.yaml", ["model.conv_impl=onednn"])
+        load_config("vgg.yaml", ["model.conv_impl=onednn"])
 
 
 def test_onednn_in_bfloat16_without_the_cpus_kernels_is_a_config_error(monkeypatch):
@@ -150,4 +164,4 @@ def test_onednn_in_bfloat16_without_the_cpus_kernels_is_a_config_error(monkeypat
     monkeypatch.setattr(_onednn, "_bf16_kernel", lambda: None)  # a CPU without avx512_bf16
     with pytest.raises(ConfigError, match=r"model.conv_impl='onednn' cannot run here: .*"
                                           r"bfloat16 needs a CPU with bfloat16 kernels"):
-        load_config("cifar.yaml", ["model.conv_impl=onednn", "model.dtype=bfloat16"])
+        load_config("vgg.yaml", ["model.conv_impl=onednn", "model.dtype=bfloat16"])

@@ -104,7 +104,7 @@ def test_tfds_data_dir_env_is_respected(tmp_path, monkeypatch):
 
 
 def test_max_train_and_synthetic():
-    cfg = load_config("cifar.yaml", ["data.source=synthetic", "data.synthetic_train=20",
+    cfg = load_config("vgg.yaml", ["data.source=synthetic", "data.synthetic_train=20",
                                      "data.synthetic_test=4", "data.max_train=8"])
     ds = load_dataset(cfg.data, seed=0)
     assert len(ds.train) == 8 and len(ds.test) == 4
@@ -161,11 +161,11 @@ def test_cutout_zeroes_one_square_inside_each_image(size):
 def test_config_batches_apply_the_configured_cutout():
     ds = synthetic(20, 4, seed=0)
     norm = Normalizer(*channel_stats(ds.train.images))
-    cfg = load_config("cifar.yaml", ["data.cutout=6", "data.crop_padding=0", "data.flip=false"])
+    cfg = load_config("vgg.yaml", ["data.cutout=6", "data.crop_padding=0", "data.flip=false"])
     batch = config_batches(ds.train, norm, cfg.data, batch_size=10, seed=0, epoch=0)[0]
     zero_pixels = (batch["image"] == 0).all(-1).sum((1, 2))
     assert zero_pixels.tolist() == [36] * 10
-    plain = config_batches(ds.train, norm, load_config("cifar.yaml", ["data.crop_padding=0",
+    plain = config_batches(ds.train, norm, load_config("vgg.yaml", ["data.crop_padding=0",
                                                                       "data.flip=false"]).data,
                            batch_size=10, seed=0, epoch=0)[0]
     assert ((plain["image"] == 0).all(-1).sum() == 0)

@@ -127,7 +127,7 @@ def test_default_dir_honours_xdg_cache_home(monkeypatch, tmp_path):
 
 def _auto_cfg(tmp_path: Path, *extra: str):
     # tfds.data_dir points at an empty folder, so "auto" never finds a prepared TFDS copy.
-    return load_config("cifar.yaml", [f"data.data_dir={tmp_path / 'tfds'}", *extra])
+    return load_config("vgg.yaml", [f"data.data_dir={tmp_path / 'tfds'}", *extra])
 
 
 def test_auto_prefers_an_existing_folder(tmp_path, monkeypatch):
@@ -150,12 +150,12 @@ def test_auto_without_data_and_download_off_names_every_way_out(tmp_path, monkey
 
 def test_cli_downloads_then_trains_then_reuses_the_folder(server, tmp_path, monkeypatch,
                                                            capsys):
-    """``python -m train --config cifar.yaml`` with only the URL pointed at the local
+    """``python -m train --config vgg.yaml`` with only the URL pointed at the local
     server: auto finds nothing, downloads into the cache and trains; a second run reuses
     the folder (the server's archive is gone by then)."""
     base, md5 = server
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    args = ["--config", "cifar.yaml", "--quiet", f"data.data_dir={tmp_path / 'tfds'}",
+    args = ["--config", "vgg.yaml", "--quiet", f"data.data_dir={tmp_path / 'tfds'}",
             f"data.url={base}/good.tar.gz", f"data.md5={md5}", "train.epochs=1", *TINY]
     assert main([*args, "--workdir", str(tmp_path / "a")]) == 0
     assert (tmp_path / "cache" / "jconv" / "cifar-10-batches-py" / "test_batch").is_file()
@@ -167,7 +167,7 @@ def test_cli_downloads_then_trains_then_reuses_the_folder(server, tmp_path, monk
 def test_cli_download_error_is_one_line(server, tmp_path, monkeypatch, capsys):
     base, _ = server
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert main(["--config", "cifar.yaml", "--workdir", str(tmp_path / "r"),
+    assert main(["--config", "vgg.yaml", "--workdir", str(tmp_path / "r"),
                  f"data.data_dir={tmp_path / 'tfds'}", f"data.url={base}/missing.tar.gz",
                  *TINY]) == 2
     err = capsys.readouterr().err
@@ -182,4 +182,4 @@ def test_cli_download_error_is_one_line(server, tmp_path, monkeypatch, capsys):
 ])
 def test_url_and_md5_are_validated(override, match):
     with pytest.raises(ValueError, match=match):
-        load_config("cifar.yaml", [override])
+        load_config("vgg.yaml", [override])

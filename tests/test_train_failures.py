@@ -29,7 +29,7 @@ SYNTH = ["data.source=synthetic", *TINY]
 ])
 def test_non_finite_floats_and_negative_seed_are_config_errors(override, match):
     with pytest.raises(ConfigError, match=match):
-        load_config("cifar.yaml", [override])
+        load_config("vgg.yaml", [override])
 
 
 def test_yaml_holding_a_list_is_a_config_error(tmp_path):
@@ -69,7 +69,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys, args, match):
     f.write_text("x")
     args = [a.format(file=f) for a in args]
     workdir = [] if "--workdir" in args else ["--workdir", str(tmp_path / "run")]
-    assert main(["--config", "cifar.yaml", *workdir, *SYNTH, *args]) == 2
+    assert main(["--config", "vgg.yaml", *workdir, *SYNTH, *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("Error: ") and match in err and len(err.strip().splitlines()) == 1
 
@@ -110,7 +110,7 @@ def test_diverging_run_stops_at_once_keeping_the_last_good_checkpoint(tmp_path, 
 
     monkeypatch.setattr(experiment, "config_batches", poisoned)
     wd = tmp_path / "run"
-    assert main(["--config", "cifar.yaml", "--workdir", str(wd), "--quiet", "train.epochs=3",
+    assert main(["--config", "vgg.yaml", "--workdir", str(wd), "--quiet", "train.epochs=3",
                  "train.max_steps_per_epoch=2", *SYNTH]) == 2
     err = capsys.readouterr().err
     assert err.startswith("Error: training diverged: the loss is nan at epoch 2, step 1 of 2")

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 # 32 steps per epoch: long enough that a SIGKILL lands inside the run; the 40 test images
 # in eval batches of at most 14 are balanced to 3 x 14 on 1 device and 3 x 16 on 4 (14
 # rounded up to split over them), so the last batch is padded and masked on both.
-ARGS = ["--config", "cifar.yaml", "--quiet", "data.source=synthetic", *TINY,
+ARGS = ["--config", "vgg.yaml", "--quiet", "data.source=synthetic", *TINY,
         "data.synthetic_train=512", "train.epochs=3", "train.eval_batch_size=14",
         "train.keep_checkpoints=1"]
 F64 = ["model.dtype=float64", "model.conv_impl=lax", "train.max_steps_per_epoch=4",
@@ -200,7 +200,7 @@ def test_max_rel_diff_sees_a_difference():
      r"--num-processes 0 is invalid: expected >= 1"),
 ])
 def test_multi_process_argument_errors(tmp_path, capsys, args, match):
-    assert main(["--config", "cifar.yaml", "--workdir", str(tmp_path), *args, *TINY]) == 2
+    assert main(["--config", "vgg.yaml", "--workdir", str(tmp_path), *args, *TINY]) == 2
     err = capsys.readouterr().err
     assert err.startswith("Error: ") and err.count("\n") == 1
     assert __import__("re").search(match, err)

@@ -13,8 +13,8 @@ from train_helpers import TINY
 
 
 @pytest.mark.parametrize("config, overrides", [
-    ("cifar.yaml", ["model.widths=[8,16]"]),
-    ("airbench.yaml", ["model.widths=[8,16,16]"]),
+    ("vgg.yaml", ["model.widths=[8,16]"]),
+    ("cifar.yaml", ["model.widths=[8,16,16]"]),
 ])
 def test_torch_reference_has_the_models_trainable_parameters(config, overrides):
     torch = pytest.importorskip("torch")
@@ -33,7 +33,7 @@ def test_torch_reference_has_the_models_trainable_parameters(config, overrides):
 
 def test_profile_table_charges_the_step_to_categories(capsys):
     pytest.importorskip("torch")
-    assert main(["--config", "airbench.yaml", "--steps", "1", "data.source=synthetic",
+    assert main(["--config", "cifar.yaml", "--steps", "1", "data.source=synthetic",
                  *TINY, "model.widths=[8,8,8]"]) == 0
     out = capsys.readouterr().out
     rows = {line.split(" | ")[0].lstrip("| ") for line in out.splitlines()
@@ -43,5 +43,5 @@ def test_profile_table_charges_the_step_to_categories(capsys):
 
 
 def test_profile_rejects_bad_steps(capsys):
-    assert main(["--config", "cifar.yaml", "--steps", "0"]) == 2
+    assert main(["--config", "vgg.yaml", "--steps", "0"]) == 2
     assert "--steps must be >= 1, got 0" in capsys.readouterr().err

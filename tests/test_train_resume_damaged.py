@@ -130,7 +130,7 @@ def test_empty_directory_restores_nothing(tmp_path):
     assert found is None and said == []
 
 
-ARGS = ["--config", "cifar.yaml", "--quiet", "train.epochs=3", "train.max_steps_per_epoch=2",
+ARGS = ["--config", "vgg.yaml", "--quiet", "train.epochs=3", "train.max_steps_per_epoch=2",
         "train.keep_checkpoints=3", "data.source=synthetic", *TINY]
 
 

@@ -123,6 +123,13 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+# Configs whose recipe moved: airbench94's port became the main config (cifar.yaml, see
+# docs/training.md#which-recipe-cifaryaml-is), and the VGG recipe it replaced is vgg.yaml.
+RENAMED_CONFIGS = {"airbench.yaml": "cifar.yaml (the airbench94 recipe is the main config)",
+                   "airbench_subset.yaml": "cifar_subset.yaml (the airbench94 recipe is "
+                                           "the main config)"}
+
+
 def resolve_config_path(path: str | Path) -> Path:
     """``path`` as given if it exists, else ``configs/<path>``, each also with ``.yaml``
     appended; a clear error listing the configs in ``configs/`` otherwise.
@@ -139,8 +146,10 @@ def resolve_config_path(path: str | Path) -> Path:
     if found is not None:
         return found
     known = ", ".join(sorted(f.name for f in CONFIG_DIR.glob("*.yaml")))
+    renamed = RENAMED_CONFIGS.get(p.name if p.suffix else p.name + ".yaml")
+    hint = f"; {p.stem}.yaml is now {renamed}" if renamed else ""
     raise ConfigError(f"--config {str(path)!r}: no such file (also looked in {CONFIG_DIR}, "
-                      f"which holds {known})")
+                      f"which holds {known}){hint}")
 
 
 def _note(text: str) -> None:
@@ -161,8 +170,8 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
       >>> cfg.optim.lr, cfg.data.source
       (0.05, 'synthetic')
       >>> load_config("cifar_subset.yaml", ["train.epochs=2"], say=print).optim.warmup_epochs
-      optim.warmup_epochs=2.0 of the YAML does not fit train.epochs=2: scaled with the epochs to 0.16 (2.0 x 2/25); set optim.warmup_epochs to choose it
-      0.16
+      optim.warmup_epochs=4.6 of the YAML does not fit train.epochs=2: scaled with the epochs to 0.46 (4.6 x 2/20); set optim.warmup_epochs to choose it
+      0.46
     """
     file = resolve_config_path(path)
     try:
@@ -419,7 +428,7 @@ def config_diff(old: Any, new: Any) -> dict[str, tuple[Any, Any]]:
     Example:
       >>> a = load_config("cifar.yaml")
       >>> config_diff(a, load_config("cifar.yaml", ["optim.lr=0.1", "train.epochs=30"]))
-      {'optim.lr': (0.004, 0.1), 'train.epochs': (20, 30)}
+      {'optim.lr': (11.5, 0.1), 'train.epochs': (10, 30)}
     """
     def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
         if not isinstance(tree, dict):

@@ -87,8 +87,8 @@ class Experiment:
 
     Example:
       >>> from train.config import load_config
-      >>> cfg = load_config("airbench.yaml", ["data.source=synthetic", "model.widths=[8]",
-      ...                                     "train.batch_size=64", "train.epochs=3"])
+      >>> cfg = load_config("cifar.yaml", ["data.source=synthetic", "model.widths=[8]",
+      ...                                  "train.batch_size=64", "train.epochs=3"])
       >>> exp = Experiment.from_config(cfg)
       >>> exp.steps_per_epoch, exp.total_steps, exp.state.ema is not None  # Lookahead on
       (8, 24, True)

@@ -32,7 +32,7 @@ class ModelOptions:
 
     Example:
       >>> from train.config import load_config
-      >>> o = ModelOptions.from_config(load_config("cifar.yaml").model)
+      >>> o = ModelOptions.from_config(load_config("vgg.yaml").model)
       >>> o.widths, o.dtype.__name__, o.param_dtype.__name__
       ((48, 96, 192), 'float32', 'float32')
     """
@@ -172,7 +172,7 @@ class CifarCNN(nnx.Module):
     Example:
       >>> from flax import nnx; import jax.numpy as jnp
       >>> from train.config import load_config
-      >>> cfg = load_config("cifar.yaml", ["model.widths=[8,16]", "model.convs_per_stage=1"])
+      >>> cfg = load_config("vgg.yaml", ["model.widths=[8,16]", "model.convs_per_stage=1"])
       >>> m = CifarCNN(ModelOptions.from_config(cfg.model), rngs=nnx.Rngs(0))
       >>> m(jnp.zeros((2, 32, 32, 3))).shape
       (2, 10)
@@ -282,7 +282,7 @@ class AirbenchNet(nnx.Module):
 
     Example (:func:`build_model` picks this class for ``model.arch: airbench``):
       >>> from train.config import load_config
-      >>> m = build_model(ModelOptions.from_config(load_config("airbench.yaml").model), 0)
+      >>> m = build_model(ModelOptions.from_config(load_config("cifar.yaml").model), 0)
       >>> [g.convs[0].out_channels for g in m.groups], m.head.out_features
       ([64, 256, 256], 10)
     """
@@ -320,7 +320,7 @@ def build_model(o: ModelOptions, seed: int) -> CifarCNN | AirbenchNet:
 
     Example:
       >>> from train.config import load_config
-      >>> cfg = load_config("airbench.yaml", ["model.widths=[8]"])
+      >>> cfg = load_config("cifar.yaml", ["model.widths=[8]"])
       >>> type(build_model(ModelOptions.from_config(cfg.model), 0)).__name__
       'AirbenchNet'
     """
@@ -357,7 +357,7 @@ def macs_per_image(model: nnx.Module) -> int:
     Example:
       >>> from flax import nnx
       >>> from train.config import load_config
-      >>> cfg = load_config("cifar.yaml", ["model.widths=[8]", "model.convs_per_stage=1"])
+      >>> cfg = load_config("vgg.yaml", ["model.widths=[8]", "model.convs_per_stage=1"])
       >>> macs_per_image(CifarCNN(ModelOptions.from_config(cfg.model), rngs=nnx.Rngs(0)))
       221264
     """

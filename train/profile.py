@@ -1,7 +1,7 @@
 """Where a train step's time goes: jconv's jitted step beside PyTorch's eager step of the
 same network (:mod:`train.torch_ref`), op by op, in one process:
 
-    python -m train.profile --config airbench_subset.yaml --steps 5
+    python -m train.profile --config cifar_subset.yaml --steps 5
 
 jconv's side is a ``jax.profiler`` trace of ``--steps`` steps: XLA:CPU records each thunk
 (a fusion, a convolution, a copy) from its start to its ``end:`` event; when thunks overlap

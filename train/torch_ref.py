@@ -115,7 +115,7 @@ class TorchStep:
     Example:
       >>> import pytest; torch = pytest.importorskip("torch")
       >>> from train.config import load_config
-      >>> cfg = load_config("airbench.yaml", ["model.widths=[8,8,8]", "train.batch_size=4"])
+      >>> cfg = load_config("cifar.yaml", ["model.widths=[8,8,8]", "train.batch_size=4"])
       >>> step = TorchStep(cfg, total_steps=10)
       >>> loss = step(*step.inputs(np.zeros((4, 32, 32, 3), np.float32), np.zeros(4, np.int64)))
       >>> round(loss / 4, 2)  # zero images: every logit ~0, the loss ~ln(10) per image

@@ -1,4 +1,4 @@
-"""``python -m jconv.bench.onednn [--reps N] [--nets airbench_subset,cifar] [--threads 0,1]
+"""``python -m jconv.bench.onednn [--reps N] [--nets airbench_subset,vgg] [--threads 0,1]
 [--format NHWC|NCHW]``: the convolutions of the two CIFAR training networks, forward +
 backward, float32 (NHWC unless ``--format NCHW``),
 ``impl="onednn"`` against XLA's convolution (``lax``, ``lax+eigen``) and PyTorch, interleaved
@@ -21,20 +21,20 @@ from .torch_ref import TorchCase, load_torch
 
 
 def airbench_subset_layers(n: int = 256) -> list[Layer]:
-    """configs/airbench_subset.yaml's convs (widths 48/192/192; 32 -> 31 after the 2x2
-    whitening conv, each group pools after its first conv)."""
+    """configs/cifar_subset.yaml's convs: the airbench network at widths 48/192/192 (32 -> 31
+    after the 2x2 whitening conv, each group pools after its first conv)."""
     spec = [(24, 48, 31), (48, 48, 15), (48, 192, 15), (192, 192, 7), (192, 192, 7),
             (192, 192, 3)]
     return [Layer("airbench_subset", f"{ci}->{co} @{hw}", n, ci, co, hw) for ci, co, hw in spec]
 
 
-def cifar_yaml_layers(n: int = 128) -> list[Layer]:
-    """configs/cifar.yaml's convs (widths 48/96/192, two per stage, pool after a stage)."""
+def vgg_yaml_layers(n: int = 128) -> list[Layer]:
+    """configs/vgg.yaml's convs (widths 48/96/192, two per stage, pool after a stage)."""
     spec = [(3, 48, 32), (48, 48, 32), (48, 96, 16), (96, 96, 16), (96, 192, 8), (192, 192, 8)]
-    return [Layer("cifar", f"{ci}->{co} @{hw}", n, ci, co, hw) for ci, co, hw in spec]
+    return [Layer("vgg", f"{ci}->{co} @{hw}", n, ci, co, hw) for ci, co, hw in spec]
 
 
-NETS = {"airbench_subset": airbench_subset_layers, "cifar": cifar_yaml_layers}
+NETS = {"airbench_subset": airbench_subset_layers, "vgg": vgg_yaml_layers}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
