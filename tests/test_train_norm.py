@@ -139,12 +139,12 @@ def test_the_relu_model_uses_it_and_it_folds():
     from train.config import load_config
     from train.model import CifarCNN, ModelOptions, build_model
 
-    airbench = load_config("airbench.yaml", ["model.widths=[8]"])
+    airbench = load_config("cifar.yaml", ["model.widths=[8]"])
     assert type(build_model(ModelOptions.from_config(airbench.model), 0).groups[0].norms[0]) \
         is jnn.BatchNorm2d  # GELU networks keep Flax's (slower there: docs/performance.md)
 
-    cfg = load_config("cifar.yaml", ["model.widths=[8]", "model.convs_per_stage=1",
-                                     "model.conv_impl=lax"])
+    cfg = load_config("vgg.yaml", ["model.widths=[8]", "model.convs_per_stage=1",
+                                   "model.conv_impl=lax"])
     model = CifarCNN(ModelOptions.from_config(cfg.model), rngs=nnx.Rngs(0))
     bn = model.blocks[0].bn
     assert isinstance(bn, BatchNorm2d) and isinstance(bn, nnx.BatchNorm)
