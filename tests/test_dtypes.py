@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import pytest
 
 import jconv
-from jconv import testing
+from jconv import _auto, testing
 from jconv.testing import Conv2dCase
 
 DTYPES = ("float64", "float32", "bfloat16", "float16")
@@ -140,4 +140,4 @@ def test_auto_measures_grouped_bfloat16_without_dropping_anything():
     choice = jconv.auto_choice(x.shape, w.shape, x.dtype,
                                jconv.conv_spec(x.shape, w.shape, padding=1, groups=2))
     assert choice.source == "measured" and choice.failed == ()
-    assert {name for name, _ in choice.times_ms} == set(jconv.IMPLS)
+    assert {name for name, _ in choice.times_ms} == set(_auto.candidates("cpu", x.dtype))
