@@ -136,7 +136,8 @@ def run_check(cfg: Any, impls: list[str], reference: str, steps: int, batch_size
         jax.config.update("jax_enable_x64", False)
 
     ok_all = True
-    head = (f"{'impl':<10} {'f32 loss':>10} {'f32 grad err':>13} {'allowed':>9} "
+    w = max([10, *map(len, order)])  # winograd_f4x4 and friends are 13 wide
+    head = (f"{'impl':<{w}} {'f32 loss':>10} {'f32 grad err':>13} {'allowed':>9} "
             f"{'f64 loss err':>13} {'f64 param err':>14}  result  worst f32 tensor")
     log("")
     log(head)
@@ -154,7 +155,7 @@ def run_check(cfg: Any, impls: list[str], reference: str, steps: int, batch_size
         ok = all(errs[k] <= allowed[k] for k in errs) and e_l <= tol64 and e_p <= tol64
         ok_all &= ok
         label = "ref" if impl == reference else ("PASS" if ok else "FAIL")
-        log(f"{impl:<10} {loss32:>10.5f} {errs[worst]:>13.2e} {allowed[worst]:>9.1e} "
+        log(f"{impl:<{w}} {loss32:>10.5f} {errs[worst]:>13.2e} {allowed[worst]:>9.1e} "
             f"{e_l:>13.2e} {e_p:>14.2e}  {label:<6}  {worst}")
     log(f"\nfloat32 gradient: error against {reference}'s float64 gradient at the same "
         f"parameters, allowed max({tol32:g}, {FLOAT32_SLACK:g} x {reference}'s own float32 "
