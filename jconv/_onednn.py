@@ -455,7 +455,7 @@ def _empty(x: jnp.ndarray, w: jnp.ndarray, g: Geometry) -> jnp.ndarray | None:
     """All zeros when an operand has no elements (no window has anything to sum)."""
     if x.size and w.size:
         return None
-    return jnp.zeros(g.act_shape(x.shape[0], w.shape[0], g.out_hw), x.dtype)
+    return jnp.zeros(_fwd_shape(x.shape, w.shape, g), x.dtype)
 
 
 def conv_onednn(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec) -> jnp.ndarray:

@@ -125,9 +125,7 @@ class Config:
 
 # Configs whose recipe moved: airbench94's port became the main config (cifar.yaml, see
 # docs/training.md#which-recipe-cifaryaml-is), and the VGG recipe it replaced is vgg.yaml.
-RENAMED_CONFIGS = {"airbench.yaml": "cifar.yaml (the airbench94 recipe is the main config)",
-                   "airbench_subset.yaml": "cifar_subset.yaml (the airbench94 recipe is "
-                                           "the main config)"}
+RENAMED_CONFIGS = {"airbench.yaml": "cifar.yaml", "airbench_subset.yaml": "cifar_subset.yaml"}
 
 
 def resolve_config_path(path: str | Path) -> Path:
@@ -147,7 +145,8 @@ def resolve_config_path(path: str | Path) -> Path:
         return found
     known = ", ".join(sorted(f.name for f in CONFIG_DIR.glob("*.yaml")))
     renamed = RENAMED_CONFIGS.get(p.name if p.suffix else p.name + ".yaml")
-    hint = f"; {p.stem}.yaml is now {renamed}" if renamed else ""
+    hint = (f"; {p.stem}.yaml is now {renamed} (the airbench94 recipe is the main config)"
+            if renamed else "")
     raise ConfigError(f"--config {str(path)!r}: no such file (also looked in {CONFIG_DIR}, "
                       f"which holds {known}){hint}")
 

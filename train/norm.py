@@ -9,6 +9,7 @@ Parameters, running statistics, eval mode and the ``mask`` argument are
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any
 
@@ -21,17 +22,13 @@ from jax import lax
 from jconv import nn as jnn
 
 
-def _psum(x: jnp.ndarray, axis_name: Any, groups: Any) -> jnp.ndarray:
+def _psum(x: jnp.ndarray | int, axis_name: Any, groups: Any) -> jnp.ndarray | int:
     return x if axis_name is None else lax.psum(x, axis_name, axis_index_groups=groups)
 
 
 def _count(x: jnp.ndarray, axes: tuple[int, ...], axis_name: Any, groups: Any) -> Any:
     """How many values each channel's statistics average over, on every device together."""
-    local = 1
-    for a in axes:
-        local *= x.shape[a]
-    return local if axis_name is None else local * lax.psum(1, axis_name,
-                                                            axis_index_groups=groups)
+    return math.prod(x.shape[a] for a in axes) * _psum(1, axis_name, groups)
 
 
 def _two_sums(a: jnp.ndarray, b: jnp.ndarray, axes: tuple[int, ...]) -> jnp.ndarray:
@@ -64,8 +61,9 @@ def _like(ct: jnp.ndarray, primal: jnp.ndarray) -> jnp.ndarray:
     return lax.psum(ct, extra) if extra else ct
 
 
-def _channel(v: jnp.ndarray, x: jnp.ndarray, axes: tuple[int, ...]) -> jnp.ndarray:
-    """(C,) -> broadcastable against ``x`` along its feature axis."""
+def _channel(v: jnp.ndarray, axes: tuple[int, ...]) -> jnp.ndarray:
+    """(C,) -> broadcastable against the input along its feature axis (the one not in
+    ``axes``)."""
     return jnp.expand_dims(v, axes)
 
 
@@ -104,7 +102,7 @@ def _forward(x, scale, bias, axes, epsilon, out_dtype, axis_name, groups):
     xf = x.astype(stat_dtype)
     first = lax.stop_gradient(xf[tuple(0 if i in axes else slice(None) for i in range(x.ndim))])
     base = first if axis_name is None else lax.pmean(first, axis_name, axis_index_groups=groups)
-    d = xf - _channel(base, xf, axes)
+    d = xf - _channel(base, axes)
     sums = _psum(_two_sums(d, d * d, axes), axis_name, groups)
     n = _count(x, axes, axis_name, groups)
     mean_d, mean_d2 = sums[0] / n, sums[1] / n
@@ -112,9 +110,9 @@ def _forward(x, scale, bias, axes, epsilon, out_dtype, axis_name, groups):
     mean = base + mean_d
     rstd = lax.rsqrt(var + epsilon)
     mul = rstd if scale is None else rstd * scale.astype(stat_dtype)
-    y = (xf - _channel(mean, xf, axes)) * _channel(mul, xf, axes)
+    y = (xf - _channel(mean, axes)) * _channel(mul, axes)
     if bias is not None:
-        y = y + _channel(bias.astype(stat_dtype), xf, axes)
+        y = y + _channel(bias.astype(stat_dtype), axes)
     y = y.astype(out_dtype)
     return (y, mean, var), (x, scale, bias, mean, rstd)
 
@@ -124,21 +122,20 @@ def _backward(axes, epsilon, out_dtype, axis_name, groups, res, cotangents):
     dy, dmean, dvar = cotangents
     stat_dtype = mean.dtype
     xf, dyf = x.astype(stat_dtype), dy.astype(stat_dtype)
-    xhat = (xf - _channel(mean, xf, axes)) * _channel(rstd, xf, axes)
+    xhat = (xf - _channel(mean, axes)) * _channel(rstd, axes)
     local = _two_sums(dyf, dyf * xhat, axes)
     sum_dy, sum_dy_xhat = local
     # dx needs the sums over every device; the parameters' gradients are the local sums,
     # as autodiff of a per-device model gives them.
     g_dy, g_dy_xhat = _psum(local, axis_name, groups)
     n = _count(x, axes, axis_name, groups)
-    dmean, dvar = (_psum(jnp.stack([dmean, dvar]), axis_name, groups)
-                   if axis_name is not None else (dmean, dvar))
+    dmean, dvar = _psum(jnp.stack([dmean, dvar]), axis_name, groups)
     g = rstd if scale is None else rstd * scale.astype(stat_dtype)
     # dx = g*dy + b*(x - mean) + c, with the cotangents of mean and var in b and c
     b = -g * rstd * g_dy_xhat / n + 2 * dvar / n
     c = -g * g_dy / n + dmean / n
-    dx = (dyf * _channel(g, xf, axes) + (xf - _channel(mean, xf, axes)) * _channel(b, xf, axes)
-          + _channel(c, xf, axes)).astype(x.dtype)
+    dx = (dyf * _channel(g, axes) + (xf - _channel(mean, axes)) * _channel(b, axes)
+          + _channel(c, axes)).astype(x.dtype)
     dscale = None if scale is None else _like(sum_dy_xhat.astype(scale.dtype), scale)
     dbias = None if bias is None else _like(sum_dy.astype(bias.dtype), bias)
     return dx, dscale, dbias

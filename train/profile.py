@@ -154,13 +154,12 @@ def _onednn_entry(line: str, shapes: dict[str, list[int]]) -> tuple[str, str]:
     target = re.search(r'custom_call_target="jconv_onednn_(\w+)"', line).group(1)
     args = re.search(r"custom-call\(([^)]*)\)", line).group(1)
     a, b = (shapes.get(o.strip().lstrip("%"), [0] * 4) for o in args.split(",")[:2])
+    if target == "bwd_weights":  # a tuple (dw, db): the layer is read from x and dy
+        return CONV_BWD, f"{a[3]}->{b[3]} @{a[1]}"
+    out = [int(d) for d in re.search(r"= \w+\[([\d,]*)\]", line).group(1).split(",")]
     if target == "fwd":
-        out = [int(d) for d in re.search(r"= \w+\[([\d,]*)\]", line).group(1).split(",")]
         return CONV_FWD, f"{a[3]}->{out[3]} @{a[1]}"
-    if target == "bwd_data":
-        out = [int(d) for d in re.search(r"= \w+\[([\d,]*)\]", line).group(1).split(",")]
-        return CONV_BWD, f"{out[3]}->{a[3]} @{out[1]}"
-    return CONV_BWD, f"{a[3]}->{b[3]} @{a[1]}"
+    return CONV_BWD, f"{out[3]}->{a[3]} @{out[1]}"
 
 
 def _conv_entry(line: str, shapes: dict[str, list[int]], body: list[str]) -> tuple[str, str]:
