@@ -110,6 +110,9 @@ class TrainConfig:
     tta_multicrop: bool = MISSING  # also the images translated by (-1,-1) and (1,1)
     epoch_tta: bool = MISSING  # per-epoch evaluations use the TTA too (False: plain logits;
     # the final evaluation always uses it)
+    eval_every: int = MISSING  # evaluate after every N-th epoch (and the last); 0: only the
+    # final (TTA) evaluation
+    checkpoint_every: int = MISSING  # checkpoint after every N-th epoch and the last
     keep_checkpoints: int = MISSING  # the last N are kept, plus the best
     tensorboard: bool = MISSING
 
@@ -416,6 +419,11 @@ def validate(cfg: Config) -> None:
     _check(t.eval_batch_size > 0, "train.eval_batch_size", t.eval_batch_size, "a positive int")
     _check(t.max_steps_per_epoch is None or t.max_steps_per_epoch > 0,
            "train.max_steps_per_epoch", t.max_steps_per_epoch, "null or a positive int")
+    _check(isinstance(t.eval_every, int) and t.eval_every >= 0, "train.eval_every",
+           t.eval_every, "an integer >= 0 (0: only the final evaluation)")
+    _check(isinstance(t.checkpoint_every, int) and t.checkpoint_every >= 1,
+           "train.checkpoint_every", t.checkpoint_every,
+           "an integer >= 1 (the last epoch is always checkpointed)")
     _check(t.keep_checkpoints > 0, "train.keep_checkpoints", t.keep_checkpoints,
            "a positive int")
 

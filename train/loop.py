@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,6 +30,22 @@ from .workdir import RunError, check_resume, completed_results, prepare_workdir
 # Fields of a metrics record that depend only on the computation (not on timing): these are
 # what a resumed run must reproduce exactly.
 DETERMINISTIC_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc")
+
+# The parts of a run's wall time that results.json reports (seconds, this process): start-up
+# (imports excluded: from run() to the first step: data, model, compiling), the training
+# steps, the per-epoch and final evaluations, and the checkpoint saves.
+TIMED = ("startup_s", "train_s", "eval_s", "final_eval_s", "checkpoint_s")
+
+
+def due(epoch: int, every: int, epochs: int) -> bool:
+    """Whether the work done every ``every``-th epoch (0: never) falls after ``epoch``
+    (1-based) of a run of ``epochs``; the last epoch always gets it.
+
+    Example:
+      >>> [e for e in range(1, 8) if due(e, 3, 7)], [e for e in range(1, 4) if due(e, 0, 3)]
+      ([3, 6, 7], [])
+    """
+    return every > 0 and (epoch % every == 0 or epoch == epochs)
 
 
 def evaluate(exp: Experiment, eval_step: Any, state: TrainState,
@@ -122,6 +138,8 @@ class _Run:
     t_start: float
     start_epoch: int = 0
     wall_before: float = 0.0
+    # Seconds this process spent on each part of the run (results.json's "timing").
+    timing: dict = field(default_factory=lambda: dict.fromkeys(TIMED, 0.0))
 
     def wall_s(self) -> float:
         """Training wall time so far, including the runs this one resumes."""
@@ -239,14 +257,22 @@ def _compile(r: _Run) -> CompiledSteps:
 
 
 def _fit(r: _Run, steps: CompiledSteps) -> None:
-    """Train the remaining epochs, logging and checkpointing each."""
-    for epoch in range(r.start_epoch, r.exp.cfg.train.epochs):
+    """Train the remaining epochs, logging each and checkpointing every
+    ``train.checkpoint_every``-th and the last."""
+    t = r.exp.cfg.train
+    r.timing["startup_s"] = time.perf_counter() - r.t_start
+    for epoch in range(r.start_epoch, t.epochs):
         r.state, record = _train_epoch(r, steps, epoch)
         record["wall_s"] = round(r.wall_s(), 2)
         if r.main:
             r.log.write(record)
-        r.ckpts.save(epoch + 1, r.state, {"epoch": epoch + 1, "wall_s": record["wall_s"]},
-                     record["test_acc"])
+        if due(epoch + 1, t.checkpoint_every, t.epochs):
+            t0 = time.perf_counter()
+            # An epoch without an evaluation is never the best checkpoint.
+            acc = record["test_acc"]
+            r.ckpts.save(epoch + 1, r.state, {"epoch": epoch + 1, "wall_s": record["wall_s"]},
+                         -1.0 if acc is None else acc)
+            r.timing["checkpoint_s"] += time.perf_counter() - t0
 
 
 def _finite_loss(loss: Any, epoch: int, step: int, steps: int) -> float:
@@ -288,7 +314,13 @@ def _train_epoch(r: _Run, steps: CompiledSteps, epoch: int) -> tuple[TrainState,
     losses.append(_finite_loss(pending["loss"], epoch, n, n))
     correct += int(pending["correct"])
     train_time = time.perf_counter() - t0
-    test_loss, test_acc, _ = evaluate(exp, steps.epoch_evaluate, state, exp.data.dataset.test)
+    r.timing["train_s"] += train_time
+    test_loss = test_acc = None
+    if due(epoch + 1, t.eval_every, t.epochs):
+        t0 = time.perf_counter()
+        test_loss, test_acc, _ = evaluate(exp, steps.epoch_evaluate, state,
+                                          exp.data.dataset.test)
+        r.timing["eval_s"] += time.perf_counter() - t0
     images_per_s = n * t.batch_size / train_time
     record = {"epoch": epoch + 1, "lr": float(exp.schedule(int(state.step) - 1)),
               "train_loss": float(np.mean(losses)),
@@ -297,16 +329,18 @@ def _train_epoch(r: _Run, steps: CompiledSteps, epoch: int) -> tuple[TrainState,
               "train_time_s": round(train_time, 2),
               "images_per_s": round(images_per_s, 1),
               "images_per_s_per_device": round(images_per_s / exp.devices, 1)}
+    split = "val" if exp.cfg.data.val_fraction > 0 else "test"
+    tested = {} if test_acc is None else {split: f"{100 * test_acc:.2f}%"}
     bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{100 * record['train_acc']:.1f}%",
-                    img_s=f"{record['images_per_s']:.0f}", test=f"{100 * test_acc:.2f}%")
+                    img_s=f"{record['images_per_s']:.0f}", **tested)
     bar.close()
     if r.quiet and r.main:
         per_device = f", {record['images_per_s_per_device']:.0f} per device" \
             if exp.devices > 1 else ""
         print(f"epoch {epoch + 1}/{t.epochs}: loss {record['train_loss']:.3f} train "
               f"{100 * record['train_acc']:.1f}% "
-              f"{'val' if exp.cfg.data.val_fraction > 0 else 'test'} {100 * test_acc:.2f}% "
-              f"({record['images_per_s']:.0f} img/s{per_device})", flush=True)
+              + "".join(f"{k} {v} " for k, v in tested.items())
+              + f"({record['images_per_s']:.0f} img/s{per_device})", flush=True)
     return state, record
 
 
@@ -314,7 +348,9 @@ def _finish(r: _Run, steps: CompiledSteps, title: str) -> dict:
     """The final (test-time augmented) evaluation; process 0 writes ``results.json`` and
     ``curves.png`` and prints the report."""
     ds = r.exp.data.dataset
+    t0 = time.perf_counter()
     test_loss, test_acc, preds = evaluate(r.exp, steps.evaluate, r.state, ds.test)
+    r.timing["final_eval_s"] = time.perf_counter() - t0
     results = {"test_acc": test_acc, "test_loss": test_loss}
     if r.main:
         results = _write_results(r, test_loss, test_acc, preds, title)
@@ -340,6 +376,7 @@ def _write_results(r: _Run, test_loss: float, test_acc: float, preds: np.ndarray
         "eval_split": "validation" if cfg.data.val_fraction > 0 else "test",
         "epochs": len(records), "wall_s": round(wall_s, 1),
         "median_images_per_s": round(float(np.median(speeds)), 1) if speeds else None,
+        "timing": {k: round(v, 2) for k, v in r.timing.items()},
     }
     report.write_json(workdir / "results.json", results)
     tta = [n for n, on in (("flip", cfg.train.tta_flip), ("multicrop", cfg.train.tta_multicrop))

@@ -25,6 +25,8 @@ import json
 import re
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -198,9 +200,12 @@ def hlo_users(hlo: str) -> dict[str, set[str]]:
 
 
 def thunk_times(trace_dir: str, users: dict[str, set[str]],
-                async_ops: set[str]) -> dict[str, float]:
-    """Median ms per step of each thunk in a ``jax.profiler`` trace (perfetto JSON) of
-    several steps, each charged its share of the time it overlaps other thunks.
+                async_ops: set[str]) -> tuple[dict[str, float], float]:
+    """(median ms per step of each thunk, median ms per step of XLA's executor) in a
+    ``jax.profiler`` trace (perfetto JSON) of several steps; each thunk is charged its share
+    of the time it overlaps other thunks, so the charges add up to the time some thunk ran.
+    The executor's time is its "wait for completion" event: what it spends beyond the
+    charges is time no thunk ran (the thunks' scheduling, hand-offs between threads).
 
     A thunk's event covers its work, except for ``async_ops`` (XLA's convolution thunks,
     which run on the intra-op pool): their event covers the launch, so they are taken to
@@ -240,25 +245,65 @@ def thunk_times(trace_dir: str, users: dict[str, set[str]],
             if k is not None:
                 per_step[k][s[2]] += (b - a) / len(active) / 1000
     ops = set().union(*per_step)
-    return {op: float(np.median([c[op] for c in per_step])) for op in ops}
+    return ({op: float(np.median([c[op] for c in per_step])) for op in ops},
+            float(np.median([(t1 - t0) / 1000 for t0, t1 in steps])))
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """Where one side's step time goes, medians in ms per step: ``wall`` timed without the
+    profiler (each step waited for), ``traced`` the same under the profiler, ``executor``
+    XLA's executor from its first thunk to its last (jconv only), ``charged`` the sum of
+    the per-op charges."""
+
+    wall: float
+    traced: float
+    charged: float
+    executor: float | None = None
+
+    def unaccounted(self) -> dict[str, float]:
+        """The step's wall time no op was charged with, split by where it lies: idle
+        inside XLA's executor (no thunk running: scheduling, thread hand-offs), outside it
+        (dispatch, argument checks, buffer donation and the wait for the result), and what
+        the profiler itself added (traced - wall; negative is noise)."""
+        if self.executor is None:
+            return {"outside the ops": self.traced - self.charged,
+                    "profiler overhead": self.traced - self.wall}
+        return {"idle inside XLA's executor": self.executor - self.charged,
+                "outside the executor": self.traced - self.executor,
+                "profiler overhead": self.traced - self.wall}
+
+
+def _timed_steps(run: Callable[[], Any], steps: int) -> list[float]:
+    """ms of each of ``steps`` calls of ``run`` (which waits for its result)."""
+    out = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        run()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
 
 
 def profile_jconv(step: Callable, state: Any, x: Any, y: Any, steps: int) -> tuple[
-        dict[tuple[str, str], float], float]:
-    """({(category, layer): ms per step}, wall ms per step) of jconv's jitted step."""
+        dict[tuple[str, str], float], StepTime]:
+    """({(category, layer): ms per step}, :class:`StepTime`) of jconv's jitted step."""
     import jax
 
     hlo = step.lower(state, x, y).compile().as_text()
+    box = [state]
+
+    def one() -> None:
+        box[0], m = step(box[0], x, y)
+        jax.block_until_ready(m)
+
     for _ in range(2):
-        state, m = step(state, x, y)
-    jax.block_until_ready(m)
+        one()
+    wall = float(np.median(_timed_steps(one, steps)))
     with tempfile.TemporaryDirectory() as d:
         with jax.profiler.trace(d, create_perfetto_trace=True):
-            for _ in range(steps):
-                state, m = step(state, x, y)
-                jax.block_until_ready(m)
+            traced = float(np.median(_timed_steps(one, steps)))
         convs = set(re.findall(r"^\s*(?:ROOT )?%([\w.\-]+) = \S+ convolution\(", hlo, re.M))
-        times = thunk_times(d, hlo_users(hlo), convs)
+        times, executor = thunk_times(d, hlo_users(hlo), convs)
     cats = classify_hlo(hlo)
     users = hlo_users(hlo)
     for op, (cat, _) in list(cats.items()):
@@ -268,7 +313,7 @@ def profile_jconv(step: Callable, state: Any, x: Any, y: Any, steps: int) -> tup
     out = collections.Counter()
     for op, ms in times.items():
         out[cats.get(op, (OTHER, ""))] += ms
-    return dict(out), sum(times.values())
+    return dict(out), StepTime(wall, traced, sum(times.values()), executor)
 
 
 TORCH_NODES = {"Convolution": CONV_BWD, "NativeBatchNorm": BN, "Gelu": ACT, "Relu": ACT,
@@ -283,23 +328,23 @@ TORCH_OPS = {"aten::convolution": CONV_FWD, "aten::conv2d": CONV_FWD, "aten::bat
 
 
 def profile_torch(step: Callable, x: Any, y: Any, steps: int) -> tuple[
-        dict[tuple[str, str], float], float]:
-    """({(category, layer): ms per step}, wall ms per step) of the PyTorch step."""
+        dict[tuple[str, str], float], StepTime]:
+    """({(category, layer): ms per step}, :class:`StepTime`) of the PyTorch step."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     for _ in range(2):
         step(x, y)
+    wall = float(np.median(_timed_steps(lambda: step(x, y), steps)))
+    traced = []
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for i in range(steps):
+            t0 = time.perf_counter()
             with torch.profiler.record_function(f"step{i}"):
                 step(x, y)
+            traced.append((time.perf_counter() - t0) * 1000)
     per_step: list[collections.Counter] = [collections.Counter() for _ in range(steps)]
-    walls = []
     events = prof.events()
-    for e in events:
-        if re.fullmatch(r"step\d+", e.name):
-            walls.append(e.cpu_time_total / 1000)
     for e in events:
         root = e
         while root.cpu_parent is not None and not re.fullmatch(r"step\d+",
@@ -331,9 +376,9 @@ def profile_torch(step: Callable, x: Any, y: Any, steps: int) -> tuple[
         per_step[k][(cat, layer)] += e.cpu_time_total / 1000
     keys = set().union(*per_step)
     # Lookahead runs every 5th step: its mean, not its median (0), is its cost per step.
-    return ({key: float((np.mean if key[0] == LOOKAHEAD else np.median)(
-        [c[key] for c in per_step])) for key in keys},
-            float(np.median(walls)))
+    ops = {key: float((np.mean if key[0] == LOOKAHEAD else np.median)(
+        [c[key] for c in per_step])) for key in keys}
+    return ops, StepTime(wall, float(np.median(traced)), sum(ops.values()))
 
 
 def _descendants(e: Any) -> list[Any]:
@@ -346,8 +391,10 @@ def _descendants(e: Any) -> list[Any]:
 
 
 def table(jconv: dict[tuple[str, str], float], torch: dict[tuple[str, str], float] | None,
-          walls: tuple[float, float | None]) -> str:
-    """The side-by-side markdown table: one row per (category, conv layer), totals last."""
+          times: tuple[StepTime, StepTime | None]) -> str:
+    """The side-by-side markdown table: one row per (category, conv layer), the totals,
+    then the whole step: its wall time without the profiler, what the ops were charged
+    and the rest, named by where it lies (:meth:`StepTime.unaccounted`)."""
     keys = sorted(set(jconv) | set(torch or {}),
                   key=lambda k: (CATEGORIES.index(k[0]), _layer_order(k[1])))
     rows = ["| op | jconv ms | PyTorch ms | jconv / PyTorch |", "|---|---|---|---|"]
@@ -363,7 +410,16 @@ def table(jconv: dict[tuple[str, str], float], torch: dict[tuple[str, str], floa
                        ("everything else", lambda k: k[0] not in (CONV_FWD, CONV_BWD))):
         rows.append(row(f"**{name}**", sum(v for k, v in jconv.items() if pick(k)),
                         None if torch is None else sum(v for k, v in torch.items() if pick(k))))
-    rows.append(row("**step (wall)**", walls[0], walls[1]))
+    jt, tt = times
+    rows.append(row("**charged to ops**", jt.charged, None if tt is None else tt.charged))
+    rows.append(row("**step wall, no profiler**", jt.wall, None if tt is None else tt.wall))
+    rows.append(row("**step wall, profiled**", jt.traced, None if tt is None else tt.traced))
+    share = 100 * (jt.traced - jt.charged) / jt.traced
+    rows.append(row(f"**unaccounted** (profiled wall - charged: {share:.1f}% of jconv's step)",
+                    jt.traced - jt.charged, None if tt is None else tt.traced - tt.charged))
+    theirs = {} if tt is None else tt.unaccounted()
+    for name, ms in jt.unaccounted().items():
+        rows.append(row(f"  {name}", ms, theirs.get(name)))
     return "\n".join(rows)
 
 
@@ -395,16 +451,16 @@ def main(argv: list[str] | None = None) -> int:
 
     step, state = exp.train_step(), exp.state
     x, y = bench_batches(exp, 1)[0]
-    jc, jwall = profile_jconv(step, state, x, y, args.steps)
+    jc, jtime = profile_jconv(step, state, x, y, args.steps)
     tstep = None if args.no_torch else make_torch_step(cfg)
     if tstep is None and not args.no_torch:
         print("PyTorch is not installed: jconv's side only (pip install torch)")
-    tc, twall = (None, None) if tstep is None else profile_torch(
+    tc, ttime = (None, None) if tstep is None else profile_torch(
         tstep, *tstep.inputs(np.asarray(x), np.asarray(y)), args.steps)
     print(f"{cfg.model.arch} {list(cfg.model.widths)}, batch {cfg.train.batch_size}, "
           f"{cfg.model.data_format}, conv_impl={cfg.model.conv_impl}, "
           f"conv_backend={cfg.model.conv_backend}; median of {args.steps} steps, ms per step")
-    print(table(jc, tc, (jwall, twall)))
+    print(table(jc, tc, (jtime, ttime)))
     return 0
 
 

@@ -109,9 +109,13 @@ def curves_figure(records: Sequence[dict], title: str = "") -> Any:
     epochs = [r["epoch"] for r in records]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [r["train_loss"] for r in records], label="train (smoothed CE)")
-    ax_loss.plot(epochs, [r["test_loss"] for r in records], label="test (CE)")
+    # Epochs without an evaluation (train.eval_every) have no test point.
+    tested = [r for r in records if r.get("test_acc") is not None]
+    ax_loss.plot([r["epoch"] for r in tested], [r["test_loss"] for r in tested], "o-"
+                 if len(tested) < len(records) else "-", label="test (CE)")
     ax_acc.plot(epochs, [100 * r["train_acc"] for r in records], label="train")
-    ax_acc.plot(epochs, [100 * r["test_acc"] for r in records], label="test")
+    ax_acc.plot([r["epoch"] for r in tested], [100 * r["test_acc"] for r in tested], "o-"
+                if len(tested) < len(records) else "-", label="test")
     for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy (%)")):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
