@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as e:
         print(f"Error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:
+        from .loop import Terminated
+
+        return 143 if isinstance(e, Terminated) else 130
     return 0

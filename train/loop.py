@@ -4,11 +4,14 @@ checkpointed) and finish (the final evaluation, plots and results)."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
@@ -179,16 +182,69 @@ def run(cfg: Config, workdir: str | Path, resume: bool = False, quiet: bool = Fa
         return done
     r = _prepare(cfg, workdir, resume, quiet, t_start)
     try:
-        _restore(r, resume, extends)
-        steps = _compile(r)
-        _fit(r, steps)
-    except KeyboardInterrupt:
-        say(f"\ninterrupted; continue with: python -m train --workdir {workdir} --resume",
-            file=sys.stderr)
+        with _SIGNALS.installed():
+            _restore(r, resume, extends)
+            steps = _compile(r)
+            _fit(r, steps)
+    except KeyboardInterrupt as e:
+        latest = r.ckpts.latest()
+        why = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        since = "from scratch" if latest is None else f"after epoch {latest}"
+        say(f"\n{why}; continue with: python -m train --workdir {workdir} --resume "
+            f"(its newest checkpoint resumes {since})", file=sys.stderr)
         raise
     finally:
         r.close()
     return _finish(r, steps, f"{config_name or 'config'}: run {workdir}, seed {cfg.seed}")
+
+
+class Terminated(KeyboardInterrupt):
+    """The run got SIGTERM (a batch scheduler's preemption, ``kill``): it stops as on
+    Ctrl-C, saying how to resume, and the command exits with 143 (128 + SIGTERM)."""
+
+
+class _Signals:
+    """SIGTERM raises :class:`Terminated` as Ctrl-C raises KeyboardInterrupt; while a
+    checkpoint is being saved (:meth:`deferred`) both wait until it is on disk, so a stop
+    never interrupts Orbax's writer threads half-way."""
+
+    def __init__(self) -> None:
+        self.saving = False
+        self.pending: BaseException | None = None
+
+    def handler(self, signum: int, frame: Any) -> None:
+        stop = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        if self.saving:
+            self.pending = self.pending or stop
+            return
+        raise stop
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """The handlers, for the block (main thread only: elsewhere the defaults stay)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, self.handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.saving = True
+        try:
+            yield
+        finally:
+            self.saving = False
+        if self.pending is not None:
+            stop, self.pending = self.pending, None
+            raise stop
+
+
+_SIGNALS = _Signals()
 
 
 def _prepare(cfg: Config, workdir: Path, resume: bool, quiet: bool, t_start: float) -> _Run:
@@ -270,8 +326,10 @@ def _fit(r: _Run, steps: CompiledSteps) -> None:
             t0 = time.perf_counter()
             # An epoch without an evaluation is never the best checkpoint.
             acc = record["test_acc"]
-            r.ckpts.save(epoch + 1, r.state, {"epoch": epoch + 1, "wall_s": record["wall_s"]},
-                         -1.0 if acc is None else acc)
+            with _SIGNALS.deferred():
+                r.ckpts.save(epoch + 1, r.state, {"epoch": epoch + 1,
+                                                  "wall_s": record["wall_s"]},
+                             -1.0 if acc is None else acc)
             r.timing["checkpoint_s"] += time.perf_counter() - t0
 
 

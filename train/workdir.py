@@ -5,6 +5,7 @@ outputs."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -62,6 +63,13 @@ def check_resume(workdir: Path, resume: bool, cfg: Config) -> int | None:
         return None
     diff = config_diff(OmegaConf.load(saved), cfg)
     epochs = diff.pop("train.epochs", None)
+    if epochs is not None and "optim.warmup_epochs" in diff:
+        # The trainer scales the YAML's warm-up with an overridden train.epochs (see
+        # train.config.load_config): a warm-up that is the same fraction of each run followed
+        # the epochs, it was not changed.
+        (old_w, new_w), (old_e, new_e) = diff["optim.warmup_epochs"], epochs
+        if math.isclose(old_w / old_e, new_w / new_e, rel_tol=1e-3):
+            del diff["optim.warmup_epochs"]
     if diff:
         changes = ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in diff.items())
         raise RunError(f"--resume: the config differs from the one the run in {workdir} "
