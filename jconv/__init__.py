@@ -27,6 +27,7 @@ from .shapes import (ConvParams, conv2d_output_shape, conv_output_shape, find_co
 from .bn_fold import fold_conv_bn, fold_conv_bn_sequential
 from .fold_graph import FoldReport, fold_conv_bn_graph
 from .fused import conv2d_bias_act
+from .host_memory import reuse_host_memory
 from .summary import LayerSummary, ModelSummary, summary
 from .torch_import import load_torch_state_dict
 from .transpose import conv_transpose1d, conv_transpose2d, conv_transpose3d
@@ -54,6 +55,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "reuse_host_memory",
     "CONV_BACKENDS",
     "AUTO_IMPLS",
     "CONV_IMPLS",

@@ -39,7 +39,18 @@ def test_profile_table_charges_the_step_to_categories(capsys):
     rows = {line.split(" | ")[0].lstrip("| ") for line in out.splitlines()
             if line.startswith("| ")}
     assert {"conv fwd 3->24 @32", "conv fwd 24->8 @31", "conv bwd (data + weight) 8->8 @15",
-            "BatchNorm", CATEGORIES[4], "pooling", "**step (wall)**"} <= rows
+            "BatchNorm", CATEGORIES[4], "pooling", "**charged to ops**",
+            "**step wall, no profiler**", "**step wall, profiled**",
+            "idle inside XLA's executor", "outside the executor",
+            "profiler overhead"} <= rows
+    values = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:]
+              for line in out.splitlines() if line.startswith("| ")}
+    unaccounted = next(v for k, v in values.items() if k.startswith("**unaccounted**"))
+    parts = [float(values[k][0]) for k in ("idle inside XLA's executor",
+                                           "outside the executor")]
+    # the two places it lies add up to the unaccounted time (each rounded to 0.1 ms)
+    assert abs(sum(parts) - float(unaccounted[0])) <= 0.15
+    assert float(values["**step wall, no profiler**"][0]) > 0
 
 
 def test_profile_rejects_bad_steps(capsys):

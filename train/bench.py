@@ -116,9 +116,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def load_inputs(config: str, overrides: list[str]) -> tuple[Config, RunData] | None:
     """The config and its data, or None after printing the one-line ``Error:`` of a bad
-    config or dataset."""
+    config or dataset. With ``train.reuse_host_memory`` the process reuses its freed host
+    memory as the trainer's does (:func:`jconv.reuse_host_memory`; PyTorch's side, in the
+    same process, gets it too)."""
     try:
         cfg = load_config(config, overrides)
+        if cfg.train.reuse_host_memory:
+            from jconv.host_memory import reuse_host_memory
+
+            try:
+                reuse_host_memory()
+            except RuntimeError as e:  # called from a process that already ran JAX
+                print(f"note: train.reuse_host_memory not applied: {e}", file=sys.stderr)
         return cfg, RunData.load(cfg)
     except (ConfigError, DataError) as e:
         print(f"Error: {e}", file=sys.stderr)

@@ -90,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         config = _config_path(args)
         cfg = load_config(config, args.overrides)
         workdir = check_workdir(args.workdir or Path("runs") / Path(config).stem)
+        if cfg.train.reuse_host_memory:
+            from jconv.host_memory import reuse_host_memory
+
+            reuse_host_memory()  # before jax starts its threads (see its docstring)
         from .loop import RunError, run  # jax & co. load only once the config is valid
         from .parallel import init_distributed
 

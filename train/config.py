@@ -114,6 +114,7 @@ class TrainConfig:
     # final (TTA) evaluation
     checkpoint_every: int = MISSING  # checkpoint after every N-th epoch and the last
     keep_checkpoints: int = MISSING  # the last N are kept, plus the best
+    reuse_host_memory: bool = MISSING  # jconv.reuse_host_memory() before the run starts
     tensorboard: bool = MISSING
 
 
