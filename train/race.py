@@ -11,7 +11,9 @@ on the CPU; ``--peer`` names another copy) with the config's sizes (``AB_EPOCHS`
 ``AB_BATCH``, ``AB_WIDTHS``). The order alternates by seed (PyTorch first for the 1st, 3rd,
 ... seed, jconv first for the others) so that a drift in the machine's speed does not
 favour one side. ``--compile-seeds`` adds a row for the peer under ``torch.compile``
-(``AB_COMPILE=1``).
+(``AB_COMPILE=1``), ``--reuse-seeds`` one for the peer with the malloc settings that
+jconv's trainer uses (:func:`jconv.reuse_host_memory`, given to its process as glibc
+tunables): PyTorch's large tensors are page-faulted in afresh the same way.
 
 The race is against the peer script rather than a port of ours: it is airbench94's own
 code, so nothing we wrote can make the PyTorch side slower than it is.
@@ -47,6 +49,11 @@ from .config import Config, ConfigError, load_config
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PEER = REPO.parent / "shared" / "peers" / "airbench94_torch.py"
 JCONV, TORCH, COMPILED = "jconv", "PyTorch eager", "PyTorch torch.compile"
+TORCH_REUSE = "PyTorch eager, reused host memory"
+SIDES = (JCONV, TORCH, COMPILED, TORCH_REUSE)
+# jconv.reuse_host_memory's mallopt settings as glibc tunables, for the peer's process.
+REUSE_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
+                  "glibc.malloc.trim_threshold=2147483647")
 PROGRESS = re.compile(r"(epoch \d|test accuracy|VALIDATION|Error|note|\s+compiled|Traceback)")
 
 # airbench94's hyperparameters that the peer script fixes (it takes only the sizes from the
@@ -211,11 +218,14 @@ def run_jconv(config: str, overrides: Sequence[str], seed: int, workdir: Path,
 
 
 def run_peer(peer: Path, data_dir: Path, env: dict[str, str], seed: int, workdir: Path,
-             compiled: bool, echo: Callable[[str], None]) -> RunResult:
-    """One run of the peer script for ``seed`` (``compiled``: under ``torch.compile``)."""
-    side = COMPILED if compiled else TORCH
-    log = workdir / f"torch{'-compile' * compiled}-seed{seed}.log"
-    full_env = {**os.environ, **env, "AB_COMPILE": "1" if compiled else "0"}
+             side: str, echo: Callable[[str], None]) -> RunResult:
+    """One run of the peer script for ``seed`` as ``side``: eager, under ``torch.compile``
+    (COMPILED) or eager with jconv's malloc settings (TORCH_REUSE)."""
+    name = {TORCH: "torch", COMPILED: "torch-compile", TORCH_REUSE: "torch-reuse"}[side]
+    log = workdir / f"{name}-seed{seed}.log"
+    full_env = {**os.environ, **env, "AB_COMPILE": "1" if side == COMPILED else "0"}
+    if side == TORCH_REUSE:
+        full_env["GLIBC_TUNABLES"] = REUSE_TUNABLES
     before = _load()
     wall, code, lines = _run([sys.executable, str(peer), str(data_dir), str(seed)], full_env,
                              log, echo)
@@ -295,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--compile-seeds", default="",
                    help="seeds that also run the peer under torch.compile (default: none)")
+    p.add_argument("--reuse-seeds", default="",
+                   help="seeds that also run the peer with jconv's malloc settings "
+                        "(jconv.reuse_host_memory, as glibc tunables; default: none)")
     p.add_argument("--peer", default=str(DEFAULT_PEER),
                    help=f"airbench94's PyTorch script (default {DEFAULT_PEER})")
     p.add_argument("--workdir", default="runs/race",
@@ -306,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         seeds = _seeds(args.seeds, "--seeds")
         compile_seeds = _seeds(args.compile_seeds, "--compile-seeds")
+        reuse_seeds = _seeds(args.reuse_seeds, "--reuse-seeds")
         if not seeds:
             raise ConfigError("--seeds must name at least one seed, e.g. --seeds 0,1,2")
         cfg = load_config(args.config, args.overrides)
@@ -372,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         if side == JCONV:
             r = run_jconv(args.config, args.overrides, seed, workdir, echo)
         else:
-            r = run_peer(peer, data_dir, env, seed, workdir, side == COMPILED, echo)
+            r = run_peer(peer, data_dir, env, seed, workdir, side, echo)
         results.append(r)
         save()
         print(f"{side}, seed {seed}: {100 * r.accuracy:.2f}% in {r.wall_s:.1f} s "
@@ -384,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
                 [JCONV, TORCH]
             if use_torch and seed in compile_seeds:
                 order.append(COMPILED)
+            if use_torch and seed in reuse_seeds:
+                order.append(TORCH_REUSE)
             for side in order:
                 one(side, seed)
     except RaceError as e:
@@ -395,9 +411,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted: the finished runs are in {workdir / 'race.json'}",
               file=sys.stderr)
         if results:
-            print(table(sorted(results, key=lambda r: [JCONV, TORCH, COMPILED].index(r.side))))
+            print(table(sorted(results, key=lambda r: SIDES.index(r.side))))
         return 130
-    results.sort(key=lambda r: [JCONV, TORCH, COMPILED].index(r.side))
+    results.sort(key=lambda r: SIDES.index(r.side))
     save()
     print(f"\n{record['machine']['date']}, {record['machine']['cpu']}, "
           f"{record['machine']['cores']} cores; load {min(r.load_before for r in results):.2f}"
