@@ -121,13 +121,9 @@ def load_inputs(config: str, overrides: list[str]) -> tuple[Config, RunData] | N
     same process, gets it too)."""
     try:
         cfg = load_config(config, overrides)
-        if cfg.train.reuse_host_memory:
-            from jconv.host_memory import reuse_host_memory
+        from .loop import use_host_memory_reuse
 
-            try:
-                reuse_host_memory()
-            except RuntimeError as e:  # called from a process that already ran JAX
-                print(f"note: train.reuse_host_memory not applied: {e}", file=sys.stderr)
+        use_host_memory_reuse(cfg)
         return cfg, RunData.load(cfg)
     except (ConfigError, DataError) as e:
         print(f"Error: {e}", file=sys.stderr)

@@ -90,11 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         config = _config_path(args)
         cfg = load_config(config, args.overrides)
         workdir = check_workdir(args.workdir or Path("runs") / Path(config).stem)
-        if cfg.train.reuse_host_memory:
-            from jconv.host_memory import reuse_host_memory
+        from .loop import RunError, run, use_host_memory_reuse  # jax & co. load only once
+        # the config is valid
 
-            reuse_host_memory()  # before jax starts its threads (see its docstring)
-        from .loop import RunError, run  # jax & co. load only once the config is valid
+        use_host_memory_reuse(cfg)  # before jax starts its threads
         from .parallel import init_distributed
 
         try:

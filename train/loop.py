@@ -91,6 +91,19 @@ def use_compilation_cache() -> None:
     jax.config.update("jax_compilation_cache_dir", str(compilation_cache_dir()))
 
 
+def use_host_memory_reuse(cfg: Config) -> None:
+    """:func:`jconv.reuse_host_memory` when ``cfg.train.reuse_host_memory``: called before
+    the process's first JAX computation by the trainer, ``train.bench`` and
+    ``train.profile``. In a process that has already computed with JAX (a test, a notebook)
+    it cannot take effect and says so in a note instead."""
+    if not cfg.train.reuse_host_memory:
+        return
+    try:
+        jconv.reuse_host_memory()
+    except RuntimeError as e:
+        print(f"note: train.reuse_host_memory not applied: {e}", file=sys.stderr)
+
+
 def _summary(exp: Experiment, workdir: Path) -> str:
     cfg, m, ds = exp.cfg, exp.cfg.model, exp.data.dataset
     lines = [
