@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -95,13 +96,14 @@ def use_host_memory_reuse(cfg: Config) -> None:
     """:func:`jconv.reuse_host_memory` when ``cfg.train.reuse_host_memory``: called before
     the process's first JAX computation by the trainer, ``train.bench`` and
     ``train.profile``. In a process that has already computed with JAX (a test, a notebook)
-    it cannot take effect and says so in a note instead."""
+    it cannot take effect and says so in a ``RuntimeWarning`` instead."""
     if not cfg.train.reuse_host_memory:
         return
     try:
         jconv.reuse_host_memory()
     except RuntimeError as e:
-        print(f"note: train.reuse_host_memory not applied: {e}", file=sys.stderr)
+        warnings.warn(f"train.reuse_host_memory not applied: {e}", RuntimeWarning,
+                      stacklevel=2)
 
 
 def _summary(exp: Experiment, workdir: Path) -> str:
