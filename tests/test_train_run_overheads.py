@@ -39,7 +39,7 @@ def test_eval_and_checkpoint_every_n_epochs(tmp_path):
                   if p.name.isdigit()) == [2, 3]
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["timing"]) == set(TIMED)
-    assert results["timing"]["train_s"] > 0 and results["timing"]["final_eval_s"] > 0
+    assert results["timing"]["train_s"] > 0 and results["timing"]["final_eval_s"] >= 0
     assert (tmp_path / "curves.png").stat().st_size > 0
 
 
