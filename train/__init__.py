@@ -10,5 +10,6 @@ summaries), ``workdir`` (the run's folder and the ``--resume`` checks), ``loop``
 training run), ``cli`` (command line), ``check`` (cross-impl
 gradient check), ``bench`` (training throughput per conv implementation) and ``export``
 (folded ``jax.export`` artifact and predictions), ``profile`` (where a train step's time
-goes, beside PyTorch's) and ``torch_ref`` (the PyTorch reference of the same networks).
+goes, beside PyTorch's), ``race`` (whole runs against airbench94's PyTorch code, side by
+side) and ``torch_ref`` (the PyTorch reference of the same networks).
 """
