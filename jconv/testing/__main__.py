@@ -11,9 +11,9 @@ import sys
 from typing import Any, Callable, NoReturn, Sequence
 
 from ._adapters import from_layer, from_nhwc
-from ._api import (DTYPES, check_avg_pool2d, check_conv2d, check_conv_transpose2d,
-                   check_max_pool2d)
+from ._api import DTYPES, GRIDS, check_conv2d, check_conv_transpose2d
 from ._grids import KINDS
+from ._nd_api import check_avg_pool2d, check_max_pool2d
 from ._report import DEFAULT_TOLERANCES
 from ._tolerance import TOLERANCE_MODES
 
