@@ -24,11 +24,14 @@ def _fn(function: str, impl: str | None):
     return fn if impl is None else functools.partial(fn, impl=impl)
 
 
+# The random configurations of every function, the 2-D ones included (their cases="quick"
+# is the hand-picked 2-D grid, which tests/test_pool.py runs per impl).
 @pytest.mark.parametrize("function", WINDOWED + ADAPTIVE)
 def test_oracle_quick_float64_with_check_grads(function):
     """Values and gradients in float64 (1e-12), plus check_grads(order=2) on one case."""
     impl = None if function.startswith("adaptive") else "lax"
-    report = testing.check_pool(_fn(function, impl), function, cases="quick",
+    report = testing.check_pool(_fn(function, impl), function,
+                                cases=testing.pool_cases(function, "quick"),
                                 dtypes=("float64",))
     assert report.passed, str(report)
     assert report.worst("float64", "forward") < 1e-12, str(report)
@@ -37,7 +40,8 @@ def test_oracle_quick_float64_with_check_grads(function):
 @pytest.mark.parametrize("function", [f for f in WINDOWED if f.endswith("3d")])
 @pytest.mark.parametrize("impl", ["im2col", "loops"])
 def test_oracle_quick_other_impls_3d(function, impl):
-    report = testing.check_pool(_fn(function, impl), function, cases="quick",
+    report = testing.check_pool(_fn(function, impl), function,
+                                cases=testing.pool_cases(function, "quick"),
                                 dtypes=("float64",), check_grads_cases=0)
     assert report.passed, str(report)
 
@@ -47,7 +51,8 @@ def test_oracle_quick_other_impls_3d(function, impl):
 def test_oracle_default_every_impl_and_dtype(function):
     impls = [None] if function.startswith("adaptive") else IMPLS
     for impl in impls:
-        report = testing.check_pool(_fn(function, impl), function, cases="default",
+        report = testing.check_pool(_fn(function, impl), function,
+                                    cases=testing.pool_cases(function, "default"),
                                     dtypes=("float64", "float32", "bfloat16"),
                                     check_grads_cases=0)
         assert report.passed, str(report)

@@ -82,6 +82,14 @@ def bias_added_in_bfloat16(x, w, b=None, **kw):
     return lax_conv(x, w, b, _bias_in_x_dtype=True, **kw)
 
 
+def bias_ignored(x, w, b=None, **kw):
+    return lax_conv(x, w, None, **kw)
+
+
+def flipped_kernel_bias_ignored(x, w, b=None, **kw):
+    return lax_conv(x, w[:, :, ::-1, ::-1], None, **kw)
+
+
 def bias_gradient_doubled(x, w, b=None, **kw):
     """Forward right, bias gradient twice too large (the bias added in bfloat16 as well)."""
     b2 = None if b is None else b + (b - lax.stop_gradient(b))
@@ -158,6 +166,54 @@ def test_broken_convs_fail(mutant, caught_by, dtype):
     # The bias summed in bfloat16 is named as the likely cause; no other bug is.
     named = "Likely cause: only the bias gradient fails, only in bfloat16" in str(report)
     assert named == (mutant is bias_added_in_bfloat16), str(report)
+
+
+@pytest.mark.parametrize("mutant,cause", [
+    (flipped_kernel, "Likely cause: the kernel is flipped. In all {n} failing cases the output "
+                     "equals PyTorch's conv2d with w flipped along its spatial axes: fn computes "
+                     "a true convolution, while torch.nn.functional.conv2d is a "
+                     "cross-correlation (the kernel is not flipped)"),
+    (bias_ignored, "Likely cause: the bias is ignored. In all {n} failing cases the output "
+                   "equals PyTorch's conv2d without the bias b (the cases without a bias "
+                   "pass): fn ignores b"),
+    (flipped_kernel_bias_ignored, "Likely cause: the kernel is flipped and the bias ignored. "
+                                  "In all {n} failing cases the output equals PyTorch's conv2d "
+                                  "with w flipped along its spatial axes and without b"),
+], ids=["flipped_kernel", "bias_ignored", "both"])
+def test_flipped_kernel_and_ignored_bias_named_as_the_likely_cause(mutant, cause):
+    # Gradients on: their failures come from the same bug and must not hide the cause.
+    report = testing.check_conv2d(mutant, cases="quick", dtypes=("float32",),
+                                  check_grads_cases=0)
+    failing = {r.case_index for r in report.failures}
+    assert failing and any(r.check.startswith("grad") for r in report.failures)
+    if mutant is bias_ignored:  # only the biased cases fail
+        assert failing == {i for i, c in enumerate(testing.conv2d_cases("quick")) if c.bias}
+    assert report.likely_cause().startswith(cause.format(n=len(failing))), report.likely_cause()
+    assert "Likely cause: the" in " ".join(str(report).split())
+
+
+def test_no_likely_cause_for_other_bugs_or_a_mix():
+    # A padding bug resembles neither; a flip on some cases only is no pattern either.
+    assert testing.check_conv2d(symmetric_padding, cases="quick", dtypes=("float32",),
+                                grads=False).likely_cause() == ""
+    cases = testing.conv2d_cases("quick")[:3]
+    mixed = testing.check_conv2d(
+        lambda x, w, b=None, **kw: (flipped_kernel if x.shape[-1] == 9 else bias_ignored)(
+            x, w, b, **kw), cases=cases, dtypes=("float32",), grads=False)
+    assert {r.resembles for r in mixed.failures if r.check == "forward"} == {
+        ("flipped kernel",), ("no bias",)}, str(mixed)
+    assert mixed.likely_cause() == ""
+
+
+def test_flipped_kernel_named_for_transposed_and_1d_convs():
+    flipped_t = lambda x, w, b=None, **kw: jconv.conv_transpose2d(  # noqa: E731
+        x, w[:, :, ::-1, ::-1], b, **kw)
+    report = testing.check_conv_transpose2d(flipped_t, cases="quick", dtypes=("float32",),
+                                            grads=False)
+    assert report.likely_cause().startswith("Likely cause: the kernel is flipped."), str(report)
+    flipped_1d = lambda x, w, b=None, **kw: jconv.conv1d(x, w[:, :, ::-1], b, **kw)  # noqa: E731
+    report = testing.check_conv1d(flipped_1d, cases="quick", dtypes=("float32",), grads=False)
+    assert "torch.nn.functional.conv1d is a cross-correlation" in report.likely_cause()
 
 
 @pytest.mark.slow

@@ -62,6 +62,17 @@ def test_help_lists_the_adapter_and_tolerance_flags_with_defaults(capsys):
         assert text in out, text
 
 
+def test_help_counts_the_cases_from_the_grids(capsys):
+    assert run(["--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    grids = (testing.conv2d_cases, testing.conv_transpose2d_cases, testing.max_pool2d_cases,
+             testing.avg_pool2d_cases)
+    counts = ", ".join(f"{kind} " + "/".join(str(len(grid(kind))) for grid in grids)
+                       for kind in testing.KINDS)
+    assert f"case list: {counts} for --op conv2d/conv_transpose2d/max_pool2d/avg_pool2d" in out
+    assert f"default {len(testing.conv2d_cases('default'))}/" in out
+
+
 @pytest.mark.parametrize("argv,message", [
     ([], r"the following arguments are required: target"),
     (["jconv:conv2d", "--cases", "nope"], r"argument --cases: invalid choice: 'nope'"),

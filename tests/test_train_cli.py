@@ -189,6 +189,30 @@ def test_missing_cifar10_dir_says_where_it_looked_and_that_it_never_downloads(
     assert "set data.download=true" not in err and not (tmp_path / "run").exists()
 
 
+def test_subset_config_run_elsewhere_says_its_data_dir_is_relative(tmp_path, capsys,
+                                                                   monkeypatch):
+    """Outside the repository the subset config's relative data.dir is missing: the error
+    says so (cwd, resolved path, the two fixes), not "use --config cifar_subset.yaml", the
+    config already in use."""
+    from train.config import CONFIG_DIR, load_yaml
+
+    monkeypatch.chdir(tmp_path)
+    rel = load_yaml(CONFIG_DIR / "cifar_subset.yaml").data.dir
+    assert main(["--config", "cifar_subset.yaml", "--workdir", "run", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: data.dir={rel!r} (= {(tmp_path / rel).resolve()}) does not "
+                          f"exist relative to the working directory {tmp_path}: it is the real "
+                          f"5,170-image subset's folder, given relative to the repository root "
+                          f"({CONFIG_DIR.parent})"), err
+    assert "Run from the repository root, or pass data.dir=" in err
+    assert str((CONFIG_DIR.parent / rel).resolve()) in err
+    assert "--config cifar_subset.yaml" not in err and not (tmp_path / "run").exists()
+    # Any other missing relative folder keeps the general advice.
+    assert main(["--config", "cifar_subset.yaml", "--workdir", "run", *TINY,
+                 "data.dir=no/such/folder"]) == 2
+    assert "(--config cifar_subset.yaml)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra, match", [
     (["optim.lr=zero"], "optim.lr='zero' is invalid: expected a number"),
     (["data.source=cifar10_dir", "data.dir=/no/such/folder"],

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 import jconv
 
-from .config import DataConfig
+from .config import CONFIG_DIR, DataConfig, load_yaml
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
@@ -117,6 +117,26 @@ def _read_batch(file: Path) -> Split:
     return _split(images, batch[b"labels"], str(file))
 
 
+def _subset_folder() -> Path:
+    """The real subset's folder as configs/cifar_subset.yaml gives it (relative to the
+    repository root); read from that file so the two never disagree."""
+    return Path(load_yaml(CONFIG_DIR / "cifar_subset.yaml").data.dir).expanduser()
+
+
+def _subset_not_here(folder: Path) -> str:
+    """The error for the subset's relative data.dir run from elsewhere: OFFLINE's advice
+    (--config cifar_subset.yaml) is the config already in use, so say what is wrong."""
+    from_root = (CONFIG_DIR.parent / folder).resolve()
+    there = (f"pass data.dir={from_root}" if from_root.is_dir() else
+             f"pass data.dir=/abs/path/to/{CIFAR10_FOLDER} (from the repository root it would "
+             f"be {from_root}, which does not exist either)")
+    return (f"data.dir={str(folder)!r} (= {folder.resolve()}) does not exist relative to the "
+            f"working directory {Path.cwd()}: it is the real 5,170-image subset's folder, "
+            f"given relative to the repository root ({CONFIG_DIR.parent}), so the offline "
+            f"config is already the one in use. Run from the repository root, or {there}; "
+            f"or train on random images (data.source=synthetic, a smoke test)")
+
+
 def load_cifar10_dir(folder: str | Path, read_test: bool = True) -> Dataset:
     """The official "python version" folder (``cifar-10-batches-py``): ``data_batch_<k>``
     files (any number, any rows each) for training, ``test_batch`` for test (not read when
@@ -137,6 +157,8 @@ def load_cifar10_dir(folder: str | Path, read_test: bool = True) -> Dataset:
             f"data.source=auto with data.download=true fetch it (data.source=cifar10_dir "
             f"never downloads), or use data.source=tfds; {OFFLINE}")
     if not folder.is_dir():
+        if not folder.is_absolute() and folder == _subset_folder():
+            raise DataError(_subset_not_here(folder))
         raise DataError(f"{where} does not exist. {hint}")
     train_files = sorted((p for p in folder.iterdir() if re.fullmatch(r"data_batch_\d+", p.name)),
                          key=lambda p: int(p.name.rsplit("_", 1)[1]))

@@ -17,17 +17,17 @@ Example (check a conv in five lines; put your own function in place of ``my_conv
 """
 
 from ._adapters import from_layer, from_nhwc
-from ._api import (DTYPES, assert_avg_pool2d, assert_conv2d, assert_conv_transpose2d,
-                   assert_max_pool2d, check_avg_pool2d, check_conv2d, check_conv_transpose2d,
-                   check_max_pool2d)
-from ._cases import AvgPool2dCase, Conv2dCase, ConvTranspose2dCase, MaxPool2dCase
-from ._grids import (KINDS, avg_pool2d_cases, conv2d_cases, conv_transpose2d_cases,
-                     max_pool2d_cases)
+from ._api import (DTYPES, assert_conv2d, assert_conv_transpose2d, check_conv2d,
+                   check_conv_transpose2d)
+from ._cases import Conv2dCase, ConvTranspose2dCase
+from ._grids import KINDS, conv2d_cases, conv_transpose2d_cases
 from ._nd import (ConvNdCase, assert_conv, assert_conv1d, assert_conv3d, check_conv,
                   check_conv1d, check_conv3d, conv_cases)
-from ._nd_api import (assert_fold, assert_pool, assert_unfold, check_fold, check_pool,
+from ._nd_api import (assert_avg_pool2d, assert_fold, assert_max_pool2d, assert_pool,
+                      assert_unfold, check_avg_pool2d, check_fold, check_max_pool2d, check_pool,
                       check_unfold)
-from ._nd_cases import (POOL_FUNCTIONS, FoldCase, PoolCase, UnfoldCase, fold_cases, pool_cases,
+from ._nd_cases import (POOL_FUNCTIONS, AvgPool2dCase, FoldCase, MaxPool2dCase, PoolCase,
+                        UnfoldCase, avg_pool2d_cases, fold_cases, max_pool2d_cases, pool_cases,
                         unfold_cases)
 from ._nd_oracle import (reference_adaptive_avg_pool, reference_adaptive_max_pool,
                          reference_avg_pool, reference_fold, reference_lp_pool,

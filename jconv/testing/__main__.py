@@ -11,9 +11,9 @@ import sys
 from typing import Any, Callable, NoReturn, Sequence
 
 from ._adapters import from_layer, from_nhwc
-from ._api import (DTYPES, check_avg_pool2d, check_conv2d, check_conv_transpose2d,
-                   check_max_pool2d)
+from ._api import DTYPES, GRIDS, check_conv2d, check_conv_transpose2d
 from ._grids import KINDS
+from ._nd_api import check_avg_pool2d, check_max_pool2d
 from ._report import DEFAULT_TOLERANCES
 from ._tolerance import TOLERANCE_MODES
 
@@ -72,6 +72,14 @@ def parse_tolerance(text: str) -> tuple[str, tuple[float, float]]:
     return dtype, (fwd, grad)
 
 
+def _case_counts() -> str:
+    """How many cases each kind holds per --op, counted from the grids (so --help never
+    drifts from them): ``"quick 10/3/6/6, default ... for conv2d/conv_transpose2d/..."``."""
+    counts = ", ".join(f"{kind} " + "/".join(str(len(GRIDS[op][0](kind))) for op in _CHECKS)
+                       for kind in KINDS)
+    return f"{counts} for --op {'/'.join(_CHECKS)}"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m jconv.testing",
                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -83,8 +91,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="which torch.nn.functional op TARGET implements (default: "
                              "%(default)s)")
     parser.add_argument("--cases", choices=KINDS, default="default",
-                        help="case list: quick 10, default 48, full 224 for conv2d (default: "
-                             "%(default)s)")
+                        help=f"case list: {_case_counts()} (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the random cases (default: %(default)s)")
     parser.add_argument("--dtypes", default=",".join(DTYPES),

@@ -1,13 +1,16 @@
-"""The public ``check_*`` / ``assert_*`` functions."""
+"""The public ``check_*`` / ``assert_*`` functions of conv2d and conv_transpose2d, and the
+one table of case grids every check resolves ``cases=`` with."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence, Union
 
-from ._cases import AvgPool2dCase, Conv2dCase, ConvTranspose2dCase, MaxPool2dCase
+from ._cases import Conv2dCase, ConvTranspose2dCase
 from ._check import run_checks
-from ._grids import (KINDS, avg_pool2d_cases, conv2d_cases, conv_transpose2d_cases,
-                     max_pool2d_cases)
+from ._grids import KINDS, conv2d_cases, conv_transpose2d_cases
+from ._nd_cases import (POOL_FUNCTIONS, FoldCase, PoolCase, UnfoldCase, avg_pool2d_cases,
+                        fold_cases, max_pool2d_cases, pool_cases, unfold_cases)
 from ._report import CheckReport
 
 DTYPES: tuple[str, ...] = ("float64", "float32", "bfloat16")
@@ -15,23 +18,33 @@ DTYPES: tuple[str, ...] = ("float64", "float32", "bfloat16")
 _CHECK_GRADS_CASES = {"quick": 1, "default": 2, "full": 6}
 Cases = Union[str, Any, Sequence[Any]]
 
-_GRIDS: dict[str, tuple[Callable[..., list[Any]], type]] = {
+# op -> (its grid, grid(kind, n=None, seed=0) -> cases; the type its cases have). The one
+# table: check_<op>, check_pool(fn, op), pytest_cases(op=op) and the CLI all read it, so a
+# case list, its documented counts and the check that takes it cannot disagree. The 2-D max
+# and avg pools have hand-picked forms besides random draws: those grids are theirs under
+# either name (MaxPool2dCase and AvgPool2dCase are PoolCases).
+GRIDS: dict[str, tuple[Callable[..., list[Any]], type]] = {
     "conv2d": (conv2d_cases, Conv2dCase),
     "conv_transpose2d": (conv_transpose2d_cases, ConvTranspose2dCase),
-    "max_pool2d": (max_pool2d_cases, MaxPool2dCase),
-    "avg_pool2d": (avg_pool2d_cases, AvgPool2dCase),
+    **{f: (functools.partial(pool_cases, f), PoolCase) for f in POOL_FUNCTIONS},
+    "max_pool2d": (max_pool2d_cases, PoolCase),
+    "avg_pool2d": (avg_pool2d_cases, PoolCase),
+    "unfold": (unfold_cases, UnfoldCase),
+    "fold": (fold_cases, FoldCase),
 }
 
 
 def _resolve(op: str, cases: Cases, seed: int, check_grads_cases: int | None
              ) -> tuple[list[Any], str, int]:
-    return resolve_cases(*_GRIDS[op], cases, seed, check_grads_cases)
+    return resolve_cases(*GRIDS[op], cases, seed, check_grads_cases, op=op)
 
 
 def resolve_cases(grid: Callable[..., list[Any]], case_type: type, cases: Cases, seed: int,
-                  check_grads_cases: int | None) -> tuple[list[Any], str, int]:
+                  check_grads_cases: int | None, op: str | None = None
+                  ) -> tuple[list[Any], str, int]:
     """(the case list, its label, how many get check_grads) for ``cases``: a kind of
-    ``grid`` or the caller's own ``case_type`` instances."""
+    ``grid`` or the caller's own ``case_type`` instances (of ``op``, when given: a
+    ``PoolCase`` of ``max_pool3d`` is no case of ``max_pool2d``)."""
     if isinstance(cases, str):
         if cases not in KINDS:
             raise ValueError(f"cases must be one of {KINDS} or a list of {case_type.__name__}, "
@@ -40,10 +53,13 @@ def resolve_cases(grid: Callable[..., list[Any]], case_type: type, cases: Cases,
         n_grads = _CHECK_GRADS_CASES[cases]
     else:
         listed = [cases] if isinstance(cases, case_type) else list(cases)
-        bad = [c for c in listed if not isinstance(c, case_type)]
+        bad = [c for c in listed if not isinstance(c, case_type)
+               or (op is not None and c.op != op)]
         if bad or not listed:
+            # A type that several ops share (PoolCase) says which op's cases it wanted.
+            of = "" if op is None or getattr(case_type, "op", None) == op else f" of {op}"
             raise TypeError(f"cases must be one of {KINDS} or a non-empty list of "
-                            f"{case_type.__name__}, got {bad[0] if bad else cases!r}")
+                            f"{case_type.__name__}{of}, got {bad[0] if bad else cases!r}")
         label, n_grads = "given cases", 1
     return listed, label, n_grads if check_grads_cases is None else check_grads_cases
 
@@ -124,43 +140,6 @@ def check_conv_transpose2d(fn: Callable[..., Any], *, cases: Cases = "default",
                   jit, fail_fast, tolerance_mode)
 
 
-def check_max_pool2d(fn: Callable[..., Any], *, cases: Cases = "default",
-                     dtypes: Sequence[str] = DTYPES, grads: bool = True, seed: int = 0,
-                     check_grads_cases: int | None = None,
-                     tolerances: dict[str, tuple[float, float]] | None = None,
-                     jit: bool = True, fail_fast: bool = False,
-                     tolerance_mode: str = "pytorch") -> CheckReport:
-    """:func:`check_conv2d` for ``torch.nn.functional.max_pool2d``:
-    ``fn(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False)`` (called with
-    keywords), x (N, C, H, W) or (C, H, W). Inputs hold distinct values, so the gradient
-    (all of a window's cotangent to its max) is unambiguous.
-
-    >>> import jconv
-    >>> check_max_pool2d(jconv.max_pool2d, cases="quick", dtypes=("float32",)).passed
-    True
-    """
-    return _check("max_pool2d", fn, cases, dtypes, grads, seed, check_grads_cases, tolerances,
-                  jit, fail_fast, tolerance_mode)
-
-
-def check_avg_pool2d(fn: Callable[..., Any], *, cases: Cases = "default",
-                     dtypes: Sequence[str] = DTYPES, grads: bool = True, seed: int = 0,
-                     check_grads_cases: int | None = None,
-                     tolerances: dict[str, tuple[float, float]] | None = None,
-                     jit: bool = True, fail_fast: bool = False,
-                     tolerance_mode: str = "pytorch") -> CheckReport:
-    """:func:`check_conv2d` for ``torch.nn.functional.avg_pool2d``:
-    ``fn(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True)``
-    (called with keywords), x (N, C, H, W) or (C, H, W).
-
-    >>> import jconv
-    >>> check_avg_pool2d(jconv.avg_pool2d, cases="quick", dtypes=("float32",)).passed
-    True
-    """
-    return _check("avg_pool2d", fn, cases, dtypes, grads, seed, check_grads_cases, tolerances,
-                  jit, fail_fast, tolerance_mode)
-
-
 def _asserting(check: Callable[..., CheckReport]) -> Callable[..., CheckReport]:
     def assert_(fn: Callable[..., Any], **kwargs: Any) -> CheckReport:
         report = check(fn, **kwargs)
@@ -176,5 +155,3 @@ def _asserting(check: Callable[..., CheckReport]) -> Callable[..., CheckReport]:
 
 assert_conv2d = _asserting(check_conv2d)
 assert_conv_transpose2d = _asserting(check_conv_transpose2d)
-assert_max_pool2d = _asserting(check_max_pool2d)
-assert_avg_pool2d = _asserting(check_avg_pool2d)

@@ -10,8 +10,6 @@ import numpy as np
 
 from ._oracle import (reference_conv2d, reference_conv2d_vjp, reference_conv_transpose2d,
                       reference_conv_transpose2d_vjp)
-from ._pool_oracle import (reference_avg_pool2d, reference_avg_pool2d_vjp,
-                           reference_max_pool2d, reference_max_pool2d_vjp)
 
 Arrays = tuple[Any, ...]
 
@@ -171,72 +169,3 @@ def _distinct_values(rng: np.random.Generator, shape: tuple[int, ...]) -> np.nda
     exact in bfloat16 while there are at most 512 of them."""
     size = int(np.prod(shape))
     return (rng.permutation(size) - size // 2).astype(np.float64).reshape(shape)
-
-
-@dataclass(frozen=True)
-class MaxPool2dCase(_Case):
-    """One max_pool2d call; x holds distinct values so the argmax (and gradient) is unique.
-
-    >>> MaxPool2dCase((1, 1, 4, 4), 2).reference(*MaxPool2dCase((1, 1, 4, 4), 2).inputs()).shape
-    (1, 1, 2, 2)
-    """
-
-    x_shape: tuple[int, ...]
-    kernel_size: Any
-    stride: Any = None
-    padding: Any = 0
-    dilation: Any = 1
-    ceil_mode: bool = False
-    seed: int = 0
-    name: str = field(default="", compare=False)
-
-    op: ClassVar[str] = "max_pool2d"
-    arg_names: ClassVar[tuple[str, ...]] = ("x",)
-
-    def kwargs_dict(self) -> dict[str, Any]:
-        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
-                    dilation=self.dilation, ceil_mode=self.ceil_mode)
-
-    def _raw_inputs(self, rng: np.random.Generator) -> Arrays:
-        return (_distinct_values(rng, self.x_shape),)
-
-    def reference(self, *arrays: Any) -> np.ndarray:
-        return reference_max_pool2d(*arrays, **self.kwargs)
-
-    def reference_vjp(self, arrays: Arrays, ct: np.ndarray) -> Arrays:
-        return (reference_max_pool2d_vjp(arrays[0], ct, **self.kwargs),)
-
-
-@dataclass(frozen=True)
-class AvgPool2dCase(_Case):
-    """One avg_pool2d call.
-
-    >>> AvgPool2dCase((1, 1, 5, 5), 2, ceil_mode=True).reference(
-    ...     *AvgPool2dCase((1, 1, 5, 5), 2, ceil_mode=True).inputs()).shape
-    (1, 1, 3, 3)
-    """
-
-    x_shape: tuple[int, ...]
-    kernel_size: Any
-    stride: Any = None
-    padding: Any = 0
-    ceil_mode: bool = False
-    count_include_pad: bool = True
-    seed: int = 0
-    name: str = field(default="", compare=False)
-
-    op: ClassVar[str] = "avg_pool2d"
-    arg_names: ClassVar[tuple[str, ...]] = ("x",)
-
-    def kwargs_dict(self) -> dict[str, Any]:
-        return dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
-                    ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
-
-    def _raw_inputs(self, rng: np.random.Generator) -> Arrays:
-        return (rng.standard_normal(self.x_shape),)
-
-    def reference(self, *arrays: Any) -> np.ndarray:
-        return reference_avg_pool2d(*arrays, **self.kwargs)
-
-    def reference_vjp(self, arrays: Arrays, ct: np.ndarray) -> Arrays:
-        return (reference_avg_pool2d_vjp(arrays[0], ct, **self.kwargs),)

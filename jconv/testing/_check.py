@@ -4,6 +4,7 @@ output and reverse-mode gradients with the float64 oracle, run ``check_grads`` o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 from typing import Any, Callable, Iterator, Sequence
@@ -73,6 +74,33 @@ def _compare(rec: Callable[..., None], check: str, got: Any, want: np.ndarray, t
         shown = f"{tol:.0e}" if float(f"{tol:.0e}") == tol else f"{tol:.2e}"
         rec(check, "fail", err, tol, f"max error {err:.2e} > tolerance {shown} at {where} "
                                      f"index {idx} (got {g!r}, want {w!r})")
+
+
+def _bug_variants(inputs: Sequence[Any]) -> list[tuple[str, tuple[Any, ...]]]:
+    """The classic conv bugs as the inputs under which the oracle computes what the buggy
+    function does: (name, (x, w, b)). A true convolution is a cross-correlation with the
+    kernel flipped along every spatial axis; an ignored bias is a call without one."""
+    x, w, b = inputs
+    flipped = np.flip(w, axis=tuple(range(2, w.ndim)))
+    variants = [("flipped kernel", (x, flipped, b))]
+    if b is not None:
+        variants += [("no bias", (x, w, None)), ("flipped kernel, no bias", (x, flipped, None))]
+    return variants
+
+
+def _resembles(case: Any, inputs: Sequence[Any], y: np.ndarray,
+               tol: float) -> tuple[str, ...]:
+    """The classic bugs (:func:`_bug_variants`) whose output ``y``, a wrong output of a conv
+    case, matches within ``tol`` (several where they coincide: a flip of a 1x1 kernel is
+    none); () for none, or for an op without a kernel and a bias."""
+    if tuple(case.arg_names) != ("x", "w", "b"):
+        return ()
+    matches = []
+    for name, args in _bug_variants(inputs):
+        alt = case.reference(*args)
+        if alt.shape == y.shape and _error(y, alt)[0] <= tol:
+            matches.append(name)
+    return tuple(matches)
 
 
 def _with_diff_args(fn: Callable[..., Any], case: Any,
@@ -146,6 +174,9 @@ def _check_case(fn: Callable[..., Any], case: Any, index: int, dtype: str, grads
     if y.dtype != jnp.dtype(dtype):
         rec("forward", "fail", message=f"output dtype {y.dtype}, expected {dtype}")
     _compare(rec, "forward", y, want, tols[0], "output")
+    if out[-1].check == "forward" and out[-1].status == "fail" and out[-1].error is not None:
+        # Wrong values: say whether they are a classic bug's, for the report's likely cause.
+        out[-1] = dataclasses.replace(out[-1], resembles=_resembles(case, inputs, y, tols[0]))
     if y2 is not None and tuple(y2.shape) == want.shape and _error(y2, want)[0] > tols[0]:
         _compare(rec, "forward (jax.vjp primal)", y2, want, tols[0], "output")
     if grads and got_grads is not None:

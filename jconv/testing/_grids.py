@@ -1,4 +1,5 @@
-"""The case lists: hand-picked argument forms plus seeded random draws over the whole space."""
+"""The conv case lists: hand-picked argument forms plus seeded random draws over the whole
+space (the pooling lists are in :mod:`jconv.testing._nd_cases`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ._cases import AvgPool2dCase, Conv2dCase, ConvTranspose2dCase, MaxPool2dCase
+from ._cases import Conv2dCase, ConvTranspose2dCase
 
 KINDS: tuple[str, ...] = ("quick", "default", "full")
 _RANDOM_DRAWS = {"quick": 2, "default": 24, "full": 200}
@@ -131,8 +132,8 @@ def conv_transpose2d_cases(kind: str = "default", n: int | None = None,
     """conv_transpose2d cases: 6 forms (stride/padding/output_padding/groups/dilation, pairs,
     unbatched) plus ``n`` random draws (default: 0 quick, 8 default, 60 full).
 
-    >>> len(conv_transpose2d_cases("default"))
-    14
+    >>> [len(conv_transpose2d_cases(k)) for k in KINDS]
+    [3, 14, 66]
     """
     draws = _check_kind(kind, n, _SMALL_DRAWS)
     cases = [ConvTranspose2dCase(*f[1:], seed=seed * 100_000 + i, name=f[0])
@@ -157,72 +158,3 @@ def conv_transpose2d_cases(kind: str = "default", n: int | None = None,
                                          bool(rng.random() < 0.7), s, pad, op, groups, d,
                                          seed=seed * 100_000 + 1000 + j, name=f"random-{j}"))
     return cases
-
-
-_MAX_FORMS: list[tuple[Any, ...]] = [
-    # (name, x_shape, kernel_size, stride, padding, dilation, ceil_mode)
-    ("2x2", (2, 3, 7, 9), 2, None, 0, 1, False),
-    ("3x3-s2-p1", (2, 3, 7, 9), 3, 2, 1, 1, False),
-    ("rect-ceil", (2, 3, 7, 9), (3, 2), (2, 1), (1, 0), 1, True),
-    ("dilated-ceil", (2, 3, 7, 9), 3, 2, 1, (2, 1), True),
-    ("rect-strides-dilated", (2, 3, 7, 9), (2, 3), (3, 2), (0, 1), (1, 2), True),
-    ("unbatched-overlap", (3, 8, 8), 3, 1, 0, 1, False),
-]
-_AVG_FORMS: list[tuple[Any, ...]] = [
-    # (name, x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad)
-    ("2x2", (2, 3, 7, 9), 2, None, 0, False, True),
-    ("3x3-s2-p1", (2, 3, 7, 9), 3, 2, 1, False, True),
-    ("3x3-s2-p1-exclude-pad", (2, 3, 7, 9), 3, 2, 1, False, False),
-    ("rect-ceil", (2, 3, 7, 9), (3, 2), (2, 1), 1, True, True),
-    ("rect-ceil-exclude-pad", (2, 3, 7, 9), (3, 2), (2, 1), 1, True, False),
-    ("unbatched-strides", (3, 7, 9), (2, 3), (3, 2), (1, 0), True, True),
-]
-
-
-def _pool_draw(rng: np.random.Generator) -> tuple[Any, ...]:
-    k = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
-    s = _random_pair(rng, 3)
-    pad = (int(rng.integers(0, k[0] // 2 + 1)), int(rng.integers(0, k[1] // 2 + 1)))
-    hw = (int(rng.integers(k[0] * 2, 10)), int(rng.integers(k[1] * 2, 10)))
-    return (int(rng.integers(1, 3)), int(rng.integers(1, 4)), *hw), k, s, pad
-
-
-def max_pool2d_cases(kind: str = "default", n: int | None = None,
-                     seed: int = 0) -> list[MaxPool2dCase]:
-    """max_pool2d cases: 6 forms (stride default/int/pair, padding, dilation, ceil mode,
-    unbatched) plus ``n`` random draws (default: 0 quick, 8 default, 60 full).
-
-    >>> len(max_pool2d_cases("quick")), len(max_pool2d_cases("default"))
-    (6, 14)
-    """
-    draws = _check_kind(kind, n, _SMALL_DRAWS)
-    cases = [MaxPool2dCase(*f[1:], seed=seed * 100_000 + i, name=f[0])
-             for i, f in enumerate(_MAX_FORMS)]
-    rng = np.random.default_rng(seed + 11)
-    for j in range(draws):
-        x_shape, k, s, pad = _pool_draw(rng)
-        d = (int(rng.integers(1, 3)), 1)
-        cases.append(MaxPool2dCase(x_shape, k, s, pad, d, bool(rng.random() < 0.5),
-                                   seed=seed * 100_000 + 1000 + j, name=f"random-{j}"))
-    return cases
-
-
-def avg_pool2d_cases(kind: str = "default", n: int | None = None,
-                     seed: int = 0) -> list[AvgPool2dCase]:
-    """avg_pool2d cases: 6 forms (stride default/int/pair, padding, ceil mode,
-    ``count_include_pad`` both ways, unbatched) plus ``n`` random draws (0/8/60).
-
-    >>> len(avg_pool2d_cases("full"))
-    66
-    """
-    draws = _check_kind(kind, n, _SMALL_DRAWS)
-    cases = [AvgPool2dCase(*f[1:], seed=seed * 100_000 + i, name=f[0])
-             for i, f in enumerate(_AVG_FORMS)]
-    rng = np.random.default_rng(seed + 13)
-    for j in range(draws):
-        x_shape, k, s, pad = _pool_draw(rng)
-        cases.append(AvgPool2dCase(x_shape, k, s, pad, bool(rng.random() < 0.5),
-                                   bool(rng.random() < 0.5), seed=seed * 100_000 + 1000 + j,
-                                   name=f"random-{j}"))
-    return cases
-

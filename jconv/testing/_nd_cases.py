@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 
 from ._cases import Arrays, _Case, _distinct_values
+from ._grids import _SMALL_DRAWS, KINDS, _check_kind, _random_pair
 from ._nd_oracle import (reference_adaptive_avg_pool, reference_adaptive_avg_pool_vjp,
                          reference_adaptive_max_pool, reference_adaptive_max_pool_vjp,
                          reference_avg_pool, reference_avg_pool_vjp, reference_fold,
@@ -109,9 +110,61 @@ class PoolCase(_Case):
         return (vjp(arrays[0], ct, **self.kwargs, ndim=self.ndim),)
 
     def repro(self, dtype: str) -> str:
-        return (f"from jconv.testing import PoolCase\ncase = {self!r}\n"
+        return (f"from jconv.testing import {type(self).__name__}\ncase = {self!r}\n"
                 f"x, = case.arrays({dtype!r})\n"
                 f"y = fn(x, **case.kwargs)  # want: case.reference(*case.inputs({dtype!r}))")
+
+
+def _own_repr(case: PoolCase, names: tuple[str, ...]) -> str:
+    """``Name(field=value, ...)`` over ``names`` only: the repro of a 2-D case names the
+    arguments its own constructor takes, not the whole N-D field set."""
+    args = ", ".join(f"{n}={getattr(case, n)!r}" for n in names)
+    return f"{type(case).__name__}({args})"
+
+
+@dataclass(frozen=True, init=False, repr=False)
+class MaxPool2dCase(PoolCase):
+    """One max_pool2d call: ``PoolCase("max_pool2d", ...)`` under its 2-D name and
+    arguments, so every check and grid that takes a ``PoolCase`` takes it. x (N, C, H, W)
+    or (C, H, W) holds distinct values, so the argmax (and gradient) is unique.
+
+    >>> case = MaxPool2dCase((1, 1, 4, 4), 2)
+    >>> case.reference(*case.inputs()).shape, case.function, isinstance(case, PoolCase)
+    ((1, 1, 2, 2), 'max_pool2d', True)
+    """
+
+    def __init__(self, x_shape: tuple[int, ...], kernel_size: Any, stride: Any = None,
+                 padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False, seed: int = 0,
+                 name: str = "") -> None:
+        super().__init__("max_pool2d", x_shape, kernel_size, stride, padding, dilation,
+                         ceil_mode, seed=seed, name=name)
+
+    def __repr__(self) -> str:
+        return _own_repr(self, ("x_shape", "kernel_size", "stride", "padding", "dilation",
+                                "ceil_mode", "seed", "name"))
+
+
+@dataclass(frozen=True, init=False, repr=False)
+class AvgPool2dCase(PoolCase):
+    """One avg_pool2d call: ``PoolCase("avg_pool2d", ...)`` under its 2-D name and
+    arguments (``divisor_override`` included, passed only when set).
+
+    >>> case = AvgPool2dCase((1, 1, 5, 5), 2, ceil_mode=True)
+    >>> case.reference(*case.inputs()).shape
+    (1, 1, 3, 3)
+    """
+
+    def __init__(self, x_shape: tuple[int, ...], kernel_size: Any, stride: Any = None,
+                 padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+                 seed: int = 0, name: str = "",
+                 divisor_override: Optional[int] = None) -> None:
+        super().__init__("avg_pool2d", x_shape, kernel_size, stride, padding,
+                         ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                         divisor_override=divisor_override, seed=seed, name=name)
+
+    def __repr__(self) -> str:
+        return _own_repr(self, ("x_shape", "kernel_size", "stride", "padding", "ceil_mode",
+                                "count_include_pad", "divisor_override", "seed", "name"))
 
 
 @dataclass(frozen=True)
@@ -198,6 +251,74 @@ class FoldCase(_Case):
 _COUNTS = {"quick": 3, "default": 6, "full": 16}
 
 
+_MAX_FORMS: list[tuple[Any, ...]] = [
+    # (name, x_shape, kernel_size, stride, padding, dilation, ceil_mode)
+    ("2x2", (2, 3, 7, 9), 2, None, 0, 1, False),
+    ("3x3-s2-p1", (2, 3, 7, 9), 3, 2, 1, 1, False),
+    ("rect-ceil", (2, 3, 7, 9), (3, 2), (2, 1), (1, 0), 1, True),
+    ("dilated-ceil", (2, 3, 7, 9), 3, 2, 1, (2, 1), True),
+    ("rect-strides-dilated", (2, 3, 7, 9), (2, 3), (3, 2), (0, 1), (1, 2), True),
+    ("unbatched-overlap", (3, 8, 8), 3, 1, 0, 1, False),
+]
+_AVG_FORMS: list[tuple[Any, ...]] = [
+    # (name, x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad)
+    ("2x2", (2, 3, 7, 9), 2, None, 0, False, True),
+    ("3x3-s2-p1", (2, 3, 7, 9), 3, 2, 1, False, True),
+    ("3x3-s2-p1-exclude-pad", (2, 3, 7, 9), 3, 2, 1, False, False),
+    ("rect-ceil", (2, 3, 7, 9), (3, 2), (2, 1), 1, True, True),
+    ("rect-ceil-exclude-pad", (2, 3, 7, 9), (3, 2), (2, 1), 1, True, False),
+    ("unbatched-strides", (3, 7, 9), (2, 3), (3, 2), (1, 0), True, True),
+]
+
+
+def _pool_draw(rng: np.random.Generator) -> tuple[Any, ...]:
+    k = (int(rng.integers(1, 5)), int(rng.integers(1, 5)))
+    s = _random_pair(rng, 3)
+    pad = (int(rng.integers(0, k[0] // 2 + 1)), int(rng.integers(0, k[1] // 2 + 1)))
+    hw = (int(rng.integers(k[0] * 2, 10)), int(rng.integers(k[1] * 2, 10)))
+    return (int(rng.integers(1, 3)), int(rng.integers(1, 4)), *hw), k, s, pad
+
+
+def max_pool2d_cases(kind: str = "default", n: int | None = None,
+                     seed: int = 0) -> list[MaxPool2dCase]:
+    """max_pool2d cases: 6 forms (stride default/int/pair, padding, dilation, ceil mode,
+    unbatched) plus ``n`` random draws (default: 0 quick, 8 default, 60 full).
+
+    >>> [len(max_pool2d_cases(k)) for k in KINDS]
+    [6, 14, 66]
+    """
+    draws = _check_kind(kind, n, _SMALL_DRAWS)
+    cases = [MaxPool2dCase(*f[1:], seed=seed * 100_000 + i, name=f[0])
+             for i, f in enumerate(_MAX_FORMS)]
+    rng = np.random.default_rng(seed + 11)
+    for j in range(draws):
+        x_shape, k, s, pad = _pool_draw(rng)
+        d = (int(rng.integers(1, 3)), 1)
+        cases.append(MaxPool2dCase(x_shape, k, s, pad, d, bool(rng.random() < 0.5),
+                                   seed=seed * 100_000 + 1000 + j, name=f"random-{j}"))
+    return cases
+
+
+def avg_pool2d_cases(kind: str = "default", n: int | None = None,
+                     seed: int = 0) -> list[AvgPool2dCase]:
+    """avg_pool2d cases: 6 forms (stride default/int/pair, padding, ceil mode,
+    ``count_include_pad`` both ways, unbatched) plus ``n`` random draws (0/8/60).
+
+    >>> [len(avg_pool2d_cases(k)) for k in KINDS]
+    [6, 14, 66]
+    """
+    draws = _check_kind(kind, n, _SMALL_DRAWS)
+    cases = [AvgPool2dCase(*f[1:], seed=seed * 100_000 + i, name=f[0])
+             for i, f in enumerate(_AVG_FORMS)]
+    rng = np.random.default_rng(seed + 13)
+    for j in range(draws):
+        x_shape, k, s, pad = _pool_draw(rng)
+        cases.append(AvgPool2dCase(x_shape, k, s, pad, bool(rng.random() < 0.5),
+                                   bool(rng.random() < 0.5), seed=seed * 100_000 + 1000 + j,
+                                   name=f"random-{j}"))
+    return cases
+
+
 def _draw_pool(function: str, rng: np.random.Generator, seed: int, index: int) -> PoolCase:
     nd = int(function[-2])
     kind = function[:-2]
@@ -230,23 +351,28 @@ def _draw_pool(function: str, rng: np.random.Generator, seed: int, index: int) -
                     divisor_override=divisor)
 
 
-def pool_cases(function: str, kind: str = "default", *, seed: int = 0) -> list[PoolCase]:
+def pool_cases(function: str, kind: str = "default", n: int | None = None, *,
+               seed: int = 0) -> list[PoolCase]:
     """Random valid configurations of ``function`` (e.g. ``"max_pool3d"``) over its whole
     argument space: kernel, stride (and its default), padding up to half the kernel,
     dilation, ceil_mode, count_include_pad, divisor_override, norm_type, output sizes with
-    ``None``, batched and unbatched. ``kind``: ``"quick"`` (3 cases), ``"default"`` (6),
-    ``"full"`` (16).
+    ``None``, batched and unbatched. ``kind``: ``"quick"``, ``"default"`` or ``"full"``
+    (counts below); ``n`` overrides the count. This is the grid ``check_pool`` runs for
+    every function but ``max_pool2d`` and ``avg_pool2d``, whose grids are
+    :func:`max_pool2d_cases` and :func:`avg_pool2d_cases` (hand-picked forms first); for
+    those two, these are extra random configurations to pass as ``cases=``.
 
+    >>> [len(pool_cases("max_pool1d", k)) for k in KINDS]
+    [3, 6, 16]
     >>> [c.x_shape for c in pool_cases("max_pool1d", "quick")]
     [(2, 2, 8), (2, 2, 5), (2, 4)]
     """
     if function not in POOL_FUNCTIONS:
         raise ValueError(f"function must be one of {POOL_FUNCTIONS}, got {function!r}")
-    if kind not in _COUNTS:
-        raise ValueError(f"kind must be one of {tuple(_COUNTS)}, got {kind!r}")
+    count = _check_kind(kind, n, _COUNTS)
     rng = np.random.default_rng(seed)
     cases: list[PoolCase] = []
-    while len(cases) < _COUNTS[kind]:
+    while len(cases) < count:
         case = _draw_pool(function, rng, seed, len(cases))
         try:  # a draw whose window does not fit is not a valid call: draw again
             case.reference(*case.inputs())
@@ -256,14 +382,14 @@ def pool_cases(function: str, kind: str = "default", *, seed: int = 0) -> list[P
     return cases
 
 
-def _block_draws(kind: str, seed: int) -> list[tuple[int, tuple[int, ...], dict[str, Any]]]:
+def _block_draws(kind: str, n: int | None,
+                 seed: int) -> list[tuple[int, tuple[int, ...], dict[str, Any]]]:
     """(index, image (H, W), block arguments) for the unfold/fold grids: random kernels,
     dilations, paddings and strides, redrawn until at least one block fits."""
-    if kind not in _COUNTS:
-        raise ValueError(f"kind must be one of {tuple(_COUNTS)}, got {kind!r}")
+    count = _check_kind(kind, n, _COUNTS)
     rng = np.random.default_rng(seed)
     draws: list[tuple[int, tuple[int, ...], dict[str, Any]]] = []
-    while len(draws) < _COUNTS[kind]:
+    while len(draws) < count:
         size = tuple(int(v) for v in rng.integers(3, 9, 2))
         kw = dict(kernel_size=tuple(int(v) for v in rng.integers(1, 4, 2)),
                   dilation=tuple(int(v) for v in rng.integers(1, 3, 2)),
@@ -275,18 +401,20 @@ def _block_draws(kind: str, seed: int) -> list[tuple[int, tuple[int, ...], dict[
     return draws
 
 
-def unfold_cases(kind: str = "default", *, seed: int = 0) -> list[UnfoldCase]:
+def unfold_cases(kind: str = "default", n: int | None = None, *,
+                 seed: int = 0) -> list[UnfoldCase]:
     """Random valid ``unfold`` configurations (overlapping and gapped blocks, dilation,
     padding, rectangular kernels), every third unbatched; counts as :func:`pool_cases`.
 
-    >>> len(unfold_cases("quick"))
-    3
+    >>> [len(unfold_cases(k)) for k in KINDS]
+    [3, 6, 16]
     """
     return [UnfoldCase((2, *size) if i % 3 == 2 else (2, 2, *size), **kw, seed=seed + i,
-                       name=f"unfold #{i}") for i, size, kw in _block_draws(kind, seed)]
+                       name=f"unfold #{i}") for i, size, kw in _block_draws(kind, n, seed)]
 
 
-def fold_cases(kind: str = "default", *, seed: int = 0) -> list[FoldCase]:
+def fold_cases(kind: str = "default", n: int | None = None, *,
+               seed: int = 0) -> list[FoldCase]:
     """Random valid ``fold`` configurations (as :func:`unfold_cases`), every third
     unbatched.
 
@@ -294,4 +422,4 @@ def fold_cases(kind: str = "default", *, seed: int = 0) -> list[FoldCase]:
     [2, 2, None]
     """
     return [FoldCase(size, 2, **kw, batch=None if i % 3 == 2 else 2, seed=seed + i,
-                     name=f"fold #{i}") for i, size, kw in _block_draws(kind, seed)]
+                     name=f"fold #{i}") for i, size, kw in _block_draws(kind, n, seed)]

@@ -12,7 +12,20 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ._oracle import ntuple
-from ._pool_oracle import pool_out_size
+
+
+def pool_out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """PyTorch's pooling output size: floor (or ceil) of the span, but in ceil mode the last
+    window must start inside the input or the top/left padding.
+
+    >>> pool_out_size(5, 2, 2, 0, 1, False), pool_out_size(5, 2, 2, 0, 1, True)
+    (2, 3)
+    """
+    span = (size + 2 * p - d * (k - 1) - 1) / s
+    out = (math.ceil(span) if ceil_mode else math.floor(span)) + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
 
 
 def _batched(x: Any, ndim: int) -> tuple[np.ndarray, bool]:

@@ -125,15 +125,6 @@ def _batched(x: Any, ndim: int = 2) -> tuple[np.ndarray, bool]:
     return x, False
 
 
-def _taps(kernel: Pair, dilation: Pair, stride: Pair, out_hw: Pair):
-    """Yield ``(p, q, rows, cols)``: tap (p, q) reads padded rows ``p*dh + i*sh`` (i < H_out)."""
-    (kh, kw), (dh, dw), (sh, sw), (ho, wo) = kernel, dilation, stride, out_hw
-    for p in range(kh):
-        for q in range(kw):
-            yield (p, q, slice(p * dh, p * dh + sh * (ho - 1) + 1, sh),
-                   slice(q * dw, q * dw + sw * (wo - 1) + 1, sw))
-
-
 def _taps_nd(kernel: tuple[int, ...], dilation: tuple[int, ...], stride: tuple[int, ...],
              out: tuple[int, ...]) -> Iterator[tuple[tuple[int, ...], tuple[slice, ...]]]:
     """Yield ``(tap, slices)``: tap ``t`` reads padded index ``t*d + i*s`` (i < out) per dim."""

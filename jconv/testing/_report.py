@@ -28,7 +28,9 @@ class CheckResult:
     """One check of one case: ``status`` is ``"pass"``, ``"fail"`` or ``"unsupported"``;
     ``check`` names it (``"forward"``, ``"grad x"``, ``"check_grads rev"``, ...).
     ``half_sum_tolerance`` (half-precision bias gradients only) is the tolerance the check
-    has under ``tolerance_mode="half-sum"``, whichever mode ran."""
+    has under ``tolerance_mode="half-sum"``, whichever mode ran. ``resembles`` (failed
+    conv forward values only) names the classic bugs whose output they match within the
+    tolerance, of ``"flipped kernel"``, ``"no bias"``, ``"flipped kernel, no bias"``."""
 
     case_index: int
     case: Any
@@ -39,6 +41,7 @@ class CheckResult:
     tolerance: float | None = None
     message: str = ""
     half_sum_tolerance: float | None = None
+    resembles: tuple[str, ...] = ()
 
     @property
     def within_half_sum(self) -> bool:
@@ -85,11 +88,18 @@ class CheckReport:
 
     def likely_cause(self) -> str:
         """A paragraph naming the cause when the failures show a known pattern ('' if not):
-        today one, a bias gradient summed in half precision (only ``grad b`` fails, only in
-        float16/bfloat16, each within :func:`half_sum_tolerance`)."""
+        a bias gradient summed in half precision (only ``grad b`` fails, only in
+        float16/bfloat16, each within :func:`half_sum_tolerance`), or a classic conv bug,
+        a flipped kernel or an ignored bias (in every failing case the output equals the
+        oracle's with the kernel flipped, or without the bias)."""
         bad = self.failures
-        if not bad or not all(r.check == "grad b" and r.within_half_sum for r in bad):
+        if not bad:
             return ""
+        if all(r.check == "grad b" and r.within_half_sum for r in bad):
+            return self._half_sum_cause(bad)
+        return self._conv_bug_cause(bad)
+
+    def _half_sum_cause(self, bad: list[CheckResult]) -> str:
         dtypes = " and ".join(sorted({r.dtype for r in bad}))
         return (f"Likely cause: only the bias gradient fails, only in {dtypes}, each within "
                 f"what summing the cotangent over the N*H_out*W_out output pixels in {dtypes} "
@@ -99,6 +109,38 @@ class CheckReport:
                 f"wrong convolution: to match PyTorch add the bias in float32 and round once; "
                 f"to accept it pass tolerance_mode='half-sum' (CLI: --tolerance-mode "
                 f"half-sum). See docs/testing.md.")
+
+    def _conv_bug_cause(self, bad: list[CheckResult]) -> str:
+        """The flipped-kernel / ignored-bias paragraph, when every failing case and dtype
+        has wrong forward values and all of them match the same bug (its gradients then
+        fail too, from the same cause)."""
+        forward = [r for r in bad if r.check == "forward"]
+        failing = {(r.case_index, r.dtype) for r in bad}
+        if not forward or failing != {(r.case_index, r.dtype) for r in forward}:
+            return ""
+        both = "flipped kernel, no bias"
+        fits = set(_CONV_BUGS)
+        for r in forward:
+            # A case without a bias shows only the flip of a conv that also ignores the bias.
+            unbiased = not getattr(r.case, "bias", True) and "flipped kernel" in r.resembles
+            fits &= set(r.resembles) | ({both} if unbiased else set())
+        if not fits:
+            return ""
+        bug = min(fits, key=_CONV_BUGS.index)  # the simplest explanation of them all
+        n = len({r.case_index for r in forward})
+        where = (f"In all {n} failing case{'s' if n > 1 else ''} the output equals PyTorch's "
+                 f"{self.op}")
+        flip = (f"fn computes a true convolution, while torch.nn.functional.{self.op} is a "
+                f"cross-correlation (the kernel is not flipped): drop the flip "
+                f"(w[..., ::-1, ::-1] for 2-D)")
+        drop = "fn ignores b: add b[c] to every output pixel of channel c"
+        return {"flipped kernel": f"Likely cause: the kernel is flipped. {where} with w "
+                                  f"flipped along its spatial axes: {flip}.",
+                "no bias": f"Likely cause: the bias is ignored. {where} without the bias "
+                           f"b (the cases without a bias pass): {drop}.",
+                "flipped kernel, no bias": f"Likely cause: the kernel is flipped and the "
+                                           f"bias ignored. {where} with w flipped along its "
+                                           f"spatial axes and without b: {flip}; {drop}."}[bug]
 
     def first_failure(self) -> str:
         """The first failing check as a runnable repro ('' if none failed)."""
@@ -160,6 +202,10 @@ _MODE_LINES = {
                 f"sum of squared partial sums), u = "
                 + ", ".join(f"{u:.1e} {d}" for d, u in UNIT_ROUNDOFF.items()) + ")",
 }
+
+
+# The classic conv bugs the checker recognises (``CheckResult.resembles``), simplest first.
+_CONV_BUGS = ("flipped kernel", "no bias", "flipped kernel, no bias")
 
 
 def _worst(results: Any) -> float:
