@@ -125,9 +125,10 @@ def test_summary_leaves_model_and_classes_untouched():
     r = nnx.Rngs(0)
     model = nnx.Sequential(Conv2d(3, 4, 1, rngs=r), BatchNorm2d(4, rngs=r))  # train mode
     before = np.asarray(model.layers[1].mean[...]).copy()
-    call = Conv2d.__call__
+    call, bn_call = Conv2d.__call__, BatchNorm2d.__call__
     jconv.summary(model, (2, 3, 8, 8))
-    assert Conv2d.__call__ is call and "__call__" not in BatchNorm2d.__dict__
+    assert Conv2d.__call__ is call and BatchNorm2d.__call__ is bn_call
+    assert "__call__" not in Conv2d.__dict__  # inherited from _ConvNd, not left patched
     np.testing.assert_array_equal(model.layers[1].mean[...], before)
     assert model.layers[1].mean[...].shape == (4,)  # a concrete array again, not a tracer
 
