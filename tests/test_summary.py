@@ -212,3 +212,13 @@ def test_what_summary_cannot_count_is_marked_not_numbered():
         nnx.Linear(72, 2, rngs=r))), (1, 3, 8, 8))
     assert [r.receptive_field for r in s.layers] == [(3, 3), (3, 3), None]
     assert "?" not in str(s)
+
+
+def test_flax_conv_transpose_counted_like_jconv_conv_transpose():
+    flax_model = _abstract(lambda r: nnx.Sequential(
+        nnx.ConvTranspose(4, 6, (3, 2), strides=2, rngs=r)))
+    jconv_model = _abstract(lambda r: nnx.Sequential(
+        ConvTranspose2d(4, 6, (3, 2), stride=2, data_format="NHWC", rngs=r)))
+    got, want = (jconv.summary(m, (2, 5, 7, 4)).layers[0] for m in (flax_model, jconv_model))
+    assert got.macs == want.macs == 2 * 5 * 7 * 4 * 6 * 3 * 2
+    assert got.receptive_field is None and want.receptive_field is None
