@@ -368,7 +368,16 @@ class BatchNorm2d(nnx.BatchNorm):
         """A ValueError naming the layer unless ``x`` is 4-D (``torch.nn.BatchNorm2d``'s rule:
         an unbatched (C, H, W) input would be normalised over the wrong axes) with
         ``num_features`` channels on the ``data_format`` channel axis. Subclasses that
-        replace ``__call__`` call it first."""
+        replace ``__call__`` call it first.
+
+        Example:
+          >>> from flax import nnx; import jax.numpy as jnp, jconv
+          >>> bn = jconv.nn.BatchNorm2d(4, data_format="NHWC", rngs=nnx.Rngs(0))
+          >>> bn.check_input(jnp.ones((2, 8, 8, 4)))  # (N, H, W, C=4): fine
+          >>> bn.check_input(jnp.ones((2, 4, 8, 8)))  # doctest: +ELLIPSIS
+          Traceback (most recent call last):
+          ValueError: BatchNorm2d(num_features=4) expects 4 channels on axis 3 of its NHWC ...
+        """
         shape = tuple(getattr(x, "shape", ()))
         layout = "(N, C, H, W)" if self.data_format == "NCHW" else "(N, H, W, C)"
         if len(shape) != 4:

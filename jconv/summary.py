@@ -36,7 +36,8 @@ class LayerSummary:
     twice shares its weights). ``macs`` are multiply-accumulates of this call (jconv's conv
     and transposed-conv layers, Flax's ``nnx.Conv``/``nnx.ConvTranspose``, ``nnx.Linear``; 0
     for normalisation, pooling, activations and other layers without parameters), or
-    ``None`` for a layer with parameters of a kind summary cannot count (shown as ``?``).
+    ``None`` for a layer summary cannot count (shown as ``?``): one with parameters of a
+    kind it does not know, or an input-dilated ``nnx.Conv``.
     ``activation_bytes`` is the size of the output. ``receptive_field`` is the per-axis
     receptive field in input pixels after this layer, assuming the layers form a chain in
     call order; ``None`` once a layer mixes the whole input (Linear, global pooling) or after
@@ -59,7 +60,7 @@ class LayerSummary:
 @dataclass(frozen=True)
 class ModelSummary:
     """Per-call rows plus totals; ``str()`` renders the table. ``total_macs`` is ``None``
-    when a row's MACs are (``?``): a sum without them would be too small."""
+    when some row's MACs are unknown (``?``): a sum without them would be too small."""
 
     layers: tuple[LayerSummary, ...]
     input_shape: tuple[int, ...]
@@ -98,8 +99,8 @@ class ModelSummary:
         unknown_macs = sorted({r.kind for r in self.layers if r.macs is None})
         unknown_rf = [r for r in self.layers if r.receptive_field == RF_UNKNOWN]
         if unknown_macs:
-            out.append(f"? MACs: not counted for {', '.join(unknown_macs)} (a layer with "
-                       f"parameters jconv.summary does not know)")
+            out.append(f"? MACs: not counted for {', '.join(unknown_macs)} (layers "
+                       f"jconv.summary cannot count)")
         if unknown_rf:
             out.append(f"? RF: unknown from {unknown_rf[0].name} ({unknown_rf[0].kind}) on "
                        f"(a layer whose window jconv.summary does not know)")

@@ -177,6 +177,10 @@ def test_flax_conv_1d_causal_and_3x3_hand_counts():
     s = jconv.summary(_abstract(lambda r: nnx.Sequential(nnx.Conv(3, 16, (3, 3), rngs=r))),
                       (1, 32, 32, 3))
     assert (s.layers[0].macs, s.layers[0].receptive_field) == (16 * 32 * 32 * 27, (3, 3))
+    # Input dilation multiplies inserted zeros: no single count, no known window.
+    s = jconv.summary(_abstract(lambda r: nnx.Sequential(
+        nnx.Conv(3, 4, (3, 3), input_dilation=2, padding=1, rngs=r))), (1, 8, 8, 3))
+    assert (s.layers[0].macs, s.layers[0].receptive_field, s.total_macs) == (None, (), None)
 
 
 class _Mystery(nnx.Module):
@@ -199,7 +203,7 @@ def test_what_summary_cannot_count_is_marked_not_numbered():
     assert s.total_macs is None
     table = str(s)
     assert f"Total MACs: ? (the rows counted sum to {3 * 8 * 8 * 27 + 3 * 6 * 6 * 27:,})" in table
-    assert "? MACs: not counted for _Mystery (a layer with parameters" in table
+    assert "? MACs: not counted for _Mystery (layers jconv.summary cannot count)" in table
     assert "? RF: unknown from layers.1 (_Mystery) on" in table
     # A subsampling function without parameters: its own MACs 0, the field after it unknown.
     s = jconv.summary(_abstract(lambda r: nnx.Sequential(
