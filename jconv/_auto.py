@@ -156,11 +156,12 @@ def heuristic_choice(w_shape: tuple[int, ...], spec: ConvSpec,
 
     On GPU and TPU: ``lax`` everywhere — XLA's convolution there is the vendor library
     (cuDNN) or the TPU's own, and no jconv implementation has been measured to beat it.
-    On CPU, from the measurements in docs/performance.md (``docs/bench/layers_full.json``):
+    On CPU, from the measurements in docs/performance.md (``docs/bench/layers_full.json``;
+    the figures are there):
 
     - depthwise (one input channel per group): ``loops`` — a fused multiply-add per tap —
-      in every direction (XLA's conv was 2-5x slower);
-    - other grouped convs: ``im2col`` everywhere (XLA's grouped conv was 11-35x slower);
+      in every direction (XLA's depthwise conv was slower in every direction);
+    - other grouped convs: ``im2col`` everywhere (XLA's grouped conv was much slower);
     - a small contraction, ``C_in/groups * kH * kW < 32`` (e.g. a 3x3 RGB stem; the
       product of every kernel dim for 1-D and 3-D convs, whose rule is this 2-D one, not
       measured separately):
@@ -206,8 +207,8 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
     """Measure which implementations to use, in two stages, on random arrays of these shapes
     (each timing: ``reps`` alternating rounds after a compile/warm-up call, summarised by
     its *minimum* — on a shared machine noise only ever adds time), among the candidates for
-    the host platform and ``dtype`` (:func:`candidates`: ``onednn`` too on a CPU host for
-    float32/bfloat16):
+    the host platform, ``dtype`` and number of spatial dims (:func:`candidates`: ``onednn``
+    too on a CPU host for float32/bfloat16 2-D convolutions):
 
     1. every candidate's forward, input-gradient and weight-gradient pass on its own; the
        fastest per pass makes the mixed triple (``times_ms`` holds these minima);
@@ -224,7 +225,8 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
     that are not differentiated run stage 1's fastest forward (``fwd_only``).
     Compiled with the options of the enclosing :func:`compiler_options_scope`, if any."""
     rng = np.random.default_rng(0)
-    cands = candidates(host_platform(), dtype)
+    # Only implementations that compute this many spatial dims (oneDNN: 2-D only).
+    cands = candidates(host_platform(), dtype, spec.ndim)
     jit = functools.partial(jax.jit, compiler_options=current_compiler_options() or None)
     n, c_out = x_shape[0], w_shape[0]
     y_shape = ((n, *spec.out_size, c_out) if spec.channels_last
@@ -351,7 +353,7 @@ def auto_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jnp.d
     choice = _MEMORY.get(key)
     # A choice naming an implementation that cannot run here any more (e.g. read from disk
     # after the oneDNN extension went missing) is measured again.
-    runnable = set(candidates(platform, dtype))
+    runnable = set(candidates(platform, dtype, spec.ndim))
     if (choice is not None and (choice.source != "heuristic" or not measure)
             and {*choice.impls, choice.inference} <= runnable):
         return choice

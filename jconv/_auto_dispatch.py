@@ -33,8 +33,9 @@ ConvImpl = Callable[[jnp.ndarray, jnp.ndarray, ConvSpec], jnp.ndarray]
 # derivatives.
 Plan = tuple[tuple[str, str, str], str]
 
-# (platform, dtype) -> candidates; both None: every implementation auto may ever choose.
-CandidateSource = Callable[[str | None, jnp.dtype | None], Mapping[str, ConvImpl]]
+# (platform, dtype, ndim) -> candidates; platform and dtype None: every implementation auto
+# may ever choose; ndim None: for any number of spatial dims.
+CandidateSource = Callable[[str | None, jnp.dtype | None, int | None], Mapping[str, ConvImpl]]
 _SOURCE: list[CandidateSource] = []
 
 
@@ -44,14 +45,15 @@ def use_candidates(source: CandidateSource) -> None:
     _SOURCE[:] = [source]
 
 
-def candidates(platform: str | None = None,
-               dtype: jnp.dtype | None = None) -> dict[str, ConvImpl]:
+def candidates(platform: str | None = None, dtype: jnp.dtype | None = None,
+               ndim: int | None = None) -> dict[str, ConvImpl]:
     """The implementations ``auto`` measures for a ``platform`` host and ``dtype`` (the
-    registry's, in its order); without them, every one a choice may name."""
+    registry's, in its order), of those that compute ``ndim``-D convolutions when ``ndim``
+    is given; without platform and dtype, every one a choice may name."""
     if not _SOURCE:
         raise RuntimeError("impl='auto' has no candidates: jconv._registry hands them over "
                            "when it is imported (import jconv first)")
-    return dict(_SOURCE[0](platform, dtype))
+    return dict(_SOURCE[0](platform, dtype, ndim))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))

@@ -187,15 +187,25 @@ def pool_reducer(name: str) -> PoolReducer:
     return reducer
 
 
-def auto_candidates(platform: str | None = None,
-                    dtype: jnp.dtype | None = None) -> dict[str, ConvImpl]:
+def auto_candidates(platform: str | None = None, dtype: jnp.dtype | None = None,
+                    ndim: int | None = None) -> dict[str, ConvImpl]:
     """The implementations ``impl="auto"`` measures for a ``platform`` host and ``dtype``, in
-    registry order; without them, every one it may ever choose (its exact ones and those
-    with an ``auto_where``)."""
+    registry order, of those that compute ``ndim``-D convolutions (``Implementation.ndims``;
+    any number of spatial dims without it); without ``platform``/``dtype``, every one it may
+    ever choose (its exact ones and those with an ``auto_where``).
+
+    Example (oneDNN computes 2-D convolutions only, so it is never timed for a 1-D one):
+      >>> "onednn" in auto_candidates("cpu", jnp.float32, ndim=1)
+      False
+      >>> list(auto_candidates("cpu", jnp.float64, ndim=3))
+      ['lax', 'im2col', 'loops']
+    """
     if platform is None or dtype is None:
-        return {n: i.conv for n, i in _REGISTRY.items()
-                if i.auto_candidate or i.auto_where is not None}
-    return {n: i.conv for n, i in _REGISTRY.items() if i.auto_measures(platform, dtype)}
+        found = {n: i for n, i in _REGISTRY.items()
+                 if i.auto_candidate or i.auto_where is not None}
+    else:
+        found = {n: i for n, i in _REGISTRY.items() if i.auto_measures(platform, dtype)}
+    return {n: i.conv for n, i in found.items() if ndim is None or ndim in i.ndims}
 
 
 def pool_impls() -> tuple[str, ...]:

@@ -4,6 +4,7 @@ implementation of :mod:`jconv._registry`."""
 from __future__ import annotations
 
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from ._registry import check_conv_impl, check_impl_ndim, conv_impl
 from ._spec import (CONV_DATA_FORMATS, SPATIAL_AXES, ConvSpec, IntOrPair, PaddingLike,
@@ -11,17 +12,24 @@ from ._spec import (CONV_DATA_FORMATS, SPATIAL_AXES, ConvSpec, IntOrPair, Paddin
 from ._windows import apply_padding_mode
 
 
-def conv2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
+def conv2d(input: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
            stride: IntOrPair = 1, padding: PaddingLike = 0, dilation: IntOrPair = 1,
-           groups: int = 1, impl: str = "lax", data_format: str = "NCHW",
+           groups: int = 1, *, impl: str = "lax", data_format: str = "NCHW",
            precision: object = None, padding_mode: str = "zeros") -> jnp.ndarray:
-    """2-D convolution (cross-correlation) with ``torch.nn.functional.conv2d`` semantics
-    (plus ``padding_mode``, as ``torch.nn.Conv2d`` has it).
+    """2-D convolution (cross-correlation) with ``torch.nn.functional.conv2d``'s signature
+    and semantics (plus ``padding_mode``, as ``torch.nn.Conv2d`` has it).
+
+    PyTorch's calling convention: ``conv2d(input, weight, bias, stride, padding, dilation,
+    groups)`` positionally, or by those keywords (``input=``, ``weight=``, ``bias=`` too);
+    ``impl``, ``data_format``, ``precision`` and ``padding_mode`` are keyword-only. The
+    operands may be JAX or NumPy arrays or array-likes (nested lists), taken with
+    ``jnp.asarray`` as jnp functions take them. Error messages and these docs call the three
+    operands ``x``, ``w`` and ``b``.
 
     Shapes (``data_format="NCHW"``, the default):
-      x: (N, C_in, H, W) or unbatched (C_in, H, W)
-      w: (C_out, C_in/groups, kH, kW)
-      b: (C_out,) or None
+      x (input): (N, C_in, H, W) or unbatched (C_in, H, W)
+      w (weight): (C_out, C_in/groups, kH, kW)
+      b (bias): (C_out,) or None
       returns (N, C_out, H_out, W_out) (unbatched in, unbatched out)
 
     With ``data_format="NHWC"`` x is (N, H, W, C_in) and the result (N, H_out, W_out, C_out);
@@ -36,22 +44,12 @@ def conv2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
       padding: int, (h, w) pair, ((top, bottom), (left, right)), ``"valid"``, or ``"same"``
         (stride 1 only; an odd total puts the extra pixel at the bottom/right, like PyTorch).
       groups: divides both C_in and C_out; ``groups == C_in`` is depthwise.
-      impl: ``"lax"`` (``lax.conv_general_dilated``), ``"im2col"`` (patch matrix + one
-        matmul per group) or ``"loops"`` (explicit loop over kernel taps). All accept the same
-        arguments and give the same result, gradients included. Two fast algorithms with
-        restrictions: ``"winograd_f4x4"`` (Winograd F(4x4,3x3)) and ``"winograd_f2x2"``
-        (F(2x2,3x3)) for 3x3, stride-1, dilation-1 kernels (any padding/groups; anything else
-        raises a ValueError naming the argument); ``"fft"`` (FFT convolution: every argument, but
-        strides compute the stride-1 result and subsample it; fastest for large kernels).
-        Non-finite inputs: a NaN or inf pixel spreads further with these three than in
-        PyTorch (where only the outputs whose window touches it are non-finite): with
-        ``"winograd_f4x4"``/``"winograd_f2x2"`` every output of the transform tiles that read
-        it is NaN (up to 8x8 / 4x4 outputs per channel, inf included), with ``"fft"`` the whole
-        (H_out, W_out) plane of every output channel of that sample. Other samples of the
-        batch are unaffected; ``lax``/``im2col``/``loops``/``auto`` match PyTorch.
-        ``"auto"`` picks the fastest exact implementation (lax/im2col/loops) per shape, dtype
-        and backend, separately for the forward pass, the input gradient and the weight
-        gradient, by timing them once and caching the choice (see ``jconv.auto_choice``;
+      impl: any name in ``jconv.CONV_IMPLS``, the one table of implementations: each entry
+        says what it is, whether it is exact (same result as ``"lax"``, gradients included)
+        and what it restricts (an argument it rejects raises a ValueError naming it); see
+        docs/convolution.md, "Implementations". ``"auto"`` picks the fastest exact one per
+        shape, dtype and backend, separately for the forward pass and the two gradients, by
+        timing them once and caching the choice (see ``jconv.auto_choice``;
         ``JCONV_AUTO_MEASURE=0`` uses a fixed heuristic instead).
       precision: passed to the underlying ``lax`` contraction (e.g. ``"highest"``).
       padding_mode: ``"zeros"`` (default), ``"reflect"``, ``"replicate"`` or
@@ -60,23 +58,25 @@ def conv2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
     float16/bfloat16 inputs accumulate in float32 and the result is cast back to the input
     dtype; float32/float64 accumulate in their own dtype.
 
-    Example:
+    Example (PyTorch's positional order: bias, stride, padding):
       >>> import jax.numpy as jnp, jconv
       >>> x = jnp.arange(25.0).reshape(1, 1, 5, 5)
       >>> w = jnp.ones((1, 1, 3, 3))
-      >>> jconv.conv2d(x, w, impl="loops").shape
-      (1, 1, 3, 3)
+      >>> jconv.conv2d(x, w, None, 1, 1, impl="loops").shape
+      (1, 1, 5, 5)
       >>> float(jconv.conv2d(x, w, impl="im2col")[0, 0, 0, 0])  # 0+1+2+5+6+7+10+11+12
       54.0
+      >>> jconv.conv2d([[[[1.0, 2.0]]]], [[[[3.0]]]]).tolist()  # lists work as jnp's do
+      [[[[3.0, 6.0]]]]
     """
-    return _conv(x, w, b, 2, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                 impl=impl, data_format=data_format, precision=precision,
+    return _conv(input, weight, bias, 2, stride=stride, padding=padding, dilation=dilation,
+                 groups=groups, impl=impl, data_format=data_format, precision=precision,
                  padding_mode=padding_mode)
 
 
-def conv1d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
+def conv1d(input: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
            stride: IntOrPair = 1, padding: PaddingLike = 0, dilation: IntOrPair = 1,
-           groups: int = 1, impl: str = "lax", data_format: str = "NCL",
+           groups: int = 1, *, impl: str = "lax", data_format: str = "NCL",
            precision: object = None, padding_mode: str = "zeros") -> jnp.ndarray:
     """1-D convolution with ``torch.nn.functional.conv1d`` semantics (plus ``padding_mode``,
     as ``torch.nn.Conv1d`` has it).
@@ -90,8 +90,9 @@ def conv1d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
       L_out = (L + pad_left + pad_right - dilation*(kL-1) - 1) // stride + 1
 
     ``padding``: an int, a 1-tuple, one ``(left, right)`` pair in a tuple, ``"valid"`` or
-    ``"same"``. Every other argument means what it means in :func:`jconv.conv2d`, per
-    dimension; ``impl`` is any implementation whose registry entry lists 1-D.
+    ``"same"``. Every other argument (the positional order and keywords included) means what
+    it means in :func:`jconv.conv2d`, per dimension; ``impl`` is any implementation whose
+    registry entry lists 1-D.
 
     Example (a dilated causal-style layer, and circular padding):
       >>> import jax.numpy as jnp, jconv
@@ -102,14 +103,14 @@ def conv1d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
       ...              padding_mode="circular").tolist()
       [[4.0, 3.0, 6.0, 5.0]]
     """
-    return _conv(x, w, b, 1, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                 impl=impl, data_format=data_format, precision=precision,
+    return _conv(input, weight, bias, 1, stride=stride, padding=padding, dilation=dilation,
+                 groups=groups, impl=impl, data_format=data_format, precision=precision,
                  padding_mode=padding_mode)
 
 
-def conv3d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
+def conv3d(input: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
            stride: IntOrPair = 1, padding: PaddingLike = 0, dilation: IntOrPair = 1,
-           groups: int = 1, impl: str = "lax", data_format: str = "NCDHW",
+           groups: int = 1, *, impl: str = "lax", data_format: str = "NCDHW",
            precision: object = None, padding_mode: str = "zeros") -> jnp.ndarray:
     """3-D convolution with ``torch.nn.functional.conv3d`` semantics (plus ``padding_mode``,
     as ``torch.nn.Conv3d`` has it).
@@ -123,8 +124,9 @@ def conv3d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
       D_out = (D + pad_front + pad_back - dilation_d*(kD-1) - 1) // stride_d + 1  (H, W alike)
 
     ``stride``/``dilation``: an int or a (d, h, w) triple; ``padding``: an int, a triple,
-    three ``(low, high)`` pairs, ``"valid"`` or ``"same"``. Every other argument means what
-    it means in :func:`jconv.conv2d`, per dimension.
+    three ``(low, high)`` pairs, ``"valid"`` or ``"same"``. Every other argument (the
+    positional order and keywords included) means what it means in :func:`jconv.conv2d`, per
+    dimension.
 
     Example:
       >>> import jax.numpy as jnp, jconv
@@ -135,17 +137,18 @@ def conv3d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
       ...              padding_mode="replicate")[0, 0, 0, 0, 0].item()
       81.0
     """
-    return _conv(x, w, b, 3, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                 impl=impl, data_format=data_format, precision=precision,
+    return _conv(input, weight, bias, 3, stride=stride, padding=padding, dilation=dilation,
+                 groups=groups, impl=impl, data_format=data_format, precision=precision,
                  padding_mode=padding_mode)
 
 
-def convnd(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
+def convnd(input: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
            stride: IntOrPair = 1, padding: PaddingLike = 0, dilation: IntOrPair = 1,
-           groups: int = 1, impl: str = "lax", data_format: str | None = None,
+           groups: int = 1, *, impl: str = "lax", data_format: str | None = None,
            precision: object = None, padding_mode: str = "zeros") -> jnp.ndarray:
     """N-D convolution, N = 1, 2 or 3 spatial dims: the one core of :func:`conv1d`,
-    :func:`conv2d` and :func:`conv3d`.
+    :func:`conv2d` and :func:`conv3d`, with their signature (``input, weight, bias, stride,
+    padding, dilation, groups`` as in PyTorch, the rest keyword-only).
 
     Shapes (channels first, the default ``data_format`` for N = ``w.ndim - 2``: ``"NCL"``,
     ``"NCHW"`` or ``"NCDHW"``; the channels-last formats ``"NLC"``, ``"NHWC"``, ``"NDHWC"``):
@@ -170,7 +173,8 @@ def convnd(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
       >>> jconv.convnd(jnp.ones((1, 2, 4, 4, 4)), jnp.ones((3, 2, 2, 2, 2))).shape
       (1, 3, 3, 3, 3)
     """
-    ndim = getattr(w, "ndim", 4) - 2
+    x, w, b = as_operands(input, weight, bias)
+    ndim = w.ndim - 2
     if ndim not in SPATIAL_AXES:
         raise ValueError(f"w must be 3-D, 4-D or 5-D (C_out, C_in/groups, *kernel) for 1, 2 "
                          f"or 3 spatial dims, got shape {tuple(w.shape)}")
@@ -181,9 +185,34 @@ def convnd(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
                  precision=precision, padding_mode=padding_mode)
 
 
-def _conv(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, ndim: int, *,
+def as_operands(x: ArrayLike, w: ArrayLike, b: ArrayLike | None
+                ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray | None]:
+    """The three operands as arrays: anything with a ``dtype`` (a JAX, NumPy or traced
+    array) as it is, an array-like (nested lists, scalars) through ``jnp.asarray`` as jnp
+    functions take them; anything else is a TypeError naming the argument."""
+    return _as_array(x, "input"), _as_array(w, "weight"), None if b is None else \
+        _as_array(b, "bias")
+
+
+def _as_array(value: ArrayLike, name: str) -> jnp.ndarray:
+    if hasattr(value, "dtype") and hasattr(value, "shape"):
+        return value
+    try:
+        return jnp.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be an array or an array-like (e.g. nested lists of "
+                        f"floats), got {type(value).__name__}: {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def _conv(x: ArrayLike, w: ArrayLike, b: ArrayLike | None, ndim: int, *,
           stride: IntOrPair, padding: PaddingLike, dilation: IntOrPair, groups: int,
           impl: str, data_format: str, precision: object, padding_mode: str) -> jnp.ndarray:
+    x, w, b = as_operands(x, w, b)
     impl = check_conv_impl(impl)
     spec, unbatched = canonical_conv(x, w, b, stride=stride, padding=padding, dilation=dilation,
                                      groups=groups, data_format=data_format, precision=precision,

@@ -63,6 +63,23 @@ def _init_conv_params(layer: nnx.Module, shape: tuple[int, ...], bias: bool, par
     layer.bias = nnx.Param(jnp.zeros((layer.out_channels,), param_dtype)) if bias else None
 
 
+def _check_input_channels(layer: nnx.Module, x: Any, expected: int, data_format: str,
+                          what: str) -> None:
+    """A ValueError naming ``layer`` unless ``x`` has ``expected`` channels on the channel
+    axis of ``data_format`` (axis 1 batched / 0 unbatched channels first, the last axis
+    channels last). Inputs of a rank the layer's function rejects are left to it, whose
+    message names the layout."""
+    shape = tuple(getattr(x, "shape", ()))
+    nd = len(data_format) - 2
+    if len(shape) not in (nd + 1, nd + 2):
+        return
+    axis = len(shape) - 1 if data_format[-1] == "C" else len(shape) - nd - 1
+    if shape[axis] != expected:
+        raise ValueError(f"{type(layer).__name__}({what}={expected}) expects {expected} "
+                         f"channels on axis {axis} of its {data_format} input, got an input "
+                         f"of shape {shape} ({shape[axis]} channels there)")
+
+
 def _cast_operands(layer: nnx.Module, x: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
     """x, kernel and bias (or None) in the layer's compute dtype (default: x's)."""
     dtype = layer.dtype or x.dtype
@@ -92,6 +109,7 @@ class _ConvNd(nnx.Module):
                           param_dtype, kernel_init, rngs)
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        _check_input_channels(self, x, self.in_channels, self.data_format, "in_channels")
         x, w, b = _cast_operands(self, x)
         return convnd(x, w, b, stride=self.stride,
                       padding=self.pads, dilation=self.dilation, groups=self.groups,
@@ -323,7 +341,9 @@ class GlobalAvgPool2d(nnx.Module):
 class BatchNorm2d(nnx.BatchNorm):
     """``torch.nn.BatchNorm2d`` arguments on top of ``flax.nnx.BatchNorm``.
 
-    Normalises over (N, H, W) per channel; the channel axis follows ``data_format``.
+    Normalises over (N, H, W) per channel; the channel axis follows ``data_format``. Input
+    and output (N, C, H, W) (``"NHWC"``: (N, H, W, C)); any other rank or channel count is a
+    ValueError naming the layer, ``num_features`` and the input's shape.
     ``momentum`` has PyTorch's meaning (weight of the new batch statistic, default 0.1),
     i.e. Flax momentum ``1 - momentum``. Train/eval mode: ``model.train()`` / ``model.eval()``.
 
@@ -338,10 +358,39 @@ class BatchNorm2d(nnx.BatchNorm):
                  rngs: nnx.Rngs):
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
-        axis = 1 if check_data_format(data_format) == "NCHW" else -1
+        data_format = check_data_format(data_format)
+        axis = 1 if data_format == "NCHW" else -1
         super().__init__(num_features, axis=axis, momentum=1.0 - momentum, epsilon=eps,
                          dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.data_format = data_format
+
+    def check_input(self, x: Any) -> None:
+        """A ValueError naming the layer unless ``x`` is 4-D (``torch.nn.BatchNorm2d``'s rule:
+        an unbatched (C, H, W) input would be normalised over the wrong axes) with
+        ``num_features`` channels on the ``data_format`` channel axis. Subclasses that
+        replace ``__call__`` call it first.
+
+        Example:
+          >>> from flax import nnx; import jax.numpy as jnp, jconv
+          >>> bn = jconv.nn.BatchNorm2d(4, data_format="NHWC", rngs=nnx.Rngs(0))
+          >>> bn.check_input(jnp.ones((2, 8, 8, 4)))  # (N, H, W, C=4): fine
+          >>> bn.check_input(jnp.ones((2, 4, 8, 8)))  # doctest: +ELLIPSIS
+          Traceback (most recent call last):
+          ValueError: BatchNorm2d(num_features=4) expects 4 channels on axis 3 of its NHWC ...
+        """
+        shape = tuple(getattr(x, "shape", ()))
+        layout = "(N, C, H, W)" if self.data_format == "NCHW" else "(N, H, W, C)"
+        if len(shape) != 4:
+            raise ValueError(f"{type(self).__name__}(num_features={self.num_features}) expects "
+                             f"a 4-D {layout} input for data_format={self.data_format!r}, got "
+                             f"shape {shape}")
+        _check_input_channels(self, x, self.num_features, self.data_format, "num_features")
+
+    def __call__(self, x: jnp.ndarray, use_running_average: bool | None = None, *,
+                 mask: jnp.ndarray | None = None) -> jnp.ndarray:
+        """``nnx.BatchNorm``'s call on a checked input (see :meth:`check_input`)."""
+        self.check_input(x)
+        return super().__call__(x, use_running_average, mask=mask)
 
 
 def set_impl(model: nnx.Module, impl: str) -> nnx.Module:
@@ -395,6 +444,7 @@ class _ConvTransposeNd(nnx.Module):
                           param_dtype, kernel_init, rngs)
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        _check_input_channels(self, x, self.in_channels, self.data_format, "in_channels")
         x, w, b = _cast_operands(self, x)
         fn = {1: conv_transpose1d, 2: conv_transpose2d, 3: conv_transpose3d}[self.ndim]
         return fn(x, w, b, stride=self.stride,

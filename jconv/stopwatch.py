@@ -8,8 +8,8 @@ jconv, so any module (``jconv._auto`` included) can use it without an import cyc
 Why interleaved and rotated: on a shared machine the load changes while a benchmark runs, so
 each round calls every candidate once and load changes hit them alike. The starting
 candidate rotates every round: with a fixed order the first one always ran right after the
-last (e.g. PyTorch, whose OpenMP threads keep spinning after a call) and was measured up to
-~2x slow.
+last (e.g. PyTorch, whose OpenMP threads keep spinning after a call) and was measured slow
+(by how much: docs/performance.md).
 """
 
 from __future__ import annotations

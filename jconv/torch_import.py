@@ -5,7 +5,7 @@ jconv / Flax NNX model. PyTorch itself is not needed: tensors are read through `
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Literal, Mapping, NamedTuple, Sequence, overload
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -39,18 +39,94 @@ def _group(state_dict: Mapping[str, Any]) -> OrderedDict[str, dict[str, np.ndarr
     return groups
 
 
+def _torch_style_names(model: nnx.Module) -> dict[tuple[Any, ...], str]:
+    """Every node path -> the name PyTorch would give the same layer: the path joined with
+    dots, without the ``layers`` step of an ``nnx.Sequential`` (``features.layers.0`` is
+    torch's ``features.0``; an ``nnx.List`` ``blocks.0`` is an ``nn.ModuleList``'s)."""
+    sequential = {p for p, n in nnx.iter_graph(model) if isinstance(n, nnx.Sequential)}
+    return {p: ".".join(str(part) for i, part in enumerate(p)
+                        if not (part == "layers" and p[:i] in sequential))
+            for p, _ in nnx.iter_graph(model)}
+
+
 def _target_layers(model: nnx.Module,
-                   input_shape: Sequence[int] | None) -> list[tuple[str, nnx.Module]]:
-    """Layers with parameters, in call order (traced, if ``input_shape`` is given) or else in
-    graph order (``nnx.iter_graph``: layer order for ``nnx.Sequential``, attribute names
-    sorted for custom modules)."""
-    by_path = {".".join(map(str, p)): n for p, n in nnx.iter_graph(model)
+                   input_shape: Sequence[int] | None) -> list[tuple[str, str, nnx.Module]]:
+    """(path, torch-style name, layer) of every layer with parameters, in call order when
+    ``input_shape`` is given (one traced forward pass), else in graph order."""
+    names = _torch_style_names(model)
+    by_path = {".".join(map(str, p)): (names[p], n) for p, n in nnx.iter_graph(model)
                if isinstance(n, _LAYER_TYPES)}
-    if input_shape is None:
-        return list(by_path.items())
-    order = dict.fromkeys(r.name for r in summary(model, input_shape).layers
-                          if r.name in by_path)
-    return [(name, by_path[name]) for name in order]
+    order = list(by_path) if input_shape is None else list(dict.fromkeys(
+        r.name for r in summary(model, input_shape).layers if r.name in by_path))
+    return [(path, *by_path[path]) for path in order]
+
+
+def _check_mapping(mapping: Mapping[str, str] | None, groups: Mapping[str, Any],
+                   paths: Sequence[str]) -> dict[str, str]:
+    """``mapping`` (torch prefix -> jconv path) checked against both sides."""
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+        raise TypeError(f"mapping must be a mapping of torch module names to jconv layer paths "
+                        f"(str -> str), got {mapping!r}")
+    bad_keys = [k for k in mapping if k not in groups]
+    if bad_keys:
+        raise ValueError(f"mapping names torch modules {bad_keys} that the state_dict does not "
+                         f"have; its modules with parameters are {list(groups)}")
+    bad_values = [v for v in mapping.values() if v not in paths]
+    if bad_values:
+        raise ValueError(f"mapping names jconv paths {bad_values} that are not layers with "
+                         f"parameters of the model; its layers are {list(paths)} (paths as in "
+                         f"jconv.summary)")
+    twice = sorted({v for v in mapping.values() if list(mapping.values()).count(v) > 1})
+    if twice:
+        raise ValueError(f"mapping sends several torch modules to the same jconv layer "
+                         f"{twice}: {dict(mapping)}")
+    return dict(mapping)
+
+
+def _pair_layers(groups: Mapping[str, Any], targets: Sequence[tuple[str, str, nnx.Module]],
+                 mapping: Mapping[str, str], by_call_order: bool
+                 ) -> tuple[list[tuple[str, str, nnx.Module]], list[str],
+                            list[tuple[str, str, nnx.Module]]]:
+    """(torch prefix, jconv path, layer) pairs, the torch modules no layer takes and the
+    layers no torch module fills: ``mapping`` first, then equal names (a jconv path or its
+    torch-style name), then — only with ``by_call_order`` — the rest in order. Never pairs
+    by position otherwise: when both sides are left with layers, it raises."""
+    layer_of = {path: layer for path, _, layer in targets}
+    # Both names of a layer find it; they cannot name two different layers (a torch-style
+    # name only drops the ``layers`` step of an nnx.Sequential, whose other children are ints).
+    index = {name: path for path, torch_name, _ in targets for name in (path, torch_name)}
+    pairs = dict(mapping)
+    taken = set(pairs.values())
+    for prefix in groups:
+        path = index.get(prefix)
+        if prefix not in pairs and path is not None and path not in taken:
+            pairs[prefix] = path
+            taken.add(path)
+    left_torch = [p for p in groups if p not in pairs]
+    left_jconv = [t for t in targets if t[0] not in taken]
+    if left_torch and left_jconv:
+        if not by_call_order:
+            raise ValueError(
+                f"state_dict modules {left_torch} have no jconv layer of the same name, and "
+                f"model layers {[p for p, _, _ in left_jconv]} (as torch would name them: "
+                f"{[n for _, n, _ in left_jconv]}) have no state_dict entry; layers are "
+                f"matched by name, never by position: pass mapping={{torch name: jconv path}} "
+                f"(e.g. mapping={{{left_torch[0]!r}: {left_jconv[0][0]!r}}}), rename the "
+                f"attributes to match, or pass input_shape= to pair the rest in call order "
+                f"(right only if the torch module registers them in the order it calls them)")
+        if len(left_torch) != len(left_jconv):
+            raise ValueError(f"state_dict has {len(left_torch)} layers without a name match "
+                             f"({left_torch}) but the model has {len(left_jconv)} "
+                             f"({[p for p, _, _ in left_jconv]}): pairing them in call order "
+                             f"needs equal counts; pass mapping= for the others")
+        pairs.update((p, t[0]) for p, t in zip(left_torch, left_jconv))
+        left_torch, left_jconv = [], []
+    ordered = [(prefix, pairs[prefix], layer_of[pairs[prefix]]) for prefix in groups
+               if prefix in pairs]
+    return ordered, left_torch, left_jconv
 
 
 def _linear_kernel(weight: np.ndarray, chw: Sequence[int] | None, path: str) -> np.ndarray:
@@ -78,41 +154,46 @@ def _torch_key(prefix: str, name: str) -> str:
 
 
 class SkippedKeys(NamedTuple):
-    """What ``load_torch_state_dict(..., strict=False)`` left out (torch key names):
-    ``missing_keys`` the model has but the state_dict lacks (those keep their values),
-    ``unexpected_keys`` the state_dict has but the model cannot take."""
+    """What :func:`load_torch_state_dict` left out (torch key names), like the
+    ``_IncompatibleKeys`` PyTorch's ``load_state_dict`` returns: ``missing_keys`` the model
+    has but the state_dict lacks (those keep their values), ``unexpected_keys`` the state_dict
+    has but the model cannot take. Both empty after a strict load (which raises otherwise)."""
 
     missing_keys: list[str]
     unexpected_keys: list[str]
 
 
-@overload
-def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
-                          input_shape: Sequence[int] | None = ...,
-                          flatten_chw: Mapping[str, Sequence[int]] | None = ...,
-                          strict: Literal[True] = ...) -> nnx.Module: ...
-
-
-@overload
-def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
-                          input_shape: Sequence[int] | None = ...,
-                          flatten_chw: Mapping[str, Sequence[int]] | None = ...,
-                          strict: Literal[False]) -> tuple[nnx.Module, SkippedKeys]: ...
+def _layer_keys(layer: nnx.Module) -> dict[str, str]:
+    """torch parameter/buffer name -> jconv attribute for this kind of layer."""
+    return _BN_KEYS if isinstance(layer, nnx.BatchNorm) else _CONV_KEYS
 
 
 def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
+                          mapping: Mapping[str, str] | None = None,
                           input_shape: Sequence[int] | None = None,
                           flatten_chw: Mapping[str, Sequence[int]] | None = None,
-                          strict: bool = True) -> nnx.Module | tuple[nnx.Module, SkippedKeys]:
-    """Copy a PyTorch ``state_dict`` into ``model`` in place (and return it).
+                          strict: bool = True) -> SkippedKeys:
+    """Copy a PyTorch ``state_dict`` into ``model`` in place; returns the keys it skipped
+    (:class:`SkippedKeys`, as PyTorch's ``load_state_dict`` returns its ``_IncompatibleKeys``).
 
-    The torch layers (keys grouped by module prefix, in the state_dict's order, which is
-    PyTorch's registration order) are matched one-to-one with the model's parameterised
-    layers (:class:`jconv.nn.Conv1d`/``Conv2d``/``Conv3d``,
-    :class:`jconv.nn.ConvTranspose1d`/``2d``/``3d``, ``nnx.BatchNorm`` /
-    :class:`jconv.nn.BatchNorm2d`, ``nnx.Linear``) in call order when ``input_shape`` is
-    given (a traced forward pass, see :func:`jconv.summary`), else in graph order, which is
-    the layer order of an ``nnx.Sequential``. Layouts:
+    The torch modules (keys grouped by module prefix: ``stem.weight`` belongs to ``stem``) are
+    matched **by name** with the model's parameterised layers (:class:`jconv.nn.Conv1d`/
+    ``Conv2d``/``Conv3d``, :class:`jconv.nn.ConvTranspose1d`/``2d``/``3d``, ``nnx.BatchNorm``
+    / :class:`jconv.nn.BatchNorm2d`, ``nnx.Linear``): a layer's name is its attribute path
+    (as in :func:`jconv.summary`: ``stem``, ``blocks.0``, ``layers.3``) or the name PyTorch
+    gives the same layer, which drops an ``nnx.Sequential``'s ``layers`` step (torch
+    ``features.3`` is jconv ``features.layers.3``; a top-level ``nnx.Sequential``'s
+    ``layers.3`` is torch ``3``). Where the names differ:
+
+    - ``mapping={torch_name: jconv_path}`` pairs modules explicitly (checked first);
+    - ``input_shape=`` pairs the modules that no name matched in call order (one traced
+      forward pass of the model against the state_dict's order, which is PyTorch's
+      registration order: right only when the torch module registers its layers in the order
+      it calls them);
+    - otherwise it raises a ``ValueError`` listing both sides' unmatched names: layers are
+      never paired by position silently. A name that fits two layers raises too.
+
+    Layouts:
 
       ConvNd weight (C_out, C_in/groups, *kernel) -> kernel, unchanged (PyTorch's layout)
       ConvTransposeNd weight (C_in, C_out/groups, *kernel) -> kernel, unchanged
@@ -125,22 +206,27 @@ def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
     input rows are reordered to (H, W, C). ``num_batches_tracked`` is ignored.
 
     Strict like PyTorch's ``load_state_dict``: a key the model has but the state_dict lacks
-    (e.g. no ``running_var``) or one the model cannot take (e.g. a bias for ``bias=False``)
-    raises ``ValueError`` listing them all, and nothing is copied. With ``strict=False``
-    those are skipped (missing ones keep the model's values) and the result is ``(model,
-    SkippedKeys(missing_keys, unexpected_keys))``. Either way a layer count, kind or shape
-    mismatch raises ``ValueError`` naming the torch key.
+    (e.g. no ``running_var``, or a whole layer) or one the model cannot take (e.g. a bias for
+    ``bias=False``, or a module the model lacks) raises ``ValueError`` listing them all, and
+    nothing is copied. With ``strict=False`` those are skipped (missing ones keep the model's
+    values) and listed in the result. Either way a kind or shape mismatch raises
+    ``ValueError`` naming the torch key.
 
     Example (a Linear layer; a torch state_dict holds torch tensors, NumPy works as well):
       >>> import numpy as np; from flax import nnx; import jconv
       >>> model = nnx.Sequential(nnx.Linear(3, 2, rngs=nnx.Rngs(0)))
       >>> sd = {"0.weight": np.arange(6.0).reshape(2, 3), "0.bias": np.zeros(2)}
-      >>> jconv.load_torch_state_dict(model, sd).layers[0].kernel[...].tolist()
+      >>> jconv.load_torch_state_dict(model, sd)
+      SkippedKeys(missing_keys=[], unexpected_keys=[])
+      >>> model.layers[0].kernel[...].tolist()
       [[0.0, 3.0], [1.0, 4.0], [2.0, 5.0]]
-      >>> _, skipped = jconv.load_torch_state_dict(model, {"0.weight": np.ones((2, 3))},
-      ...                                          strict=False)
-      >>> skipped
+      >>> jconv.load_torch_state_dict(model, {"0.weight": np.ones((2, 3))}, strict=False)
       SkippedKeys(missing_keys=['0.bias'], unexpected_keys=[])
+
+    Names that differ are mapped explicitly (here torch's ``fc`` is jconv's ``layers.0``):
+      >>> jconv.load_torch_state_dict(model, {"fc.weight": np.ones((2, 3)),
+      ...                                     "fc.bias": np.ones(2)}, mapping={"fc": "layers.0"})
+      SkippedKeys(missing_keys=[], unexpected_keys=[])
     """
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
@@ -151,22 +237,22 @@ def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
         raise TypeError(f"strict must be a bool, got {strict!r}")
     groups = _group(state_dict)
     targets = _target_layers(model, input_shape)
-    if len(groups) != len(targets):
-        raise ValueError(f"state_dict has {len(groups)} layers ({list(groups)}) but the model "
-                         f"has {len(targets)} layers with parameters "
-                         f"({[p for p, _ in targets]})")
+    paths = [p for p, _, _ in targets]
+    pairs, left_torch, left_jconv = _pair_layers(
+        groups, targets, _check_mapping(mapping, groups, paths), input_shape is not None)
     flatten_chw = dict(flatten_chw or {})
-    unknown = set(flatten_chw) - {p for p, _ in targets}
+    unknown = set(flatten_chw) - set(paths)
     if unknown:
         raise ValueError(f"flatten_chw names {sorted(unknown)}, which are not layers of the "
-                         f"model ({[p for p, _ in targets]})")
+                         f"model ({paths})")
     plan: list[tuple[Any, np.ndarray]] = []
     missing: list[str] = []
-    unexpected: list[str] = []
-    for (prefix, tensors), (path, layer) in zip(groups.items(), targets):
+    unexpected = [_torch_key(prefix, name) for prefix in left_torch for name in groups[prefix]]
+    for prefix, path, layer in pairs:
+        tensors = groups[prefix]
         where = f"torch {prefix!r} -> jconv {path!r} ({type(layer).__name__})"
         is_bn = isinstance(layer, nnx.BatchNorm)
-        keys = _BN_KEYS if is_bn else _CONV_KEYS
+        keys = _layer_keys(layer)
         torch_bn = "running_mean" in tensors or "running_var" in tensors
         weight = tensors.get("weight")
         ndim = 1 if is_bn else 2 if isinstance(layer, nnx.Linear) else layer.ndim + 2
@@ -187,6 +273,9 @@ def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
                 value = _linear_kernel(value, flatten_chw.get(path), path)
             _check_shape(var, keys[name], value, where)
             plan.append((var, value))
+    missing += [_torch_key(torch_name, name) for _, torch_name, layer in left_jconv
+                for name, attr in _layer_keys(layer).items()
+                if getattr(layer, attr, None) is not None]
     if strict and (missing or unexpected):
         problems = [f"{what} keys {keys}" for what, keys in (("missing", missing),
                                                              ("unexpected", unexpected)) if keys]
@@ -194,4 +283,4 @@ def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
                          "(pass strict=False to load the rest and skip these)")
     for var, value in plan:
         var[...] = jnp.asarray(value, var[...].dtype)
-    return model if strict else (model, SkippedKeys(missing, unexpected))
+    return SkippedKeys(missing, unexpected)

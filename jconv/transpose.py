@@ -8,9 +8,10 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from ._registry import check_conv_impl
-from .conv import add_bias, run_impl
+from .conv import add_bias, as_operands, run_impl
 from ._spec import (IntOrPair, check_bias, check_data_format, check_operands,
                     conv_spec, to_tuple, weight_layout)
 
@@ -29,12 +30,17 @@ def check_output_padding(output_padding: IntOrPair, s: Sequence[int], d: Sequenc
     return op
 
 
-def conv_transpose2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
+def conv_transpose2d(input: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
                      stride: IntOrPair = 1, padding: IntOrPair = 0,
                      output_padding: IntOrPair = 0, groups: int = 1, dilation: IntOrPair = 1,
-                     impl: str = "lax", data_format: str = "NCHW",
+                     *, impl: str = "lax", data_format: str = "NCHW",
                      precision: object = None) -> jnp.ndarray:
-    """Transposed 2-D convolution with ``torch.nn.functional.conv_transpose2d`` semantics.
+    """Transposed 2-D convolution with ``torch.nn.functional.conv_transpose2d``'s signature
+    and semantics: ``conv_transpose2d(input, weight, bias, stride, padding, output_padding,
+    groups, dilation)`` positionally (PyTorch's order: ``groups`` before ``dilation``) or by
+    keyword; ``impl``, ``data_format`` and ``precision`` are keyword-only. Operands may be
+    array-likes (taken with ``jnp.asarray``), as in :func:`jconv.conv2d`; messages call them
+    ``x``, ``w`` and ``b``.
 
     Shapes (``data_format="NCHW"``; NHWC puts channels last, the weight layout is the same):
       x: (N, C_in, H, W) or unbatched (C_in, H, W)
@@ -61,16 +67,18 @@ def conv_transpose2d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = Non
       (1, 4, 32, 32)
       >>> jconv.conv_transpose2d(jnp.ones((1, 1, 1)), jnp.ones((1, 1, 2, 2)))[0].tolist()
       [[1.0, 1.0], [1.0, 1.0]]
+      >>> jconv.conv_transpose2d(x, w, None, 2, 1, 1).shape  # PyTorch's positional order
+      (1, 4, 32, 32)
     """
-    return _conv_transpose(x, w, b, 2, stride=stride, padding=padding,
+    return _conv_transpose(input, weight, bias, 2, stride=stride, padding=padding,
                            output_padding=output_padding, groups=groups, dilation=dilation,
                            impl=impl, data_format=data_format, precision=precision)
 
 
-def conv_transpose1d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
+def conv_transpose1d(input: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
                      stride: IntOrPair = 1, padding: IntOrPair = 0,
                      output_padding: IntOrPair = 0, groups: int = 1, dilation: IntOrPair = 1,
-                     impl: str = "lax", data_format: str = "NCL",
+                     *, impl: str = "lax", data_format: str = "NCL",
                      precision: object = None) -> jnp.ndarray:
     """Transposed 1-D convolution with ``torch.nn.functional.conv_transpose1d`` semantics:
     the gradient of :func:`jconv.conv1d` with respect to its input (see
@@ -90,15 +98,15 @@ def conv_transpose1d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = Non
       ...                        padding=1).shape
       (1, 4, 100)
     """
-    return _conv_transpose(x, w, b, 1, stride=stride, padding=padding,
+    return _conv_transpose(input, weight, bias, 1, stride=stride, padding=padding,
                            output_padding=output_padding, groups=groups, dilation=dilation,
                            impl=impl, data_format=data_format, precision=precision)
 
 
-def conv_transpose3d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
+def conv_transpose3d(input: ArrayLike, weight: ArrayLike, bias: ArrayLike | None = None,
                      stride: IntOrPair = 1, padding: IntOrPair = 0,
                      output_padding: IntOrPair = 0, groups: int = 1, dilation: IntOrPair = 1,
-                     impl: str = "lax", data_format: str = "NCDHW",
+                     *, impl: str = "lax", data_format: str = "NCDHW",
                      precision: object = None) -> jnp.ndarray:
     """Transposed 3-D convolution with ``torch.nn.functional.conv_transpose3d`` semantics:
     the gradient of :func:`jconv.conv3d` with respect to its input (see
@@ -119,16 +127,17 @@ def conv_transpose3d(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = Non
       ...                        stride=2, padding=1, output_padding=1).shape
       (1, 2, 8, 16, 16)
     """
-    return _conv_transpose(x, w, b, 3, stride=stride, padding=padding,
+    return _conv_transpose(input, weight, bias, 3, stride=stride, padding=padding,
                            output_padding=output_padding, groups=groups, dilation=dilation,
                            impl=impl, data_format=data_format, precision=precision)
 
 
-def _conv_transpose(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None, ndim: int, *,
+def _conv_transpose(x: ArrayLike, w: ArrayLike, b: ArrayLike | None, ndim: int, *,
                     stride: IntOrPair, padding: IntOrPair, output_padding: IntOrPair,
                     groups: int, dilation: IntOrPair, impl: str, data_format: str,
                     precision: object) -> jnp.ndarray:
     """The one N-D core of ``conv_transpose1d/2d/3d``."""
+    x, w, b = as_operands(x, w, b)
     impl = check_conv_impl(impl)
     data_format = check_data_format(data_format, ndim)
     check_operands(x, w, groups, data_format, weight_layout(ndim, transposed=True))

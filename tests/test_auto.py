@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -269,3 +270,31 @@ def test_auto_without_candidates_handed_over_is_a_clear_error(monkeypatch):
     with pytest.raises(RuntimeError, match=r"impl='auto' has no candidates: jconv._registry "
                                            r"hands them over"):
         _auto_dispatch.candidates()
+
+
+@pytest.mark.parametrize("fn, x_shape, w_shape", [
+    (jconv.conv1d, (2, 4, 9), (6, 4, 3)),
+    (jconv.conv3d, (1, 2, 4, 5, 4), (3, 2, 2, 3, 2)),
+])
+def test_measuring_1d_and_3d_convs_times_only_impls_that_compute_them(fn, x_shape, w_shape):
+    """oneDNN computes 2-D convolutions only: auto must not time it (and warn that it failed)
+    for a 1-D or 3-D one."""
+    jconv.set_auto_measure(True)
+    rng = np.random.default_rng(0)
+    x, w = (jnp.asarray(rng.standard_normal(s), jnp.float32) for s in (x_shape, w_shape))
+    ndim = len(w_shape) - 2
+    spec = canonical_conv(x, w, None, stride=1, padding=1, dilation=1, groups=1,
+                          data_format=("NCL", "NCHW", "NCDHW")[ndim - 1], precision=None,
+                          ndim=ndim)[0]
+    assert "onednn" not in _auto.candidates(_auto.host_platform(), x.dtype, spec.ndim)
+    loss = lambda impl: lambda x, w: jnp.sum(jnp.sin(fn(x, w, padding=1, impl=impl)))  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = jax.value_and_grad(loss("auto"), argnums=(0, 1))(x, w)
+        choice = jconv.auto_choice(x.shape, w.shape, x.dtype, spec)
+    assert choice.source == "measured" and choice.failed == ()
+    assert {name for name, _ in choice.times_ms} == {
+        n for n, i in jconv.CONV_IMPLS.items() if i.auto_candidate and spec.ndim in i.ndims}
+    want = jax.value_and_grad(loss("lax"), argnums=(0, 1))(x, w)
+    for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)

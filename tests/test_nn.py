@@ -58,6 +58,44 @@ def test_conv2d_layer_errors(kwargs, exc, match):
         nn.Conv2d(**args, rngs=nnx.Rngs(0))
 
 
+@pytest.mark.parametrize("fmt, x_shape, match", [
+    ("NCHW", (2, 3, 4, 4), r"BatchNorm2d\(num_features=5\) expects 5 channels on axis 1 of its "
+                           r"NCHW input, got an input of shape \(2, 3, 4, 4\) \(3 channels "
+                           r"there\)"),
+    ("NHWC", (2, 4, 4, 3), r"BatchNorm2d\(num_features=5\) expects 5 channels on axis 3 of its "
+                           r"NHWC input, got an input of shape \(2, 4, 4, 3\)"),
+    ("NCHW", (5, 4, 4), r"BatchNorm2d\(num_features=5\) expects a 4-D \(N, C, H, W\) input for "
+                        r"data_format='NCHW', got shape \(5, 4, 4\)"),
+    ("NHWC", (2, 5), r"expects a 4-D \(N, H, W, C\) input for data_format='NHWC', got shape "
+                     r"\(2, 5\)"),
+])
+@pytest.mark.parametrize("train", [True, False])
+def test_batchnorm2d_wrong_input_names_layer_and_channels(fmt, x_shape, match, train):
+    bn = nn.BatchNorm2d(5, data_format=fmt, rngs=nnx.Rngs(0))
+    bn.train() if train else bn.eval()
+    with pytest.raises(ValueError, match=match):
+        bn(jnp.ones(x_shape))
+
+
+@pytest.mark.parametrize("make, x_shape, match", [
+    (lambda r: nn.Conv2d(5, 4, 3, rngs=r), (2, 3, 8, 8),
+     r"Conv2d\(in_channels=5\) expects 5 channels on axis 1 of its NCHW input, got an input of "
+     r"shape \(2, 3, 8, 8\) \(3 channels there\)"),
+    (lambda r: nn.Conv2d(5, 4, 3, rngs=r), (3, 8, 8),  # unbatched: channels on axis 0
+     r"Conv2d\(in_channels=5\) expects 5 channels on axis 0 of its NCHW input"),
+    (lambda r: nn.Conv1d(5, 4, 3, data_format="NLC", rngs=r), (2, 8, 3),
+     r"Conv1d\(in_channels=5\) expects 5 channels on axis 2 of its NLC input"),
+    (lambda r: nn.Conv3d(5, 4, 1, rngs=r), (1, 4, 2, 2, 2),
+     r"Conv3d\(in_channels=5\) expects 5 channels on axis 1 of its NCDHW input"),
+    (lambda r: nn.ConvTranspose2d(5, 4, 2, data_format="NHWC", rngs=r), (1, 4, 4, 3),
+     r"ConvTranspose2d\(in_channels=5\) expects 5 channels on axis 3 of its NHWC input"),
+])
+def test_conv_layers_wrong_channel_count_names_layer(make, x_shape, match):
+    layer = make(nnx.Rngs(0))
+    with pytest.raises(ValueError, match=match):
+        layer(jnp.ones(x_shape))
+
+
 def test_batchnorm2d_uses_torch_momentum_and_channel_axis():
     bn = nn.BatchNorm2d(3, momentum=0.1, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.PRNGKey(3), (4, 3, 5, 5)) * 2.0 + 1.0

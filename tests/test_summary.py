@@ -10,6 +10,7 @@ from flax import nnx
 
 import jconv
 from jconv.nn import BatchNorm2d, Conv2d, ConvTranspose2d, MaxPool2d
+from jconv.summary import RF_UNKNOWN
 
 F32 = 4  # bytes
 
@@ -124,9 +125,10 @@ def test_summary_leaves_model_and_classes_untouched():
     r = nnx.Rngs(0)
     model = nnx.Sequential(Conv2d(3, 4, 1, rngs=r), BatchNorm2d(4, rngs=r))  # train mode
     before = np.asarray(model.layers[1].mean[...]).copy()
-    call = Conv2d.__call__
+    call, bn_call = Conv2d.__call__, BatchNorm2d.__call__
     jconv.summary(model, (2, 3, 8, 8))
-    assert Conv2d.__call__ is call and "__call__" not in BatchNorm2d.__dict__
+    assert Conv2d.__call__ is call and BatchNorm2d.__call__ is bn_call
+    assert "__call__" not in Conv2d.__dict__  # inherited from _ConvNd, not left patched
     np.testing.assert_array_equal(model.layers[1].mean[...], before)
     assert model.layers[1].mean[...].shape == (4,)  # a concrete array again, not a tracer
 
@@ -137,3 +139,90 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match=r"input_shape must be a non-empty sequence of positive "
                                          r"ints, got \(1, 0, 8\)"):
         jconv.summary(nnx.Sequential(), (1, 0, 8))
+    # An array passed for its shape: its shape and dtype in the message, not its elements.
+    with pytest.raises(TypeError, match=r"input_shape must be a shape \(a sequence of positive "
+                                        r"ints\), got an array of shape \(2, 3, 64, 64\) and "
+                                        r"dtype float32: pass x.shape$"):
+        jconv.summary(nnx.Sequential(), jnp.zeros((2, 3, 64, 64)))
+    with pytest.raises(ValueError, match=r"got \[1, 2, 3, 4, 5, 6, \.\.\.\]$"):
+        jconv.summary(nnx.Sequential(), [1, 2, 3, 4, 5, 6, 7, 8, 0] * 100)
+
+
+@pytest.mark.parametrize("flax_kw, jconv_kw", [
+    (dict(padding="SAME"), dict(padding="same")),
+    (dict(strides=2, padding=1, kernel_dilation=2), dict(stride=2, padding=1, dilation=2)),
+    (dict(strides=(1, 2), padding="VALID", feature_group_count=2), dict(stride=(1, 2), groups=2)),
+    (dict(padding=((2, 0), (1, 1)), kernel_dilation=(1, 3)),
+     dict(padding=((2, 0), (1, 1)), dilation=(1, 3))),
+])
+def test_flax_conv_counted_like_the_same_jconv_conv(flax_kw, jconv_kw):
+    """nnx.Conv (HWIO kernel, channels last): the MACs and receptive fields of the jconv conv
+    with the same geometry, two layers deep (so the second field depends on the first's)."""
+    flax_model = _abstract(lambda r: nnx.Sequential(nnx.Conv(4, 8, (3, 3), rngs=r, **flax_kw),
+                                                    nnx.Conv(8, 8, (3, 3), rngs=r, **flax_kw)))
+    jconv_model = _abstract(lambda r: nnx.Sequential(
+        Conv2d(4, 8, 3, data_format="NHWC", rngs=r, **jconv_kw),
+        Conv2d(8, 8, 3, data_format="NHWC", rngs=r, **jconv_kw)))
+    got, want = (jconv.summary(m, (2, 17, 15, 4)) for m in (flax_model, jconv_model))
+    assert [(r.output_shape, r.params, r.macs, r.receptive_field) for r in got.layers] == \
+        [(r.output_shape, r.params, r.macs, r.receptive_field) for r in want.layers]
+    assert got.layers[0].macs > 0 and got.layers[1].receptive_field[0] > 3
+    assert got.total_macs == want.total_macs
+
+
+def test_flax_conv_1d_causal_and_3x3_hand_counts():
+    s = jconv.summary(_abstract(lambda r: nnx.Sequential(
+        nnx.Conv(2, 4, (3,), padding="CAUSAL", kernel_dilation=2, rngs=r))), (1, 10, 2))
+    assert (s.layers[0].macs, s.layers[0].receptive_field) == (10 * 4 * 3 * 2, (5,))
+    s = jconv.summary(_abstract(lambda r: nnx.Sequential(nnx.Conv(3, 16, (3, 3), rngs=r))),
+                      (1, 32, 32, 3))
+    assert (s.layers[0].macs, s.layers[0].receptive_field) == (16 * 32 * 32 * 27, (3, 3))
+    # Input dilation multiplies inserted zeros: no single count, no known window.
+    s = jconv.summary(_abstract(lambda r: nnx.Sequential(
+        nnx.Conv(3, 4, (3, 3), input_dilation=2, padding=1, rngs=r))), (1, 8, 8, 3))
+    assert (s.layers[0].macs, s.layers[0].receptive_field, s.total_macs) == (None, (), None)
+
+
+class _Mystery(nnx.Module):
+    """A leaf with parameters summary knows nothing about."""
+
+    def __init__(self, rngs):
+        self.w = nnx.Param(jnp.ones((8, 8)))
+
+    def __call__(self, x):
+        return x @ self.w[...]
+
+
+def test_what_summary_cannot_count_is_marked_not_numbered():
+    model = _abstract(lambda r: nnx.Sequential(
+        Conv2d(3, 3, 3, padding=1, rngs=r), _Mystery(r), Conv2d(3, 3, 3, rngs=r),
+        lambda x: x[:, :, ::2], nnx.relu))
+    s = jconv.summary(model, (1, 3, 8, 8))
+    assert [r.macs for r in s.layers] == [3 * 8 * 8 * 27, None, 3 * 6 * 6 * 27, 0, 0]
+    assert [r.receptive_field for r in s.layers] == [(3, 3)] + [RF_UNKNOWN] * 4
+    assert s.total_macs is None
+    table = str(s)
+    assert f"Total MACs: ? (the rows counted sum to {3 * 8 * 8 * 27 + 3 * 6 * 6 * 27:,})" in table
+    assert "? MACs: not counted for _Mystery (layers jconv.summary cannot count)" in table
+    assert "? RF: unknown from layers.1 (_Mystery) on" in table
+    # A subsampling function without parameters: its own MACs 0, the field after it unknown.
+    s = jconv.summary(_abstract(lambda r: nnx.Sequential(
+        Conv2d(3, 3, 3, rngs=r), lambda x: x[..., ::2], Conv2d(3, 3, 1, rngs=r))), (1, 3, 8, 8))
+    assert [r.receptive_field for r in s.layers] == [(3, 3), (), ()]
+    assert s.total_macs == 3 * 6 * 6 * 27 + 3 * 6 * 3 * 3
+    # A flatten keeps every element where it is: the field stays, Linear then sees it all.
+    s = jconv.summary(_abstract(lambda r: nnx.Sequential(
+        Conv2d(3, 2, 3, rngs=r), lambda x: x.reshape(x.shape[0], -1),
+        nnx.Linear(72, 2, rngs=r))), (1, 3, 8, 8))
+    assert [r.receptive_field for r in s.layers] == [(3, 3), (3, 3), None]
+    assert "?" not in str(s)
+
+
+def test_flax_conv_transpose_counted_like_jconv_conv_transpose():
+    flax_model = _abstract(lambda r: nnx.Sequential(
+        nnx.ConvTranspose(4, 6, (3, 2), strides=2, rngs=r)))
+    jconv_model = _abstract(lambda r: nnx.Sequential(
+        ConvTranspose2d(4, 6, (3, 2), stride=2, data_format="NHWC", rngs=r)))
+    got, want = (jconv.summary(m, (2, 5, 7, 4)).layers[0] for m in (flax_model, jconv_model))
+    assert got.macs == want.macs == 2 * 5 * 7 * 4 * 6 * 3 * 2
+    assert got.receptive_field is None and want.receptive_field is None

@@ -93,7 +93,10 @@ def test_custom_module_matched_in_call_order():
         want = net(torch.from_numpy(x)).numpy()
     model = _JBlock(nnx.Rngs(0))
     model.eval()
-    with pytest.raises(ValueError, match="layer kinds do not match"):  # graph order: a_norm 1st
+    # No name matches and no input_shape: refused, never paired by position.
+    with pytest.raises(ValueError, match=r"state_dict modules \['conv', 'bn', 'up'\] have no "
+                                         r"jconv layer of the same name.*never by position: "
+                                         r"pass mapping="):
         jconv.load_torch_state_dict(model, net.state_dict())
     jconv.load_torch_state_dict(model, net.state_dict(), input_shape=(2, 2, 7, 6))
     np.testing.assert_allclose(model(jnp.asarray(x)), want, rtol=1e-4, atol=1e-4)
@@ -128,8 +131,29 @@ def _small():
 
 
 @pytest.mark.parametrize("sd,kwargs,match", [
-    ({"0.weight": np.ones((3, 2, 1, 1))}, {}, r"state_dict has 1 layers \(\['0'\]\) but the "
-                                              r"model has 2 layers"),
+    ({"0.weight": np.ones((3, 2, 1, 1))}, {},
+     r"missing keys \['1.weight', '1.bias'\] \(pass strict=False"),  # a whole layer missing
+    ({"0.weight": np.ones((3, 2, 1, 1)), "1.weight": np.ones((2, 3)), "1.bias": np.ones(2),
+      "9.weight": np.ones((2, 3))}, {}, r"unexpected keys \['9.weight'\]"),
+    ({"a.weight": np.ones((3, 2, 1, 1)), "1.weight": np.ones((2, 3)), "1.bias": np.ones(2)},
+     {}, r"state_dict modules \['a'\] have no jconv layer of the same name, and model layers "
+         r"\['layers.0'\] \(as torch would name them: \['0'\]\) have no state_dict entry; "
+         r"layers are matched by name, never by position: pass mapping=\{torch name: jconv "
+         r"path\} \(e.g. mapping=\{'a': 'layers.0'\}\), rename"),
+    ({"a.weight": np.ones((3, 2, 1, 1)), "b.weight": np.ones((2, 3)), "c.weight": np.ones(1)},
+     {"input_shape": (1, 2, 1, 3)}, r"state_dict has 3 layers without a name match "
+                                    r"\(\['a', 'b', 'c'\]\) but the model has 2"),
+    ({"0.weight": np.ones((3, 2, 1, 1)), "1.weight": np.ones((2, 3))},
+     {"mapping": {"x": "layers.0"}}, r"mapping names torch modules \['x'\] that the "
+                                     r"state_dict does not have; its modules with parameters "
+                                     r"are \['0', '1'\]"),
+    ({"0.weight": np.ones((3, 2, 1, 1)), "1.weight": np.ones((2, 3))},
+     {"mapping": {"0": "conv"}}, r"mapping names jconv paths \['conv'\] that are not layers "
+                                 r"with parameters of the model; its layers are \['layers.0', "
+                                 r"'layers.1'\]"),
+    ({"0.weight": np.ones((3, 2, 1, 1)), "1.weight": np.ones((2, 3))},
+     {"mapping": {"0": "layers.1", "1": "layers.1"}},
+     r"mapping sends several torch modules to the same jconv layer \['layers.1'\]"),
     ({"0.weight": np.ones((3, 2, 3, 3)), "1.weight": np.ones((2, 3))}, {},
      r"torch '0' -> jconv 'layers.0' \(Conv2d\): shape mismatch for 'kernel': jconv expects "
      r"\(3, 2, 1, 1\), state_dict gives \(3, 2, 3, 3\)"),
@@ -187,17 +211,19 @@ def test_strict_false_loads_the_rest_and_returns_what_it_skipped():
     var0 = np.asarray(model.layers[1].var[...])
     sd = {k: v for k, v in _full_sd().items() if k != "1.running_var"}
     sd["2.extra"] = np.ones(1)
-    out, skipped = jconv.load_torch_state_dict(model, sd, strict=False)
-    assert out is model
+    skipped = jconv.load_torch_state_dict(model, sd, strict=False)
     assert skipped == SkippedKeys(missing_keys=["1.running_var"],
                                         unexpected_keys=["2.extra"])
     np.testing.assert_array_equal(model.layers[1].mean[...], np.ones(3))  # loaded
     np.testing.assert_array_equal(model.layers[1].var[...], var0)  # kept
 
 
-def test_strict_load_of_a_full_state_dict_skips_nothing():
-    model, skipped = jconv.load_torch_state_dict(_conv_bn_linear(), _full_sd(), strict=False)
-    assert skipped == ([], [])
+@pytest.mark.parametrize("strict", [True, False])
+def test_one_return_type_whatever_strict(strict):
+    """Like torch's load_state_dict: SkippedKeys either way (empty after a full load)."""
+    model = _conv_bn_linear()
+    skipped = jconv.load_torch_state_dict(model, _full_sd(), strict=strict)
+    assert type(skipped) is SkippedKeys and skipped == ([], [])
     np.testing.assert_array_equal(model.layers[1].var[...], np.full(3, 4.0))
 
 
@@ -206,7 +232,119 @@ def test_strict_load_of_a_full_state_dict_skips_nothing():
                r"torch_model.state_dict\(\)\), got NoneType"),
     ([("0.weight", np.ones(1))], {}, r"state_dict must be a mapping .* got list"),
     ({}, {"strict": "yes"}, r"strict must be a bool, got 'yes'"),
+    ({}, {"mapping": {"0": 1}}, r"mapping must be a mapping of torch module names to jconv "
+                                r"layer paths \(str -> str\), got \{'0': 1\}"),
 ])
 def test_argument_type_errors(sd, kwargs, match):
     with pytest.raises(TypeError, match=match):
         jconv.load_torch_state_dict(_small(), sd, **kwargs)
+
+
+class _StemBody(nnx.Module):
+    """Attribute names sort (body < stem) against the call order (stem first)."""
+
+    def __init__(self, rngs):
+        self.stem = Conv2d(8, 8, 3, rngs=rngs)
+        self.body = Conv2d(8, 8, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.body(jnp.maximum(self.stem(x), 0.0))
+
+
+def _torch_stem_body(torch, stem_first=True):
+    nn = torch.nn
+
+    class TStemBody(nn.Module):
+        def __init__(self):
+            super().__init__()
+            if stem_first:
+                self.stem, self.body = nn.Conv2d(8, 8, 3), nn.Conv2d(8, 8, 3)
+            else:  # registered in the other order than called
+                self.body, self.stem = nn.Conv2d(8, 8, 3), nn.Conv2d(8, 8, 3)
+
+        def forward(self, x):
+            return self.body(torch.relu(self.stem(x)))
+
+    torch.manual_seed(2)
+    return TStemBody().eval()
+
+
+@pytest.mark.parametrize("stem_first", [True, False])
+@pytest.mark.parametrize("input_shape", [None, (2, 8, 9, 9)])
+def test_custom_module_matched_by_name(stem_first, input_shape):
+    """Two same-shaped layers: each gets its own weights, exactly, whatever the attribute
+    order, the registration order or the call order."""
+    torch = pytest.importorskip("torch")
+    net = _torch_stem_body(torch, stem_first)
+    model = _StemBody(nnx.Rngs(0))
+    assert jconv.load_torch_state_dict(model, net.state_dict(),
+                                       input_shape=input_shape) == ([], [])
+    for name in ("stem", "body"):
+        np.testing.assert_array_equal(getattr(model, name).kernel[...],
+                                      getattr(net, name).weight.detach().numpy())
+        np.testing.assert_array_equal(getattr(model, name).bias[...],
+                                      getattr(net, name).bias.detach().numpy())
+    x = np.random.default_rng(3).standard_normal((2, 8, 9, 9)).astype(np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model(jnp.asarray(x)), want, rtol=1e-5, atol=1e-5)
+
+
+def test_mapping_pairs_differently_named_layers():
+    torch = pytest.importorskip("torch")
+    net = _torch_stem_body(torch)
+    sd = {k.replace("stem", "first").replace("body", "second"): v
+          for k, v in net.state_dict().items()}
+    model = _StemBody(nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"state_dict modules \['first', 'second'\] have no "
+                                         r"jconv layer of the same name"):
+        jconv.load_torch_state_dict(model, sd)
+    jconv.load_torch_state_dict(model, sd, mapping={"first": "stem", "second": "body"})
+    np.testing.assert_array_equal(model.stem.kernel[...], net.stem.weight.detach().numpy())
+    np.testing.assert_array_equal(model.body.kernel[...], net.body.weight.detach().numpy())
+    # A partial mapping: the rest still by name ("body" -> "body").
+    sd = {k.replace("stem", "first"): v for k, v in net.state_dict().items()}
+    model = _StemBody(nnx.Rngs(0))
+    jconv.load_torch_state_dict(model, sd, mapping={"first": "stem"})
+    np.testing.assert_array_equal(model.stem.kernel[...], net.stem.weight.detach().numpy())
+
+
+class _Nested(nnx.Module):
+    def __init__(self, rngs):
+        self.features = nnx.Sequential(Conv2d(3, 4, 3, rngs=rngs), nnx.relu,
+                                       Conv2d(4, 4, 3, rngs=rngs))
+        self.blocks = nnx.List([Conv2d(4, 4, 1, rngs=rngs), Conv2d(4, 4, 1, rngs=rngs)])
+
+    def __call__(self, x):
+        x = self.features(x)
+        for b in self.blocks:
+            x = b(x)
+        return x
+
+
+def test_nested_sequential_and_list_names_match_torch():
+    """nnx.Sequential's ``layers`` step is dropped (features.layers.2 = torch features.2);
+    nnx.List indexes like nn.ModuleList."""
+    torch = pytest.importorskip("torch")
+    tnn = torch.nn
+
+    class TNested(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = tnn.ModuleList([tnn.Conv2d(4, 4, 1), tnn.Conv2d(4, 4, 1)])
+            self.features = tnn.Sequential(tnn.Conv2d(3, 4, 3), tnn.ReLU(), tnn.Conv2d(4, 4, 3))
+
+        def forward(self, x):
+            x = self.features(x)
+            for b in self.blocks:
+                x = b(x)
+            return x
+
+    torch.manual_seed(4)
+    net = TNested().eval()
+    model = _Nested(nnx.Rngs(0))
+    jconv.load_torch_state_dict(model, net.state_dict())
+    x = np.random.default_rng(4).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model(jnp.asarray(x)), want, rtol=1e-5, atol=1e-5)
