@@ -8,6 +8,13 @@
 //   jconv_onednn_bwd_weights  dw, db = conv_backward_weights(x, dy)         (db: (C_out,) or (0,))
 // Activations are in the caller's layout (nchw or nhwc tags, no transposes in JAX); weights
 // are (C_out, C_in/groups, kH, kW) = oihw, or goihw for groups > 1 (the same bytes).
+//
+// Two more handlers run training-mode batch normalisation (jconv/_onednn_bn.py), through the
+// same cache:
+//   jconv_onednn_bn_fwd       y, mean, var = batch_normalization_forward(x, [scale], shift)
+//   jconv_onednn_bn_bwd       dx, dscale, dshift = batch_normalization_backward(x, dy, mean, var,
+//                                                                             [scale])
+// var is the biased batch variance; dscale is (0,) without a learned scale.
 
 #include <atomic>
 #include <cstdint>
@@ -38,7 +45,7 @@ using Dt = memory::data_type;
 
 namespace {
 
-enum Pass : int { kFwd = 0, kBwdData = 1, kBwdWeights = 2 };
+enum Pass : int { kFwd = 0, kBwdData = 1, kBwdWeights = 2, kBnFwd = 3, kBnBwd = 4 };
 enum PostOp : int64_t { kNoAct = 0, kRelu = 1, kGeluTanh = 2 };
 
 dnnl::engine& cpu_engine() {
@@ -55,7 +62,11 @@ struct Geometry {
   memory::dims stride, dilation, pad_l, pad_r;  // dilation counted from 0, as oneDNN does
   int64_t groups = 1;
   int64_t act = kNoAct;
-  bool bias = false;
+  bool bias = false;   // batch normalisation: use_shift (always set) is implied
+  bool scale = false;  // batch normalisation: use_scale (a learned scale)
+  float eps = 0.f;     // batch normalisation
+
+  bool is_bn() const { return pass == kBnFwd || pass == kBnBwd; }
 
   std::string key() const {
     std::ostringstream s;
@@ -63,8 +74,9 @@ struct Geometry {
       for (auto v : d) s << v << ',';
       s << ';';
     };
+    // eps in hexadecimal: exact, so two epsilons never share a primitive.
     s << pass << ';' << static_cast<int>(type) << ';' << nhwc << ';' << groups << ';' << act
-      << ';' << bias << ';';
+      << ';' << bias << ';' << scale << ';' << std::hexfloat << eps << std::defaultfloat << ';';
     for (const auto* d : {&src, &wei, &dst, &stride, &dilation, &pad_l, &pad_r}) put(*d);
     return s.str();
   }
@@ -141,6 +153,53 @@ dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, bool any
 
 bool is_reference(const std::string& impl) { return impl.find("ref") != std::string::npos; }
 
+// Per-channel vectors (mean, variance, scale, shift and their gradients): (C,) float32.
+memory::desc channel_desc(const Geometry& g) { return memory::desc({g.src[1]}, Dt::f32, Tag::a); }
+
+// Batch normalisation in the caller's layout (src = dst dims, no reorders: oneDNN's nspc and
+// ncsp kernels take plain nhwc / nchw), statistics computed from the batch (no
+// use_global_stats), shift always applied, scale when it learns.
+dnnl::batch_normalization_forward::primitive_desc bn_forward_pd(const Geometry& g) {
+  auto flags = dnnl::normalization_flags::use_shift;
+  if (g.scale) flags |= dnnl::normalization_flags::use_scale;
+  auto act = act_desc(g, g.src, false);
+  return dnnl::batch_normalization_forward::primitive_desc(
+      cpu_engine(), dnnl::prop_kind::forward_training, act, act, g.eps, flags, make_attr(g));
+}
+
+std::shared_ptr<Entry> build_bn(const Geometry& g) {
+  auto e = std::make_shared<Entry>();
+  auto hint = bn_forward_pd(g);
+  auto act = act_desc(g, g.src, false), chan = channel_desc(g);
+  auto in = [&](int arg, const memory::desc& d) { return make_operand(arg, false, d, d); };
+  auto out = [&](int arg, const memory::desc& d) { return make_operand(arg, true, d, d); };
+  if (g.pass == kBnFwd) {
+    e->prim = dnnl::batch_normalization_forward(hint);
+    e->operands = {in(DNNL_ARG_SRC, act)};
+    if (g.scale) e->operands.push_back(in(DNNL_ARG_SCALE, chan));
+    e->operands.insert(e->operands.end(), {in(DNNL_ARG_SHIFT, chan), out(DNNL_ARG_DST, act),
+                                           out(DNNL_ARG_MEAN, chan),
+                                           out(DNNL_ARG_VARIANCE, chan)});
+    e->scratchpad = hint.scratchpad_desc();
+    e->impl = hint.impl_info_str();
+  } else {
+    // prop_kind::backward: dx and the parameters' gradients in one primitive.
+    dnnl::batch_normalization_backward::primitive_desc pd(
+        cpu_engine(), dnnl::prop_kind::backward, act, act, act, g.eps,
+        hint.get_flags(), hint, make_attr(g));
+    e->prim = dnnl::batch_normalization_backward(pd);
+    e->operands = {in(DNNL_ARG_SRC, act), in(DNNL_ARG_DIFF_DST, act), in(DNNL_ARG_MEAN, chan),
+                   in(DNNL_ARG_VARIANCE, chan)};
+    if (g.scale) e->operands.push_back(in(DNNL_ARG_SCALE, chan));
+    e->operands.push_back(out(DNNL_ARG_DIFF_SRC, act));
+    if (g.scale) e->operands.push_back(out(DNNL_ARG_DIFF_SCALE, chan));
+    e->operands.push_back(out(DNNL_ARG_DIFF_SHIFT, chan));
+    e->scratchpad = pd.scratchpad_desc();
+    e->impl = pd.impl_info_str();
+  }
+  return e;
+}
+
 std::shared_ptr<Entry> build(const Geometry& g, bool any_act) {
   auto e = std::make_shared<Entry>();
   auto& eng = cpu_engine();
@@ -192,8 +251,10 @@ std::shared_ptr<Entry> build(const Geometry& g, bool any_act) {
 // The primitive for g. NHWC activations stay in the caller's layout (oneDNN's direct
 // channels-last kernels); NCHW ones are reordered to the layout oneDNN chooses (blocked
 // nChw16c), as PyTorch does: its direct kernels beat the im2col+GEMM one plain nchw gets.
-// Whichever layout yields only the reference kernel is the fallback.
+// Whichever layout yields only the reference kernel is the fallback. Batch normalisation keeps
+// the caller's layout (its own per-layout kernels).
 std::shared_ptr<Entry> choose(const Geometry& g) {
+  if (g.is_bn()) return build_bn(g);
   auto entry = build(g, !g.nhwc);
   if (is_reference(entry->impl)) {
     auto other = build(g, g.nhwc);
@@ -480,6 +541,58 @@ ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi:
   });
 }
 
+// Batch normalisation's geometry: x (N, C, H, W) or (N, H, W, C), float32 (jconv/_onednn_bn.py
+// validated it; XLA checked the other operands' element counts against their shapes).
+ffi::Error bn_geometry(int pass, const ffi::AnyBuffer& x, float eps, int64_t has_scale,
+                       int64_t nhwc, Geometry* g) {
+  if (x.dimensions().size() != 4 || x.element_type() != ffi::DataType::F32)
+    return ffi::Error::InvalidArgument("onednn batch norm: x must be a 4-D float32 array");
+  g->pass = pass;
+  g->nhwc = nhwc != 0;
+  g->src = nchw_dims(x, g->nhwc);
+  g->dst = g->src;
+  g->eps = eps;
+  g->scale = has_scale != 0;
+  g->bias = true;
+  return ffi::Error::Success();
+}
+
+ffi::Error BnForward(ffi::AnyBuffer x, ffi::AnyBuffer scale, ffi::AnyBuffer shift,
+                     ffi::Result<ffi::AnyBuffer> y, ffi::Result<ffi::AnyBuffer> mean,
+                     ffi::Result<ffi::AnyBuffer> var, float eps, int64_t has_scale,
+                     int64_t nhwc) {
+  return guarded([&]() -> ffi::Error {
+    Geometry g;
+    if (auto err = bn_geometry(kBnFwd, x, eps, has_scale, nhwc, &g); err.failure()) return err;
+    auto e = cache().get(g);
+    std::vector<void*> ptrs = {x.untyped_data()};
+    if (g.scale) ptrs.push_back(scale.untyped_data());
+    ptrs.insert(ptrs.end(), {shift.untyped_data(), y->untyped_data(), mean->untyped_data(),
+                             var->untyped_data()});
+    run(*e, ptrs);
+    return ffi::Error::Success();
+  });
+}
+
+ffi::Error BnBackward(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::AnyBuffer mean,
+                      ffi::AnyBuffer var, ffi::AnyBuffer scale, ffi::Result<ffi::AnyBuffer> dx,
+                      ffi::Result<ffi::AnyBuffer> dscale, ffi::Result<ffi::AnyBuffer> dshift,
+                      float eps, int64_t has_scale, int64_t nhwc) {
+  return guarded([&]() -> ffi::Error {
+    Geometry g;
+    if (auto err = bn_geometry(kBnBwd, x, eps, has_scale, nhwc, &g); err.failure()) return err;
+    auto e = cache().get(g);
+    std::vector<void*> ptrs = {x.untyped_data(), dy.untyped_data(), mean.untyped_data(),
+                               var.untyped_data()};
+    if (g.scale) ptrs.push_back(scale.untyped_data());
+    ptrs.push_back(dx->untyped_data());
+    if (g.scale) ptrs.push_back(dscale->untyped_data());
+    ptrs.push_back(dshift->untyped_data());
+    run(*e, ptrs);
+    return ffi::Error::Success();
+  });
+}
+
 }  // namespace
 
 // Built with -fvisibility=hidden: only these symbols leave the library.
@@ -487,12 +600,16 @@ ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi:
 JCONV_EXPORT XLA_FFI_Error* jconv_onednn_fwd(XLA_FFI_CallFrame* call_frame);
 JCONV_EXPORT XLA_FFI_Error* jconv_onednn_bwd_data(XLA_FFI_CallFrame* call_frame);
 JCONV_EXPORT XLA_FFI_Error* jconv_onednn_bwd_weights(XLA_FFI_CallFrame* call_frame);
+JCONV_EXPORT XLA_FFI_Error* jconv_onednn_bn_fwd(XLA_FFI_CallFrame* call_frame);
+JCONV_EXPORT XLA_FFI_Error* jconv_onednn_bn_bwd(XLA_FFI_CallFrame* call_frame);
 JCONV_EXPORT void jconv_onednn_cache_stats(int64_t* out);
 JCONV_EXPORT void jconv_onednn_set_cache_capacity(int64_t n);
 JCONV_EXPORT void jconv_onednn_clear_cache();
 JCONV_EXPORT void jconv_onednn_set_num_threads(int n);
 JCONV_EXPORT int jconv_onednn_probe(int bf16, int nhwc, int64_t n, int64_t c, int64_t hw,
                                     int pass, char* buf, int64_t len);
+JCONV_EXPORT int jconv_onednn_bn_probe(int nhwc, int64_t n, int64_t c, int64_t hw, int pass,
+                                       int has_scale, char* buf, int64_t len);
 
 #define JCONV_CONV_ATTRS                                  \
   .Attr<ffi::Span<const int64_t>>("stride")               \
@@ -525,6 +642,29 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jconv_onednn_bwd_weights, BackwardWeights,
                                   .Ret<ffi::AnyBuffer>() JCONV_CONV_ATTRS
                                   .Attr<int64_t>("has_bias"));
 
+#define JCONV_BN_ATTRS                                    \
+  .Attr<float>("eps").Attr<int64_t>("has_scale").Attr<int64_t>("nhwc")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jconv_onednn_bn_fwd, BnForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>() JCONV_BN_ATTRS);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jconv_onednn_bn_bwd, BnBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>() JCONV_BN_ATTRS);
+
 // Plain C helpers for Python (ctypes): the cache's state, its capacity, and which oneDNN
 // implementation a geometry gets (for tests and ONEDNN_VERBOSE-free checks).
 extern "C" {
@@ -556,6 +696,28 @@ int jconv_onednn_probe(int bf16, int nhwc, int64_t n, int64_t c, int64_t hw, int
     g.dilation = {0, 0};
     g.pad_l = {1, 1};
     g.pad_r = {1, 1};
+    auto e = choose(g);
+    std::snprintf(buf, static_cast<size_t>(len), "%s", e->impl.c_str());
+    return 0;
+  } catch (const std::exception& e) {
+    std::snprintf(buf, static_cast<size_t>(len), "%s", e.what());
+    return 1;
+  }
+}
+
+// The implementation name of the batch normalisation pass (3 forward, 4 backward) for an
+// (n, c, hw, hw) float32 input, like jconv_onednn_probe.
+int jconv_onednn_bn_probe(int nhwc, int64_t n, int64_t c, int64_t hw, int pass, int has_scale,
+                          char* buf, int64_t len) {
+  try {
+    Geometry g;
+    g.pass = pass == kBnBwd ? kBnBwd : kBnFwd;
+    g.nhwc = nhwc != 0;
+    g.src = {n, c, hw, hw};
+    g.dst = g.src;
+    g.eps = 1e-5f;
+    g.scale = has_scale != 0;
+    g.bias = true;
     auto e = choose(g);
     std::snprintf(buf, static_cast<size_t>(len), "%s", e->impl.c_str());
     return 0;

@@ -18,7 +18,7 @@ import jconv
 from jconv import nn as jnn
 
 from .config import DTYPES, ModelConfig
-from .norm import BatchNorm2d
+from .norm import BatchNorm2d, OnednnBatchNorm2d
 
 NUM_CLASSES = 10  # CIFAR-10
 
@@ -85,6 +85,11 @@ ACTIVATIONS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {"relu": nnx.relu
                                                                 "gelu": gelu}
 
 
+# Whether conv_impl=onednn networks also run their BatchNorms with oneDNN
+# (docs/performance.md, "BatchNorm with oneDNN's primitives").
+ONEDNN_BATCH_NORM = True
+
+
 def batch_norm(c: int, o: ModelOptions, rngs: nnx.Rngs) -> jnn.BatchNorm2d:
     """A BatchNorm (PyTorch momentum ``o.bn_momentum``) with its running statistics in
     ``o.param_dtype`` and, when not ``o.bn_scale``, no learned scale (airbench's BatchNorm:
@@ -94,8 +99,15 @@ def batch_norm(c: int, o: ModelOptions, rngs: nnx.Rngs) -> jnn.BatchNorm2d:
     two-pass backward as a ``custom_vjp``), else ``jconv.nn.BatchNorm2d`` (autodiff of
     Flax's): before a GELU, XLA fuses the GELU's backward into the custom backward's
     reduction loops and the train step got slower (docs/performance.md, "Train step
-    profile"). Both have the same parameters, statistics and eval mode."""
-    cls = BatchNorm2d if o.act == "relu" else jnn.BatchNorm2d
+    profile"). Both have the same parameters, statistics and eval mode.
+
+    With ``o.conv_impl == "onednn"`` and :data:`ONEDNN_BATCH_NORM` it is
+    :class:`train.norm.OnednnBatchNorm2d` (oneDNN's primitives for float32 training
+    mode; PyTorch's unbiased running variance)."""
+    if ONEDNN_BATCH_NORM and o.conv_impl == "onednn":
+        cls = OnednnBatchNorm2d
+    else:
+        cls = BatchNorm2d if o.act == "relu" else jnn.BatchNorm2d
     bn = cls(c, o.bn_eps, o.bn_momentum, data_format=o.data_format, dtype=o.dtype,
              param_dtype=o.param_dtype, rngs=rngs)
     if not o.bn_scale:

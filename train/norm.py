@@ -1,6 +1,8 @@
 """The trainer's BatchNorm: ``jconv.nn.BatchNorm2d`` whose training-mode normalisation is a
 ``jax.custom_vjp`` shaped like PyTorch's CPU kernels, one pass over the input for the batch
-statistics and two for the backward, instead of what autodiff makes of Flax's formula.
+statistics and two for the backward, instead of what autodiff makes of Flax's formula; and
+:class:`OnednnBatchNorm2d`, whose float32 training mode runs oneDNN's batch-normalisation
+primitives (``jconv._onednn_bn``) instead.
 
 Parameters, running statistics, eval mode and the ``mask`` argument are
 ``flax.nnx.BatchNorm``'s (it is a subclass), so checkpoints, ``jconv.fold_conv_bn`` /
@@ -19,6 +21,7 @@ from flax.nnx.module import first_from
 from flax.nnx.nn.dtypes import canonicalize_dtype
 from jax import lax
 
+from jconv import _onednn_bn
 from jconv import nn as jnn
 
 
@@ -163,10 +166,7 @@ class BatchNorm2d(jnn.BatchNorm2d):
 
     def __call__(self, x: jnp.ndarray, use_running_average: bool | None = None, *,
                  mask: jnp.ndarray | None = None) -> jnp.ndarray:
-        running = first_from(use_running_average, self.use_running_average,
-                             error_msg="BatchNorm2d needs use_running_average: call "
-                                       "model.train() or model.eval()")
-        if running or mask is not None:
+        if self._flax_mode(use_running_average, mask):
             # Eval mode and masked statistics are Flax's own computation.
             return super().__call__(x, use_running_average, mask=mask)
         feature = self.axis % x.ndim
@@ -186,4 +186,57 @@ class BatchNorm2d(jnn.BatchNorm2d):
         m = self.momentum
         self.mean[...] = lax.stop_gradient(m * old_mean + (1 - m) * mean)
         self.var[...] = lax.stop_gradient(m * old_var + (1 - m) * var)
+        return y
+
+    def _flax_mode(self, use_running_average: bool | None, mask: jnp.ndarray | None) -> bool:
+        """Whether this call is eval mode or masked (both Flax's own computation)."""
+        running = first_from(use_running_average, self.use_running_average,
+                             error_msg="BatchNorm2d needs use_running_average: call "
+                                       "model.train() or model.eval()")
+        return bool(running) or mask is not None
+
+
+class OnednnBatchNorm2d(BatchNorm2d):
+    """:class:`BatchNorm2d` whose training mode runs oneDNN's batch-normalisation primitives
+    (:func:`jconv._onednn_bn.batch_norm_train`: one forward primitive computing the
+    statistics, one backward computing ``dx``, ``dscale`` and ``dshift``) when it can: a
+    float32 4-D input and parameters, no ``axis_name``. Otherwise (float64, bfloat16,
+    cross-device statistics) it is :class:`BatchNorm2d`, and eval mode is Flax's.
+
+    Its running variance follows PyTorch: updated with the *unbiased* batch variance
+    (``var * n / (n - 1)``, n = N*H*W values per channel), where Flax's and
+    :class:`BatchNorm2d`'s use the biased one; ``momentum`` has PyTorch's meaning as in
+    ``jconv.nn.BatchNorm2d``.
+
+    Shapes: (N, C, H, W) -> (N, C, H, W), or (N, H, W, C) with ``data_format="NHWC"``.
+
+    Example:
+      >>> from flax import nnx
+      >>> bn = OnednnBatchNorm2d(4, data_format="NHWC", rngs=nnx.Rngs(0))
+      >>> x = jnp.arange(2 * 3 * 3 * 4.0).reshape(2, 3, 3, 4)
+      >>> y = bn(x)
+      >>> y.shape, abs(float(y.mean())) < 1e-6, [round(float(v), 2) for v in bn.mean[...]]
+      ((2, 3, 3, 4), True, [3.4, 3.5, 3.6, 3.7])
+    """
+
+    def __call__(self, x: jnp.ndarray, use_running_average: bool | None = None, *,
+                 mask: jnp.ndarray | None = None) -> jnp.ndarray:
+        scale = self.scale[...] if self.scale is not None else None
+        bias = self.bias[...] if self.bias is not None else None
+        f32 = all(a is None or jnp.dtype(a.dtype) == jnp.float32
+                  for a in (x, scale, bias, self.mean[...], self.var[...]))
+        if (self._flax_mode(use_running_average, mask) or self.axis_name is not None
+                or x.ndim != 4 or not f32 or self.dtype not in (None, jnp.float32)
+                or not _onednn_bn.available()):
+            return super().__call__(x, use_running_average, mask=mask)
+        data_format = "NHWC" if self.axis % x.ndim == 3 else "NCHW"
+        shift = bias if bias is not None else jnp.zeros((x.shape[self.axis],), jnp.float32)
+        n = x.size // x.shape[self.axis]
+        if n < 2:
+            raise ValueError(f"OnednnBatchNorm2d needs more than 1 value per channel in "
+                             f"training mode (PyTorch's rule), got input shape {x.shape}")
+        y, mean, var = _onednn_bn.batch_norm_train(x, scale, shift, self.epsilon, data_format)
+        m = self.momentum  # Flax's: the old statistics' weight
+        self.mean[...] = lax.stop_gradient(m * self.mean[...] + (1 - m) * mean)
+        self.var[...] = lax.stop_gradient(m * self.var[...] + (1 - m) * var * (n / (n - 1)))
         return y
