@@ -65,6 +65,10 @@ struct Geometry {
   bool bias = false;   // batch normalisation: use_shift (always set) is implied
   bool scale = false;  // batch normalisation: use_scale (a learned scale)
   float eps = 0.f;     // batch normalisation
+  // The OpenMP team size the primitive was created for: some kernels (batch normalisation's,
+  // some backward-weights ones) split their work for it at creation and run that many
+  // threads whatever the caller's setting is later.
+  int threads = 0;
 
   bool is_bn() const { return pass == kBnFwd || pass == kBnBwd; }
 
@@ -76,7 +80,8 @@ struct Geometry {
     };
     // eps in hexadecimal: exact, so two epsilons never share a primitive.
     s << pass << ';' << static_cast<int>(type) << ';' << nhwc << ';' << groups << ';' << act
-      << ';' << bias << ';' << scale << ';' << std::hexfloat << eps << std::defaultfloat << ';';
+      << ';' << bias << ';' << scale << ';' << std::hexfloat << eps << std::defaultfloat << ';'
+      << threads << ';';
     for (const auto* d : {&src, &wei, &dst, &stride, &dilation, &pad_l, &pad_r}) put(*d);
     return s.str();
   }
@@ -331,17 +336,29 @@ Cache& cache() {
   return *c;
 }
 
-// oneDNN's team size for this process's calls; 0 leaves OpenMP's default (OMP_NUM_THREADS,
-// else one thread per core).
+// oneDNN's team size for this process's convolution calls; 0 leaves OpenMP's default
+// (OMP_NUM_THREADS, else one thread per core).
 std::atomic<int> g_num_threads{0};
 
-// Sets the calling thread's OpenMP team size for one call and restores it after: XLA runs
-// handlers on the thread that launched the computation, often Python's main thread, whose
-// OpenMP setting PyTorch (and anything else using libgomp there) shares.
+// The team size for batch normalisation calls; 0: the convolutions'. One thread by default:
+// oneDNN's batch-normalisation kernels cross several thread barriers per call, and on a
+// machine with more runnable threads than cores each barrier can wait out a scheduler slice
+// for a descheduled team member, where one thread never waits.
+std::atomic<int> g_bn_num_threads{1};
+
+int bn_threads() {
+  int n = g_bn_num_threads.load();
+  return n > 0 ? n : g_num_threads.load();
+}
+
+// Sets the calling thread's OpenMP team size (n > 0; 0 leaves it) for one call, primitive
+// creation included, and restores it after: XLA runs handlers on the thread that launched
+// the computation, often Python's main thread, whose OpenMP setting PyTorch (and anything
+// else using libgomp there) shares.
 class TeamSize {
  public:
-  TeamSize() : saved_(0) {
-    if (int n = g_num_threads.load(); n > 0) {
+  explicit TeamSize(int n) : saved_(0) {
+    if (n > 0) {
       saved_ = omp_get_max_threads();
       omp_set_num_threads(n);
     }
@@ -381,8 +398,8 @@ memory call_buffer(const memory::desc& desc, const dnnl::engine& eng) {
   return m;
 }
 
+// Runs e inside the caller's TeamSize scope.
 void run(const Entry& e, const std::vector<void*>& ptrs) {
-  TeamSize team;
   auto& eng = cpu_engine();
   dnnl::stream stream(eng);
   std::unordered_map<int, memory> args;
@@ -489,7 +506,9 @@ ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b,
                    int64_t act, int64_t has_bias) {
   return guarded([&]() -> ffi::Error {
     // x plays src and y dst; their element counts are checked against the dims by XLA.
+    TeamSize team(g_num_threads.load());
     Geometry g;
+    g.threads = omp_get_max_threads();
     if (auto err = make_geometry(kFwd, x, w, *y, stride, pad_lo, pad_hi, dilation, groups, nhwc,
                                  &g);
         err.failure())
@@ -510,7 +529,9 @@ ffi::Error BackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::An
                         ffi::Span<const int64_t> pad_hi, ffi::Span<const int64_t> dilation,
                         int64_t groups, int64_t nhwc) {
   return guarded([&]() -> ffi::Error {
+    TeamSize team(g_num_threads.load());
     Geometry g;
+    g.threads = omp_get_max_threads();
     if (auto err = make_geometry(kBwdData, *dx, w, dy, stride, pad_lo, pad_hi, dilation, groups,
                                  nhwc, &g);
         err.failure())
@@ -527,7 +548,9 @@ ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi:
                            ffi::Span<const int64_t> dilation, int64_t groups, int64_t nhwc,
                            int64_t has_bias) {
   return guarded([&]() -> ffi::Error {
+    TeamSize team(g_num_threads.load());
     Geometry g;
+    g.threads = omp_get_max_threads();
     if (auto err = make_geometry(kBwdWeights, x, *dw, dy, stride, pad_lo, pad_hi, dilation,
                                  groups, nhwc, &g);
         err.failure())
@@ -554,6 +577,7 @@ ffi::Error bn_geometry(int pass, const ffi::AnyBuffer& x, float eps, int64_t has
   g->eps = eps;
   g->scale = has_scale != 0;
   g->bias = true;
+  g->threads = omp_get_max_threads();  // inside the handler's TeamSize
   return ffi::Error::Success();
 }
 
@@ -562,6 +586,7 @@ ffi::Error BnForward(ffi::AnyBuffer x, ffi::AnyBuffer scale, ffi::AnyBuffer shif
                      ffi::Result<ffi::AnyBuffer> var, float eps, int64_t has_scale,
                      int64_t nhwc) {
   return guarded([&]() -> ffi::Error {
+    TeamSize team(bn_threads());
     Geometry g;
     if (auto err = bn_geometry(kBnFwd, x, eps, has_scale, nhwc, &g); err.failure()) return err;
     auto e = cache().get(g);
@@ -579,6 +604,7 @@ ffi::Error BnBackward(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::AnyBuffer mean,
                       ffi::Result<ffi::AnyBuffer> dscale, ffi::Result<ffi::AnyBuffer> dshift,
                       float eps, int64_t has_scale, int64_t nhwc) {
   return guarded([&]() -> ffi::Error {
+    TeamSize team(bn_threads());
     Geometry g;
     if (auto err = bn_geometry(kBnBwd, x, eps, has_scale, nhwc, &g); err.failure()) return err;
     auto e = cache().get(g);
@@ -606,6 +632,7 @@ JCONV_EXPORT void jconv_onednn_cache_stats(int64_t* out);
 JCONV_EXPORT void jconv_onednn_set_cache_capacity(int64_t n);
 JCONV_EXPORT void jconv_onednn_clear_cache();
 JCONV_EXPORT void jconv_onednn_set_num_threads(int n);
+JCONV_EXPORT void jconv_onednn_set_bn_num_threads(int n);
 JCONV_EXPORT int jconv_onednn_probe(int bf16, int nhwc, int64_t n, int64_t c, int64_t hw,
                                     int pass, char* buf, int64_t len);
 JCONV_EXPORT int jconv_onednn_bn_probe(int nhwc, int64_t n, int64_t c, int64_t hw, int pass,
@@ -678,6 +705,8 @@ void jconv_onednn_set_cache_capacity(int64_t n) {
 void jconv_onednn_clear_cache() { cache().clear(); }
 
 void jconv_onednn_set_num_threads(int n) { g_num_threads.store(n < 0 ? 0 : n); }
+
+void jconv_onednn_set_bn_num_threads(int n) { g_bn_num_threads.store(n < 0 ? 0 : n); }
 
 // Writes the implementation name for a stride-1 f32/bf16 3x3 convolution of the given size
 // into buf (or the error); returns 0 on success. Used to detect bfloat16 support and to

@@ -49,6 +49,7 @@ def _bn_library_or_reason() -> tuple[ctypes.CDLL | None, str]:
     lib.jconv_onednn_bn_probe.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
                                           ctypes.c_int64, ctypes.c_int, ctypes.c_int,
                                           ctypes.c_char_p, ctypes.c_int64]
+    lib.jconv_onednn_set_bn_num_threads.argtypes = [ctypes.c_int]
     return lib, ""
 
 
@@ -88,6 +89,24 @@ def probe(data_format: str = "NHWC", pass_: str = "forward", n: int = 8, c: int 
     if rc:
         raise RuntimeError(f"oneDNN has no batch normalisation here: {buf.value.decode()}")
     return buf.value.decode()
+
+
+def set_num_threads(n: int) -> None:
+    """oneDNN's OpenMP threads per batch-normalisation call from now on (default 1); 0
+    uses the convolutions' setting (:func:`jconv._onednn.set_num_threads`).
+
+    One by default: oneDNN's batch-normalisation kernels cross several thread barriers per
+    call, and on a machine with more runnable threads than cores a barrier can wait a
+    whole scheduler slice for a descheduled team member (docs/performance.md,
+    "BatchNorm with oneDNN's primitives").
+
+    Example:
+      >>> if available():
+      ...     set_num_threads(1)
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    _library().jconv_onednn_set_bn_num_threads(n)
 
 
 # --- the two FFI calls ---------------------------------------------------------------------------
