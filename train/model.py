@@ -85,9 +85,11 @@ ACTIVATIONS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {"relu": nnx.relu
                                                                 "gelu": gelu}
 
 
-# Whether conv_impl=onednn networks also run their BatchNorms with oneDNN
-# (docs/performance.md, "BatchNorm with oneDNN's primitives").
-ONEDNN_BATCH_NORM = True
+# Whether GELU networks on oneDNN convolutions also run their BatchNorms with oneDNN. Off:
+# it cut BatchNorm's own time but, its output no longer fused with the GELU's, not the
+# step's (docs/performance.md, "BatchNorm with oneDNN's primitives"). The ReLU networks
+# keep train.norm.BatchNorm2d either way (not measured against it).
+ONEDNN_BATCH_NORM = False
 
 
 def batch_norm(c: int, o: ModelOptions, rngs: nnx.Rngs) -> jnn.BatchNorm2d:
@@ -101,10 +103,11 @@ def batch_norm(c: int, o: ModelOptions, rngs: nnx.Rngs) -> jnn.BatchNorm2d:
     reduction loops and the train step got slower (docs/performance.md, "Train step
     profile"). Both have the same parameters, statistics and eval mode.
 
-    With ``o.conv_impl == "onednn"`` and :data:`ONEDNN_BATCH_NORM` it is
-    :class:`train.norm.OnednnBatchNorm2d` (oneDNN's primitives for float32 training
-    mode; PyTorch's unbiased running variance)."""
-    if ONEDNN_BATCH_NORM and o.conv_impl == "onednn":
+    Where it would be Flax's and ``o.conv_impl == "onednn"`` (airbench's GELU network on
+    oneDNN convolutions), with :data:`ONEDNN_BATCH_NORM` set (default off), it is
+    :class:`train.norm.OnednnBatchNorm2d` instead (oneDNN's primitives for float32
+    training mode; PyTorch's unbiased running variance)."""
+    if ONEDNN_BATCH_NORM and o.conv_impl == "onednn" and o.act != "relu":
         cls = OnednnBatchNorm2d
     else:
         cls = BatchNorm2d if o.act == "relu" else jnn.BatchNorm2d
