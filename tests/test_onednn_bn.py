@@ -268,14 +268,15 @@ def test_layer_rejects_one_value_per_channel_and_falls_back_for_float64():
         jax.config.update("jax_enable_x64", False)
 
 
-def test_model_picks_onednn_batch_norm_for_onednn_convs_when_switched_on(monkeypatch):
+def test_model_picks_onednn_batch_norm_for_onednn_convs_when_switched_on():
     from train import model as tm
     from train.config import load_config
     from train.norm import BatchNorm2d, OnednnBatchNorm2d
 
     o = tm.ModelOptions.from_config(load_config("cifar_subset.yaml").model)
     assert type(tm.batch_norm(8, o, nnx.Rngs(0))) is jnn.BatchNorm2d  # off by default
-    monkeypatch.setattr(tm, "ONEDNN_BATCH_NORM", True)
+    o = tm.ModelOptions.from_config(load_config("cifar_subset.yaml",
+                                                ["model.onednn_batch_norm=true"]).model)
     bn = tm.batch_norm(8, o, nnx.Rngs(0))
     assert type(bn) is OnednnBatchNorm2d and bn.scale is None
     lax_o = tm.ModelOptions(**{**o.__dict__, "conv_impl": "lax"})

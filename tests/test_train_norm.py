@@ -211,3 +211,15 @@ def test_four_devices_spmd_and_named_axis_match_one_device():
     out = subprocess.run([sys.executable, "-c", MULTI_DEVICE], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("OK"), out.stderr[-3000:]
+
+
+def test_wrong_channel_count_names_the_layer_in_training_mode():
+    from flax import nnx
+
+    from train.norm import BatchNorm2d, OnednnBatchNorm2d
+
+    for cls in (BatchNorm2d, OnednnBatchNorm2d):
+        bn = cls(5, data_format="NHWC", rngs=nnx.Rngs(0))
+        with pytest.raises(ValueError, match=rf"{cls.__name__}\(num_features=5\) expects 5 "
+                                             r"channels on axis 3"):
+            bn(jnp.ones((2, 4, 4, 3)))

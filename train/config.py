@@ -80,6 +80,7 @@ class ModelConfig:
     dtype: str = MISSING  # compute dtype: float32 | bfloat16 (params stay float32)
     bn_momentum: float = MISSING  # PyTorch meaning
     head_scale: float = MISSING  # multiplies the logits
+    onednn_batch_norm: bool = MISSING  # GELU networks on onednn convs: oneDNN's BatchNorm
 
 
 @dataclass

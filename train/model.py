@@ -48,6 +48,7 @@ class ModelOptions:
     bn_eps: float
     bn_momentum: float
     head_scale: float
+    onednn_batch_norm: bool
     conv_impl: str
     pool_impl: str
     data_format: str
@@ -60,6 +61,7 @@ class ModelOptions:
                    pool_first=m.pool_first, whiten=m.whiten, dirac_init=m.dirac_init,
                    act=m.act, bn_scale=m.bn_scale, bn_eps=m.bn_eps,
                    bn_momentum=m.bn_momentum, head_scale=m.head_scale,
+                   onednn_batch_norm=m.onednn_batch_norm,
                    conv_impl=m.conv_impl, pool_impl=m.pool_impl, data_format=m.data_format,
                    dtype=DTYPES[m.dtype],
                    param_dtype=jnp.float64 if m.dtype == "float64" else jnp.float32)
@@ -85,13 +87,6 @@ ACTIVATIONS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {"relu": nnx.relu
                                                                 "gelu": gelu}
 
 
-# Whether GELU networks on oneDNN convolutions also run their BatchNorms with oneDNN. Off:
-# it cut BatchNorm's own time but, its output no longer fused with the GELU's, not the
-# step's (docs/performance.md, "BatchNorm with oneDNN's primitives"). The ReLU networks
-# keep train.norm.BatchNorm2d either way (not measured against it).
-ONEDNN_BATCH_NORM = False
-
-
 def batch_norm(c: int, o: ModelOptions, rngs: nnx.Rngs) -> jnn.BatchNorm2d:
     """A BatchNorm (PyTorch momentum ``o.bn_momentum``) with its running statistics in
     ``o.param_dtype`` and, when not ``o.bn_scale``, no learned scale (airbench's BatchNorm:
@@ -104,10 +99,10 @@ def batch_norm(c: int, o: ModelOptions, rngs: nnx.Rngs) -> jnn.BatchNorm2d:
     profile"). Both have the same parameters, statistics and eval mode.
 
     Where it would be Flax's and ``o.conv_impl == "onednn"`` (airbench's GELU network on
-    oneDNN convolutions), with :data:`ONEDNN_BATCH_NORM` set (default off), it is
+    oneDNN convolutions), with ``o.onednn_batch_norm`` (``model.onednn_batch_norm``), it is
     :class:`train.norm.OnednnBatchNorm2d` instead (oneDNN's primitives for float32
     training mode; PyTorch's unbiased running variance)."""
-    if ONEDNN_BATCH_NORM and o.conv_impl == "onednn" and o.act != "relu":
+    if o.onednn_batch_norm and o.conv_impl == "onednn" and o.act != "relu":
         cls = OnednnBatchNorm2d
     else:
         cls = BatchNorm2d if o.act == "relu" else jnn.BatchNorm2d

@@ -169,6 +169,7 @@ class BatchNorm2d(jnn.BatchNorm2d):
         if self._flax_mode(use_running_average, mask):
             # Eval mode and masked statistics are Flax's own computation.
             return super().__call__(x, use_running_average, mask=mask)
+        self.check_input(x)
         feature = self.axis % x.ndim
         axes = tuple(i for i in range(x.ndim) if i != feature)
         scale = self.scale[...] if self.scale is not None else None
@@ -221,6 +222,7 @@ class OnednnBatchNorm2d(BatchNorm2d):
 
     def __call__(self, x: jnp.ndarray, use_running_average: bool | None = None, *,
                  mask: jnp.ndarray | None = None) -> jnp.ndarray:
+        self.check_input(x)
         scale = self.scale[...] if self.scale is not None else None
         bias = self.bias[...] if self.bias is not None else None
         f32 = all(a is None or jnp.dtype(a.dtype) == jnp.float32

@@ -154,6 +154,8 @@ def _onednn_entry(line: str, shapes: dict[str, list[int]]) -> tuple[str, str]:
     reads x (N, H, W, C_in) and writes (N, H', W', C_out); backward-data reads dy and writes
     dx; backward-weights reads x and dy."""
     target = re.search(r'custom_call_target="jconv_onednn_(\w+)"', line).group(1)
+    if target.startswith("bn_"):  # oneDNN's BatchNorm (model.onednn_batch_norm)
+        return BN, ""
     args = re.search(r"custom-call\(([^)]*)\)", line).group(1)
     a, b = (shapes.get(o.strip().lstrip("%"), [0] * 4) for o in args.split(",")[:2])
     if target == "bwd_weights":  # a tuple (dw, db): the layer is read from x and dy
