@@ -363,8 +363,10 @@ def set_impl(model: nnx.Module, impl: str) -> nnx.Module:
             # An impl that lacks a layer's dims (Winograd, pallas: 2-D only) leaves it alone.
             if layer.ndim in CONV_IMPLS[impl].ndims:
                 layer.impl = impl
-        elif isinstance(layer, (MaxPool2d, AvgPool2d)) and impl in POOL_IMPLS:
-            # Pooling exists only as lax/im2col/loops: other impls switch the convs alone.
+        elif isinstance(layer, (_MaxPoolNd, _AvgPoolNd)) and impl in POOL_IMPLS:
+            # Every pooling layer with an impl (1-D, 2-D and 3-D; the base classes, so none
+            # is missed). Pooling exists only as lax/im2col/loops: other impls switch the
+            # convs alone.
             layer.impl = impl
     return model
 
