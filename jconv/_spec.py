@@ -34,8 +34,11 @@ def _is_int(v: object) -> bool:
 
 
 def to_tuple(value: IntOrPair, name: str, ndim: int, *, minimum: int) -> tuple[int, ...]:
-    """Turn an int or a length-``ndim`` sequence of ints into a validated ``ndim``-tuple
-    (one entry per spatial dim)."""
+    """Turn an int, a length-``ndim`` sequence of ints or a one-int sequence (PyTorch
+    broadcasts it, ``(1,)`` meaning 1 on every dim) into a validated ``ndim``-tuple (one
+    entry per spatial dim)."""
+    if isinstance(value, (tuple, list)) and len(value) == 1 and _is_int(value[0]):
+        value = value[0]
     if _is_int(value):
         out = (int(value),) * ndim
     elif (isinstance(value, (tuple, list)) and len(value) == ndim
@@ -91,6 +94,8 @@ def resolve_padding(padding: PaddingLike, kernel: Sequence[int], dilation: Seque
                 pads.append((total // 2, total - total // 2))
             return tuple(pads)
         raise ValueError(f"padding must be {_padding_forms(ndim)}, got {padding!r}")
+    if isinstance(padding, (tuple, list)) and len(padding) == 1 and _is_int(padding[0]):
+        padding = padding[0]  # PyTorch broadcasts a one-int padding to every dim
     if _is_int(padding):
         p = int(padding)
         pads = ((p, p),) * ndim
