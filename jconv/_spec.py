@@ -37,13 +37,11 @@ def to_tuple(value: IntOrPair, name: str, ndim: int, *, minimum: int) -> tuple[i
     """Turn an int, a length-``ndim`` sequence of ints or a one-int sequence (PyTorch
     broadcasts it, ``(1,)`` meaning 1 on every dim) into a validated ``ndim``-tuple (one
     entry per spatial dim)."""
-    if isinstance(value, (tuple, list)) and len(value) == 1 and _is_int(value[0]):
-        value = value[0]
     if _is_int(value):
         out = (int(value),) * ndim
-    elif (isinstance(value, (tuple, list)) and len(value) == ndim
+    elif (isinstance(value, (tuple, list)) and len(value) in (1, ndim)
           and all(_is_int(v) for v in value)):
-        out = tuple(int(v) for v in value)
+        out = tuple(int(v) for v in value) * (ndim // len(value))
     else:
         what = ("an int" if ndim == 1 else "an int or a pair of ints" if ndim == 2
                 else f"an int or a tuple of {ndim} ints")
