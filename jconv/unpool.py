@@ -138,7 +138,9 @@ def max_unpool2d(x: jnp.ndarray, indices: jnp.ndarray, kernel_size: IntOrTuple,
     or ``output_size`` ((H_out, W_out) or (N, C, H_out, W_out)), which must lie strictly
     within one stride of that default (what a ``ceil_mode`` or odd input size needs).
     Indices outside the output raise ``ValueError`` when they are concrete; under ``jit``
-    they are dropped. Differentiable in ``x``.
+    they are dropped. Differentiable in ``x``, to any order: the gradient is PyTorch's
+    gather ``grad_x = grad_y.flatten()[indices]``, so where overlapping windows repeat an
+    index every copy gets that element's gradient.
 
     Example:
       >>> import jax.numpy as jnp, jconv

@@ -33,8 +33,10 @@ pytestmark = pytest.mark.usefixtures("x64", "opinfo_auto")
 CONV_EXACT = tuple(n for n, i in jconv.CONV_IMPLS.items() if i.exact)
 POOL_EXACT = tuple(jconv.POOL_IMPLS)
 RTOL, ATOL = 1e-10, 1e-12
-# Samples the default suite runs per op: every one up to this many, else an even spread.
+# Samples the default suite runs per op: every one up to this many, else an even spread;
+# fewer for the 3-D convolutions, whose compilations cost the most.
 FAST_SAMPLES = 4
+FAST_SAMPLES_3D_CONV = 2
 
 
 @dataclass(frozen=True)
@@ -169,10 +171,13 @@ def check_sample(op: Op, sample: Any, impl: str | None, seed: int) -> None:
 
 def fast_picks(op: Op) -> list[tuple[int, str | None]]:
     """(sample index, impl) pairs of the default suite: every sample of an op that has at
-    most FAST_SAMPLES, else an even spread of that many; the impls take turns."""
+    most FAST_SAMPLES (FAST_SAMPLES_3D_CONV for 3-D convolutions), else an even spread of
+    that many; the impls take turns."""
     n = len(samples(op.name))
-    picks = (range(n) if n <= FAST_SAMPLES else
-             sorted(set(np.linspace(0, n - 1, FAST_SAMPLES).round().astype(int).tolist())))
+    k = FAST_SAMPLES_3D_CONV if op.function.startswith("conv") and "3d" in op.function \
+        else FAST_SAMPLES
+    picks = range(n) if n <= k else sorted(set(np.linspace(0, n - 1, k).round().astype(int)
+                                               .tolist()))
     return [(i, op.impls[j % len(op.impls)]) for j, i in enumerate(picks)]
 
 
