@@ -55,6 +55,13 @@ class Op:
     def jconv_fn(self) -> Callable[..., Any]:
         return getattr(jconv, self.function)
 
+    def jconv_name(self, torch_name: str) -> str:
+        """jconv's name of a torch parameter: the input is jconv's first parameter (``x``,
+        fold's ``cols``), weight and bias are ``w`` and ``b``."""
+        if torch_name == "input":
+            return next(iter(inspect.signature(self.jconv_fn).parameters))
+        return RENAME.get(torch_name, torch_name)
+
 
 _CONV = ("weight", "bias", "stride", "padding", "dilation", "groups")
 _CONV_T = ("weight", "bias", "stride", "padding", "output_padding", "groups", "dilation")
@@ -75,8 +82,8 @@ OPS = {op.name: op for op in (
     # torch has no OpInfo for nn.functional.fold; jconv.fold is unfold's exact transpose.
     Op("nn.functional.unfold", ("kernel_size", "dilation", "padding", "stride"), (None,)),
 )}
-# torch's names -> jconv's for the array arguments.
-RENAME = {"input": "x", "weight": "w", "bias": "b"}
+# torch's names -> jconv's for the weight and bias (Op.jconv_name names the input).
+RENAME = {"weight": "w", "bias": "b"}
 
 
 @pytest.fixture
@@ -117,25 +124,24 @@ def jconv_kwargs(op: Op, sample: Any) -> dict[str, Any]:
     if len(sample.args) > len(op.params):
         raise AssertionError(f"{op.name}: more positional arguments than {op.params}")
     bound = {"input": sample.input, **dict(zip(op.params, sample.args)), **sample.kwargs}
-    return {RENAME.get(k, k): to_jax(v) for k, v in bound.items()}
+    return {op.jconv_name(k): to_jax(v) for k, v in bound.items()}
 
 
 def _flat(out: Any) -> list[Any]:
     return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
-def _is_float(a: Any) -> bool:
-    return jnp.issubdtype(a.dtype, jnp.floating)
-
-
-def check_sample(op: Op, sample: Any, impl: str | None, seed: int) -> None:
-    """AssertionError unless jconv's forward values and VJP equal torch's on ``sample``."""
+def check_sample(op: Op, sample: Any, impl: str | None, seed: int,
+                 torch_fn: Callable[..., Any] | None = None) -> None:
+    """AssertionError unless jconv's forward values and VJP equal torch's (the OpInfo's op,
+    or ``torch_fn``) on ``sample``."""
     kwargs = jconv_kwargs(op, sample)
     extra = {} if impl is None else {"impl": impl}
     bound = {"input": sample.input, **dict(zip(op.params, sample.args)), **sample.kwargs}
     # The float tensors torch differentiates (input, weight, bias; not max_unpool's indices).
     names = [k for k, v in bound.items() if isinstance(v, torch.Tensor) and v.requires_grad]
-    want = _flat(opinfos()[op.name].op(sample.input, *sample.args, **sample.kwargs))
+    torch_fn = opinfos()[op.name].op if torch_fn is None else torch_fn
+    want = _flat(torch_fn(sample.input, *sample.args, **sample.kwargs))
     float_out = [i for i, t in enumerate(want) if t.is_floating_point()]
     rng = np.random.default_rng(seed)
     cots = [rng.normal(size=tuple(want[i].shape)) for i in float_out]
@@ -145,7 +151,7 @@ def check_sample(op: Op, sample: Any, impl: str | None, seed: int) -> None:
                                       [torch.from_numpy(c) for c in cots], allow_unused=True)
 
     def f(*primals: jnp.ndarray) -> tuple[list[jnp.ndarray], list[jnp.ndarray]]:
-        kw = dict(kwargs, **{RENAME.get(n, n): p for n, p in zip(names, primals)})
+        kw = dict(kwargs, **{op.jconv_name(n): p for n, p in zip(names, primals)})
         out = _flat(op.jconv_fn(**kw, **extra))
         return [out[i] for i in float_out], out
 
@@ -156,7 +162,7 @@ def check_sample(op: Op, sample: Any, impl: str | None, seed: int) -> None:
         return out, vjp(cotangents)
 
     # One compilation per sample: far quicker than running the ops one by one.
-    got, grads_j = jax.jit(forward_and_vjp)([kwargs[RENAME.get(n, n)] for n in names],
+    got, grads_j = jax.jit(forward_and_vjp)([kwargs[op.jconv_name(n)] for n in names],
                                             [jnp.asarray(c) for c in cots])
     assert len(got) == len(want), f"{len(got)} outputs, torch gives {len(want)}"
     for g, t in zip(got, want):
@@ -244,7 +250,7 @@ def test_positional_parameters_in_torch_order(name):
     op = OPS[name]
     params = list(inspect.signature(op.jconv_fn).parameters.values())[1:]
     positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
-    assert positional == [RENAME.get(p, p) for p in op.params[:len(positional)]]
+    assert positional == [op.jconv_name(p) for p in op.params[:len(positional)]]
 
 
 def test_conv_broadcasts_one_int_tuples():
@@ -257,3 +263,17 @@ def test_conv_broadcasts_one_int_tuples():
         jconv.conv2d(x, w, stride=2, padding=1, dilation=2))
     with pytest.raises(ValueError, match=r"stride must be >= 1 in every dimension, got \(-1,\)"):
         jconv.conv2d(x, w, stride=(-1,))
+
+
+def test_fold_on_unfold_samples():
+    """PyTorch has no OpInfo for fold: fold unfold's sampled blocks back (the columns of
+    each picked unfold sample, into that sample's image size) against torch's fold."""
+    op = Op("nn.functional.fold", ("output_size", "kernel_size", "dilation", "padding",
+                                   "stride"), (None,))
+    unfold = OPS["nn.functional.unfold"]
+    for i, _ in fast_picks(unfold):
+        s = samples(unfold.name)[i]
+        cols = torch.nn.functional.unfold(s.input, *s.args, **s.kwargs).detach()
+        sample = cmi.SampleInput(cols.requires_grad_(True),
+                                 args=(tuple(s.input.shape[-2:]), *s.args), kwargs=s.kwargs)
+        check_sample(op, sample, None, seed=i, torch_fn=torch.nn.functional.fold)
