@@ -172,6 +172,7 @@ def _pool_args(kernel_size: IntOrTuple, stride: IntOrTuple | None, padding: IntO
     """Kernel, stride (None: the kernel) and padding parsed as the pooling functions do."""
     k, s, p = pool_geometry(kernel_size, stride, padding, ndim)
     check_pool_padding(p, k, padding, kernel_size)
+    # pool_geometry hands back the kernel itself for a None or empty stride: keep it None.
     return k, (None if s is k else s), p
 
 
