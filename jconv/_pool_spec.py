@@ -67,6 +67,33 @@ class PoolSpec(SpatialGeometry):
     data_format: str
 
 
+def pool_geometry(kernel_size: IntOrTuple, stride: IntOrTuple | None, padding: IntOrTuple,
+                  nd: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Kernel, stride and padding of an ``nd``-D pooling or unpooling call, one entry per
+    spatial dim, read as PyTorch reads them: ``stride`` ``None`` or empty (``()``, what
+    ``torch.nn.functional.max_pool2d`` passes for ``None``) is the kernel size, a one-int
+    sequence is broadcast to every dim.
+
+    Example:
+      >>> pool_geometry((3, 3), (), (1,), 2)
+      ((3, 3), (3, 3), (1, 1))
+    """
+    kernel = to_tuple(kernel_size, "kernel_size", nd, minimum=1)
+    empty = isinstance(stride, (tuple, list)) and len(stride) == 0
+    stride_t = kernel if stride is None or empty else to_tuple(stride, "stride", nd, minimum=1)
+    return kernel, stride_t, to_tuple(padding, "padding", nd, minimum=0)
+
+
+def check_pool_nonempty(x_shape: Sequence[int], data_format: str) -> None:
+    """PyTorch's rule for windowed pooling: only the batch may be empty (channels and every
+    spatial size non-zero; an unbatched input has no batch)."""
+    nd = len(data_format) - 2
+    rest = x_shape[1:] if len(x_shape) == nd + 2 else x_shape
+    if 0 in tuple(rest):
+        raise ValueError(f"x must have non-zero channels and spatial sizes (only the batch "
+                         f"may be empty, as in PyTorch), got shape {tuple(x_shape)}")
+
+
 def check_pool_padding(pad: Sequence[int], kernel: Sequence[int], padding: object,
                        kernel_size: object) -> None:
     """PyTorch's pooling rule: padding at most half the kernel (``padding``/``kernel_size``
@@ -117,9 +144,8 @@ def pool_spec(x_shape: Sequence[int], kernel_size: IntOrTuple,
     data_format = pool_format(data_format, format_ndim(data_format))
     nd = len(data_format) - 2
     check_pool_rank(x_shape, data_format)
-    kernel = to_tuple(kernel_size, "kernel_size", nd, minimum=1)
-    stride_t = kernel if stride is None else to_tuple(stride, "stride", nd, minimum=1)
-    pad = to_tuple(padding, "padding", nd, minimum=0)
+    check_pool_nonempty(x_shape, data_format)
+    kernel, stride_t, pad = pool_geometry(kernel_size, stride, padding, nd)
     dil = to_tuple(dilation, "dilation", nd, minimum=1)
     check_bool(ceil_mode, "ceil_mode")
     check_pool_padding(pad, kernel, padding, kernel_size)

@@ -34,13 +34,14 @@ def _is_int(v: object) -> bool:
 
 
 def to_tuple(value: IntOrPair, name: str, ndim: int, *, minimum: int) -> tuple[int, ...]:
-    """Turn an int or a length-``ndim`` sequence of ints into a validated ``ndim``-tuple
-    (one entry per spatial dim)."""
+    """Turn an int, a length-``ndim`` sequence of ints or a one-int sequence (PyTorch
+    broadcasts it, ``(1,)`` meaning 1 on every dim) into a validated ``ndim``-tuple (one
+    entry per spatial dim)."""
     if _is_int(value):
         out = (int(value),) * ndim
-    elif (isinstance(value, (tuple, list)) and len(value) == ndim
+    elif (isinstance(value, (tuple, list)) and len(value) in (1, ndim)
           and all(_is_int(v) for v in value)):
-        out = tuple(int(v) for v in value)
+        out = tuple(int(v) for v in value) * (ndim // len(value))
     else:
         what = ("an int" if ndim == 1 else "an int or a pair of ints" if ndim == 2
                 else f"an int or a tuple of {ndim} ints")
@@ -91,6 +92,8 @@ def resolve_padding(padding: PaddingLike, kernel: Sequence[int], dilation: Seque
                 pads.append((total // 2, total - total // 2))
             return tuple(pads)
         raise ValueError(f"padding must be {_padding_forms(ndim)}, got {padding!r}")
+    if isinstance(padding, (tuple, list)) and len(padding) == 1 and _is_int(padding[0]):
+        padding = padding[0]  # PyTorch broadcasts a one-int padding to every dim
     if _is_int(padding):
         p = int(padding)
         pads = ((p, p),) * ndim

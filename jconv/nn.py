@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ._pool_spec import POOL_FORMATS, IntOrTuple, check_bool, check_pool_padding, pool_format
+from ._pool_spec import (POOL_FORMATS, IntOrTuple, check_bool, check_pool_padding, pool_format,
+                         pool_geometry)
 from ._registry import CONV_IMPLS, POOL_IMPLS, check_conv_impl, check_impl_ndim
 from ._spec import (CONV_DATA_FORMATS, IntOrPair, PaddingLike, _is_int, check_data_format,
                     check_impl, check_padding_mode, resolve_padding, to_pair, to_tuple)
@@ -187,11 +188,10 @@ class Conv3d(_ConvNd):
 def _pool_args(kernel_size: IntOrTuple, stride: IntOrTuple | None, padding: IntOrTuple,
                ndim: int = 2) -> tuple[tuple[int, ...], tuple[int, ...] | None, tuple[int, ...]]:
     """Kernel, stride (None: the kernel) and padding parsed as the pooling functions do."""
-    k = to_tuple(kernel_size, "kernel_size", ndim, minimum=1)
-    s = None if stride is None else to_tuple(stride, "stride", ndim, minimum=1)
-    p = to_tuple(padding, "padding", ndim, minimum=0)
+    k, s, p = pool_geometry(kernel_size, stride, padding, ndim)
     check_pool_padding(p, k, padding, kernel_size)
-    return k, s, p
+    # pool_geometry hands back the kernel itself for a None or empty stride: keep it None.
+    return k, (None if s is k else s), p
 
 
 class _MaxPoolNd(nnx.Module):
@@ -412,8 +412,10 @@ def set_impl(model: nnx.Module, impl: str) -> nnx.Module:
             # An impl that lacks a layer's dims (Winograd, pallas: 2-D only) leaves it alone.
             if layer.ndim in CONV_IMPLS[impl].ndims:
                 layer.impl = impl
-        elif isinstance(layer, (MaxPool2d, AvgPool2d)) and impl in POOL_IMPLS:
-            # Pooling exists only as lax/im2col/loops: other impls switch the convs alone.
+        elif isinstance(layer, (_MaxPoolNd, _AvgPoolNd)) and impl in POOL_IMPLS:
+            # Every pooling layer with an impl (1-D, 2-D and 3-D; the base classes, so none
+            # is missed). Pooling exists only as lax/im2col/loops: other impls switch the
+            # convs alone.
             layer.impl = impl
     return model
 

@@ -4,14 +4,15 @@ elsewhere."""
 
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._pool_spec import IntOrTuple, check_pool_rank, pool_format, spatial_shape
-from ._spec import _check_float, prod, to_tuple
+from ._pool_spec import IntOrTuple, check_pool_rank, pool_format, pool_geometry, spatial_shape
+from ._spec import _check_float, prod
 from ._windows import from_nhwc, to_nhwc
 
 
@@ -51,6 +52,31 @@ def _check_concrete_indices(indices: jnp.ndarray, volume: int) -> None:
                          f"found {int(bad)}")
 
 
+def _scatter(vals: jnp.ndarray, idx: jnp.ndarray, volume: int, add: bool) -> jnp.ndarray:
+    """(N, M, C) values written (or added) at their (N, M, C) flat indices of an
+    (N, volume, C) zero array; out-of-range indices dropped."""
+    n, _, c = vals.shape
+    at = jnp.zeros((n, volume, c), vals.dtype).at[jnp.arange(n)[:, None, None], idx,
+                                                   jnp.arange(c)[None, None, :]]
+    return at.add(vals, mode="drop") if add else at.set(vals, mode="drop")
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _unpool_flat(vals: jnp.ndarray, idx: jnp.ndarray, volume: int) -> jnp.ndarray:
+    return _scatter(vals, idx, volume, add=False)
+
+
+@_unpool_flat.defjvp
+def _unpool_flat_jvp(volume: int, primals, tangents):
+    # PyTorch's backward is a gather, grad_x = grad_y[indices]: where indices repeat
+    # (overlapping pooling windows) every copy gets the gradient, where the scatter's own
+    # derivative gives it to the one copy written. A scatter-add tangent is that gather's
+    # adjoint, so JAX transposes it into exactly PyTorch's backward, and being linear and
+    # free of x it differentiates again (to zero) in either mode.
+    (vals, idx), (t, _) = primals, tangents
+    return _unpool_flat(vals, idx, volume), _scatter(t, idx, volume, add=True)
+
+
 def _max_unpool(nd: int, x: jnp.ndarray, indices: jnp.ndarray, kernel_size: IntOrTuple,
                 stride: IntOrTuple | None, padding: IntOrTuple,
                 output_size: Optional[Sequence[int]], data_format: str) -> jnp.ndarray:
@@ -63,9 +89,7 @@ def _max_unpool(nd: int, x: jnp.ndarray, indices: jnp.ndarray, kernel_size: IntO
     if tuple(indices.shape) != tuple(x.shape):
         raise ValueError(f"indices must have the shape of x {tuple(x.shape)}, got "
                          f"{tuple(indices.shape)}")
-    kernel = to_tuple(kernel_size, "kernel_size", nd, minimum=1)
-    stride_t = kernel if stride is None else to_tuple(stride, "stride", nd, minimum=1)
-    pad = to_tuple(padding, "padding", nd, minimum=0)
+    kernel, stride_t, pad = pool_geometry(kernel_size, stride, padding, nd)
     size = _output_size(spatial_shape(x.shape, fmt), kernel, stride_t, pad, output_size)
     volume = prod(size)
     _check_concrete_indices(indices, volume)
@@ -77,9 +101,7 @@ def _max_unpool(nd: int, x: jnp.ndarray, indices: jnp.ndarray, kernel_size: IntO
     # Under jit the indices cannot be checked: out-of-range ones (negatives included) are
     # dropped instead of wrapping around.
     idx = jnp.where(idx < 0, volume, idx)
-    batch = jnp.arange(n)[:, None, None]
-    chan = jnp.arange(c)[None, None, :]
-    out = jnp.zeros((n, volume, c), x.dtype).at[batch, idx, chan].set(vals, mode="drop")
+    out = _unpool_flat(vals, idx, volume)
     y = from_nhwc(out.reshape(n, *size, c), fmt)
     return y[0] if unbatched else y
 
@@ -116,7 +138,9 @@ def max_unpool2d(x: jnp.ndarray, indices: jnp.ndarray, kernel_size: IntOrTuple,
     or ``output_size`` ((H_out, W_out) or (N, C, H_out, W_out)), which must lie strictly
     within one stride of that default (what a ``ceil_mode`` or odd input size needs).
     Indices outside the output raise ``ValueError`` when they are concrete; under ``jit``
-    they are dropped. Differentiable in ``x``.
+    they are dropped. Differentiable in ``x``, to any order: the gradient is PyTorch's
+    gather ``grad_x = grad_y.flatten()[indices]``, so where overlapping windows repeat an
+    index every copy gets that element's gradient.
 
     Example:
       >>> import jax.numpy as jnp, jconv

@@ -107,3 +107,17 @@ def test_summary_receptive_field_through_nd_pooling_layers():
     s1 = jconv.summary(nlc, (1, 16, 2))
     assert [(r.output_shape, r.receptive_field) for r in s1.layers] == [
         ((1, 16, 4), (3,)), ((1, 8, 4), (5,)), ((1, 8, 4), (9,))]
+
+
+def test_set_impl_switches_every_pooling_layer():
+    # set_impl once tested for the 2-D pool classes only, so 1-D and 3-D pools kept "lax".
+    pools = [cls(2) for cls in (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+                                nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)]
+    model = nnx.Sequential(*pools)
+    jconv.set_impl(model, "loops")
+    assert [layer.impl for layer in model.layers] == ["loops"] * len(pools)
+    # An impl without a pooling counterpart leaves every pool as it was.
+    jconv.set_impl(model, "fft")
+    assert [layer.impl for layer in model.layers] == ["loops"] * len(pools)
+    x = jnp.arange(16.0).reshape(1, 1, 16)
+    np.testing.assert_array_equal(model.layers[0](x), jconv.max_pool1d(x, 2))

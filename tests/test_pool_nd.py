@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.test_util import check_grads
 
 import jconv
 from jconv import testing
@@ -225,6 +226,16 @@ IDX2 = jnp.zeros((1, 2, 3, 3), jnp.int32)
      r"indices must lie in \[0, 12\) .* found -1"),
     (lambda: jconv.max_unpool1d(jnp.ones((1, 2, 1)), jnp.zeros((1, 2, 1), jnp.int32), 1,
                                 padding=1), ValueError, r"output size \(-1,\) is not positive"),
+    # PyTorch's pooling lets only the batch be empty (OpInfo error_inputs).
+    (lambda: jconv.max_pool1d(jnp.ones((0, 10)), 1), ValueError,
+     r"x must have non-zero channels and spatial sizes \(only the batch may be empty, as in "
+     r"PyTorch\), got shape \(0, 10\)"),
+    (lambda: jconv.avg_pool2d(jnp.ones((2, 1, 10, 0)), 1), ValueError,
+     r"x must have non-zero channels .* got shape \(2, 1, 10, 0\)"),
+    (lambda: jconv.max_pool3d(jnp.ones((0, 1, 2, 10)), 1), ValueError,
+     r"x must have non-zero channels .* got shape \(0, 1, 2, 10\)"),
+    (lambda: jconv.max_pool2d(X2, (2, 2, 2)), TypeError,
+     r"kernel_size must be an int or a pair of ints, got \(2, 2, 2\)"),
 ])
 def test_errors(call, exc, match):
     with pytest.raises(exc, match=match):
@@ -236,3 +247,70 @@ def test_unpool_under_jit_drops_out_of_range_indices():
     f = jax.jit(lambda i: jconv.max_unpool1d(x, i, 2))
     assert f(jnp.array([[0, 99]])).tolist() == [[1.0, 0.0, 0.0, 0.0]]
     assert f(jnp.array([[-1, 3]])).tolist() == [[0.0, 0.0, 0.0, 2.0]]
+
+
+def test_empty_batch_still_pools():
+    assert jconv.max_pool1d(jnp.ones((0, 2, 10)), 2).shape == (0, 2, 5)
+    assert jconv.avg_pool3d(jnp.ones((0, 1, 4, 4, 4)), 2).shape == (0, 1, 2, 2, 2)
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_one_int_tuples_broadcast_and_empty_stride_is_the_kernel(nd):
+    """PyTorch reads ``padding=(1,)`` as 1 on every dim and ``stride=()`` as the kernel
+    size (what its max_pool passes for ``stride=None``)."""
+    x = jnp.asarray(np.random.default_rng(nd).normal(size=(2, 3) + (7,) * nd))
+    mp, ap = getattr(jconv, f"max_pool{nd}d"), getattr(jconv, f"avg_pool{nd}d")
+    np.testing.assert_array_equal(mp(x, (3,), (), (1,), (2,)), mp(x, 3, 3, 1, 2))
+    np.testing.assert_array_equal(ap(x, (3,), (1,), (1,), True, False),
+                                  ap(x, 3, 1, 1, True, False))
+    np.testing.assert_array_equal(ap(x, 2, ()), ap(x, 2, None))
+    y, i = mp(x[(...,) + (slice(0, 6),) * nd], 2, return_indices=True)  # unpools to 6
+    up = getattr(jconv, f"max_unpool{nd}d")
+    np.testing.assert_array_equal(up(y, i, (2,), (), (0,)), up(y, i, 2))
+    layer = getattr(jconv.nn, f"AvgPool{nd}d")((3,), (), (1,))
+    np.testing.assert_array_equal(layer(x), ap(x, 3, 3, 1))
+
+
+def test_avg_pool2d_one_int_padding_matches_pytorch():
+    # The OpInfo sample that once raised "padding must be an int or a pair of ints".
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).normal(size=(2, 3, 9, 9)).astype(np.float32)
+    want = torch.nn.functional.avg_pool2d(torch.from_numpy(x), (3, 3), (1, 1), (1,), True,
+                                          False, 2).numpy()
+    got = jconv.avg_pool2d(jnp.asarray(x), (3, 3), (1, 1), (1,), True, False, 2)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_unpool_gradient_is_pytorchs_gather_where_indices_repeat(nd, x64):
+    """Overlapping windows (stride 1 < kernel 3) repeat indices: PyTorch's backward gives
+    every copy the gradient (grad_y.flatten()[indices]), not only the one written."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    rng = np.random.default_rng(nd)
+    x = torch.from_numpy(rng.normal(size=(2, 3) + (6,) * nd))
+    y_t, i_t = getattr(F, f"max_pool{nd}d")(x, 3, 1, return_indices=True)
+    assert len(np.unique(i_t.numpy()[0, 0])) < i_t[0, 0].numel()  # the case under test
+    y_t.requires_grad_(True)
+    out_t = getattr(F, f"max_unpool{nd}d")(y_t, i_t, 3, 1)
+    cot = rng.normal(size=tuple(out_t.shape))
+    (want,) = torch.autograd.grad(out_t, y_t, torch.from_numpy(cot))
+    unpool = functools.partial(getattr(jconv, f"max_unpool{nd}d"),
+                               indices=jnp.asarray(i_t.numpy()), kernel_size=3, stride=1)
+    out, vjp = jax.vjp(unpool, jnp.asarray(y_t.detach().numpy()))
+    np.testing.assert_array_equal(out, out_t.detach().numpy())
+    np.testing.assert_allclose(vjp(jnp.asarray(cot))[0], want.numpy(), rtol=1e-12)
+    # Forward mode is the same linear map: <jvp(t), cot> == <t, vjp(cot)>.
+    t = jnp.asarray(rng.normal(size=tuple(y_t.shape)))
+    _, jvp = jax.jvp(unpool, (jnp.asarray(y_t.detach().numpy()),), (t,))
+    np.testing.assert_allclose(jnp.vdot(jvp, cot), jnp.vdot(t, vjp(jnp.asarray(cot))[0]),
+                               rtol=1e-12)
+
+
+def test_unpool_second_order_gradients(x64):
+    """Unique indices (non-overlapping windows): the derivative is the scatter's, and
+    check_grads' finite differences confirm it to second order in both modes."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 2, 6, 6)))
+    y, i = jconv.max_pool2d(x, 2, return_indices=True)
+    check_grads(lambda v: jconv.max_unpool2d(v, i, 2) ** 2, (y,), order=2,
+                              modes=("fwd", "rev"))
