@@ -137,8 +137,8 @@ def test_public_impl_unbatched_and_vmap():
     np.testing.assert_allclose(y, conv(x[0], w, b, impl="lax"), atol=1e-5, rtol=1e-5)
     # vmap over an extra leading axis: pallas_call's batching rule adds a grid axis.
     xs = jnp.stack([x, 2.0 * x])
-    ys = jax.jit(jax.vmap(functools.partial(conv, w=w, impl="pallas")))(xs)
-    np.testing.assert_allclose(ys, jax.vmap(functools.partial(conv, w=w))(xs), atol=2e-5,
+    ys = jax.jit(jax.vmap(functools.partial(conv, weight=w, impl="pallas")))(xs)
+    np.testing.assert_allclose(ys, jax.vmap(functools.partial(conv, weight=w))(xs), atol=2e-5,
                                rtol=1e-5)
 
 
