@@ -56,11 +56,11 @@ class Op:
         return getattr(jconv, self.function)
 
     def jconv_name(self, torch_name: str) -> str:
-        """jconv's name of a torch parameter: the input is jconv's first parameter (``x``,
-        fold's ``cols``), weight and bias are ``w`` and ``b``."""
+        """jconv's name of a torch parameter: the input is jconv's first parameter (``input``
+        for the convs, ``x`` for the pools, fold's ``cols``); the others have torch's names."""
         if torch_name == "input":
             return next(iter(inspect.signature(self.jconv_fn).parameters))
-        return RENAME.get(torch_name, torch_name)
+        return torch_name
 
 
 _CONV = ("weight", "bias", "stride", "padding", "dilation", "groups")
@@ -82,8 +82,6 @@ OPS = {op.name: op for op in (
     # torch has no OpInfo for nn.functional.fold; jconv.fold is unfold's exact transpose.
     Op("nn.functional.unfold", ("kernel_size", "dilation", "padding", "stride"), (None,)),
 )}
-# torch's names -> jconv's for the weight and bias (Op.jconv_name names the input).
-RENAME = {"weight": "w", "bias": "b"}
 
 
 @pytest.fixture
