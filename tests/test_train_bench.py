@@ -39,3 +39,27 @@ def test_bench_defaults_to_the_configs_path_and_skips_a_missing_torch(capsys, mo
 def test_bench_argument_errors(capsys, args, match):
     assert main(["--config", "vgg.yaml", *args]) == 2
     assert __import__("re").search(match, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("dtype, conv_dtype", [("float32", "float32"),
+                                               ("bfloat16", "bfloat16")])
+def test_torch_reference_autocasts_a_bfloat16_model(dtype, conv_dtype):
+    torch = pytest.importorskip("torch")
+    import numpy as np
+
+    from train.config import load_config
+    from train.torch_ref import TorchStep
+
+    cfg = load_config("cifar_subset.yaml", ["model.widths=[8,8,8]", f"model.dtype={dtype}"])
+    step = TorchStep(cfg, total_steps=10)
+    seen = []
+    for m in step.net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    rng = np.random.default_rng(0)
+    loss = step(*step.inputs(rng.normal(size=(4, 32, 32, 3)).astype(np.float32),
+                             np.arange(4) % 10))
+    # bfloat16 convs as under torch.autocast; parameters and the loss stay float32
+    assert seen and {str(d).removeprefix("torch.") for d in seen} == {conv_dtype}
+    assert all(p.dtype == torch.float32 for p in step.net.parameters())
+    assert np.isfinite(loss)
