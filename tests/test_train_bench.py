@@ -20,6 +20,15 @@ def test_bench_prints_a_row_per_impl_and_format(capsys):
         assert f"\n{name} " in out
 
 
+def test_bench_compares_dtypes_with_pytorch_autocast_rows(capsys):
+    pytest.importorskip("torch")
+    assert main(["--config", "vgg.yaml", "--impls", "lax", "--dtypes", "float32,bfloat16",
+                 "--rounds", "1", "--steps", "1", "data.source=synthetic", *TINY]) == 0
+    out = capsys.readouterr().out
+    for name in ("lax/float32", "lax/bfloat16", "torch/float32", "torch/bfloat16"):
+        assert f"\n{name} " in out
+
+
 def test_bench_defaults_to_the_configs_path_and_skips_a_missing_torch(capsys, monkeypatch):
     import train.torch_ref
 
@@ -35,6 +44,7 @@ def test_bench_defaults_to_the_configs_path_and_skips_a_missing_torch(capsys, mo
     (["--impls", "nope"], r"--impls must name .*\['nope'\]"),
     (["--formats", "CHWN"], r"--formats must be NHWC and/or NCHW, got 'CHWN'"),
     (["--rounds", "0"], r"--rounds and --steps >= 1"),
+    (["--dtypes", "float16"], r"--dtypes must be float32 and/or bfloat16, got 'float16'"),
 ])
 def test_bench_argument_errors(capsys, args, match):
     assert main(["--config", "vgg.yaml", *args]) == 2
