@@ -40,7 +40,7 @@ from jax.interpreters import ad, batching, mlir, xla
 
 from ._lax import conv_lax
 from ._pallas import ACTIVATIONS
-from ._spec import ConvSpec, Pair, accum_dtype
+from ._spec import ConvSpec, accum_dtype
 
 DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 _ACT_CODE = {None: 0, "relu": 1, "gelu": 2}  # the C++ PostOp enum
@@ -49,38 +49,48 @@ _EXTENSION = "jconv._onednn_ffi"
 _DNNL_SONAME = "libdnnl.so.3"
 
 
+Dims = tuple[int, ...]
+
+
 class Geometry(NamedTuple):
-    """What the handlers need besides the operands (hashable: a custom_vjp nondiff arg)."""
+    """What the handlers need besides the operands, for 1, 2 or 3 spatial dims (one entry
+    per dim in every tuple; hashable: a primitive parameter and custom_vjp nondiff arg)."""
 
-    stride: Pair
-    pad_lo: Pair
-    pad_hi: Pair
-    dilation: Pair
+    stride: Dims
+    pad_lo: Dims
+    pad_hi: Dims
+    dilation: Dims
     groups: int
-    nhwc: bool
-    in_hw: Pair
-    out_hw: Pair
-    kernel: Pair
+    channels_last: bool
+    in_size: Dims
+    out_size: Dims
+    kernel: Dims
 
-    def act_shape(self, n: int, c: int, hw: Pair) -> tuple[int, ...]:
-        return (n, *hw, c) if self.nhwc else (n, c, *hw)
+    @property
+    def ndim(self) -> int:
+        """The number of spatial dims."""
+        return len(self.kernel)
+
+    def act_shape(self, n: int, c: int, size: Dims) -> Dims:
+        return (n, *size, c) if self.channels_last else (n, c, *size)
 
     def channels(self, a: jnp.ndarray) -> int:
-        return a.shape[3] if self.nhwc else a.shape[1]
+        return a.shape[-1] if self.channels_last else a.shape[1]
 
     def attrs(self) -> dict[str, object]:
         i64 = functools.partial(np.array, dtype=np.int64)
         return dict(stride=i64(self.stride), pad_lo=i64(self.pad_lo), pad_hi=i64(self.pad_hi),
                     dilation=i64(self.dilation), groups=np.int64(self.groups),
-                    nhwc=np.int64(self.nhwc))
+                    channels_last=np.int64(self.channels_last))
 
 
 def geometry(spec: ConvSpec) -> Geometry:
-    (top, bottom), (left, right) = spec.padding
-    return Geometry(stride=spec.stride, pad_lo=(top, left), pad_hi=(bottom, right),
-                    dilation=spec.dilation, groups=spec.groups,
-                    nhwc=spec.data_format == "NHWC", in_hw=spec.in_hw, out_hw=spec.out_hw,
-                    kernel=spec.kernel)
+    """The handlers' view of ``spec`` (zero padding: padding modes were applied before)."""
+    return Geometry(stride=tuple(spec.stride), pad_lo=tuple(lo for lo, _ in spec.padding),
+                    pad_hi=tuple(hi for _, hi in spec.padding), dilation=tuple(spec.dilation),
+                    groups=spec.groups, channels_last=spec.channels_last,
+                    in_size=tuple(spec.in_size), out_size=tuple(spec.out_size),
+                    kernel=tuple(spec.kernel))
 
 
 # --- loading the library ----------------------------------------------------------------------
@@ -123,7 +133,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.jconv_onednn_probe.restype = ctypes.c_int
     lib.jconv_onednn_probe.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64,
                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_int,
-                                       ctypes.c_char_p, ctypes.c_int64]
+                                       ctypes.c_int, ctypes.c_char_p, ctypes.c_int64]
     lib.jconv_onednn_set_cache_capacity.argtypes = [ctypes.c_int64]
     lib.jconv_onednn_set_num_threads.argtypes = [ctypes.c_int]
     return lib, ""
@@ -149,17 +159,21 @@ def library() -> ctypes.CDLL:
 
 def probe(dtype: str = "float32", data_format: str = "NHWC", pass_: str = "forward",
           n: int = 8, c: int = 48, hw: int = 16) -> str:
-    """The oneDNN implementation (e.g. ``"brgconv:avx512_core"``) a 3x3 convolution of this
-    size gets; a RuntimeError with oneDNN's message if it has none.
+    """The oneDNN implementation (e.g. ``"brgconv:avx512_core"``) a convolution with a
+    3-wide kernel in every spatial dim of size ``hw`` gets; ``data_format`` (any of jconv's,
+    e.g. ``"NCL"``, ``"NHWC"``, ``"NDHWC"``) gives the number of spatial dims and the layout;
+    a RuntimeError with oneDNN's message if it has none.
 
     Example:
       >>> "ref" in probe("float32", "NHWC")   # an optimized kernel, not the reference one
       False
+      >>> "ref" in probe("float32", "NCDHW", "weight_grad", hw=8)
+      False
     """
     buf = ctypes.create_string_buffer(512)
     code = {"forward": 0, "input_grad": 1, "weight_grad": 2}[pass_]
-    rc = library().jconv_onednn_probe(int(dtype == "bfloat16"), int(data_format == "NHWC"),
-                                      n, c, hw, code, buf, len(buf))
+    rc = library().jconv_onednn_probe(int(dtype == "bfloat16"), int(data_format.endswith("C")),
+                                      n, c, hw, code, len(data_format) - 2, buf, len(buf))
     if rc:
         raise RuntimeError(f"oneDNN has no {dtype} convolution here: {buf.value.decode()}")
     return buf.value.decode()
@@ -208,15 +222,16 @@ Shape = tuple[int, ...]
 
 
 def _fwd_shape(x: Shape, w: Shape, g: Geometry) -> Shape:
-    return g.act_shape(x[0], w[0], g.out_hw)
+    return g.act_shape(x[0], w[0], g.out_size)
 
 
 def _bwd_data_shape(dy: Shape, w: Shape, g: Geometry) -> Shape:
-    return g.act_shape(dy[0], w[1] * g.groups, g.in_hw)
+    return g.act_shape(dy[0], w[1] * g.groups, g.in_size)
 
 
 def _bwd_weights_shape(x: Shape, dy: Shape, g: Geometry) -> Shape:
-    return (dy[3] if g.nhwc else dy[1], (x[3] if g.nhwc else x[1]) // g.groups, *g.kernel)
+    c = -1 if g.channels_last else 1
+    return (dy[c], x[c] // g.groups, *g.kernel)
 
 
 def _ffi(name: str, out: object) -> object:
@@ -318,7 +333,7 @@ def _primitive(name: str, call: Pass, shape: Callable[[Shape, Shape, Geometry], 
     return prim
 
 
-# y = conv(x, w): x batched in the geometry's layout, w (C_out, C_in/groups, kH, kW).
+# y = conv(x, w): x batched in the geometry's layout, w (C_out, C_in/groups, *kernel).
 conv_p = _primitive("onednn_conv_fwd", _fwd_plain, _fwd_shape, fold_lhs=True)
 # dx of conv for the output cotangent dy (backward-data); <gx, dx(dy, w)> = <conv(gx, w), dy>.
 input_grad_p = _primitive("onednn_conv_bwd_data", _bwd_data_call, _bwd_data_shape,
@@ -358,7 +373,8 @@ ad.defbilinear(weight_grad_p,
 # the fused bias gradient comes from one backward-weights call.
 
 def _channel_bias(b: jnp.ndarray, g: Geometry) -> jnp.ndarray:
-    return b if g.nhwc else b[:, None, None]
+    """``b`` (C,) shaped to broadcast over an activation's channel axis."""
+    return b if g.channels_last else b.reshape(-1, *(1,) * g.ndim)
 
 
 def _weight_bias_pullback(g: Geometry, x: jnp.ndarray, dy: jnp.ndarray,
@@ -372,7 +388,7 @@ def _weight_bias_pullback(g: Geometry, x: jnp.ndarray, dy: jnp.ndarray,
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def weight_bias_grad(x: jnp.ndarray, dy: jnp.ndarray, g: Geometry) -> tuple[jnp.ndarray,
                                                                               jnp.ndarray]:
-    """(dw, db) in one backward-weights call (db: dy summed over N, H_out, W_out)."""
+    """(dw, db) in one backward-weights call (db: dy summed over N and the spatial dims)."""
     return _bwd_weights_call(x, dy, g, True)
 
 
