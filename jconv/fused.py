@@ -39,9 +39,12 @@ def conv2d_bias_act(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None
     pre-activation, written by the forward kernel as a second output only when
     differentiating. Differences from the unfused path are rounding only: the fused kernel
     adds the bias and applies the activation before rounding to a 16-bit dtype.
-    With ``impl="onednn"`` the gradients are oneDNN's backward-data and backward-weights
-    (with the bias gradient) primitives; when differentiating GELU the forward runs the
-    primitive with the bias post-op only and applies GELU in XLA, keeping the pre-activation.
+    With ``impl="onednn"`` the op is a ``jax.custom_jvp`` whose tangent (linear in the input
+    tangents) runs oneDNN's forward primitive on them: ``jax.jvp`` works, and ``jax.grad``
+    transposes that tangent into oneDNN's backward-data and backward-weights primitives (the
+    bias gradient is XLA's sum), to any order of either mode; when differentiating GELU the
+    forward runs the primitive with the bias post-op only and applies GELU in XLA, keeping the
+    pre-activation.
 
     Example:
       >>> import jax.numpy as jnp, jconv
