@@ -34,7 +34,7 @@ class Layer:
       >>> up = Layer("demo", "up", n=2, c_in=8, c_out=4, hw=5, kernel=4, stride=2, ndim=1,
       ...            transposed=True)
       >>> up.w_shape, up.fwd_flops   # 2 * N * L * C_in * C_out * k
-      ((8, 4, 4), 1280)
+      ((8, 4, 4), 2560)
     """
 
     suite: str
