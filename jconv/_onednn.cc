@@ -269,8 +269,8 @@ std::shared_ptr<Entry> build(const Geometry& g, bool any_act) {
   return e;
 }
 
-// The primitive for g. NHWC activations stay in the caller's layout (oneDNN's direct
-// channels-last kernels); NCHW ones are reordered to the layout oneDNN chooses (blocked
+// The primitive for g. Channels-last activations stay in the caller's layout (oneDNN's direct
+// channels-last kernels); channels-first ones are reordered to the layout oneDNN chooses (blocked
 // nChw16c), as PyTorch does: its direct kernels beat the im2col+GEMM one plain nchw gets.
 // Whichever layout yields only the reference kernel is the fallback. Batch normalisation keeps
 // the caller's layout (its own per-layout kernels).
