@@ -122,8 +122,14 @@ Tag act_tag(size_t rank, bool channels_last) {
   return channels_last ? Tag::nhwc : Tag::nchw;
 }
 
-memory::desc act_desc(const Geometry& g, const memory::dims& dims, bool any) {
-  return memory::desc(dims, g.type, any ? Tag::any : act_tag(dims.size(), g.channels_last));
+// Where a primitive's activations live: the caller's layout, the one oneDNN chooses, or plain
+// channels last whatever the caller's (reorders in and out).
+enum class Layout { kCaller, kAny, kChannelsLast };
+
+memory::desc act_desc(const Geometry& g, const memory::dims& dims, Layout layout) {
+  if (layout == Layout::kAny) return memory::desc(dims, g.type, Tag::any);
+  const bool last = layout == Layout::kChannelsLast || g.channels_last;
+  return memory::desc(dims, g.type, act_tag(dims.size(), last));
 }
 
 // The plain weight tag for `spatial` spatial dims: (g)oi followed by them.
@@ -157,9 +163,9 @@ dnnl::primitive_attr make_attr(const Geometry& g) {
 
 // The forward primitive descriptor (also the hint the backward ones need). Weights always
 // use format_tag::any: with a plain oihw weight descriptor oneDNN falls back to its
-// reference kernel. Activations keep the caller's layout unless `any_act`.
-dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, bool any_act) {
-  auto src = act_desc(g, g.src, any_act), dst = act_desc(g, g.dst, any_act);
+// reference kernel. Activations in `layout`.
+dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, Layout layout) {
+  auto src = act_desc(g, g.src, layout), dst = act_desc(g, g.dst, layout);
   memory::desc wei(g.wei, g.type, Tag::any);
   auto attr = make_attr(g);
   auto& eng = cpu_engine();
@@ -183,7 +189,7 @@ memory::desc channel_desc(const Geometry& g) { return memory::desc({g.src[1]}, D
 dnnl::batch_normalization_forward::primitive_desc bn_forward_pd(const Geometry& g) {
   auto flags = dnnl::normalization_flags::use_shift;
   if (g.scale) flags |= dnnl::normalization_flags::use_scale;
-  auto act = act_desc(g, g.src, false);
+  auto act = act_desc(g, g.src, Layout::kCaller);
   return dnnl::batch_normalization_forward::primitive_desc(
       cpu_engine(), dnnl::prop_kind::forward_training, act, act, g.eps, flags, make_attr(g));
 }
@@ -191,7 +197,7 @@ dnnl::batch_normalization_forward::primitive_desc bn_forward_pd(const Geometry& 
 std::shared_ptr<Entry> build_bn(const Geometry& g) {
   auto e = std::make_shared<Entry>();
   auto hint = bn_forward_pd(g);
-  auto act = act_desc(g, g.src, false), chan = channel_desc(g);
+  auto act = act_desc(g, g.src, Layout::kCaller), chan = channel_desc(g);
   auto in = [&](int arg, const memory::desc& d) { return make_operand(arg, false, d, d); };
   auto out = [&](int arg, const memory::desc& d) { return make_operand(arg, true, d, d); };
   if (g.pass == kBnFwd) {
@@ -221,11 +227,11 @@ std::shared_ptr<Entry> build_bn(const Geometry& g) {
   return e;
 }
 
-std::shared_ptr<Entry> build(const Geometry& g, bool any_act) {
+std::shared_ptr<Entry> build(const Geometry& g, Layout layout) {
   auto e = std::make_shared<Entry>();
   auto& eng = cpu_engine();
-  auto hint = forward_pd(g, any_act);
-  auto src_u = act_desc(g, g.src, false), dst_u = act_desc(g, g.dst, false);
+  auto hint = forward_pd(g, layout);
+  auto src_u = act_desc(g, g.src, Layout::kCaller), dst_u = act_desc(g, g.dst, Layout::kCaller);
   if (g.pass == kFwd) {
     e->prim = dnnl::convolution_forward(hint);
     e->operands = {make_operand(DNNL_ARG_SRC, false, src_u, hint.src_desc()),
@@ -237,8 +243,8 @@ std::shared_ptr<Entry> build(const Geometry& g, bool any_act) {
     e->impl = hint.impl_info_str();
   } else if (g.pass == kBwdData) {
     dnnl::convolution_backward_data::primitive_desc pd(
-        eng, dnnl::algorithm::convolution_direct, act_desc(g, g.src, any_act),
-        memory::desc(g.wei, g.type, Tag::any), act_desc(g, g.dst, any_act), g.stride,
+        eng, dnnl::algorithm::convolution_direct, act_desc(g, g.src, layout),
+        memory::desc(g.wei, g.type, Tag::any), act_desc(g, g.dst, layout), g.stride,
         g.dilation, g.pad_l, g.pad_r, hint, make_attr(g));
     e->prim = dnnl::convolution_backward_data(pd);
     e->operands = {make_operand(DNNL_ARG_DIFF_DST, false, dst_u, pd.diff_dst_desc()),
@@ -247,7 +253,7 @@ std::shared_ptr<Entry> build(const Geometry& g, bool any_act) {
     e->scratchpad = pd.scratchpad_desc();
     e->impl = pd.impl_info_str();
   } else {
-    auto src = act_desc(g, g.src, any_act), dst = act_desc(g, g.dst, any_act);
+    auto src = act_desc(g, g.src, layout), dst = act_desc(g, g.dst, layout);
     memory::desc wei(g.wei, g.type, Tag::any);
     auto pd = g.bias
         ? dnnl::convolution_backward_weights::primitive_desc(
@@ -272,13 +278,20 @@ std::shared_ptr<Entry> build(const Geometry& g, bool any_act) {
 // The primitive for g. Channels-last activations stay in the caller's layout (oneDNN's direct
 // channels-last kernels); channels-first ones are reordered to the layout oneDNN chooses (blocked
 // nChw16c), as PyTorch does: its direct kernels beat the im2col+GEMM one plain nchw gets.
+// Where oneDNN still chooses im2col+GEMM for 3-D ones (depthwise), they are reordered to plain
+// ndhwc, as PyTorch does too, for its direct channels-last kernel, which is faster than the GEMM
+// despite the reorders; in 1-D the GEMM is the faster (measured on this CPU, oneDNN 3.2).
 // Whichever layout yields only the reference kernel is the fallback. Batch normalisation keeps
 // the caller's layout (its own per-layout kernels).
 std::shared_ptr<Entry> choose(const Geometry& g) {
   if (g.is_bn()) return build_bn(g);
-  auto entry = build(g, !g.channels_last);
+  auto entry = build(g, g.channels_last ? Layout::kCaller : Layout::kAny);
+  if (!g.channels_last && g.src.size() == 5 && entry->impl.find("gemm") != std::string::npos) {
+    auto last = build(g, Layout::kChannelsLast);
+    if (!is_reference(last->impl) && last->impl.find("gemm") == std::string::npos) entry = last;
+  }
   if (is_reference(entry->impl)) {
-    auto other = build(g, g.channels_last);
+    auto other = build(g, g.channels_last ? Layout::kAny : Layout::kCaller);
     if (!is_reference(other->impl)) entry = other;
   }
   return entry;

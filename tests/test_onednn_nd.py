@@ -310,3 +310,23 @@ def test_native_rank_mismatch_is_an_error_not_a_crash():
     call = jax.ffi.ffi_call("jconv_onednn_fwd", jax.ShapeDtypeStruct((1, 3, 3), jnp.float32))
     with pytest.raises(jax.errors.JaxRuntimeError, match="malformed operands or attributes"):
         call(x, w, jnp.zeros(0), **attrs, act=np.int64(0), has_bias=np.int64(0))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_depthwise_3d_channels_first_is_right_through_its_channels_last_kernel(dtype):
+    """oneDNN's choice for a channels-first depthwise 3-D conv is im2col+GEMM; jconv reorders
+    it to ndhwc for the direct kernel instead: values and both gradients stay lax's."""
+    _bf16_or_skip(dtype)
+    rng = np.random.default_rng(40)
+    x = jnp.asarray(rng.standard_normal((2, 8, 5, 6, 7)), dtype)
+    w = jnp.asarray(rng.standard_normal((16, 1, 3, 3, 3)), dtype)
+    ct = jnp.asarray(rng.standard_normal((2, 16, 2, 6, 7)), dtype)
+
+    def run(impl):
+        y, vjp = jax.vjp(lambda x, w: jconv.conv3d(x, w, stride=(2, 1, 1), padding=(0, 1, 1),
+                                                   groups=8, impl=impl), x, w)
+        return (y, *vjp(ct))
+
+    tol = 1e-5 if dtype == "float32" else testing.DEFAULT_TOLERANCES[dtype][0]
+    for got, want in zip(run("onednn"), run("lax")):
+        assert _rel(got, want) < tol
