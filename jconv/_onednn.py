@@ -57,7 +57,7 @@ Dims = tuple[int, ...]
 
 class Geometry(NamedTuple):
     """What the handlers need besides the operands, for 1, 2 or 3 spatial dims (one entry
-    per dim in every tuple; hashable: a primitive parameter and custom_vjp nondiff arg)."""
+    per dim in every tuple; hashable: a primitive parameter and custom_jvp nondiff arg)."""
 
     stride: Dims
     pad_lo: Dims
