@@ -15,8 +15,9 @@ favour one side. ``--compile-seeds`` adds a row for the peer under ``torch.compi
 jconv's trainer uses (:func:`jconv.reuse_host_memory`, given to its process as glibc
 tunables): PyTorch's large tensors are page-faulted in afresh the same way.
 ``--autocast-seeds`` adds one for the peer script run unmodified inside
-``torch.autocast("cpu", dtype=torch.bfloat16)``: the PyTorch side of a race of jconv's
-``model.dtype=bfloat16``.
+``torch.autocast("cpu", dtype=torch.bfloat16)``, meant as the PyTorch side of a race of
+jconv's ``model.dtype=bfloat16``; its first run trained to chance accuracy (the whole script,
+whitening included, under autocast), so it is not yet a valid peer (docs/performance.md).
 
 The race is against the peer script rather than a port of ours: it is airbench94's own
 code, so nothing we wrote can make the PyTorch side slower than it is.
