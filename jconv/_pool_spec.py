@@ -6,43 +6,22 @@ shared by every pooling implementation. The number of spatial dims comes from
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Sequence
 
 import jax.numpy as jnp
 import numpy as np
 
-from ._spec import CONV_DATA_FORMATS, PadPairs, SpatialGeometry, _check_float, to_tuple
-
-IntOrTuple = Union[int, Sequence[int]]
+from ._geometry import (CONV_DATA_FORMATS, IntOrTuple, check_data_format, format_ndim,
+                        output_size, spatial_shape, to_tuple)
+from ._spec import PadPairs, SpatialGeometry, _check_float
 
 # Pooling takes the data formats convolution does: {1: ("NCL", "NLC"), 2: ..., 3: ...}.
 POOL_FORMATS: dict[int, tuple[str, str]] = CONV_DATA_FORMATS
 
 
 def pool_format(data_format: str, ndim: int) -> str:
-    """Validate ``data_format`` for ``ndim`` spatial dims (channels first or last)."""
-    allowed = POOL_FORMATS[ndim]
-    if not isinstance(data_format, str) or data_format.upper() not in allowed:
-        raise ValueError(f"data_format must be one of {allowed} for {ndim}-D pooling, "
-                         f"got {data_format!r}")
-    return data_format.upper()
-
-
-def format_ndim(data_format: str) -> int:
-    """Spatial dims of a data format name: ``"NCDHW"`` -> 3."""
-    for ndim, formats in POOL_FORMATS.items():
-        if isinstance(data_format, str) and data_format.upper() in formats:
-            return ndim
-    every = tuple(f for fs in POOL_FORMATS.values() for f in fs)
-    raise ValueError(f"data_format must be one of {every}, got {data_format!r}")
-
-
-def spatial_shape(x_shape: Sequence[int], data_format: str) -> tuple[int, ...]:
-    """The spatial sizes of a (batched or unbatched) shape in ``data_format``."""
-    nd = len(data_format) - 2
-    # Only the spatial sizes: the batch may be a jax.export symbolic dimension.
-    spatial = x_shape[-nd:] if data_format[1] == "C" else x_shape[-nd - 1:-1]
-    return tuple(int(v) for v in spatial)
+    """Validate ``data_format`` for ``ndim``-D pooling (channels first or last)."""
+    return check_data_format(data_format, ndim, f"{ndim}-D pooling")
 
 
 def check_pool_rank(x_shape: Sequence[int], data_format: str) -> None:
@@ -106,19 +85,14 @@ def check_pool_padding(pad: Sequence[int], kernel: Sequence[int], padding: objec
 
 def pool_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int,
                      ceil_mode: bool) -> int:
-    """PyTorch's pooling output size along one dim: the span over the stride rounded down
-    (or up with ``ceil_mode``, where the last window must start inside the input or the low
-    padding). Ceil mode can thus give one window even when the dilated kernel overhangs.
+    """PyTorch's pooling output size along one dim: :func:`jconv._geometry.output_size`
+    with ``padding`` on both sides.
 
     Example:
       >>> pool_output_size(5, 2, 2, 0, 1, False), pool_output_size(5, 2, 2, 0, 1, True)
       (2, 3)
     """
-    span = size + 2 * padding - dilation * (kernel - 1) - 1
-    out = (-(-span // stride) if ceil_mode else span // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
+    return output_size(size, kernel, stride, (padding, padding), dilation, ceil_mode)
 
 
 def check_bool(value: object, name: str) -> bool:

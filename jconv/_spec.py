@@ -13,46 +13,22 @@ from dataclasses import dataclass
 from typing import Sequence, Union
 
 import jax.numpy as jnp
-import numpy as np
+
+from ._geometry import (CONV_DATA_FORMATS, SPATIAL_AXES, _is_int, check_data_format,
+                        format_ndim, output_size, spatial_shape, to_tuple)
 
 Pair = tuple[int, int]
 PadPairs = tuple[tuple[int, int], ...]
 IntOrPair = Union[int, Sequence[int]]
 PaddingLike = Union[int, str, Sequence[int], Sequence[Sequence[int]]]
 
-# The spatial axes' letters per number of spatial dims, and the (channels-first,
-# channels-last) data formats of each; the weight layout is always (O, I, *spatial).
-SPATIAL_AXES: dict[int, str] = {1: "L", 2: "HW", 3: "DHW"}
-CONV_DATA_FORMATS: dict[int, tuple[str, str]] = {
-    n: ("NC" + axes, "N" + axes + "C") for n, axes in SPATIAL_AXES.items()}
 DATA_FORMATS: tuple[str, ...] = CONV_DATA_FORMATS[2]
 PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular")
 
 
-def _is_int(v: object) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def to_tuple(value: IntOrPair, name: str, ndim: int, *, minimum: int) -> tuple[int, ...]:
-    """Turn an int, a length-``ndim`` sequence of ints or a one-int sequence (PyTorch
-    broadcasts it, ``(1,)`` meaning 1 on every dim) into a validated ``ndim``-tuple (one
-    entry per spatial dim)."""
-    if _is_int(value):
-        out = (int(value),) * ndim
-    elif (isinstance(value, (tuple, list)) and len(value) in (1, ndim)
-          and all(_is_int(v) for v in value)):
-        out = tuple(int(v) for v in value) * (ndim // len(value))
-    else:
-        what = ("an int" if ndim == 1 else "an int or a pair of ints" if ndim == 2
-                else f"an int or a tuple of {ndim} ints")
-        raise TypeError(f"{name} must be {what}, got {value!r}")
-    if min(out) < minimum:
-        raise ValueError(f"{name} must be >= {minimum} in every dimension, got {value!r}")
-    return out
-
-
 def to_pair(value: IntOrPair, name: str, *, minimum: int) -> Pair:
-    """Turn an int or a length-2 sequence of ints into a validated ``(h, w)`` pair."""
+    """Deprecated 2-D name: :func:`jconv._geometry.to_tuple` with ``ndim=2`` that also
+    refuses a one-int sequence."""
     if not (_is_int(value) or (isinstance(value, (tuple, list)) and len(value) == 2
                                and all(_is_int(v) for v in value))):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
@@ -111,24 +87,6 @@ def resolve_padding(padding: PaddingLike, kernel: Sequence[int], dilation: Seque
     return pads  # type: ignore[return-value]
 
 
-def output_size(size: int, kernel: int, stride: int, pad: tuple[int, int], dilation: int,
-                ceil_mode: bool = False) -> int:
-    """One spatial dim: ``(size + lo + hi - dilation*(kernel-1) - 1) // stride + 1``.
-
-    With ``ceil_mode`` the division rounds up, but (as in PyTorch) the last window must
-    start inside the input or the low padding.
-    """
-    span = size + pad[0] + pad[1] - dilation * (kernel - 1) - 1
-    if span < 0:
-        return 0
-    if not ceil_mode:
-        return span // stride + 1
-    out = -(-span // stride) + 1
-    if (out - 1) * stride >= size + pad[0]:
-        out -= 1
-    return out
-
-
 class SpatialGeometry:
     """What every spec with per-dim ``kernel``/``in_size``/``out_size`` fields derives from
     them (:class:`ConvSpec`, :class:`jconv._pool_spec.PoolSpec`)."""
@@ -144,12 +102,12 @@ class SpatialGeometry:
 
     @property
     def in_hw(self) -> tuple[int, ...]:
-        """``in_size`` (its name from when jconv was 2-D only)."""
+        """Deprecated: ``in_size`` (its name from when jconv was 2-D only)."""
         return self.in_size
 
     @property
     def out_hw(self) -> tuple[int, ...]:
-        """``out_size`` (its name from when jconv was 2-D only)."""
+        """Deprecated: ``out_size`` (its name from when jconv was 2-D only)."""
         return self.out_size
 
 
@@ -161,7 +119,7 @@ class ConvSpec(SpatialGeometry):
     Every per-dim field has one entry per spatial dim, in the order of ``data_format``'s
     letters (L; H, W; D, H, W): ``padding`` is resolved to one ``(low, high)`` pair per dim
     (``((top, bottom), (left, right))`` in 2-D), ``in_size``/``out_size`` are the spatial
-    sizes (``in_hw``/``out_hw`` are their 2-D names). ``padding_mode`` other than
+    sizes (``in_hw``/``out_hw``, their 2-D names, are deprecated aliases). ``padding_mode`` other than
     ``"zeros"`` is applied by :func:`jconv._windows.apply_padding_mode` before an
     implementation runs, so implementations only ever see zero padding."""
 
@@ -185,22 +143,6 @@ def check_impl(impl: str, allowed: Sequence[str]) -> str:
     if not isinstance(impl, str) or impl not in allowed:
         raise ValueError(f"impl must be one of {tuple(allowed)}, got {impl!r}")
     return impl
-
-
-def check_data_format(data_format: str, ndim: int = 2) -> str:
-    """``data_format`` upper-cased, if it is one of the formats of ``ndim`` spatial dims."""
-    formats = CONV_DATA_FORMATS[ndim]
-    if not isinstance(data_format, str) or data_format.upper() not in formats:
-        raise ValueError(f"data_format must be one of {formats}, got {data_format!r}")
-    return data_format.upper()
-
-
-def format_ndim(data_format: object, default: int) -> int:
-    """The number of spatial dims a known ``data_format`` names (``default`` otherwise)."""
-    for ndim, formats in CONV_DATA_FORMATS.items():
-        if isinstance(data_format, str) and data_format.upper() in formats:
-            return ndim
-    return default
 
 
 def check_padding_mode(padding_mode: str) -> str:
@@ -295,7 +237,7 @@ def conv_spec(x_shape: Sequence[int], w_shape: Sequence[int], *, stride: IntOrPa
 
     Example:
       >>> spec = conv_spec((8, 3, 32, 32), (16, 3, 3, 3), stride=2, padding=1)
-      >>> spec.out_hw, spec.padding
+      >>> spec.out_size, spec.padding
       ((16, 16), ((1, 1), (1, 1)))
       >>> conv_spec((2, 4, 100), (8, 4, 5), padding="same", padding_mode="reflect").padding
       ((2, 2),)

@@ -104,14 +104,14 @@ def _winograd(x: jnp.ndarray, w: jnp.ndarray, spec: ConvSpec, tile: int) -> jnp.
     ct = accum_dtype(x.dtype)
     bt, g_mat, at = (jnp.asarray(m, ct) for m in (bt, g_mat, at))
     n, groups = x.shape[0], spec.groups
-    (ho, wo), c_out, cg = spec.out_hw, w.shape[0], w.shape[1]
+    (ho, wo), c_out, cg = spec.out_size, w.shape[0], w.shape[1]
     th, tw = -(-ho // tile), -(-wo // tile)
 
     # Pad to (th+1)*tile rows/cols (>= th*tile + 2 since tile >= 2): th x tw full tiles fit
     # and the surplus rows/cols, zeros, only feed outputs that are cropped at the end.
     (pt, pb), (pl, pr) = spec.padding
-    extra_h = (th + 1) * tile - (spec.in_hw[0] + pt + pb)
-    extra_w = (tw + 1) * tile - (spec.in_hw[1] + pl + pr)
+    extra_h = (th + 1) * tile - (spec.in_size[0] + pt + pb)
+    extra_w = (tw + 1) * tile - (spec.in_size[1] + pl + pr)
     xp = pad_hw(to_nhwc(x, spec.data_format).astype(ct), ((pt, pb + extra_h), (pl, pr + extra_w)))
     d = _tiles(_tiles(xp, 1, tile), 3, tile)  # (N, th, a, tw, a, C_in)
     d = d.reshape(n, th, alpha, tw, alpha, groups, cg)

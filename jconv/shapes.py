@@ -99,7 +99,7 @@ def pool2d_output_shape(input_hw: IntOrPair, kernel_size: IntOrPair,
       (3, 3)
     """
     hw = _size_pair(input_hw, "input_hw")
-    return pool_spec((1, 1, *hw), kernel_size, stride, padding, dilation, ceil_mode).out_hw
+    return pool_spec((1, 1, *hw), kernel_size, stride, padding, dilation, ceil_mode).out_size
 
 
 def same_padding(kernel_size: IntOrPair, dilation: IntOrPair = 1) -> int | Pair:

@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._pool_spec import IntOrTuple, check_pool_rank, pool_format, pool_geometry, spatial_shape
+from ._geometry import IntOrTuple, spatial_shape, transposed_output_size
+from ._pool_spec import check_pool_rank, pool_format, pool_geometry
 from ._spec import _check_float, prod
 from ._windows import from_nhwc, to_nhwc
 
@@ -22,8 +23,8 @@ def _output_size(size_in: tuple[int, ...], kernel: tuple[int, ...], stride: tupl
     """PyTorch's rule: by default ``(in-1)*stride - 2*padding + kernel``; an explicit size
     (its last ``ndim`` entries if it has ``ndim + 2``) must lie strictly within one stride
     of that default."""
-    default = tuple((n - 1) * s - 2 * p + k for n, s, p, k in zip(size_in, stride, padding,
-                                                                    kernel))
+    default = tuple(transposed_output_size(n, k, s, (p, p))
+                    for n, k, s, p in zip(size_in, kernel, stride, padding))
     if output_size is None:
         if min(default) < 1:
             raise ValueError(f"output size {default} is not positive: padding={padding} is "
