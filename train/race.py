@@ -14,10 +14,10 @@ favour one side. ``--compile-seeds`` adds a row for the peer under ``torch.compi
 (``AB_COMPILE=1``), ``--reuse-seeds`` one for the peer with the malloc settings that
 jconv's trainer uses (:func:`jconv.reuse_host_memory`, given to its process as glibc
 tunables): PyTorch's large tensors are page-faulted in afresh the same way.
-``--autocast-seeds`` adds one for the peer script run unmodified inside
-``torch.autocast("cpu", dtype=torch.bfloat16)``, meant as the PyTorch side of a race of
-jconv's ``model.dtype=bfloat16``; its first run trained to chance accuracy (the whole script,
-whitening included, under autocast), so it is not yet a valid peer (docs/performance.md).
+``--autocast-seeds`` adds one for the peer script with its network's forward under
+``torch.autocast("cpu", dtype=torch.bfloat16)`` (the PyTorch side of a race of jconv's
+``model.dtype=bfloat16``: convolutions and matmuls in bfloat16, the rest float32; the
+whitening initialisation, the loss and the optimiser as the script has them).
 
 The race is against the peer script rather than a port of ours: it is airbench94's own
 code, so nothing we wrote can make the PyTorch side slower than it is.
@@ -56,12 +56,28 @@ JCONV, TORCH, COMPILED = "jconv", "PyTorch eager", "PyTorch torch.compile"
 TORCH_REUSE = "PyTorch eager, reused host memory"
 TORCH_BF16 = "PyTorch eager, autocast bfloat16"
 SIDES = (JCONV, TORCH, COMPILED, TORCH_REUSE, TORCH_BF16)
-# Runs the unmodified peer script inside torch.autocast("cpu", dtype=torch.bfloat16), as a
-# PyTorch user turns on bfloat16 compute: argv is the peer's path, then its own arguments.
-AUTOCAST_RUNNER = ("import runpy, sys, torch\n"
-                   "sys.argv = sys.argv[1:]\n"
-                   "with torch.autocast('cpu', dtype=torch.bfloat16):\n"
-                   "    runpy.run_path(sys.argv[0], run_name='__main__')\n")
+# Runs the peer script with its network's forward under torch.autocast("cpu", bfloat16), as a
+# PyTorch user turns on bfloat16 compute (autocast around the model, not the whole program:
+# under a global autocast the whitening's covariance matmul ran in bfloat16, and training
+# reached chance accuracy). The script is loaded as a module so that make_net can be wrapped
+# before its __main__ block, repeated here, runs: argv is the peer's path, the data folder,
+# the seeds.
+AUTOCAST_RUNNER = (
+    "import json, runpy, sys, torch\n"
+    "path, data, seeds = sys.argv[1], sys.argv[2], sys.argv[3:] or ['0']\n"
+    "peer = runpy.run_path(path, run_name='airbench94_peer')\n"
+    "scope, make = peer['main'].__globals__, peer['make_net']\n"
+    "def make_net():\n"
+    "    net = make()\n"
+    "    forward = net.forward\n"
+    "    def autocast_forward(x):\n"
+    "        with torch.autocast('cpu', dtype=torch.bfloat16):\n"
+    "            return forward(x).float()\n"
+    "    net.forward = autocast_forward\n"
+    "    return net\n"
+    "scope['make_net'] = make_net\n"
+    "for s in seeds:\n"
+    "    print(json.dumps(dict(scope['main'](int(s), data), autocast_dtype='bfloat16')), flush=True)\n")
 # jconv.reuse_host_memory's mallopt settings as glibc tunables, for the peer's process.
 REUSE_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
                   "glibc.malloc.trim_threshold=2147483647")
