@@ -30,11 +30,12 @@ import numpy as np
 
 from jconv.bench.timing import EIGEN_SUFFIX, interleaved_medians, split_label
 
-from .config import Config, ConfigError, load_config, override
-from .data import DataError
+from .config import Config, load_config, override
+from .errors import ConfigError, command
 from .experiment import Experiment, RunData
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     from jconv import CONV_IMPLS
 
@@ -55,17 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     impls = [i for i in (args.impls or "").split(",") if i]
     bad = [i for i in impls if split_label(i)[0] not in CONV_IMPLS]
     if bad or args.rounds < 1 or args.steps < 1:
-        print(f"Error: --impls must name {tuple(CONV_IMPLS)}, each optionally with "
-              f"{EIGEN_SUFFIX} (got {bad}); --rounds and --steps >= 1", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--impls must name {tuple(CONV_IMPLS)}, each optionally with "
+                          f"{EIGEN_SUFFIX} (got {bad}); --rounds and --steps >= 1")
     formats = args.formats.split(",") if args.formats else [None]
     if any(f not in (None, "NHWC", "NCHW") for f in formats):
-        print(f"Error: --formats must be NHWC and/or NCHW, got {args.formats!r}", file=sys.stderr)
-        return 2
-    loaded = load_inputs(args.config, args.overrides)
-    if loaded is None:
-        return 2
-    cfg, run_data = loaded
+        raise ConfigError(f"--formats must be NHWC and/or NCHW, got {args.formats!r}")
+    cfg, run_data = load_inputs(args.config, args.overrides)
 
     if not impls:
         impls = [cfg.model.conv_impl + (EIGEN_SUFFIX if cfg.model.conv_backend == "eigen"
@@ -114,20 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def load_inputs(config: str, overrides: list[str]) -> tuple[Config, RunData] | None:
-    """The config and its data, or None after printing the one-line ``Error:`` of a bad
-    config or dataset. With ``train.reuse_host_memory`` the process reuses its freed host
-    memory as the trainer's does (:func:`jconv.reuse_host_memory`; PyTorch's side, in the
-    same process, gets it too)."""
-    try:
-        cfg = load_config(config, overrides)
-        from .loop import use_host_memory_reuse
+def load_inputs(config: str, overrides: list[str]) -> tuple[Config, RunData]:
+    """The config and its data (a :class:`~train.errors.ConfigError` or
+    :class:`~train.errors.DataError` when either cannot be used). With
+    ``train.reuse_host_memory`` the process reuses its freed host memory as the trainer's
+    does (:func:`jconv.reuse_host_memory`; PyTorch's side, in the same process, gets it
+    too)."""
+    cfg = load_config(config, overrides)
+    from .loop import use_host_memory_reuse
 
-        use_host_memory_reuse(cfg)
-        return cfg, RunData.load(cfg)
-    except (ConfigError, DataError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return None
+    use_host_memory_reuse(cfg)
+    return cfg, RunData.load(cfg)
 
 
 def bench_batches(exp: Experiment, steps: int) -> list[tuple[Any, Any]]:

@@ -22,6 +22,8 @@ import jax.numpy as jnp
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
+from .errors import ConfigError, ConfigTypeError
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 # model.dtype names -> compute dtypes (the one table; train.parallel builds models with it)
 DTYPES: dict[str, Any] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
@@ -33,10 +35,6 @@ ARCHS = ("vgg", "airbench")
 ACTS = ("relu", "gelu")
 SCALINGS = ("none", "airbench")
 PAD_MODES = ("zeros", "reflect")
-
-
-class ConfigError(ValueError):
-    """A config file or override that cannot describe a run (message says which key)."""
 
 
 @dataclass
@@ -257,14 +255,15 @@ def load_yaml(file: str | Path, _chain: tuple[Path, ...] = ()) -> DictConfig:
         raise ConfigError(f"{file}: not valid YAML: {e}") from None
     if not isinstance(loaded, DictConfig):
         kind = "list" if isinstance(loaded, ListConfig) else type(loaded).__name__
-        raise ConfigError(f"{file}: the YAML holds a {kind}, expected a mapping of sections "
+        raise ConfigTypeError(f"{file}: the YAML holds a {kind}, expected a mapping of sections "
                           "(seed, data, model, optim, train)")
     if "base" not in loaded:
         return loaded
     base = loaded.pop("base")
     if not isinstance(base, str) or not base:
-        raise ConfigError(f"{file}: base={base!r} is invalid: expected the file name of the "
-                          "YAML this one extends, e.g. base: cifar.yaml")
+        raise (ConfigError if isinstance(base, str) else ConfigTypeError)(
+            f"{file}: base={base!r} is invalid: expected the file name of the YAML this one "
+            "extends, e.g. base: cifar.yaml")
     candidates = [file.parent / base, CONFIG_DIR / base]
     found = next((p for p in candidates if p.is_file()), None)
     if found is None:
@@ -336,7 +335,7 @@ def validate(cfg: Config) -> None:
       >>> validate(cfg)
       Traceback (most recent call last):
       ...
-      train.config.ConfigError: optim.lr=-1.0 is invalid: expected a positive number
+      train.errors.ConfigError: optim.lr=-1.0 is invalid: expected a positive number
     """
     from jconv import CONV_BACKENDS, CONV_IMPLS, POOL_IMPLS
     from jconv._registry import check_conv_impl

@@ -33,6 +33,7 @@ from tqdm import tqdm
 import jconv
 
 from .config import CONFIG_DIR, DataConfig, load_yaml
+from .errors import DataError
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
@@ -42,10 +43,6 @@ CIFAR10_FOLDER = "cifar-10-batches-py"  # the archive's top folder
 # The end of every "no CIFAR-10 here" message: what runs without the full download.
 OFFLINE = ("offline, train on the real 5,170-image subset (--config cifar_subset.yaml) or on "
            "random images (data.source=synthetic, a smoke test)")
-
-
-class DataError(RuntimeError):
-    """Data that cannot be read: missing, corrupt or unprepared; the message says the fix."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +143,7 @@ def load_cifar10_dir(folder: str | Path, read_test: bool = True) -> Dataset:
       >>> load_cifar10_dir("/no/such/dir")
       Traceback (most recent call last):
       ...
-      train.data.DataError: data.dir='/no/such/dir' does not exist. ...
+      train.errors.DataError: data.dir='/no/such/dir' does not exist. ...
     """
     folder = Path(folder).expanduser()
     # Where it looked, absolute: a relative data.dir depends on the working directory.
@@ -254,7 +251,7 @@ def download_cifar10(dest: str | Path, url: str = CIFAR10_URL, md5: str | None =
       >>> download_cifar10("/tmp/x", url="http://127.0.0.1:9/none.tar.gz", timeout=1)
       Traceback (most recent call last):
       ...
-      train.data.DataError: downloading http://127.0.0.1:9/none.tar.gz failed: ...
+      train.errors.DataError: downloading http://127.0.0.1:9/none.tar.gz failed: ...
     """
     dest = Path(dest).expanduser()
     fix = (f"check the URL (data.url) and the connection and run again, or unpack "

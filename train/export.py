@@ -35,15 +35,12 @@ from flax import nnx
 import jconv
 from jconv.stopwatch import interleaved_medians
 
+from .errors import ConfigError, DataError, ExportError, command, first_line
 from .steps import tta_logits
 
 ARTIFACT = "model.jaxexport"
 META = "model.json"
 PLATFORMS = ("cpu", "cuda", "tpu")
-
-
-class ExportError(RuntimeError):
-    """A run or artifact that cannot be exported or loaded; the message says why."""
 
 
 @dataclass
@@ -66,7 +63,7 @@ def load_run(workdir: str | Path, checkpoint: str = "best") -> LoadedRun:
       >>> load_run("/no/such/run")
       Traceback (most recent call last):
       ...
-      train.export.ExportError: --workdir /no/such/run does not exist
+      train.errors.ExportError: --workdir /no/such/run does not exist
     """
     from .checkpoint import Checkpoints
     from .config import load_config
@@ -197,7 +194,7 @@ def load_predictor(path: str | Path) -> Predictor:
       >>> load_predictor("/no/such/export")
       Traceback (most recent call last):
       ...
-      train.export.ExportError: --artifact /no/such/export: no model.jaxexport there
+      train.errors.ExportError: --artifact /no/such/export: no model.jaxexport there
     """
     path = Path(path)
     file = path / ARTIFACT if path.is_dir() or not path.suffix else path
@@ -218,7 +215,7 @@ def read_image(path: str | Path) -> tuple[np.ndarray, str]:
       >>> read_image("/no/such.png")
       Traceback (most recent call last):
       ...
-      train.export.ExportError: image /no/such.png does not exist
+      train.errors.ExportError: image /no/such.png does not exist
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -257,7 +254,7 @@ def export_run(workdir: str | Path, checkpoint: str = "best", out: str | Path | 
     dict (artifact path, platforms, fold report, parameter counts, ``max_abs_diff`` against
     the unfolded model on the test images, images/s when ``bench``). ``tta`` None follows
     the run's ``train.tta_flip`` and ``train.tta_multicrop``; True or False switches both."""
-    from .data import DataError, load_dataset
+    from .data import load_dataset
     from .model import count_params
 
     run = load_run(workdir, checkpoint)
@@ -269,7 +266,10 @@ def export_run(workdir: str | Path, checkpoint: str = "best", out: str | Path | 
     if bad or not platforms:
         raise ExportError(f"--platforms {','.join(platforms)!r}: expected a comma-separated "
                           f"subset of {','.join(PLATFORMS)}")
-    jconv.set_impl(run.model, impl)
+    try:
+        jconv.set_impl(run.model, impl)
+    except ValueError as e:  # jconv's own message names the implementations
+        raise ConfigError(f"--impl {impl!r}: {first_line(e)}") from None
     folded, report = jconv.fold_conv_bn_graph(
         run.model, jax.ShapeDtypeStruct((1, 32, 32, 3), input_dtype))
     log(f"checkpoint  {Path(workdir) / 'checkpoints' / str(run.step)} (epoch {run.step}, "
@@ -379,31 +379,26 @@ def _predict_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for bad input, with one ``Error:``
     line on stderr)."""
-    from .config import ConfigError
-
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv[:1] == ["predict"]:
-            args = _predict_args(argv[1:])
-            predictor = load_predictor(args.artifact)
-            loaded = [read_image(f) for f in args.images]
-            probs = predictor.probabilities(np.stack([im for im, _ in loaded]))
-            for file, (_, note), p in zip(args.images, loaded, probs):
-                top = np.argsort(-p)[:max(args.top, 1)]
-                ranked = ", ".join(f"{predictor.class_names[i]} {100 * p[i]:.1f}%" for i in top)
-                print(f"{file}{note}: {ranked}")
-            return 0
-        args = _export_args(argv)
-        platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
-        export_run(args.workdir, args.checkpoint, args.out, platforms, args.impl,
-                   False if args.no_tta else None, not args.no_bench, args.bench_batch,
-                   args.bench_repeats)
-    except (ExportError, ConfigError, ValueError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 2
+    if argv[:1] == ["predict"]:
+        args = _predict_args(argv[1:])
+        predictor = load_predictor(args.artifact)
+        loaded = [read_image(f) for f in args.images]
+        probs = predictor.probabilities(np.stack([im for im, _ in loaded]))
+        for file, (_, note), p in zip(args.images, loaded, probs):
+            top = np.argsort(-p)[:max(args.top, 1)]
+            ranked = ", ".join(f"{predictor.class_names[i]} {100 * p[i]:.1f}%" for i in top)
+            print(f"{file}{note}: {ranked}")
+        return 0
+    args = _export_args(argv)
+    platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
+    export_run(args.workdir, args.checkpoint, args.out, platforms, args.impl,
+               False if args.no_tta else None, not args.no_bench, args.bench_batch,
+               args.bench_repeats)
     return 0
 
 

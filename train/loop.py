@@ -22,14 +22,15 @@ from tqdm import tqdm
 import jconv
 
 from . import report
-from .checkpoint import CheckpointError, Checkpoints
+from .checkpoint import Checkpoints
 from .config import Config, as_dict, to_yaml
 from .data import Split, eval_batches
+from .errors import CheckpointError, RunError, TrainError
 from .experiment import CompiledSteps, Experiment
 from .model import count_params, macs_per_image
 from .parallel import AXIS, make_mesh, shard_batch
 from .steps import TrainState
-from .workdir import RunError, check_resume, completed_results, prepare_workdir
+from .workdir import check_resume, completed_results, prepare_workdir
 
 # Fields of a metrics record that depend only on the computation (not on timing): these are
 # what a resumed run must reproduce exactly.
@@ -269,7 +270,9 @@ def _prepare(cfg: Config, workdir: Path, resume: bool, quiet: bool, t_start: flo
     say = print if main else _silent
     try:
         exp = Experiment.from_config(cfg, make_mesh(), progress=main and not quiet)
-    except ValueError as e:  # a batch size that does not split over the devices
+    except ValueError as e:  # a model the config's sizes cannot build
+        if isinstance(e, TrainError):
+            raise
         raise RunError(str(e)) from None
     _sync("workdir checked")  # before process 0 changes the folder the others checked
     if main:

@@ -31,6 +31,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .errors import ConfigError, command
+
 CONV_FWD, CONV_BWD = "conv fwd", "conv bwd (data + weight)"
 CATEGORIES = (CONV_FWD, CONV_BWD, "layout changes (transpose, copy)", "BatchNorm",
               "activation (GELU/ReLU)", "pooling", "loss + head", "optimiser", "Lookahead",
@@ -430,6 +432,7 @@ def _layer_order(layer: str) -> tuple:
     return (-int(m.group(3)), int(m.group(1)), int(m.group(2))) if m else (0, 0, 0)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -439,16 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
     if args.steps < 1:
-        print(f"Error: --steps must be >= 1, got {args.steps}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--steps must be >= 1, got {args.steps}")
     from .bench import bench_batches, load_inputs
     from .experiment import Experiment
     from .torch_ref import make_torch_step
 
-    loaded = load_inputs(args.config, args.overrides)
-    if loaded is None:
-        return 2
-    cfg, run_data = loaded
+    cfg, run_data = load_inputs(args.config, args.overrides)
     exp = Experiment.from_config(cfg, data=run_data)
 
     step, state = exp.train_step(), exp.state
