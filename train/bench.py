@@ -23,16 +23,16 @@ import argparse
 import functools
 import sys
 import time
-from typing import Any, Callable
+from typing import Callable
 
-import jax.numpy as jnp
 import numpy as np
 
-from jconv.bench.timing import EIGEN_SUFFIX, interleaved_medians, split_label
+import jconv
 
-from .config import Config, load_config, override
+from .config import Config, override
 from .errors import ConfigError, command
 from .experiment import Experiment, RunData
+from .harness import EIGEN_SUFFIX, bench_batches, load_inputs, split_label
 
 
 @command
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     fns = {n: functools.partial(run_steps, n) for n in names}
     fns.update(torch_runs)
     # jconv's benchmark timer: interleaved rounds with a rotating start, medians in ms.
-    times = interleaved_medians(fns, args.rounds)
+    times = jconv.interleaved_medians(fns, args.rounds)
     n_img = len(data) * bs
     base = times[names[0]] / 1000
     layout = cfg.model.data_format if args.formats is None else args.formats
@@ -108,27 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<14} {n_img / med:>9.1f} {1000 * med / len(data):>8.1f} "
               f"{base / med:>11.2f}x")
     return 0
-
-
-def load_inputs(config: str, overrides: list[str]) -> tuple[Config, RunData]:
-    """The config and its data (a :class:`~train.errors.ConfigError` or
-    :class:`~train.errors.DataError` when either cannot be used). With
-    ``train.reuse_host_memory`` the process reuses its freed host memory as the trainer's
-    does (:func:`jconv.reuse_host_memory`; PyTorch's side, in the same process, gets it
-    too)."""
-    cfg = load_config(config, overrides)
-    from .loop import use_host_memory_reuse
-
-    use_host_memory_reuse(cfg)
-    return cfg, RunData.load(cfg)
-
-
-def bench_batches(exp: Experiment, steps: int) -> list[tuple[Any, Any]]:
-    """The first ``steps`` training batches of ``exp``'s first epoch as (images (B,32,32,3),
-    labels (B,)) device arrays, augmented and normalised as ``python -m train`` feeds them."""
-    batches = exp.batches(0)
-    return [(jnp.asarray(b["image"]), jnp.asarray(b["label"])) for b in
-            (batches[i] for i in range(min(steps, len(batches))))]
 
 
 def bench_experiment(cfg: Config, data: RunData, impl: str, conv_backend: str,

@@ -318,10 +318,10 @@ def _check_onednn(dtype: Any) -> None:
     traces its steps."""
     # No jax.default_backend() here: it would start the XLA backend before a multi-process
     # run's jax.distributed.initialize().
-    from jconv._onednn import check_supported
+    import jconv
 
     try:
-        check_supported(dtype)
+        jconv.check_onednn(dtype)
     except (RuntimeError, ValueError) as e:
         raise ConfigError(f"model.conv_impl='onednn' cannot run here: {e}; or train with "
                           "model.conv_impl=lax") from None
@@ -337,8 +337,7 @@ def validate(cfg: Config) -> None:
       ...
       train.errors.ConfigError: optim.lr=-1.0 is invalid: expected a positive number
     """
-    from jconv import CONV_BACKENDS, CONV_IMPLS, POOL_IMPLS
-    from jconv._registry import check_conv_impl
+    from jconv import CONV_BACKENDS, CONV_IMPLS, POOL_IMPLS, check_conv_impl
 
     for key, value in _floats(OmegaConf.to_container(cfg)):
         _check(math.isfinite(value), key, value, "a finite number")

@@ -33,10 +33,9 @@ import numpy as np
 from flax import nnx
 
 import jconv
-from jconv.stopwatch import interleaved_medians
 
 from .errors import ConfigError, DataError, ExportError, command, first_line
-from .steps import tta_logits
+from .steps import jit_step, tta_logits
 
 ARTIFACT = "model.jaxexport"
 META = "model.json"
@@ -240,9 +239,9 @@ def _images_per_s(fns: dict[str, Callable], images: np.ndarray,
     machine hits all of them alike)."""
     for fn in fns.values():
         fn(images).block_until_ready()  # compile
-    ms = interleaved_medians({name: functools.partial(lambda f: f(images).block_until_ready(),
-                                                      fn) for name, fn in fns.items()},
-                             repeats)
+    ms = jconv.interleaved_medians(
+        {name: functools.partial(lambda f: f(images).block_until_ready(), fn)
+         for name, fn in fns.items()}, repeats)
     return {name: 1000 * len(images) / t for name, t in ms.items()}
 
 
@@ -325,8 +324,8 @@ def export_run(workdir: str | Path, checkpoint: str = "best", out: str | Path | 
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, (bench_batch, 32, 32, 3), dtype=np.uint8)
         backend = cfg.model.conv_backend
-        speed = _images_per_s({"unfolded": jconv.jit(unfolded_fn, conv_backend=backend),
-                               "folded": jconv.jit(folded_fn, conv_backend=backend)},
+        speed = _images_per_s({"unfolded": jit_step(unfolded_fn, backend),
+                               "folded": jit_step(folded_fn, backend)},
                               images, bench_repeats)
         summary["images_per_s"] = speed
         log(f"speed       {speed['unfolded']:,.0f} -> {speed['folded']:,.0f} images/s "
