@@ -201,7 +201,9 @@ def load_predictor(path: str | Path) -> Predictor:
         raise ExportError(f"--artifact {path}: no {ARTIFACT} there" if not file.is_file()
                           else f"--artifact {path}: {META} missing beside {file.name}")
     meta = json.loads((file.parent / META).read_text())
-    if meta.get("dtype") == "float64":
+    from .config import dtypes
+
+    if dtypes(meta.get("dtype", "float32"))[1] == jnp.float64:
         jax.config.update("jax_enable_x64", True)
     return Predictor(jax.export.deserialize(bytearray(file.read_bytes())), meta)
 
@@ -253,6 +255,7 @@ def export_run(workdir: str | Path, checkpoint: str = "best", out: str | Path | 
     dict (artifact path, platforms, fold report, parameter counts, ``max_abs_diff`` against
     the unfolded model on the test images, images/s when ``bench``). ``tta`` None follows
     the run's ``train.tta_flip`` and ``train.tta_multicrop``; True or False switches both."""
+    from .config import dtypes
     from .data import load_dataset
     from .model import count_params
 
@@ -260,7 +263,7 @@ def export_run(workdir: str | Path, checkpoint: str = "best", out: str | Path | 
     cfg = run.cfg
     flip = cfg.train.tta_flip if tta is None else tta
     multicrop = cfg.train.tta_multicrop if tta is None else tta
-    input_dtype = jnp.float64 if cfg.model.dtype == "float64" else jnp.float32
+    input_dtype = dtypes(cfg.model.dtype)[1]
     bad = [p for p in platforms if p not in PLATFORMS]
     if bad or not platforms:
         raise ExportError(f"--platforms {','.join(platforms)!r}: expected a comma-separated "
