@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _train(parse_args(argv))
     except KeyboardInterrupt as e:
-        from .loop import Terminated
+        from .process import Terminated
 
         return 143 if isinstance(e, Terminated) else 130
     return 0
@@ -99,7 +99,8 @@ def _train(args: argparse.Namespace) -> None:
     config = _config_path(args)
     cfg = load_config(config, args.overrides)
     workdir = check_workdir(args.workdir or Path("runs") / Path(config).stem)
-    from .loop import run, use_host_memory_reuse  # jax & co. load only once the config is valid
+    from .loop import run  # jax & co. load only once the config is valid
+    from .process import use_host_memory_reuse
 
     use_host_memory_reuse(cfg)  # before jax starts its threads
     from .parallel import init_distributed

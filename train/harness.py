@@ -35,7 +35,7 @@ def load_inputs(config: str, overrides: list[str]) -> tuple[Config, RunData]:
     does (:func:`jconv.reuse_host_memory`; PyTorch's side, in the same process, gets it
     too)."""
     cfg = load_config(config, overrides)
-    from .loop import use_host_memory_reuse
+    from .process import use_host_memory_reuse
 
     use_host_memory_reuse(cfg)
     return cfg, RunData.load(cfg)

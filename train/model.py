@@ -54,10 +54,10 @@ def gelu(x: jnp.ndarray) -> jnp.ndarray:
     """Exact GELU as PyTorch's CPU kernel computes it, ``x/2 * (1 + erf(x/sqrt(2)))``.
 
     ``jax.nn.gelu(approximate=False)`` computes ``x/2 * erfc(-x/sqrt(2))``, and XLA:CPU's
-    float32 ``erfc`` (an exponential and two polynomial branches) made GELU 3.6x PyTorch's
-    time in the airbench train step; its ``erf`` is one clamped rational polynomial
-    (docs/performance.md, "Train step profile"). The two agree to float32 rounding except
-    far in the left tail, where both are within 1e-7 of 0.
+    float32 ``erfc`` (an exponential and two polynomial branches) made GELU several times
+    PyTorch's time in the airbench train step; its ``erf`` is one clamped rational
+    polynomial (the measurements: docs/performance.md, "Train step profile"). The two agree
+    to float32 rounding except far in the left tail, where both are vanishingly small.
 
     Example:
       >>> [round(float(v), 4) for v in gelu(jnp.array([-1.0, 0.0, 2.0]))]
