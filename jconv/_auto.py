@@ -225,7 +225,7 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
     that are not differentiated run stage 1's fastest forward (``fwd_only``).
     Compiled with the options of the enclosing :func:`compiler_options_scope`, if any."""
     rng = np.random.default_rng(0)
-    # Only implementations that compute this many spatial dims (oneDNN: 2-D only).
+    # Only implementations that compute this many spatial dims (Winograd, Pallas: 2-D only).
     cands = candidates(host_platform(), dtype, spec.ndim)
     jit = functools.partial(jax.jit, compiler_options=current_compiler_options() or None)
     n, c_out = x_shape[0], w_shape[0]

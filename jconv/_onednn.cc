@@ -6,8 +6,10 @@
 //   jconv_onednn_fwd          y  = conv(x, w) [+ b] [-> relu | gelu_tanh]   (post-ops)
 //   jconv_onednn_bwd_data     dx = conv_backward_data(dy, w)
 //   jconv_onednn_bwd_weights  dw, db = conv_backward_weights(x, dy)         (db: (C_out,) or (0,))
-// Activations are in the caller's layout (nchw or nhwc tags, no transposes in JAX); weights
-// are (C_out, C_in/groups, kH, kW) = oihw, or goihw for groups > 1 (the same bytes).
+// 1, 2 or 3 spatial dims (the rank of the operands says which). Activations are in the
+// caller's layout (ncw/nchw/ncdhw or nwc/nhwc/ndhwc tags, no transposes in JAX); weights are
+// (C_out, C_in/groups, *kernel) = oiw/oihw/oidhw, or goiw/goihw/goidhw for groups > 1 (the same
+// bytes).
 //
 // Two more handlers run training-mode batch normalisation (jconv/_onednn_bn.py), through the
 // same cache:
@@ -57,8 +59,8 @@ dnnl::engine& cpu_engine() {
 struct Geometry {
   int pass = kFwd;
   Dt type = Dt::f32;
-  bool nhwc = false;
-  memory::dims src, wei, dst;  // logical NCHW / (G)OIHW / NCHW dims
+  bool channels_last = false;  // nwc / nhwc / ndhwc
+  memory::dims src, wei, dst;  // logical NC* / (G)OI* / NC* dims
   memory::dims stride, dilation, pad_l, pad_r;  // dilation counted from 0, as oneDNN does
   int64_t groups = 1;
   int64_t act = kNoAct;
@@ -79,7 +81,7 @@ struct Geometry {
       s << ';';
     };
     // eps in hexadecimal: exact, so two epsilons never share a primitive.
-    s << pass << ';' << static_cast<int>(type) << ';' << nhwc << ';' << groups << ';' << act
+    s << pass << ';' << static_cast<int>(type) << ';' << channels_last << ';' << groups << ';' << act
       << ';' << bias << ';' << scale << ';' << std::hexfloat << eps << std::defaultfloat << ';'
       << threads << ';';
     for (const auto* d : {&src, &wei, &dst, &stride, &dilation, &pad_l, &pad_r}) put(*d);
@@ -113,12 +115,32 @@ Operand make_operand(int arg, bool output, const memory::desc& user, const memor
   return op;
 }
 
-memory::desc act_desc(const Geometry& g, const memory::dims& dims, bool any) {
-  return memory::desc(dims, g.type, any ? Tag::any : (g.nhwc ? Tag::nhwc : Tag::nchw));
+// The plain tag of an activation with `rank` dims (3, 4 or 5) in the caller's layout.
+Tag act_tag(size_t rank, bool channels_last) {
+  if (rank == 3) return channels_last ? Tag::nwc : Tag::ncw;
+  if (rank == 5) return channels_last ? Tag::ndhwc : Tag::ncdhw;
+  return channels_last ? Tag::nhwc : Tag::nchw;
+}
+
+// Where a primitive's activations live: the caller's layout, the one oneDNN chooses, or plain
+// channels last whatever the caller's (reorders in and out).
+enum class Layout { kCaller, kAny, kChannelsLast };
+
+memory::desc act_desc(const Geometry& g, const memory::dims& dims, Layout layout) {
+  if (layout == Layout::kAny) return memory::desc(dims, g.type, Tag::any);
+  const bool last = layout == Layout::kChannelsLast || g.channels_last;
+  return memory::desc(dims, g.type, act_tag(dims.size(), last));
+}
+
+// The plain weight tag for `spatial` spatial dims: (g)oi followed by them.
+Tag wei_tag(size_t spatial, bool grouped) {
+  if (spatial == 1) return grouped ? Tag::goiw : Tag::oiw;
+  if (spatial == 3) return grouped ? Tag::goidhw : Tag::oidhw;
+  return grouped ? Tag::goihw : Tag::oihw;
 }
 
 memory::desc wei_user(const Geometry& g) {
-  return memory::desc(g.wei, g.type, g.groups > 1 ? Tag::goihw : Tag::oihw);
+  return memory::desc(g.wei, g.type, wei_tag(g.stride.size(), g.groups > 1));
 }
 
 memory::desc bias_desc(const Geometry& g) {
@@ -141,9 +163,9 @@ dnnl::primitive_attr make_attr(const Geometry& g) {
 
 // The forward primitive descriptor (also the hint the backward ones need). Weights always
 // use format_tag::any: with a plain oihw weight descriptor oneDNN falls back to its
-// reference kernel. Activations keep the caller's layout unless `any_act`.
-dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, bool any_act) {
-  auto src = act_desc(g, g.src, any_act), dst = act_desc(g, g.dst, any_act);
+// reference kernel. Activations in `layout`.
+dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, Layout layout) {
+  auto src = act_desc(g, g.src, layout), dst = act_desc(g, g.dst, layout);
   memory::desc wei(g.wei, g.type, Tag::any);
   auto attr = make_attr(g);
   auto& eng = cpu_engine();
@@ -167,7 +189,7 @@ memory::desc channel_desc(const Geometry& g) { return memory::desc({g.src[1]}, D
 dnnl::batch_normalization_forward::primitive_desc bn_forward_pd(const Geometry& g) {
   auto flags = dnnl::normalization_flags::use_shift;
   if (g.scale) flags |= dnnl::normalization_flags::use_scale;
-  auto act = act_desc(g, g.src, false);
+  auto act = act_desc(g, g.src, Layout::kCaller);
   return dnnl::batch_normalization_forward::primitive_desc(
       cpu_engine(), dnnl::prop_kind::forward_training, act, act, g.eps, flags, make_attr(g));
 }
@@ -175,7 +197,7 @@ dnnl::batch_normalization_forward::primitive_desc bn_forward_pd(const Geometry& 
 std::shared_ptr<Entry> build_bn(const Geometry& g) {
   auto e = std::make_shared<Entry>();
   auto hint = bn_forward_pd(g);
-  auto act = act_desc(g, g.src, false), chan = channel_desc(g);
+  auto act = act_desc(g, g.src, Layout::kCaller), chan = channel_desc(g);
   auto in = [&](int arg, const memory::desc& d) { return make_operand(arg, false, d, d); };
   auto out = [&](int arg, const memory::desc& d) { return make_operand(arg, true, d, d); };
   if (g.pass == kBnFwd) {
@@ -205,11 +227,11 @@ std::shared_ptr<Entry> build_bn(const Geometry& g) {
   return e;
 }
 
-std::shared_ptr<Entry> build(const Geometry& g, bool any_act) {
+std::shared_ptr<Entry> build(const Geometry& g, Layout layout) {
   auto e = std::make_shared<Entry>();
   auto& eng = cpu_engine();
-  auto hint = forward_pd(g, any_act);
-  auto src_u = act_desc(g, g.src, false), dst_u = act_desc(g, g.dst, false);
+  auto hint = forward_pd(g, layout);
+  auto src_u = act_desc(g, g.src, Layout::kCaller), dst_u = act_desc(g, g.dst, Layout::kCaller);
   if (g.pass == kFwd) {
     e->prim = dnnl::convolution_forward(hint);
     e->operands = {make_operand(DNNL_ARG_SRC, false, src_u, hint.src_desc()),
@@ -221,8 +243,8 @@ std::shared_ptr<Entry> build(const Geometry& g, bool any_act) {
     e->impl = hint.impl_info_str();
   } else if (g.pass == kBwdData) {
     dnnl::convolution_backward_data::primitive_desc pd(
-        eng, dnnl::algorithm::convolution_direct, act_desc(g, g.src, any_act),
-        memory::desc(g.wei, g.type, Tag::any), act_desc(g, g.dst, any_act), g.stride,
+        eng, dnnl::algorithm::convolution_direct, act_desc(g, g.src, layout),
+        memory::desc(g.wei, g.type, Tag::any), act_desc(g, g.dst, layout), g.stride,
         g.dilation, g.pad_l, g.pad_r, hint, make_attr(g));
     e->prim = dnnl::convolution_backward_data(pd);
     e->operands = {make_operand(DNNL_ARG_DIFF_DST, false, dst_u, pd.diff_dst_desc()),
@@ -231,7 +253,7 @@ std::shared_ptr<Entry> build(const Geometry& g, bool any_act) {
     e->scratchpad = pd.scratchpad_desc();
     e->impl = pd.impl_info_str();
   } else {
-    auto src = act_desc(g, g.src, any_act), dst = act_desc(g, g.dst, any_act);
+    auto src = act_desc(g, g.src, layout), dst = act_desc(g, g.dst, layout);
     memory::desc wei(g.wei, g.type, Tag::any);
     auto pd = g.bias
         ? dnnl::convolution_backward_weights::primitive_desc(
@@ -253,16 +275,23 @@ std::shared_ptr<Entry> build(const Geometry& g, bool any_act) {
   return e;
 }
 
-// The primitive for g. NHWC activations stay in the caller's layout (oneDNN's direct
-// channels-last kernels); NCHW ones are reordered to the layout oneDNN chooses (blocked
+// The primitive for g. Channels-last activations stay in the caller's layout (oneDNN's direct
+// channels-last kernels); channels-first ones are reordered to the layout oneDNN chooses (blocked
 // nChw16c), as PyTorch does: its direct kernels beat the im2col+GEMM one plain nchw gets.
+// Where oneDNN still chooses im2col+GEMM for 3-D ones (depthwise), they are reordered to plain
+// ndhwc, as PyTorch does too, for its direct channels-last kernel, which is faster than the GEMM
+// despite the reorders (1-D ones are 2-D by now: lift_1d).
 // Whichever layout yields only the reference kernel is the fallback. Batch normalisation keeps
 // the caller's layout (its own per-layout kernels).
 std::shared_ptr<Entry> choose(const Geometry& g) {
   if (g.is_bn()) return build_bn(g);
-  auto entry = build(g, !g.nhwc);
+  auto entry = build(g, g.channels_last ? Layout::kCaller : Layout::kAny);
+  if (!g.channels_last && g.src.size() == 5 && entry->impl.find("gemm") != std::string::npos) {
+    auto last = build(g, Layout::kChannelsLast);
+    if (!is_reference(last->impl) && last->impl.find("gemm") == std::string::npos) entry = last;
+  }
   if (is_reference(entry->impl)) {
-    auto other = build(g, g.nhwc);
+    auto other = build(g, g.channels_last ? Layout::kAny : Layout::kCaller);
     if (!is_reference(other->impl)) entry = other;
   }
   return entry;
@@ -443,17 +472,25 @@ ffi::Error to_dt(ffi::DataType t, Dt* out) {
   return ffi::Error::Success();
 }
 
-// Logical NCHW dims of an activation buffer in the caller's layout.
-memory::dims nchw_dims(const ffi::AnyBuffer& b, bool nhwc) {
+// Logical N, C, *spatial dims of an activation buffer in the caller's layout.
+memory::dims nchw_dims(const ffi::AnyBuffer& b, bool channels_last) {
   auto d = b.dimensions();
-  if (nhwc) return {d[0], d[3], d[1], d[2]};
-  return {d[0], d[1], d[2], d[3]};
+  const size_t rank = d.size();
+  if (!channels_last) return memory::dims(d.begin(), d.end());
+  memory::dims out = {d[0], d[rank - 1]};
+  for (size_t i = 1; i + 1 < rank; ++i) out.push_back(d[i]);
+  return out;
 }
 
+// (C_out, C_in/groups, *kernel), with a leading groups dim (and C_out/groups) when grouped.
 memory::dims wei_dims(const ffi::AnyBuffer& w, int64_t groups) {
   auto d = w.dimensions();
-  if (groups > 1) return {groups, d[0] / groups, d[1], d[2], d[3]};
-  return {d[0], d[1], d[2], d[3]};
+  memory::dims out(d.begin(), d.end());
+  if (groups > 1) {
+    out[0] /= groups;
+    out.insert(out.begin(), groups);
+  }
+  return out;
 }
 
 memory::dims to_dims(ffi::Span<const int64_t> s, int64_t minus = 0) {
@@ -462,29 +499,45 @@ memory::dims to_dims(ffi::Span<const int64_t> s, int64_t minus = 0) {
   return d;
 }
 
+// A 1-D problem as a 2-D one with a unit height: the same bytes (ncw is nchw with h = 1,
+// nwc is nhwc), but oneDNN's 2-D kernels, as PyTorch does too: oneDNN's 1-D convolutions have
+// no direct depthwise kernel (im2col+GEMM instead), its 2-D ones have.
+void lift_1d(Geometry* g) {
+  g->src.insert(g->src.begin() + 2, 1);
+  g->dst.insert(g->dst.begin() + 2, 1);
+  g->wei.insert(g->wei.end() - 1, 1);
+  g->stride.insert(g->stride.begin(), 1);
+  g->dilation.insert(g->dilation.begin(), 0);
+  g->pad_l.insert(g->pad_l.begin(), 0);
+  g->pad_r.insert(g->pad_r.begin(), 0);
+}
+
 ffi::Error make_geometry(int pass, const ffi::AnyBuffer& act_in, const ffi::AnyBuffer& w_like,
                          const ffi::AnyBuffer& act_out, ffi::Span<const int64_t> stride,
                          ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
-                         ffi::Span<const int64_t> dilation, int64_t groups, int64_t nhwc,
-                         Geometry* g) {
-  if (act_in.dimensions().size() != 4 || w_like.dimensions().size() != 4 ||
-      act_out.dimensions().size() != 4 || stride.size() != 2 || pad_lo.size() != 2 ||
-      pad_hi.size() != 2 || dilation.size() != 2 || groups < 1)
+                         ffi::Span<const int64_t> dilation, int64_t groups,
+                         int64_t channels_last, Geometry* g) {
+  const size_t rank = act_in.dimensions().size(), spatial = rank - 2;
+  if (rank < 3 || rank > 5 || w_like.dimensions().size() != rank ||
+      act_out.dimensions().size() != rank || stride.size() != spatial ||
+      pad_lo.size() != spatial || pad_hi.size() != spatial || dilation.size() != spatial ||
+      groups < 1)
     return ffi::Error::InvalidArgument("onednn convolution: malformed operands or attributes");
   if (act_in.element_type() != w_like.element_type() ||
       act_in.element_type() != act_out.element_type())
     return ffi::Error::InvalidArgument("onednn convolution: operands differ in dtype");
   if (auto err = to_dt(act_in.element_type(), &g->type); err.failure()) return err;
   g->pass = pass;
-  g->nhwc = nhwc != 0;
-  g->src = nchw_dims(act_in, g->nhwc);
-  g->dst = nchw_dims(act_out, g->nhwc);
+  g->channels_last = channels_last != 0;
+  g->src = nchw_dims(act_in, g->channels_last);
+  g->dst = nchw_dims(act_out, g->channels_last);
   g->wei = wei_dims(w_like, groups);
   g->groups = groups;
   g->stride = to_dims(stride);
   g->dilation = to_dims(dilation, 1);
   g->pad_l = to_dims(pad_lo);
   g->pad_r = to_dims(pad_hi);
+  if (spatial == 1) lift_1d(g);
   return ffi::Error::Success();
 }
 
@@ -502,15 +555,15 @@ ffi::Error guarded(F&& f) {
 ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b,
                    ffi::Result<ffi::AnyBuffer> y, ffi::Span<const int64_t> stride,
                    ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
-                   ffi::Span<const int64_t> dilation, int64_t groups, int64_t nhwc,
-                   int64_t act, int64_t has_bias) {
+                   ffi::Span<const int64_t> dilation, int64_t groups,
+                   int64_t channels_last, int64_t act, int64_t has_bias) {
   return guarded([&]() -> ffi::Error {
     // x plays src and y dst; their element counts are checked against the dims by XLA.
     TeamSize team(g_num_threads.load());
     Geometry g;
     g.threads = omp_get_max_threads();
-    if (auto err = make_geometry(kFwd, x, w, *y, stride, pad_lo, pad_hi, dilation, groups, nhwc,
-                                 &g);
+    if (auto err = make_geometry(kFwd, x, w, *y, stride, pad_lo, pad_hi, dilation, groups,
+                                 channels_last, &g);
         err.failure())
       return err;
     g.act = act;
@@ -527,13 +580,13 @@ ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer b,
 ffi::Error BackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx,
                         ffi::Span<const int64_t> stride, ffi::Span<const int64_t> pad_lo,
                         ffi::Span<const int64_t> pad_hi, ffi::Span<const int64_t> dilation,
-                        int64_t groups, int64_t nhwc) {
+                        int64_t groups, int64_t channels_last) {
   return guarded([&]() -> ffi::Error {
     TeamSize team(g_num_threads.load());
     Geometry g;
     g.threads = omp_get_max_threads();
     if (auto err = make_geometry(kBwdData, *dx, w, dy, stride, pad_lo, pad_hi, dilation, groups,
-                                 nhwc, &g);
+                                 channels_last, &g);
         err.failure())
       return err;
     auto e = cache().get(g);
@@ -545,14 +598,14 @@ ffi::Error BackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::An
 ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
                            ffi::Result<ffi::AnyBuffer> db, ffi::Span<const int64_t> stride,
                            ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
-                           ffi::Span<const int64_t> dilation, int64_t groups, int64_t nhwc,
-                           int64_t has_bias) {
+                           ffi::Span<const int64_t> dilation, int64_t groups,
+                           int64_t channels_last, int64_t has_bias) {
   return guarded([&]() -> ffi::Error {
     TeamSize team(g_num_threads.load());
     Geometry g;
     g.threads = omp_get_max_threads();
     if (auto err = make_geometry(kBwdWeights, x, *dw, dy, stride, pad_lo, pad_hi, dilation,
-                                 groups, nhwc, &g);
+                                 groups, channels_last, &g);
         err.failure())
       return err;
     g.bias = has_bias != 0;
@@ -571,8 +624,8 @@ ffi::Error bn_geometry(int pass, const ffi::AnyBuffer& x, float eps, int64_t has
   if (x.dimensions().size() != 4 || x.element_type() != ffi::DataType::F32)
     return ffi::Error::InvalidArgument("onednn batch norm: x must be a 4-D float32 array");
   g->pass = pass;
-  g->nhwc = nhwc != 0;
-  g->src = nchw_dims(x, g->nhwc);
+  g->channels_last = nhwc != 0;
+  g->src = nchw_dims(x, g->channels_last);
   g->dst = g->src;
   g->eps = eps;
   g->scale = has_scale != 0;
@@ -634,7 +687,7 @@ JCONV_EXPORT void jconv_onednn_clear_cache();
 JCONV_EXPORT void jconv_onednn_set_num_threads(int n);
 JCONV_EXPORT void jconv_onednn_set_bn_num_threads(int n);
 JCONV_EXPORT int jconv_onednn_probe(int bf16, int nhwc, int64_t n, int64_t c, int64_t hw,
-                                    int pass, char* buf, int64_t len);
+                                    int pass, int spatial, char* buf, int64_t len);
 JCONV_EXPORT int jconv_onednn_bn_probe(int nhwc, int64_t n, int64_t c, int64_t hw, int pass,
                                        int has_scale, char* buf, int64_t len);
 
@@ -644,7 +697,7 @@ JCONV_EXPORT int jconv_onednn_bn_probe(int nhwc, int64_t n, int64_t c, int64_t h
       .Attr<ffi::Span<const int64_t>>("pad_hi")           \
       .Attr<ffi::Span<const int64_t>>("dilation")         \
       .Attr<int64_t>("groups")                            \
-      .Attr<int64_t>("nhwc")
+      .Attr<int64_t>("channels_last")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jconv_onednn_fwd, Forward,
                               ffi::Ffi::Bind()
@@ -708,23 +761,28 @@ void jconv_onednn_set_num_threads(int n) { g_num_threads.store(n < 0 ? 0 : n); }
 
 void jconv_onednn_set_bn_num_threads(int n) { g_bn_num_threads.store(n < 0 ? 0 : n); }
 
-// Writes the implementation name for a stride-1 f32/bf16 3x3 convolution of the given size
-// into buf (or the error); returns 0 on success. Used to detect bfloat16 support and to
-// check that optimized kernels (not "ref") are chosen.
+// Writes the implementation name for a stride-1 f32/bf16 convolution with a 3-wide kernel
+// in each of `spatial` (1, 2 or 3) dims of size hw into buf (or the error); returns 0 on
+// success. Used to detect bfloat16 support and to check that optimized kernels (not "ref")
+// are chosen.
 int jconv_onednn_probe(int bf16, int nhwc, int64_t n, int64_t c, int64_t hw, int pass,
-                       char* buf, int64_t len) {
+                       int spatial, char* buf, int64_t len) {
   try {
+    const size_t k = spatial < 1 ? 1 : (spatial > 3 ? 3 : static_cast<size_t>(spatial));
     Geometry g;
     g.pass = pass;
     g.type = bf16 ? Dt::bf16 : Dt::f32;
-    g.nhwc = nhwc != 0;
-    g.src = {n, c, hw, hw};
-    g.dst = {n, c, hw, hw};
-    g.wei = {c, c, 3, 3};
-    g.stride = {1, 1};
-    g.dilation = {0, 0};
-    g.pad_l = {1, 1};
-    g.pad_r = {1, 1};
+    g.channels_last = nhwc != 0;
+    g.src = {n, c};
+    g.src.insert(g.src.end(), k, hw);
+    g.dst = g.src;
+    g.wei = {c, c};
+    g.wei.insert(g.wei.end(), k, 3);
+    g.stride = memory::dims(k, 1);
+    g.dilation = memory::dims(k, 0);
+    g.pad_l = memory::dims(k, 1);
+    g.pad_r = memory::dims(k, 1);
+    if (k == 1) lift_1d(&g);  // as the handlers do
     auto e = choose(g);
     std::snprintf(buf, static_cast<size_t>(len), "%s", e->impl.c_str());
     return 0;
@@ -741,7 +799,7 @@ int jconv_onednn_bn_probe(int nhwc, int64_t n, int64_t c, int64_t hw, int pass, 
   try {
     Geometry g;
     g.pass = pass == kBnBwd ? kBnBwd : kBnFwd;
-    g.nhwc = nhwc != 0;
+    g.channels_last = nhwc != 0;
     g.src = {n, c, hw, hw};
     g.dst = g.src;
     g.eps = 1e-5f;

@@ -12,9 +12,12 @@ passes — the structure of ``lax.conv_general_dilated``. So ``jax.jvp`` (by bil
 ``jax.grad`` (by transposition), every higher order of either mode and ``impl="auto"``'s
 per-pass dispatch (a ``custom_jvp`` whose tangent terms reverse mode transposes) all run
 oneDNN. ``vmap`` folds a mapped input with a shared weight into N (one call); anything else
-maps sequentially. The fused ``conv_bias_act`` stays a ``jax.custom_vjp`` over the primitives
-(its bias gradient comes from the same backward-weights call): reverse mode to any order, no
-forward mode.
+maps sequentially. The fused ``conv_bias_act`` is a ``jax.custom_jvp`` over the primitives
+(its tangent linear in the input tangents): forward and reverse mode to any order.
+
+Spatial dims: 1, 2 or 3, in one code path (the handlers read the rank from the operands).
+Transposed convolutions are the VJP of the forward one (``jconv.transpose``), so they run
+the backward-data primitive.
 
 Platforms: ``lax.platform_dependent`` runs oneDNN when lowering for CPU and XLA's own
 convolution (:func:`jconv._lax.conv_lax`) for anything else, so models built with
@@ -40,7 +43,7 @@ from jax.interpreters import ad, batching, mlir, xla
 
 from ._lax import conv_lax
 from ._pallas import ACTIVATIONS
-from ._spec import ConvSpec, Pair, accum_dtype
+from ._spec import ConvSpec, accum_dtype
 
 DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 _ACT_CODE = {None: 0, "relu": 1, "gelu": 2}  # the C++ PostOp enum
@@ -49,38 +52,48 @@ _EXTENSION = "jconv._onednn_ffi"
 _DNNL_SONAME = "libdnnl.so.3"
 
 
+Dims = tuple[int, ...]
+
+
 class Geometry(NamedTuple):
-    """What the handlers need besides the operands (hashable: a custom_vjp nondiff arg)."""
+    """What the handlers need besides the operands, for 1, 2 or 3 spatial dims (one entry
+    per dim in every tuple; hashable: a primitive parameter and custom_jvp nondiff arg)."""
 
-    stride: Pair
-    pad_lo: Pair
-    pad_hi: Pair
-    dilation: Pair
+    stride: Dims
+    pad_lo: Dims
+    pad_hi: Dims
+    dilation: Dims
     groups: int
-    nhwc: bool
-    in_hw: Pair
-    out_hw: Pair
-    kernel: Pair
+    channels_last: bool
+    in_size: Dims
+    out_size: Dims
+    kernel: Dims
 
-    def act_shape(self, n: int, c: int, hw: Pair) -> tuple[int, ...]:
-        return (n, *hw, c) if self.nhwc else (n, c, *hw)
+    @property
+    def ndim(self) -> int:
+        """The number of spatial dims."""
+        return len(self.kernel)
+
+    def act_shape(self, n: int, c: int, size: Dims) -> Dims:
+        return (n, *size, c) if self.channels_last else (n, c, *size)
 
     def channels(self, a: jnp.ndarray) -> int:
-        return a.shape[3] if self.nhwc else a.shape[1]
+        return a.shape[-1] if self.channels_last else a.shape[1]
 
     def attrs(self) -> dict[str, object]:
         i64 = functools.partial(np.array, dtype=np.int64)
         return dict(stride=i64(self.stride), pad_lo=i64(self.pad_lo), pad_hi=i64(self.pad_hi),
                     dilation=i64(self.dilation), groups=np.int64(self.groups),
-                    nhwc=np.int64(self.nhwc))
+                    channels_last=np.int64(self.channels_last))
 
 
 def geometry(spec: ConvSpec) -> Geometry:
-    (top, bottom), (left, right) = spec.padding
-    return Geometry(stride=spec.stride, pad_lo=(top, left), pad_hi=(bottom, right),
-                    dilation=spec.dilation, groups=spec.groups,
-                    nhwc=spec.data_format == "NHWC", in_hw=spec.in_hw, out_hw=spec.out_hw,
-                    kernel=spec.kernel)
+    """The handlers' view of ``spec`` (zero padding: padding modes were applied before)."""
+    return Geometry(stride=tuple(spec.stride), pad_lo=tuple(lo for lo, _ in spec.padding),
+                    pad_hi=tuple(hi for _, hi in spec.padding), dilation=tuple(spec.dilation),
+                    groups=spec.groups, channels_last=spec.channels_last,
+                    in_size=tuple(spec.in_size), out_size=tuple(spec.out_size),
+                    kernel=tuple(spec.kernel))
 
 
 # --- loading the library ----------------------------------------------------------------------
@@ -123,7 +136,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.jconv_onednn_probe.restype = ctypes.c_int
     lib.jconv_onednn_probe.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64,
                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_int,
-                                       ctypes.c_char_p, ctypes.c_int64]
+                                       ctypes.c_int, ctypes.c_char_p, ctypes.c_int64]
     lib.jconv_onednn_set_cache_capacity.argtypes = [ctypes.c_int64]
     lib.jconv_onednn_set_num_threads.argtypes = [ctypes.c_int]
     return lib, ""
@@ -149,17 +162,21 @@ def library() -> ctypes.CDLL:
 
 def probe(dtype: str = "float32", data_format: str = "NHWC", pass_: str = "forward",
           n: int = 8, c: int = 48, hw: int = 16) -> str:
-    """The oneDNN implementation (e.g. ``"brgconv:avx512_core"``) a 3x3 convolution of this
-    size gets; a RuntimeError with oneDNN's message if it has none.
+    """The oneDNN implementation (e.g. ``"brgconv:avx512_core"``) a convolution with a
+    3-wide kernel in every spatial dim of size ``hw`` gets; ``data_format`` (any of jconv's,
+    e.g. ``"NCL"``, ``"NHWC"``, ``"NDHWC"``) gives the number of spatial dims and the layout;
+    a RuntimeError with oneDNN's message if it has none.
 
     Example:
       >>> "ref" in probe("float32", "NHWC")   # an optimized kernel, not the reference one
       False
+      >>> "ref" in probe("float32", "NCDHW", "weight_grad", hw=8)
+      False
     """
     buf = ctypes.create_string_buffer(512)
     code = {"forward": 0, "input_grad": 1, "weight_grad": 2}[pass_]
-    rc = library().jconv_onednn_probe(int(dtype == "bfloat16"), int(data_format == "NHWC"),
-                                      n, c, hw, code, buf, len(buf))
+    rc = library().jconv_onednn_probe(int(dtype == "bfloat16"), int(data_format.endswith("C")),
+                                      n, c, hw, code, len(data_format) - 2, buf, len(buf))
     if rc:
         raise RuntimeError(f"oneDNN has no {dtype} convolution here: {buf.value.decode()}")
     return buf.value.decode()
@@ -208,15 +225,16 @@ Shape = tuple[int, ...]
 
 
 def _fwd_shape(x: Shape, w: Shape, g: Geometry) -> Shape:
-    return g.act_shape(x[0], w[0], g.out_hw)
+    return g.act_shape(x[0], w[0], g.out_size)
 
 
 def _bwd_data_shape(dy: Shape, w: Shape, g: Geometry) -> Shape:
-    return g.act_shape(dy[0], w[1] * g.groups, g.in_hw)
+    return g.act_shape(dy[0], w[1] * g.groups, g.in_size)
 
 
 def _bwd_weights_shape(x: Shape, dy: Shape, g: Geometry) -> Shape:
-    return (dy[3] if g.nhwc else dy[1], (x[3] if g.nhwc else x[1]) // g.groups, *g.kernel)
+    c = -1 if g.channels_last else 1
+    return (dy[c], x[c] // g.groups, *g.kernel)
 
 
 def _ffi(name: str, out: object) -> object:
@@ -236,11 +254,12 @@ def _bwd_data_call(dy: jnp.ndarray, w: jnp.ndarray, g: Geometry) -> jnp.ndarray:
     return _ffi(_HANDLERS[1], out)(dy, w, **g.attrs())
 
 
-def _bwd_weights_call(x: jnp.ndarray, dy: jnp.ndarray, g: Geometry,
-                      bias: bool) -> tuple[jnp.ndarray, jnp.ndarray]:
+def _bwd_weights_call(x: jnp.ndarray, dy: jnp.ndarray, g: Geometry) -> jnp.ndarray:
+    # The handler can also return the bias gradient (has_bias); the fused op's custom_jvp
+    # leaves that sum to XLA, the transpose of its bias tangent.
     dw = jax.ShapeDtypeStruct(_bwd_weights_shape(x.shape, dy.shape, g), x.dtype)
-    db = jax.ShapeDtypeStruct((g.channels(dy) if bias else 0,), x.dtype)
-    return _ffi(_HANDLERS[2], (dw, db))(x, dy, **g.attrs(), has_bias=np.int64(bias))
+    db = jax.ShapeDtypeStruct((0,), x.dtype)
+    return _ffi(_HANDLERS[2], (dw, db))(x, dy, **g.attrs(), has_bias=np.int64(False))[0]
 
 
 # --- the three passes as JAX primitives -----------------------------------------------------------
@@ -297,10 +316,6 @@ def _fwd_plain(x: jnp.ndarray, w: jnp.ndarray, g: Geometry) -> jnp.ndarray:
     return _fwd_call(x, w, None, g, None)
 
 
-def _bwd_weights_plain(x: jnp.ndarray, dy: jnp.ndarray, g: Geometry) -> jnp.ndarray:
-    return _bwd_weights_call(x, dy, g, False)[0]
-
-
 def _primitive(name: str, call: Pass, shape: Callable[[Shape, Shape, Geometry], Shape],
                fold_lhs: bool) -> Primitive:
     """The primitive ``name(a, b, geometry=g)``: ``call`` (an FFI call) of ``shape``'s result;
@@ -318,14 +333,14 @@ def _primitive(name: str, call: Pass, shape: Callable[[Shape, Shape, Geometry], 
     return prim
 
 
-# y = conv(x, w): x batched in the geometry's layout, w (C_out, C_in/groups, kH, kW).
+# y = conv(x, w): x batched in the geometry's layout, w (C_out, C_in/groups, *kernel).
 conv_p = _primitive("onednn_conv_fwd", _fwd_plain, _fwd_shape, fold_lhs=True)
 # dx of conv for the output cotangent dy (backward-data); <gx, dx(dy, w)> = <conv(gx, w), dy>.
 input_grad_p = _primitive("onednn_conv_bwd_data", _bwd_data_call, _bwd_data_shape,
                           fold_lhs=True)
 # dw of conv (backward-weights); <gw, dw(x, dy)> = <conv(x, gw), dy>. It sums over N, so a
 # mapped operand cannot join N.
-weight_grad_p = _primitive("onednn_conv_bwd_weights", _bwd_weights_plain, _bwd_weights_shape,
+weight_grad_p = _primitive("onednn_conv_bwd_weights", _bwd_weights_call, _bwd_weights_shape,
                            fold_lhs=False)
 
 
@@ -353,34 +368,17 @@ ad.defbilinear(weight_grad_p,
                lambda ct, x, dy, *, geometry: conv(x, ct, geometry))
 
 
-# --- the fused conv + bias + activation: a custom_vjp over the primitives ------------------------
-# Its backward rule runs the primitives above, so it is differentiable again (grad-of-grad);
-# the fused bias gradient comes from one backward-weights call.
+# --- the fused conv + bias + activation: a custom_jvp over the primitives ------------------------
+# Its tangent is linear in the input tangents and built from the primitives above (whose
+# transposes JAX knows), so forward mode, reverse mode (by transposing the tangent) and every
+# higher order of either run oneDNN; the un-differentiated call stays one fused primitive.
 
 def _channel_bias(b: jnp.ndarray, g: Geometry) -> jnp.ndarray:
-    return b if g.nhwc else b[:, None, None]
+    """``b`` (C,) shaped to broadcast over an activation's channel axis."""
+    return b if g.channels_last else b.reshape(-1, *(1,) * g.ndim)
 
 
-def _weight_bias_pullback(g: Geometry, x: jnp.ndarray, dy: jnp.ndarray,
-                          cts: tuple[jnp.ndarray, jnp.ndarray]) -> tuple[jnp.ndarray, jnp.ndarray]:
-    gw, gb = cts
-    acc = accum_dtype(dy.dtype)
-    d_dy = conv(x, gw, g).astype(acc) + _channel_bias(gb.astype(acc), g)
-    return input_grad(dy, gw, g), d_dy.astype(dy.dtype)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def weight_bias_grad(x: jnp.ndarray, dy: jnp.ndarray, g: Geometry) -> tuple[jnp.ndarray,
-                                                                              jnp.ndarray]:
-    """(dw, db) in one backward-weights call (db: dy summed over N, H_out, W_out)."""
-    return _bwd_weights_call(x, dy, g, True)
-
-
-weight_bias_grad.defvjp(lambda x, dy, g: (weight_bias_grad(x, dy, g), (x, dy)),
-                        lambda g, res, cts: _weight_bias_pullback(g, *res, cts))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
 def conv_bias_act(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray, g: Geometry,
                   act: str | None) -> jnp.ndarray:
     """act(conv(x, w) + b) in one oneDNN primitive (bias and activation as post-ops)."""
@@ -394,29 +392,42 @@ def _activate(z: jnp.ndarray, act: str) -> jnp.ndarray:
     return y.astype(z.dtype)
 
 
-def _cba_fwd(x, w, b, g, act):
+def _is_zero(t: object) -> bool:
+    return isinstance(t, jax.custom_derivatives.SymbolicZero)
+
+
+def _pre_activation_tangent(x: jnp.ndarray, w: jnp.ndarray, tx: object, tw: object,
+                            tb: object, g: Geometry) -> jnp.ndarray:
+    """d(conv(x, w) + b): one primitive per non-zero tangent, summed in the accumulation
+    dtype (linear in (tx, tw, tb), so reverse mode transposes it)."""
+    acc = accum_dtype(x.dtype)
+    terms = ([] if _is_zero(tx) else [conv(tx, w, g)]) + (
+        [] if _is_zero(tw) else [conv(x, tw, g)])
+    terms = [t.astype(acc) for t in terms]
+    if not _is_zero(tb):
+        terms.append(_channel_bias(tb.astype(acc), g))
+    if not terms:
+        return jnp.zeros(_fwd_shape(x.shape, w.shape, g), x.dtype)
+    total = functools.reduce(jnp.add, terms)
+    return jnp.broadcast_to(total, _fwd_shape(x.shape, w.shape, g)).astype(x.dtype)
+
+
+def _cba_jvp(g: Geometry, act: str | None, primals: tuple, tangents: tuple
+             ) -> tuple[jnp.ndarray, jnp.ndarray]:
+    x, w, b = primals
+    dz = _pre_activation_tangent(x, w, *tangents, g)
     if act == "gelu":
-        # GELU's derivative needs the pre-activation: run the primitive with the bias post-op
-        # only and apply GELU here (the un-differentiated call stays one fused primitive).
+        # GELU's derivative needs the pre-activation: the primitive with the bias post-op
+        # only, GELU (and its derivative) in XLA.
         z = conv_bias_act(x, w, b, g, None)
-        return _activate(z, act), (x, w, z)
+        return jax.jvp(functools.partial(_activate, act=act), (z,), (dz,))
     y = conv_bias_act(x, w, b, g, act)
-    return y, (x, w, y)  # ReLU's derivative is a mask of its output
-
-
-def _cba_bwd(g, act, res, dy):
-    x, w, saved = res
     if act == "relu":
-        dz = jnp.where(saved > 0, dy, jnp.zeros_like(dy))
-    elif act == "gelu":
-        dz = jax.vjp(functools.partial(_activate, act=act), saved)[1](dy)[0]
-    else:
-        dz = dy
-    dw, db = weight_bias_grad(x, dz, g)
-    return input_grad(dz, w, g), dw, db
+        dz = jnp.where(y > 0, dz, jnp.zeros_like(dz))  # ReLU's derivative: its output's mask
+    return y, dz
 
 
-conv_bias_act.defvjp(_cba_fwd, _cba_bwd)
+conv_bias_act.defjvp(_cba_jvp, symbolic_zeros=True)
 
 
 # --- the registry's entry points ------------------------------------------------------------------

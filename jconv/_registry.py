@@ -129,7 +129,7 @@ for _impl in (
                    plans={"cpu": "oneDNN primitives (cached per shape) through the XLA FFI, "
                                  "on OpenMP threads",
                           "gpu": "lax (platform_dependent)", "tpu": "lax (platform_dependent)"},
-                   ndims=(2,), auto_where=onednn_auto_where),
+                   auto_where=onednn_auto_where),
     Implementation("auto", conv_auto, "fastest exact implementation per shape and pass",
                    exact=True,
                    plans={"cpu": "lax/im2col/loops (and onednn for float32/bfloat16 where built) "
@@ -194,8 +194,9 @@ def auto_candidates(platform: str | None = None, dtype: jnp.dtype | None = None,
     any number of spatial dims without it); without ``platform``/``dtype``, every one it may
     ever choose (its exact ones and those with an ``auto_where``).
 
-    Example (oneDNN computes 2-D convolutions only, so it is never timed for a 1-D one):
-      >>> "onednn" in auto_candidates("cpu", jnp.float32, ndim=1)
+    Example (Winograd computes 2-D convolutions only, and is not exact, so it is never timed;
+    oneDNN is not timed for float64, which it does not compute):
+      >>> "winograd_f4x4" in auto_candidates(ndim=1)
       False
       >>> list(auto_candidates("cpu", jnp.float64, ndim=3))
       ['lax', 'im2col', 'loops']

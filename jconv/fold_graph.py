@@ -187,6 +187,9 @@ def _intercept(paths: dict[int, tuple], log: list[_Call]) -> Iterator[None]:
     """Patch the conv and BatchNorm classes' ``__call__`` to log each call and tag arrays."""
     bn_classes = _bn_classes()
     originals = {cls: cls.__call__ for cls in (Conv2d, ConvTranspose2d, *bn_classes)}
+    # Restore what each class itself defined: an inherited ``__call__`` (Conv2d's comes from
+    # _ConvNd) must not be left behind as the class's own attribute.
+    own = {cls: cls.__dict__.get("__call__") for cls in originals}
     inside: set[int] = set()  # BatchNorms being called: a subclass calling super() logs once
 
     def wrap_conv(orig: Callable) -> Callable:
@@ -219,8 +222,11 @@ def _intercept(paths: dict[int, tuple], log: list[_Call]) -> Iterator[None]:
             cls.__call__ = wrap_bn(originals[cls])  # type: ignore[method-assign]
         yield
     finally:
-        for cls, orig in originals.items():
-            cls.__call__ = orig  # type: ignore[method-assign]
+        for cls, defined in own.items():
+            if defined is None:
+                del cls.__call__
+            else:
+                cls.__call__ = defined  # type: ignore[method-assign]
 
 
 def _dotted(path: tuple | None) -> str | None:

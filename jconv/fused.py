@@ -13,6 +13,12 @@ from ._spec import IntOrPair, PaddingLike, canonical_conv
 from .conv import conv2d
 
 
+def _unfused(y: jnp.ndarray, act: str | None) -> jnp.ndarray:
+    if act == "relu":
+        return jax.nn.relu(y)
+    return y if act is None else jax.nn.gelu(y, approximate=True)
+
+
 def conv2d_bias_act(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None, *,
                     act: str | None = "relu", stride: IntOrPair = 1, padding: PaddingLike = 0,
                     dilation: IntOrPair = 1, groups: int = 1, data_format: str = "NCHW",
@@ -29,8 +35,9 @@ def conv2d_bias_act(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None
       impl: ``"pallas"`` (default) runs one kernel: the float32 accumulator gets the bias
         and the activation before it is rounded and written, so the output makes one trip to
         memory. ``"onednn"`` runs one oneDNN primitive on CPU with the bias and activation as
-        post-ops (XLA's ops on other platforms). Any other conv impl computes the same function unfused (conv, then bias and
-        activation as separate XLA ops): the reference the fused kernel is checked against.
+        post-ops (XLA's ops on other platforms). Any other conv impl computes the same
+        function unfused (conv, then bias and activation as separate XLA ops): the reference
+        the fused kernel is checked against.
       Other arguments as in :func:`jconv.conv2d`; ``impl="pallas"`` supports ``groups`` 1 and
       depthwise only.
 
@@ -39,9 +46,10 @@ def conv2d_bias_act(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None
     pre-activation, written by the forward kernel as a second output only when
     differentiating. Differences from the unfused path are rounding only: the fused kernel
     adds the bias and applies the activation before rounding to a 16-bit dtype.
-    With ``impl="onednn"`` the gradients are oneDNN's backward-data and backward-weights
-    (with the bias gradient) primitives; when differentiating GELU the forward runs the
-    primitive with the bias post-op only and applies GELU in XLA, keeping the pre-activation.
+    ``impl="onednn"`` is a ``jax.custom_jvp`` with a tangent linear in the input tangents
+    (oneDNN forward calls): ``jax.jvp`` works, ``jax.grad`` transposes it into oneDNN's
+    backward-data and backward-weights (any order of either mode); differentiating GELU runs
+    the bias-only primitive and GELU in XLA, keeping the pre-activation.
 
     Example:
       >>> import jax.numpy as jnp, jconv
@@ -60,11 +68,9 @@ def conv2d_bias_act(x: jnp.ndarray, w: jnp.ndarray, b: jnp.ndarray | None = None
         raise ValueError(f"act must be None or one of {ACTIVATIONS}, got {act!r}")
     impl = check_conv_impl(impl)
     if impl not in ("pallas", "onednn"):
-        y = conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                   impl=impl, data_format=data_format, precision=precision)
-        if act == "relu":
-            return jax.nn.relu(y)
-        return y if act is None else jax.nn.gelu(y, approximate=True)
+        return _unfused(conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation,
+                               groups=groups, impl=impl, data_format=data_format,
+                               precision=precision), act)
     spec, unbatched = canonical_conv(x, w, b, stride=stride, padding=padding, dilation=dilation,
                                      groups=groups, data_format=data_format, precision=precision)
     xb = x[None] if unbatched else x

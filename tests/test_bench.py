@@ -85,7 +85,7 @@ def test_printed_table_fits_120_columns_for_the_longest_full_layer():
     layer = max((layer.name for layer in suite("full")), key=len)
     row = dict(layer=layer, format="NDHWC", impl="auto+eigen", compile_s=123.456,
                fwd_ms=1234.567, fwd_bwd_ms=12345.678, fwd_vs_lax=0.123, fwd_bwd_vs_lax=12.345,
-               pct_matmul=100.0, mem_mb=1234.5)
+               fwd_bwd_vs_torch=12.345, pct_matmul=100.0, mem_mb=1234.5)
     assert max(len(line) for line in report.format_table([row]).splitlines()) <= 120
 
 
@@ -166,10 +166,40 @@ def test_nd_layers_run_through_the_bench_and_torch(ndim, fmt):
     np.testing.assert_allclose(case.fwd(), want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("ndim,fmt", [(1, "NCHW"), (3, "NHWC")])
+def test_transposed_layers_run_through_the_bench_and_torch(ndim, fmt):
+    """A transposed layer's case is conv_transpose{n}d of its arrays (weights (C_in,
+    C_out/groups, *k)); its rows carry PyTorch's conv_transpose time and the ratio to it."""
+    from jconv.bench.timing import ConvCase
+    from jconv.bench.torch_ref import TorchCase, load_torch
+
+    layer = Layer("t", "up", n=1, c_in=4, c_out=6, hw=5, kernel=4, stride=2, padding=1,
+                  groups=2, ndim=ndim, transposed=True)
+    assert layer.w_shape == (4, 3, *(4,) * ndim)
+    rows = run.run_layers([layer], ["lax"], [fmt], 1, with_torch=True)
+    lax_row = next(r for r in rows if r["impl"] == "lax")
+    assert lax_row["fwd_bwd_vs_torch"] > 0
+    assert report.format_torch_geomean(rows).startswith("geo-mean fwd+bwd time / PyTorch's: lax")
+    case = ConvCase(layer, "lax", fmt)
+    fn = {1: jconv.conv_transpose1d, 3: jconv.conv_transpose3d}[ndim]
+    want = fn(case.x, case.w, data_format=layer.data_format(fmt), precision="highest",
+              **layer.conv_kwargs)
+    assert case.fwd().shape == want.shape == (
+        (1, 6, 10) if ndim == 1 else (1, 10, 10, 10, 6))
+    np.testing.assert_allclose(case.fwd(), want, rtol=1e-4, atol=1e-4)
+    torch_case = TorchCase(load_torch(), layer, fmt)  # channels first or channels_last_3d
+    x, w = (t.detach().numpy() for t in (torch_case.x, torch_case.w))
+    np.testing.assert_allclose(torch_case.fwd().numpy(),
+                               fn(x, w, precision="highest", **layer.conv_kwargs),
+                               rtol=1e-4, atol=1e-4)
+
+
 def test_full_suite_covers_required_layers():
     layers = suite("full")
     assert {layer.suite for layer in layers} == {"cifar", "resnet18", "special", "conv1d",
-                                                 "conv3d"}
+                                                 "conv3d", "transposed"}
+    assert {layer.ndim for layer in layers if layer.transposed} == {1, 2, 3}
+    assert {layer.suite for layer in layers if layer.transposed} == {"transposed"}
     assert {layer.ndim for layer in layers if layer.suite == "conv1d"} == {1}
     assert {layer.ndim for layer in layers if layer.suite == "conv3d"} == {3}
     assert {layer.dilation for layer in layers if layer.suite == "conv1d"} >= {1, 2, 4, 8}
@@ -192,7 +222,8 @@ def test_suite_rejects_unknown_mode():
 def test_cli_suites_include_the_nd_layers():
     assert cli.parse_args(["--mode", "full", "--suites", "conv1d,conv3d"]).suites == [
         "conv1d", "conv3d"]
-    assert cli.parse_args([]).suites == ["cifar", "resnet18", "special", "conv1d", "conv3d"]
+    assert cli.parse_args([]).suites == ["cifar", "resnet18", "special", "conv1d", "conv3d",
+                                         "transposed"]
 
 
 def test_cli_accepts_deprecated_impl_names_with_a_warning():

@@ -231,7 +231,7 @@ def test_registry_records_the_dims_each_implementation_computes():
     ndims = {name: impl.ndims for name, impl in jconv.CONV_IMPLS.items()}
     assert ndims == {"lax": (1, 2, 3), "im2col": (1, 2, 3), "loops": (1, 2, 3),
                      "winograd_f4x4": (2,), "winograd_f2x2": (2,), "fft": (1, 2, 3),
-                     "pallas": (2,), "onednn": (2,), "auto": (1, 2, 3)}
+                     "pallas": (2,), "onednn": (1, 2, 3), "auto": (1, 2, 3)}
 
 
 X1, W1 = jnp.ones((1, 2, 5)), jnp.ones((3, 2, 3))
@@ -254,7 +254,7 @@ ERRORS = [
      r"padding_mode='replicate' needs a non-empty input along L, got size 0"),
     (lambda: jconv.conv1d(X1, W1, impl="winograd_f4x4"), ValueError,
      r"impl='winograd_f4x4' computes 2-D convolutions only, got a 1-D one; use one of "
-     r"\('lax', 'im2col', 'loops', 'fft', 'auto'\)"),
+     r"\('lax', 'im2col', 'loops', 'fft', 'onednn', 'auto'\)"),
     (lambda: jconv.conv3d(X3, W3, impl="pallas"), ValueError,
      r"impl='pallas' computes 2-D convolutions only, got a 3-D one"),
     (lambda: jconv.conv_transpose3d(X3, jnp.ones((2, 3, 3, 3, 3)), impl="winograd_f2x2"),

@@ -261,3 +261,14 @@ def test_bad_arguments():
         fold_conv_transpose_bn(Conv2d(3, 4, 1, rngs=nnx.Rngs(0)), bn)
     with pytest.raises(ValueError, match="bn.num_features=4 must equal conv.out_channels=6"):
         fold_conv_transpose_bn(ConvTranspose2d(3, 6, 1, rngs=nnx.Rngs(0)), bn)
+
+
+def test_folding_leaves_the_classes_as_they_were():
+    """The interception restores what each class itself defined: Conv2d inherits ``__call__``
+    from _ConvNd and must not keep a copy of it (jconv.summary's test checks just that)."""
+    own = {cls: cls.__dict__.get("__call__") for cls in (Conv2d, ConvTranspose2d, BatchNorm2d)}
+    model = Residual(4, 8, nnx.Rngs(0))
+    _randomise_bn(model)
+    jconv.fold_conv_bn_graph(model, _x((2, 4, 16, 16)))
+    assert {cls: cls.__dict__.get("__call__") for cls in own} == own
+    assert "__call__" not in Conv2d.__dict__

@@ -396,6 +396,46 @@ def test_fused_bias_act_matches_unfused_with_gradients(act, fmt):
         assert _rel(got, want) < 1e-5
 
 
+@pytest.mark.parametrize("act", [None, "relu", "gelu"])
+@pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
+def test_fused_bias_act_forward_mode_matches_lax(act, fmt):
+    """jax.jvp in every argument and in each alone (the others' tangents symbolic zeros),
+    and jvp of grad (forward-over-reverse) against impl="lax"."""
+    rng = np.random.default_rng(11)
+    x = jnp.asarray(_rand(rng, (2, 4, 7, 6) if fmt == "NCHW" else (2, 7, 6, 4)))
+    w, b = jnp.asarray(_rand(rng, (6, 2, 3, 3))), jnp.asarray(_rand(rng, (6,)))
+    tangents = [jnp.asarray(_rand(rng, a.shape)) for a in (x, w, b)]
+    kw = dict(act=act, stride=(1, 2), padding=((2, 0), (1, 1)), groups=2, data_format=fmt)
+
+    def fused(impl):
+        return functools.partial(jconv.conv2d_bias_act, impl=impl, **kw)
+
+    for which in ((0, 1, 2), (0,), (1,), (2,)):
+        t = tuple(v if i in which else jnp.zeros_like(v) for i, v in enumerate(tangents))
+        got = jax.jvp(fused("onednn"), (x, w, b), t)
+        want = jax.jvp(fused("lax"), (x, w, b), t)
+        for g, v in zip(got, want):
+            assert _rel(g, v) < 1e-5, which
+
+    def fwd_over_rev(impl):
+        grad = jax.grad(lambda *a: jnp.sum(fused(impl)(*a) ** 2), argnums=(0, 1, 2))
+        return jax.jvp(grad, (x, w, b), tuple(tangents))[1]
+
+    for got, want in zip(fwd_over_rev("onednn"), fwd_over_rev("lax")):
+        assert _rel(got, want) < 1e-5
+
+
+def test_fused_bias_act_jvp_in_x_alone_runs_no_weight_pass():
+    """Symbolic-zero tangents skip their terms: jvp in x is the fused forward plus one
+    forward on the tangent; grad in x adds one backward-data pass and no backward-weights."""
+    x, w, b = jnp.ones((1, 2, 5, 5)), jnp.ones((3, 2, 3, 3)), jnp.ones(3)
+    f = functools.partial(jconv.conv2d_bias_act, impl="onednn", act="relu")
+    text = str(jax.make_jaxpr(lambda x, t: jax.jvp(lambda x: f(x, w, b), (x,), (t,)))(x, x))
+    assert text.count("onednn_conv_fwd") == 1 and "onednn_conv_bwd" not in text
+    text = str(jax.make_jaxpr(jax.grad(lambda x: f(x, w, b).sum()))(x))
+    assert text.count("onednn_conv_bwd_data") == 1 and "onednn_conv_bwd_weights" not in text
+
+
 def test_fused_bias_act_is_one_primitive_with_post_ops():
     lowered = jax.jit(lambda x, w, b: jconv.conv2d_bias_act(
         x, w, b, act="gelu", padding=1, data_format="NHWC", impl="onednn")).lower(

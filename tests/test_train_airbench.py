@@ -22,8 +22,8 @@ from train.config import ConfigError, load_config
 from train.data import (Normalizer, alternating_flips, augment, load_dataset, synthetic,
                         train_batches)
 from train.experiment import Experiment
-from train.model import (AirbenchNet, ModelOptions, count_params, dirac_, set_whitening,
-                         whitening_kernel)
+from train.model import (AirbenchNet, ModelOptions, build_model, count_params, dirac_,
+                         set_whitening, whitening_kernel)
 from train.optim import airbench_units, make_optimizer, make_schedule, param_labels
 from train.steps import lookahead_update, tta_logits, translate
 
@@ -102,6 +102,31 @@ def test_airbench_net_shapes_and_params():
     with pytest.raises(ValueError, match=r"widths=\[4, 4, 4, 4, 4\]: 5 groups halve"):
         AirbenchNet(replace(ModelOptions.from_config(load_config("cifar.yaml").model),
                             widths=(4,) * 5), rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("arch", ["cifar.yaml", "vgg.yaml"])
+def test_a_bfloat16_model_computes_only_its_convolutions_in_bfloat16(arch):
+    cfg = load_config(arch, ["model.widths=[8,8]", "model.dtype=bfloat16",
+                             "model.conv_impl=lax"])
+    model = build_model(ModelOptions.from_config(cfg.model), 0)
+    graph, state = nnx.split(model)
+    jaxpr = jax.make_jaxpr(lambda s, x: nnx.merge(graph, s)(x))(
+        state, jnp.zeros((2, 32, 32, 3))).jaxpr
+    convs = [e for e in _eqns(jaxpr) if e.primitive.name == "conv_general_dilated"]
+    others = {str(v.aval.dtype) for e in _eqns(jaxpr) if e.primitive.name in
+              ("reduce_max", "erf", "max", "reduce_sum", "rsqrt") for v in e.outvars}
+    # bfloat16 convolutions, as under torch.autocast; BatchNorm, activation, pooling in float32
+    assert convs and all(v.aval.dtype == jnp.bfloat16 for e in convs for v in e.invars)
+    assert others == {"float32"}
+
+
+def _eqns(jaxpr):
+    for e in jaxpr.eqns:
+        yield e
+        for p in e.params.values():
+            inner = getattr(p, "jaxpr", p)
+            if hasattr(inner, "eqns"):
+                yield from _eqns(inner)
 
 
 def test_triangle_schedule_values():

@@ -20,6 +20,15 @@ def test_bench_prints_a_row_per_impl_and_format(capsys):
         assert f"\n{name} " in out
 
 
+def test_bench_compares_dtypes_with_pytorch_autocast_rows(capsys):
+    pytest.importorskip("torch")
+    assert main(["--config", "vgg.yaml", "--impls", "lax", "--dtypes", "float32,bfloat16",
+                 "--rounds", "1", "--steps", "1", "data.source=synthetic", *TINY]) == 0
+    out = capsys.readouterr().out
+    for name in ("lax/float32", "lax/bfloat16", "torch/float32", "torch/bfloat16"):
+        assert f"\n{name} " in out
+
+
 def test_bench_defaults_to_the_configs_path_and_skips_a_missing_torch(capsys, monkeypatch):
     import train.torch_ref
 
@@ -35,7 +44,32 @@ def test_bench_defaults_to_the_configs_path_and_skips_a_missing_torch(capsys, mo
     (["--impls", "nope"], r"--impls must name .*\['nope'\]"),
     (["--formats", "CHWN"], r"--formats must be NHWC and/or NCHW, got 'CHWN'"),
     (["--rounds", "0"], r"--rounds and --steps >= 1"),
+    (["--dtypes", "float16"], r"--dtypes must be float32 and/or bfloat16, got 'float16'"),
 ])
 def test_bench_argument_errors(capsys, args, match):
     assert main(["--config", "vgg.yaml", *args]) == 2
     assert __import__("re").search(match, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("dtype, conv_dtype", [("float32", "float32"),
+                                               ("bfloat16", "bfloat16")])
+def test_torch_reference_autocasts_a_bfloat16_model(dtype, conv_dtype):
+    torch = pytest.importorskip("torch")
+    import numpy as np
+
+    from train.config import load_config
+    from train.torch_ref import TorchStep
+
+    cfg = load_config("cifar_subset.yaml", ["model.widths=[8,8,8]", f"model.dtype={dtype}"])
+    step = TorchStep(cfg, total_steps=10)
+    seen = []
+    for m in step.net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    rng = np.random.default_rng(0)
+    loss = step(*step.inputs(rng.normal(size=(4, 32, 32, 3)).astype(np.float32),
+                             np.arange(4) % 10))
+    # bfloat16 convs as under torch.autocast; parameters and the loss stay float32
+    assert seen and {str(d).removeprefix("torch.") for d in seen} == {conv_dtype}
+    assert all(p.dtype == torch.float32 for p in step.net.parameters())
+    assert np.isfinite(loss)

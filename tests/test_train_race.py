@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from train.config import load_config
-from train.race import (COMPILED, JCONV, REUSE_TUNABLES, TORCH, TORCH_REUSE, main, peer_env,
-                        recipe_differences, table)
+from train.race import (COMPILED, JCONV, REUSE_TUNABLES, TORCH, TORCH_BF16, TORCH_REUSE, main,
+                        peer_env, recipe_differences, table)
 from train_helpers import make_cifar_dir
 
 SUBSET = Path(__file__).resolve().parents[2] / "shared/data/cifar10-subset/cifar-10-batches-py"
@@ -32,7 +32,9 @@ def fake_peer(tmp_path: Path) -> Path:
                           "total_s": 3.0, "steps": 4, "env": [os.environ["AB_EPOCHS"],
                           os.environ["AB_BATCH"], os.environ["AB_WIDTHS"],
                           os.environ["AB_COMPILE"],
-                          os.environ.get("GLIBC_TUNABLES", "")]}))
+                          os.environ.get("GLIBC_TUNABLES", "")],
+                          "autocast": "torch" in sys.modules and
+                          sys.modules["torch"].is_autocast_enabled("cpu")}))
     """))
     return script
 
@@ -41,7 +43,7 @@ def test_race_runs_both_sides_and_tabulates(tmp_path, capsys):
     folder, _, _ = make_cifar_dir(tmp_path, train_rows=(20, 20), test_rows=8)
     work = tmp_path / "race"
     assert main(["--config", "cifar_subset.yaml", "--seeds", "0,1", "--compile-seeds", "1",
-                 "--reuse-seeds", "0",
+                 "--reuse-seeds", "0", "--autocast-seeds", "1",
                  "--peer", str(fake_peer(tmp_path)), "--workdir", str(work),
                  f"data.dir={folder}", *TINY_AB]) == 0
     out = capsys.readouterr().out
@@ -49,12 +51,16 @@ def test_race_runs_both_sides_and_tabulates(tmp_path, capsys):
     runs = record["runs"]
     # seed 0: PyTorch first; seed 1: jconv first, then the compiled peer
     assert [(r["side"], r["seed"]) for r in runs] == [
-        (JCONV, 0), (JCONV, 1), (TORCH, 0), (TORCH, 1), (COMPILED, 1), (TORCH_REUSE, 0)]
+        (JCONV, 0), (JCONV, 1), (TORCH, 0), (TORCH, 1), (COMPILED, 1), (TORCH_REUSE, 0),
+        (TORCH_BF16, 1)]
     peer = [r for r in runs if r["side"] == TORCH][0]
     # 2 of the 2 full steps of 16 images per epoch: one whole epoch for the peer
     assert peer["extra"]["peer"]["env"] == ["1", "16", "8,8,8", "0", ""]
-    assert runs[-2]["extra"]["peer"]["env"][3] == "1"  # AB_COMPILE
-    assert runs[-1]["extra"]["peer"]["env"][4] == REUSE_TUNABLES
+    assert runs[-3]["extra"]["peer"]["env"][3] == "1"  # AB_COMPILE
+    assert runs[-2]["extra"]["peer"]["env"][4] == REUSE_TUNABLES
+    # only the autocast row runs inside torch.autocast("cpu", dtype=torch.bfloat16)
+    assert [r["extra"]["peer"]["autocast"] for r in runs if r["side"] != JCONV] == \
+        [False, False, False, False, True]
     assert peer["images_per_s"] == 4 * 16 / 2.0 and peer["eval_s"] == 1.0
     jc = runs[0]
     assert jc["wall_s"] > jc["startup_s"] > 0 and 0 <= jc["accuracy"] <= 1

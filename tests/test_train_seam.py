@@ -1,6 +1,6 @@
 """The seam between train/ and jconv: train/ uses only jconv's public API (names exported
 from ``jconv/__init__.py``), and one function, ``train.steps.jit_step``, compiles every
-step with the same options."""
+step with the same options. Also the house rule of no function over 60 lines in train/."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import jconv
 
 TRAIN = Path(__file__).resolve().parents[1] / "train"
 PUBLIC = set(jconv.__all__)
+MAX_LINES = 60  # the house rule: def line to last line, docstring included
 
 
 def _uses() -> list[tuple[str, int, str]]:
@@ -71,3 +72,20 @@ def test_the_public_impl_check():
     assert jconv.check_conv_impl("im2col") == "im2col"
     with pytest.raises(ValueError, match="nope"):
         jconv.check_conv_impl("nope")
+
+
+def _function_lengths() -> list[tuple[int, str]]:
+    """(lines, file:name) of every function and method in train/, nested ones included."""
+    out = []
+    for file in sorted(TRAIN.rglob("*.py")):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                out.append((node.end_lineno - node.lineno + 1,
+                            f"{file.relative_to(TRAIN)}:{node.name}"))
+    return out
+
+
+def test_no_function_in_train_is_over_60_lines():
+    lengths = _function_lengths()
+    assert len(lengths) > 100, "the scan found too few functions"
+    assert [(n, name) for n, name in lengths if n > MAX_LINES] == []

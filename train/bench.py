@@ -14,7 +14,11 @@ jitted train steps (real batches; the trainer's step, built by
 reference of the same network, batch, layout and optimiser (:mod:`train.torch_ref`; rows
 ``torch``, left out with ``--no-torch`` or when torch is not installed); the table reports
 the median over rounds in images/s, and the ratio to the first one listed. ``--formats
-NHWC,NCHW`` also compares the data layouts (PyTorch's NHWC is ``channels_last``).
+NHWC,NCHW`` also compares the data layouts (PyTorch's NHWC is ``channels_last``), and
+``--dtypes float32,bfloat16`` the compute dtypes (``model.dtype``; PyTorch's bfloat16 rows
+run under ``torch.autocast("cpu", dtype=torch.bfloat16)``):
+
+    python -m train.bench --config cifar_subset.yaml --impls onednn --dtypes float32,bfloat16
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import argparse
 import functools
 import sys
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -44,6 +48,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "+eigen when its conv_backend is eigen)")
     p.add_argument("--formats", default=None,
                    help="comma-separated data formats to compare (default: the config's)")
+    p.add_argument("--dtypes", default=None,
+                   help="comma-separated model.dtype values to compare (default: the config's)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=5, help="train steps timed per round")
     p.add_argument("--no-torch", action="store_true",
@@ -65,17 +71,21 @@ def main(argv: list[str] | None = None) -> int:
     formats = args.formats.split(",") if args.formats else [None]
     if any(f not in (None, "NHWC", "NCHW") for f in formats):
         raise ConfigError(f"--formats must be NHWC and/or NCHW, got {args.formats!r}")
+    dtypes = args.dtypes.split(",") if args.dtypes else [None]
+    if any(d not in (None, "float32", "bfloat16") for d in dtypes):
+        raise ConfigError(f"--dtypes must be float32 and/or bfloat16, got {args.dtypes!r}")
     cfg, run_data = load_inputs(args.config, args.overrides)
     if not impls:
         impls = [cfg.model.conv_impl + (EIGEN_SUFFIX if cfg.model.conv_backend == "eigen"
                                         else "")]
-    exps = {label if fmt is None else f"{label}/{fmt}":
-            bench_experiment(cfg, run_data, *split_label(label), fmt)
-            for fmt in formats for label in impls}
+    exps = {variant_name(label, fmt, dt): bench_experiment(cfg, run_data, *split_label(label),
+                                                           fmt, dt)
+            for fmt in formats for dt in dtypes for label in impls}
     # The batches depend only on the config's data, seed and epoch, not on the variant.
     data = bench_batches(next(iter(exps.values())), args.steps)
     fns = jconv_runners(exps, data)
-    torch_runs = {} if args.no_torch else torch_runners(run_configs(cfg, formats), data)
+    configs = run_configs(cfg, formats, dtypes)
+    torch_runs = {} if args.no_torch else torch_runners(configs, data)
     if not args.no_torch and not torch_runs:
         print("PyTorch is not installed: no PyTorch reference rows (pip install torch)",
               flush=True)
@@ -83,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     # jconv's benchmark timer: interleaved rounds with a rotating start, medians in ms.
     times = jconv.interleaved_medians(fns, args.rounds)
     layout = cfg.model.data_format if args.formats is None else args.formats
-    print(f"\n{layout}, batch {cfg.train.batch_size}, widths {list(cfg.model.widths)}; "
-          f"median of {args.rounds} rounds x {len(data)} steps")
+    dtype = cfg.model.dtype if args.dtypes is None else args.dtypes
+    print(f"\n{layout}, {dtype}, batch {cfg.train.batch_size}, widths "
+          f"{list(cfg.model.widths)}; median of {args.rounds} rounds x {len(data)} steps")
     print(report(times, len(data), cfg.train.batch_size))
     return 0
 
@@ -132,20 +143,32 @@ def jconv_runners(exps: dict[str, Experiment],
     return {n: functools.partial(run_steps, n) for n in runners}
 
 
+def variant_name(label: str, data_format: str | None, dtype: str | None) -> str:
+    """A row's name: the impl label, then the layout and dtype where they are compared."""
+    return "/".join(x for x in (label, data_format, dtype) if x is not None)
+
+
+def variant_overrides(data_format: str | None, dtype: str | None) -> list[str]:
+    """The config overrides of a row's layout and dtype (none for those not compared)."""
+    return [*([] if data_format is None else [f"model.data_format={data_format}"]),
+            *([] if dtype is None else [f"model.dtype={dtype}"])]
+
+
 def bench_experiment(cfg: Config, data: RunData, impl: str, conv_backend: str,
-                     data_format: str | None = None) -> Experiment:
+                     data_format: str | None = None, dtype: str | None = None) -> Experiment:
     """The trainer's run of ``cfg`` with conv ``impl`` compiled with ``conv_backend`` (and
-    ``data_format`` when given): the same update, only the kernels or layout changed."""
+    ``data_format``, ``dtype`` when given): the same update, only the kernels, layout or
+    compute dtype changed."""
     return Experiment.from_config(override(cfg, [
         f"model.conv_impl={impl}", f"model.conv_backend={conv_backend}",
-        *([] if data_format is None else [f"model.data_format={data_format}"])]), data=data)
+        *variant_overrides(data_format, dtype)]), data=data)
 
 
-def run_configs(cfg: Config, formats: list[str | None]) -> dict[str, Config]:
-    """{PyTorch row name: config} for each compared data format."""
-    return {"torch" if f is None else f"torch/{f}":
-            cfg if f is None else override(cfg, [f"model.data_format={f}"])
-            for f in formats}
+def run_configs(cfg: Config, formats: Sequence[str | None],
+                dtypes: Sequence[str | None] = (None,)) -> dict[str, Config]:
+    """{PyTorch row name: config} for each compared data format and dtype."""
+    return {variant_name("torch", f, d): override(cfg, variant_overrides(f, d))
+            for f in formats for d in dtypes}
 
 
 def torch_runners(configs: dict[str, Config], data: list) -> dict[str, Callable[[], None]]:

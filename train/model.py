@@ -29,18 +29,29 @@ class ModelOptions(ModelConfig):
     of :class:`train.config.ModelConfig`, each documented in ``configs/cifar.yaml``; the
     YAML is the only source of defaults) as plain values, ``widths`` a tuple, plus the two
     dtypes ``model.dtype`` implies (:func:`train.config.dtypes`): ``compute_dtype`` and
-    ``param_dtype`` (parameters and BatchNorm statistics). A key added to ``ModelConfig``
-    is here without another edit.
+    ``param_dtype`` (parameters and BatchNorm statistics), and the :attr:`act_dtype`
+    derived from them. A key added to ``ModelConfig`` is here without another edit.
 
     Example:
       >>> from train.config import load_config
       >>> o = ModelOptions.from_config(load_config("vgg.yaml").model)
       >>> o.widths, o.compute_dtype.__name__, o.param_dtype.__name__
       ((48, 96, 192), 'float32', 'float32')
+      >>> bf16 = ModelOptions.from_config(load_config("vgg.yaml", ["model.dtype=bfloat16"]).model)
+      >>> bf16.compute_dtype.__name__, bf16.act_dtype.__name__
+      ('bfloat16', 'float32')
     """
 
     compute_dtype: Any = None
     param_dtype: Any = None
+
+    @property
+    def act_dtype(self) -> Any:
+        """The dtype between the convolutions (BatchNorm, activation, pooling, the head):
+        at least float32. A bfloat16 model computes only its convolutions in bfloat16, as
+        ``torch.autocast("cpu", dtype=torch.bfloat16)`` does for a PyTorch model, because
+        XLA:CPU's bfloat16 elementwise and pooling code is slower than its float32 code."""
+        return jnp.promote_types(self.compute_dtype, jnp.float32).type
 
     @classmethod
     def from_config(cls, m: ModelConfig) -> "ModelOptions":
@@ -89,7 +100,7 @@ def batch_norm(c: int, o: ModelOptions, rngs: nnx.Rngs) -> jnn.BatchNorm2d:
         cls = OnednnBatchNorm2d
     else:
         cls = BatchNorm2d if o.act == "relu" else jnn.BatchNorm2d
-    bn = cls(c, o.bn_eps, o.bn_momentum, data_format=o.data_format, dtype=o.compute_dtype,
+    bn = cls(c, o.bn_eps, o.bn_momentum, data_format=o.data_format, dtype=o.act_dtype,
              param_dtype=o.param_dtype, rngs=rngs)
     if not o.bn_scale:
         bn.scale = None  # nnx.BatchNorm multiplies by nothing when its scale is None
@@ -137,9 +148,10 @@ class ConvBNReLU(nnx.Module):
         self.conv = conv3x3(c_in, c_out, o, rngs)
         self.bn = batch_norm(c_out, o, rngs)
         self.act = o.act
+        self.act_dtype = o.act_dtype
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        return ACTIVATIONS[self.act](self.bn(self.conv(x)))
+        return ACTIVATIONS[self.act](self.bn(self.conv(x).astype(self.act_dtype)))
 
 
 def _logits(head: nnx.Linear, x: jnp.ndarray, scale: float) -> jnp.ndarray:
@@ -187,8 +199,8 @@ class CifarCNN(nnx.Module):
                 blocks.append(jnn.MaxPool2d(2, impl=o.pool_impl, data_format=o.data_format))
         self.blocks = nnx.List(blocks)
         self.pool = jnn.GlobalAvgPool2d(data_format=o.data_format)
-        self.head = nnx.Linear(c_in, NUM_CLASSES, dtype=o.compute_dtype, param_dtype=o.param_dtype,
-                               rngs=rngs)
+        self.head = nnx.Linear(c_in, NUM_CLASSES, dtype=o.act_dtype,
+                               param_dtype=o.param_dtype, rngs=rngs)
 
     def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
         x = images if self.data_format == "NHWC" else jnp.transpose(images, (0, 3, 1, 2))
@@ -251,10 +263,11 @@ class ConvGroup(nnx.Module):
         self.convs, self.norms = nnx.List(convs), nnx.List(norms)
         self.pool = jnn.MaxPool2d(2, impl=o.pool_impl, data_format=o.data_format)
         self.act = o.act
+        self.act_dtype = o.act_dtype
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
-            x = conv(x)
+            x = conv(x).astype(self.act_dtype)
             if i == 0:
                 x = self.pool(x)
             x = ACTIVATIONS[self.act](norm(x))
@@ -284,6 +297,7 @@ class AirbenchNet(nnx.Module):
         self.data_format = o.data_format
         self.head_scale = o.head_scale
         self.act = o.act
+        self.act_dtype = o.act_dtype
         self.whiten = jnn.Conv2d(3, WHITEN_WIDTH, WHITEN_KERNEL, bias=True, impl=o.conv_impl,
                                  data_format=o.data_format, dtype=o.compute_dtype,
                                  param_dtype=o.param_dtype, rngs=rngs)
@@ -296,12 +310,12 @@ class AirbenchNet(nnx.Module):
                              "31x31 map below 1x1; use at most 4")
         self.groups = nnx.List(groups)
         self.pool = jnn.MaxPool2d(hw, impl=o.pool_impl, data_format=o.data_format)
-        self.head = nnx.Linear(c_in, NUM_CLASSES, use_bias=False, dtype=o.compute_dtype,
+        self.head = nnx.Linear(c_in, NUM_CLASSES, use_bias=False, dtype=o.act_dtype,
                                param_dtype=o.param_dtype, rngs=rngs)
 
     def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
         x = images if self.data_format == "NHWC" else jnp.transpose(images, (0, 3, 1, 2))
-        x = ACTIVATIONS[self.act](self.whiten(x))
+        x = ACTIVATIONS[self.act](self.whiten(x).astype(self.act_dtype))
         for group in self.groups:
             x = group(x)
         return _logits(self.head, self.pool(x).reshape(x.shape[0], -1), self.head_scale)

@@ -14,6 +14,10 @@ favour one side. ``--compile-seeds`` adds a row for the peer under ``torch.compi
 (``AB_COMPILE=1``), ``--reuse-seeds`` one for the peer with the malloc settings that
 jconv's trainer uses (:func:`jconv.reuse_host_memory`, given to its process as glibc
 tunables): PyTorch's large tensors are page-faulted in afresh the same way.
+``--autocast-seeds`` adds one for the peer script run unmodified inside
+``torch.autocast("cpu", dtype=torch.bfloat16)``, meant as the PyTorch side of a race of
+jconv's ``model.dtype=bfloat16``; its first run trained to chance accuracy (the whole script,
+whitening included, under autocast), so it is not yet a valid peer (docs/performance.md).
 
 The race is against the peer script rather than a port of ours: it is airbench94's own
 code, so nothing we wrote can make the PyTorch side slower than it is.
@@ -51,7 +55,14 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PEER = REPO.parent / "shared" / "peers" / "airbench94_torch.py"
 JCONV, TORCH, COMPILED = "jconv", "PyTorch eager", "PyTorch torch.compile"
 TORCH_REUSE = "PyTorch eager, reused host memory"
-SIDES = (JCONV, TORCH, COMPILED, TORCH_REUSE)
+TORCH_BF16 = "PyTorch eager, autocast bfloat16"
+SIDES = (JCONV, TORCH, COMPILED, TORCH_REUSE, TORCH_BF16)
+# Runs the unmodified peer script inside torch.autocast("cpu", dtype=torch.bfloat16), as a
+# PyTorch user turns on bfloat16 compute: argv is the peer's path, then its own arguments.
+AUTOCAST_RUNNER = ("import runpy, sys, torch\n"
+                   "sys.argv = sys.argv[1:]\n"
+                   "with torch.autocast('cpu', dtype=torch.bfloat16):\n"
+                   "    runpy.run_path(sys.argv[0], run_name='__main__')\n")
 # jconv.reuse_host_memory's mallopt settings as glibc tunables, for the peer's process.
 REUSE_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
                   "glibc.malloc.trim_threshold=2147483647")
@@ -217,15 +228,18 @@ def run_jconv(config: str, overrides: Sequence[str], seed: int, workdir: Path,
 def run_peer(peer: Path, data_dir: Path, env: dict[str, str], seed: int, workdir: Path,
              side: str, echo: Callable[[str], None]) -> RunResult:
     """One run of the peer script for ``seed`` as ``side``: eager, under ``torch.compile``
-    (COMPILED) or eager with jconv's malloc settings (TORCH_REUSE)."""
-    name = {TORCH: "torch", COMPILED: "torch-compile", TORCH_REUSE: "torch-reuse"}[side]
+    (COMPILED), eager with jconv's malloc settings (TORCH_REUSE) or eager under bfloat16
+    autocast (TORCH_BF16)."""
+    name = {TORCH: "torch", COMPILED: "torch-compile", TORCH_REUSE: "torch-reuse",
+            TORCH_BF16: "torch-autocast-bf16"}[side]
     log = workdir / f"{name}-seed{seed}.log"
     full_env = {**os.environ, **env, "AB_COMPILE": "1" if side == COMPILED else "0"}
     if side == TORCH_REUSE:
         full_env["GLIBC_TUNABLES"] = REUSE_TUNABLES
     before = _load()
-    wall, code, lines = _run([sys.executable, str(peer), str(data_dir), str(seed)], full_env,
-                             log, echo)
+    runner = ["-c", AUTOCAST_RUNNER] if side == TORCH_BF16 else []
+    wall, code, lines = _run([sys.executable, *runner, str(peer), str(data_dir), str(seed)],
+                             full_env, log, echo)
     if code != 0:
         raise _failed(side, seed, code, lines, log)
     try:
@@ -305,6 +319,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reuse-seeds", default="",
                    help="seeds that also run the peer with jconv's malloc settings "
                         "(jconv.reuse_host_memory, as glibc tunables; default: none)")
+    p.add_argument("--autocast-seeds", default="",
+                   help="seeds that also run the peer under torch.autocast bfloat16")
     p.add_argument("--peer", default=str(DEFAULT_PEER),
                    help=f"airbench94's PyTorch script (default {DEFAULT_PEER})")
     p.add_argument("--workdir", default="runs/race",
@@ -326,6 +342,7 @@ class _Plan:
     seeds: list[int]
     compile_seeds: list[int]
     reuse_seeds: list[int]
+    autocast_seeds: list[int]
 
     def order(self, i: int, seed: int) -> list[str]:
         """The sides of seed number ``i``: the two main ones alternate which goes first."""
@@ -333,7 +350,8 @@ class _Plan:
             return [JCONV]
         order = [TORCH, JCONV] if i % 2 == 0 else [JCONV, TORCH]
         return order + [COMPILED] * (seed in self.compile_seeds) + \
-            [TORCH_REUSE] * (seed in self.reuse_seeds)
+            [TORCH_REUSE] * (seed in self.reuse_seeds) + \
+            [TORCH_BF16] * (seed in self.autocast_seeds)
 
 
 def _check_config(cfg: Config, config: str) -> Path:
@@ -361,6 +379,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
     seeds = _seeds(args.seeds, "--seeds")
     compile_seeds = _seeds(args.compile_seeds, "--compile-seeds")
     reuse_seeds = _seeds(args.reuse_seeds, "--reuse-seeds")
+    autocast_seeds = _seeds(args.autocast_seeds, "--autocast-seeds")
     if not seeds:
         raise ConfigError("--seeds must name at least one seed, e.g. --seeds 0,1,2")
     cfg = load_config(args.config, args.overrides)
@@ -373,7 +392,8 @@ def _plan(args: argparse.Namespace) -> _Plan:
     if use_torch and not peer.is_file():
         raise ConfigError(f"--peer {args.peer}: no such file (airbench94's PyTorch "
                           "script; pass its path, or --no-torch)")
-    return _Plan(cfg, data_dir, peer, use_torch, seeds, compile_seeds, reuse_seeds)
+    return _Plan(cfg, data_dir, peer, use_torch, seeds, compile_seeds, reuse_seeds,
+                 autocast_seeds)
 
 
 @command

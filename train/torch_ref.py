@@ -146,6 +146,10 @@ class TorchStep:
         self.ema = ({k: v.clone() for k, v in self.net.state_dict().items()}
                     if cfg.optim.lookahead else None)
         self.steps = 0
+        # model.dtype=bfloat16 is what torch.autocast("cpu", dtype=torch.bfloat16) does for a
+        # PyTorch user: bfloat16 convs and matmuls, float32 parameters, optimiser and
+        # BatchNorm statistics
+        self.autocast = cfg.model.dtype == "bfloat16"
 
     def inputs(self, images: np.ndarray, labels: np.ndarray) -> tuple[Any, Any]:
         """NHWC numpy batch -> (NCHW-shaped tensor in the net's memory format, labels)."""
@@ -161,7 +165,8 @@ class TorchStep:
 
     def __call__(self, x: Any, y: Any) -> float:
         """One step on a batch from :meth:`inputs`; returns the loss (a Python float)."""
-        loss = self.loss_fn(self.net(x) * self.scale, y)
+        with self.torch.autocast("cpu", dtype=self.torch.bfloat16, enabled=self.autocast):
+            loss = self.loss_fn(self.net(x).float() * self.scale, y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

@@ -17,14 +17,17 @@ import jax
 
 from .._registry import CONV_IMPLS
 from .._auto import measuring_enabled
-from .report import (COLUMN_HELP, columns_help, format_auto_choices, format_table, layer_chart,
-                     write_files)
+from .._onednn import available as onednn_available
+from .report import (COLUMN_HELP, columns_help, format_auto_choices, format_table,
+                     format_torch_geomean, layer_chart, write_files)
 from .run import run_layers
 from .suite import SUITES, suite
 from .timing import EIGEN_SUFFIX, MATMUL_SIZE, current_label, matmul_peak_gflops
 from .torch_ref import load_torch
 
-DEFAULT_IMPLS = "lax,im2col,loops,auto,lax+eigen,auto+eigen"
+# onednn where its extension loads (CPU hosts with the built extension).
+DEFAULT_IMPLS = "lax,im2col,loops,auto,lax+eigen,auto+eigen" + (
+    ",onednn" if onednn_available() else "")
 DEFAULT_OUT = Path("bench_out")  # ignored by git: a run never dirties the checkout
 IMPL_LABELS = tuple(CONV_IMPLS) + tuple(i + EIGEN_SUFFIX for i in CONV_IMPLS)
 
@@ -64,7 +67,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--suites", default=",".join(SUITES),
                    help=f"full mode: comma list of {','.join(SUITES)} (conv1d: a WaveNet-"
                         "style dilated stack and a depthwise conv at length 4000; conv3d: a "
-                        "24^3 volume, dense and depthwise 3x3x3)")
+                        "24^3 volume, dense and depthwise 3x3x3; transposed: 2x upsampling "
+                        "conv_transpose1d/2d/3d)")
     p.add_argument("--reps", type=int, default=None,
                    help="timed repetitions per case after warm-up (default quick 3, full 7)")
     p.add_argument("--no-torch", action="store_true", help="leave out the PyTorch column")
@@ -111,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = run_layers(layers, args.impls, args.formats, args.reps, not args.no_torch,
                       start_gflops=peak)
     print(format_table(rows))
+    geomean = format_torch_geomean(rows)
+    if geomean:
+        print(geomean)
     choices = format_auto_choices(rows)
     if choices:
         print(choices)

@@ -1,6 +1,8 @@
-"""``python -m jconv.bench.onednn [--reps N] [--nets airbench_subset,vgg] [--threads 0,1]
-[--format NHWC|NCHW]``: the convolutions of the two CIFAR training networks, forward +
-backward, float32 (NHWC unless ``--format NCHW``),
+"""``python -m jconv.bench.onednn [--reps N] [--nets airbench_subset,vgg,conv1d,conv3d,transposed]
+[--threads 0,1] [--format NHWC|NCHW]``: the convolutions of the two CIFAR training networks
+(and, with ``--nets``, the 1-D, 3-D and transposed layers of ``python -m jconv.bench``'s full
+suite), forward + backward, float32 (channels last, NLC/NHWC/NDHWC, unless ``--format NCHW``:
+NCL/NCHW/NCDHW),
 ``impl="onednn"`` against XLA's convolution (``lax``, ``lax+eigen``) and PyTorch, interleaved
 in one process; prints medians (ms) and ratios to PyTorch's time, with the load average.
 ``--threads`` times ``onednn`` once per oneDNN thread count (0: OpenMP's default), each
@@ -15,7 +17,7 @@ import os
 from typing import Sequence
 
 from .._onednn import set_num_threads
-from .suite import Layer
+from .suite import Layer, conv1d_layers, conv3d_layers, transposed_layers
 from .timing import ConvCase, interleaved_medians
 from .torch_ref import TorchCase, load_torch
 
@@ -34,13 +36,17 @@ def vgg_yaml_layers(n: int = 128) -> list[Layer]:
     return [Layer("vgg", f"{ci}->{co} @{hw}", n, ci, co, hw) for ci, co, hw in spec]
 
 
-NETS = {"airbench_subset": airbench_subset_layers, "vgg": vgg_yaml_layers}
+NETS = {"airbench_subset": airbench_subset_layers, "vgg": vgg_yaml_layers,
+        "conv1d": lambda: conv1d_layers(4), "conv3d": lambda: conv3d_layers(2),
+        "transposed": lambda: transposed_layers(4)}
+DEFAULT_NETS = ("airbench_subset", "vgg")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m jconv.bench.onednn", description=__doc__)
     p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--nets", default=",".join(NETS))
+    p.add_argument("--nets", default=",".join(DEFAULT_NETS),
+                   help=f"comma list from {tuple(NETS)} (default {','.join(DEFAULT_NETS)})")
     p.add_argument("--impls", default="lax,lax+eigen,onednn")
     p.add_argument("--threads", default="0")
     p.add_argument("--format", choices=("NHWC", "NCHW"), default="NHWC")

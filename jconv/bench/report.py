@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import textwrap
 from pathlib import Path
 from typing import Any, Sequence
@@ -11,9 +12,9 @@ from typing import Any, Sequence
 # Every column of the CSV/JSON rows and what it means: the one source for --help, the JSON's
 # meta and docs/performance.md's method section.
 COLUMN_HELP = {
-    "suite": "layer suite: cifar, resnet18, special, conv1d or conv3d",
+    "suite": "layer suite: cifar, resnet18, special, conv1d, conv3d or transposed",
     "layer": "C_in->C_out @H(=W) input size (@L in 1-D, @D^3 in 3-D); /2 stride, "
-             "d2 dilation, g4 groups",
+             "d2 dilation, g4 groups; up1d/up2d/up3d: conv_transpose, 2x upsampling",
     "batch": "batch size N",
     "format": "layout of x and y (weights are always (O, I, *kernel)); --formats "
               "NCHW/NHWC mean NCL/NLC in 1-D and NCDHW/NDHWC in 3-D",
@@ -32,6 +33,9 @@ COLUMN_HELP = {
                   "hardware's; under load both rates drop",
     "fwd_vs_lax": "lax's fwd_ms / this fwd_ms: above 1 is faster than XLA's conv",
     "fwd_bwd_vs_lax": "lax's fwd_bwd_ms / this fwd_bwd_ms",
+    "fwd_bwd_vs_torch": "this fwd_bwd_ms / PyTorch's (below 1 is faster than PyTorch; nan "
+                        "without the torch column); the table's last line is its geo-mean "
+                        "over the layers per impl",
     "mem_mb": "XLA's compiled fwd+bwd memory: arguments + outputs + temporaries (nan: torch)",
     "auto_fwd_only": "auto rows: the impl a call without derivatives runs (the fastest "
                      "forward timed alone)",
@@ -39,9 +43,10 @@ COLUMN_HELP = {
                       "passes under differentiation (the fastest forward+backward together)",
 }
 COLUMNS = tuple(COLUMN_HELP)
-# The stdout table: one line per case within ~120 characters; the rest is in the files.
-PRINTED = ("layer", "format", "impl", "compile_s", "fwd_ms", "fwd_bwd_ms", "fwd_vs_lax",
-           "fwd_bwd_vs_lax", "pct_matmul", "mem_mb")
+# The stdout table: one line per case within ~120 characters; the rest (fwd_vs_lax, mem_mb,
+# ...) is in the files.
+PRINTED = ("layer", "format", "impl", "compile_s", "fwd_ms", "fwd_bwd_ms", "fwd_bwd_vs_lax",
+           "fwd_bwd_vs_torch", "pct_matmul")
 
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = PRINTED) -> str:
@@ -60,6 +65,26 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] = PRINTE
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip()
                      for row in cells)
+
+
+def format_torch_geomean(rows: Sequence[dict[str, Any]]) -> str:
+    """The geo-mean of ``fwd_bwd_vs_torch`` per impl over the rows that have it ("" if none).
+
+    Example:
+      >>> format_torch_geomean([{"impl": "onednn", "fwd_bwd_vs_torch": 0.5},
+      ...                       {"impl": "onednn", "fwd_bwd_vs_torch": 2.0},
+      ...                       {"impl": "lax", "fwd_bwd_vs_torch": 4.0}])
+      "geo-mean fwd+bwd time / PyTorch's: onednn 1.00x, lax 4.00x"
+    """
+    logs: dict[str, list[float]] = {}
+    for r in rows:
+        v = r.get("fwd_bwd_vs_torch", math.nan)
+        if r["impl"] != "torch" and v == v and v > 0:
+            logs.setdefault(r["impl"], []).append(math.log(v))
+    if not logs:
+        return ""
+    return "geo-mean fwd+bwd time / PyTorch's: " + ", ".join(
+        f"{i} {math.exp(sum(v) / len(v)):.2f}x" for i, v in logs.items())
 
 
 def format_auto_choices(rows: Sequence[dict[str, Any]]) -> str:

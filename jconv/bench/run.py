@@ -66,6 +66,8 @@ def run_layers(layers: list[Layer], impls: list[str], formats: list[str], reps: 
                     pct_matmul=fb_gflops,  # replaced once the best matmul rate is known
                     fwd_vs_lax=round(fwd["lax"] / fwd[name], 3) if "lax" in fwd else math.nan,
                     fwd_bwd_vs_lax=round(fb["lax"] / fb[name], 3) if "lax" in fb else math.nan,
+                    fwd_bwd_vs_torch=(round(fb[name] / fb["torch"], 3) if "torch" in fb
+                                      else math.nan),
                     mem_mb=round(case.peak_mb, 1),
                     auto_fwd_only=choice.inference if choice else "",
                     auto_fwd_dx_dw="/".join(choice.impls) if choice else ""))

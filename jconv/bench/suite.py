@@ -1,5 +1,6 @@
 """The one conv-layer type, :class:`Layer`, and the benchmark's layer suites: CIFAR CNN,
-ResNet-18 at 224x224, special-case layers, a WaveNet-style 1-D stack and a 3-D volume. ``python -m jconv.check_device`` checks its
+ResNet-18 at 224x224, special-case layers, a WaveNet-style 1-D stack, a 3-D volume and
+transposed (upsampling) convs in 1-D, 2-D and 3-D. ``python -m jconv.check_device`` checks its
 cases as ``Layer`` s too."""
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from ..cost import conv_flops
 class Layer:
     """One conv layer to time or check, with ``ndim`` = 1, 2 or 3 spatial dims, each of size
     ``hw``: input (n, c_in, *[hw] * ndim) channels first (see :meth:`x_shape` for channels
-    last), weights (c_out, c_in/groups, *[kernel] * ndim) in every format.
+    last), weights (c_out, c_in/groups, *[kernel] * ndim) in every format; ``transposed``:
+    ``conv_transpose{ndim}d`` from c_in to c_out channels, weights (c_in, c_out/groups,
+    *[kernel] * ndim).
 
     Example:
       >>> layer = Layer("demo", "3x3", n=2, c_in=4, c_out=8, hw=10, groups=2)
@@ -28,6 +31,10 @@ class Layer:
       >>> clip = Layer("demo", "3x3x3", n=2, c_in=4, c_out=8, hw=6, ndim=3)
       >>> clip.data_format("NHWC"), clip.x_shape("NHWC"), clip.w_shape
       ('NDHWC', (2, 6, 6, 6, 4), (8, 4, 3, 3, 3))
+      >>> up = Layer("demo", "up", n=2, c_in=8, c_out=4, hw=5, kernel=4, stride=2, ndim=1,
+      ...            transposed=True)
+      >>> up.w_shape, up.fwd_flops   # 2 * N * L * C_in * C_out * k
+      ((8, 4, 4), 2560)
     """
 
     suite: str
@@ -42,6 +49,7 @@ class Layer:
     dilation: int = 1
     groups: int = 1
     ndim: int = 2
+    transposed: bool = False
 
     def data_format(self, data_format: str) -> str:
         """This layer's format on the side of ``data_format`` (channels first or last, named
@@ -57,6 +65,8 @@ class Layer:
 
     @property
     def w_shape(self) -> tuple[int, ...]:
+        if self.transposed:
+            return (self.c_in, self.c_out // self.groups, *(self.kernel,) * self.ndim)
         return (self.c_out, self.c_in // self.groups, *(self.kernel,) * self.ndim)
 
     @property
@@ -77,7 +87,12 @@ class Layer:
 
     @property
     def fwd_flops(self) -> int:
-        """Multiply-adds x 2 of the forward pass; the backward pass is twice that (dx, dw)."""
+        """Multiply-adds x 2 of the forward pass; the backward pass is twice that (dx, dw).
+        A transposed conv does the multiply-adds of the conv it transposes: every input
+        element times a C_out/groups x kernel weight block."""
+        if self.transposed:
+            return (2 * self.n * self.hw ** self.ndim * self.c_in * (self.c_out // self.groups)
+                    * self.kernel ** self.ndim)
         return conv_flops(self.x_shape("NCHW"), self.c_out, self.kernel, stride=self.stride,
                           padding=self.padding, dilation=self.dilation, groups=self.groups,
                           ndim=self.ndim)
@@ -129,16 +144,26 @@ def conv3d_layers(n: int) -> list[Layer]:
             Layer("conv3d", "dw 3x3x3 16 @24^3", n, 16, 16, 24, groups=16, ndim=3)]
 
 
-SUITES = ("cifar", "resnet18", "special", "conv1d", "conv3d")
+def transposed_layers(n: int) -> list[Layer]:
+    """Decoder-style 2x upsampling, kernel 4, stride 2, padding 1 (the output exactly twice
+    the input): 1-D at length 1000, 2-D at 32x32, 3-D at 12^3, and a grouped 2-D one."""
+    up = dict(kernel=4, stride=2, padding=1, transposed=True)
+    return [Layer("transposed", "up1d 64->32 @1000", n, 64, 32, 1000, ndim=1, **up),
+            Layer("transposed", "up2d 64->32 @32", n, 64, 32, 32, **up),
+            Layer("transposed", "up2d g4 64->64 @32", n, 64, 64, 32, groups=4, **up),
+            Layer("transposed", "up3d 16->16 @12^3", n, 16, 16, 12, ndim=3, **up)]
+
+
+SUITES = ("cifar", "resnet18", "special", "conv1d", "conv3d", "transposed")
 
 
 def suite(mode: str) -> list[Layer]:
     """``"full"``: batch 128 CIFAR + batch 8 ResNet-18 + batch 32 special layers + batch 4
-    1-D and batch 2 3-D layers (:data:`SUITES`, in that order).
+    1-D and batch 2 3-D layers + batch 4 transposed layers (:data:`SUITES`, in that order).
     ``"quick"``: two tiny CIFAR layers and a depthwise one at batch 4, for CI smoke runs."""
     if mode == "quick":
         return [cifar_layers(4)[0], cifar_layers(4)[3], special_layers(4)[3]]
     if mode == "full":
         return (cifar_layers(128) + resnet18_layers(8) + special_layers(32) + conv1d_layers(4)
-                + conv3d_layers(2))
+                + conv3d_layers(2) + transposed_layers(4))
     raise ValueError(f"mode must be 'quick' or 'full', got {mode!r}")

@@ -13,6 +13,7 @@ import numpy as np
 
 from .._registry import DEPRECATED_NAMES, check_conv_impl
 from ..conv import convnd
+from ..transpose import conv_transpose1d, conv_transpose2d, conv_transpose3d
 from ..stopwatch import Fn, interleaved_medians
 from ..xla_options import jit as conv_jit
 from .suite import Layer
@@ -24,6 +25,7 @@ EIGEN_SUFFIX = "+eigen"
 # The reference matmul's size in every mode: smaller ones run well below the rate XLA reaches
 # at this size (docs/performance.md), which made small convs look faster than "peak".
 MATMUL_SIZE = 1024
+_TRANSPOSED = {1: conv_transpose1d, 2: conv_transpose2d, 3: conv_transpose3d}
 
 
 def split_label(label: str) -> tuple[str, str]:
@@ -78,7 +80,8 @@ class ConvCase:
     """Compiled forward and forward+backward functions of one layer, implementation label
     (see :func:`split_label`) and data format.
 
-    ``fwd()`` runs y = convnd(x, w) (1-D, 2-D or 3-D as the layer); ``fwd_bwd()`` runs
+    ``fwd()`` runs y = convnd(x, w) (1-D, 2-D or 3-D as the layer; conv_transpose{n}d for a
+    transposed one); ``fwd_bwd()`` runs
     <convnd(x, w), dy> and its gradient
     with respect to both x and w (forward pass included), as a training step needs.
     """
@@ -89,9 +92,11 @@ class ConvCase:
         self.x, self.w = layer.arrays(data_format, dtype)
         rng = np.random.default_rng(1)
 
+        op = _TRANSPOSED[layer.ndim] if layer.transposed else convnd
+
         def conv(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
-            return convnd(x, w, impl=impl, data_format=layer.data_format(data_format),
-                          **layer.conv_kwargs)
+            return op(x, w, impl=impl, data_format=layer.data_format(data_format),
+                      **layer.conv_kwargs)
 
         self.dy = jnp.asarray(rng.standard_normal(jax.eval_shape(conv, self.x, self.w).shape),
                               dtype)

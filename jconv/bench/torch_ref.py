@@ -1,5 +1,5 @@
-"""Optional PyTorch column: the same layer through ``torch.nn.functional.conv1d/2d/3d`` on
-CPU."""
+"""Optional PyTorch column: the same layer through ``torch.nn.functional.conv1d/2d/3d`` (or
+``conv_transpose1d/2d/3d``) on CPU."""
 
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ class TorchCase:
         self.x = x.contiguous(memory_format=fmt).requires_grad_(True)
         w = torch.from_numpy(0.1 * rng.standard_normal(layer.w_shape).astype(np.float32))
         self.w = w.requires_grad_(True)
-        self._fn = getattr(torch.nn.functional, f"conv{layer.ndim}d")
+        op = "conv_transpose" if layer.transposed else "conv"
+        self._fn = getattr(torch.nn.functional, f"{op}{layer.ndim}d")
         self.dy = torch.ones_like(self._conv()).contiguous(memory_format=fmt)
         self.compile_s = 0.0  # eager: nothing to compile
         self.peak_mb = float("nan")
