@@ -93,7 +93,8 @@ def test_fold_pair_formula_and_originals_untouched():
 def test_bad_arguments():
     r = nnx.Rngs(0)
     conv = Conv2d(3, 4, 3, rngs=r)
-    with pytest.raises(TypeError, match="conv must be a jconv.nn.Conv2d, got Linear"):
+    with pytest.raises(TypeError, match="conv must be a jconv.nn.Conv1d/Conv2d/Conv3d or "
+                                        "ConvTranspose1d/2d/3d, got Linear"):
         jconv.fold_conv_bn(nnx.Linear(3, 4, rngs=r), BatchNorm2d(4, rngs=r))
     with pytest.raises(TypeError, match="bn must be a flax.nnx.BatchNorm .*got Conv2d"):
         jconv.fold_conv_bn(conv, conv)
