@@ -20,11 +20,11 @@ from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jax.extend import core as jex_core
 
-from .bn_fold import fold_conv_bn, fold_conv_transpose_bn
+# fold_conv_transpose_bn: imported by its old path, jconv.fold_graph, too.
+from .bn_fold import fold_conv_bn, fold_conv_transpose_bn  # noqa: F401
 from .nn import _ConvNd, _ConvTransposeNd
 
 _MARK = "jconv_fold_"

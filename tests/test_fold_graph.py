@@ -257,7 +257,8 @@ def test_bad_arguments():
     with pytest.raises(TypeError, match="model must be a flax.nnx.Module, got str"):
         jconv.fold_conv_bn_graph("model", jnp.ones(2))
     bn = BatchNorm2d(4, rngs=nnx.Rngs(0))
-    with pytest.raises(TypeError, match="conv must be a jconv.nn.ConvTranspose1d/2d/3d, got Conv2d"):
+    with pytest.raises(TypeError,
+                       match="conv must be a jconv.nn.ConvTranspose1d/2d/3d, got Conv2d"):
         fold_conv_transpose_bn(Conv2d(3, 4, 1, rngs=nnx.Rngs(0)), bn)
     with pytest.raises(ValueError, match="bn.num_features=4 must equal conv.out_channels=6"):
         fold_conv_transpose_bn(ConvTranspose2d(3, 6, 1, rngs=nnx.Rngs(0)), bn)
