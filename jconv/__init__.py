@@ -24,6 +24,7 @@ from .adaptive_pool import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_a
 from .pool import (avg_pool1d, avg_pool2d, avg_pool3d, global_avg_pool2d, lp_pool1d, lp_pool2d,
                    lp_pool3d, max_pool1d, max_pool2d, max_pool3d)
 from .unpool import max_unpool1d, max_unpool2d, max_unpool3d
+from .pad import pad
 from .shapes import (ConvParams, conv2d_output_shape, conv_output_shape, find_conv_params,
                      pool2d_output_shape, same_padding)
 from .bn_fold import fold_conv_bn, fold_conv_bn_sequential
@@ -148,6 +149,7 @@ __all__ = [
     "max_unpool2d",
     "max_unpool3d",
     "nn",
+    "pad",
     "pool2d_output_shape",
     "receptive_field",
     "same_padding",
