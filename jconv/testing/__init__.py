@@ -17,27 +17,24 @@ Example (check a conv in five lines; put your own function in place of ``my_conv
 """
 
 from ._adapters import from_layer, from_nhwc
-from ._api import (DTYPES, assert_conv2d, assert_conv_transpose2d, check_conv2d,
-                   check_conv_transpose2d)
-from ._cases import Conv2dCase, ConvTranspose2dCase
-from ._grids import KINDS, conv2d_cases, conv_transpose2d_cases
-from ._nd import (ConvNdCase, assert_conv, assert_conv1d, assert_conv3d, check_conv,
-                  check_conv1d, check_conv3d, conv_cases)
-from ._nd_api import (assert_avg_pool2d, assert_fold, assert_max_pool2d, assert_pool,
-                      assert_unfold, check_avg_pool2d, check_fold, check_max_pool2d, check_pool,
-                      check_unfold)
-from ._nd_cases import (POOL_FUNCTIONS, AvgPool2dCase, FoldCase, MaxPool2dCase, PoolCase,
-                        UnfoldCase, avg_pool2d_cases, fold_cases, max_pool2d_cases, pool_cases,
-                        unfold_cases)
-from ._nd_oracle import (reference_adaptive_avg_pool, reference_adaptive_max_pool,
-                         reference_avg_pool, reference_fold, reference_lp_pool,
-                         reference_max_pool, reference_max_unpool, reference_unfold)
+from ._api import (DTYPES, assert_avg_pool2d, assert_conv, assert_conv1d, assert_conv2d,
+                   assert_conv3d, assert_conv_transpose2d, assert_fold, assert_max_pool2d,
+                   assert_pool, assert_unfold, check_avg_pool2d, check_conv, check_conv1d,
+                   check_conv2d, check_conv3d, check_conv_transpose2d, check_fold,
+                   check_max_pool2d, check_pool, check_unfold)
+from ._cases import (POOL_FUNCTIONS, AvgPool2dCase, Conv2dCase, ConvNdCase,
+                     ConvTranspose2dCase, FoldCase, MaxPool2dCase, PoolCase, UnfoldCase)
+from ._grids import (KINDS, avg_pool2d_cases, conv2d_cases, conv_cases, conv_transpose2d_cases,
+                     fold_cases, max_pool2d_cases, pool_cases, unfold_cases)
 from ._oracle import (conv_pads, reference_conv2d, reference_conv2d_vjp,
                       reference_conv_transpose2d, reference_conv_transpose2d_vjp,
                       reference_conv_transposend, reference_conv_transposend_vjp,
                       reference_convnd, reference_convnd_vjp)
-from ._pool_oracle import (reference_avg_pool2d, reference_avg_pool2d_vjp,
-                           reference_max_pool2d, reference_max_pool2d_vjp)
+from ._pool_oracle import (reference_adaptive_avg_pool, reference_adaptive_max_pool,
+                           reference_avg_pool, reference_avg_pool2d, reference_avg_pool2d_vjp,
+                           reference_fold, reference_lp_pool, reference_max_pool,
+                           reference_max_pool2d, reference_max_pool2d_vjp,
+                           reference_max_unpool, reference_unfold)
 from ._pytest import pytest_cases
 from ._report import DEFAULT_TOLERANCES, CheckReport, CheckResult
 from ._tolerance import TOLERANCE_MODES, half_sum_tolerance

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._api import GRIDS
+from ._grids import GRIDS
 
 
 def case_id(case: Any) -> str:
