@@ -103,7 +103,11 @@ def test_check_conv1d_and_3d_are_check_conv():
      r"cases must be one of \('quick', 'default', 'full'\) or a list of ConvNdCase, "
      r"got 'huge'"),
     (lambda: testing.check_conv(jconv.conv2d, cases=[1]), TypeError,
-     r"cases must be one of .* or a non-empty list of ConvNdCase, got 1"),
+     r"cases must be one of .* or a non-empty list of ConvNdCase of conv2d, got 1"),
+    (lambda: testing.check_conv(jconv.conv1d, ndim=1, cases=testing.conv_cases(3, "quick")),
+     TypeError, r"non-empty list of ConvNdCase of conv1d, got ConvNdCase\(x_shape=\(2, 4, 9, 7, 6\)"),
+    (lambda: testing.Conv2dCase((1, 2, 5), (4, 2, 3)), ValueError,
+     r"w_shape must be \(C_out, C_in/groups, kH, kW\), got \(4, 2, 3\)"),
     (lambda: testing.conv_cases(1, padding_modes=("mirror",)), ValueError,
      r"padding_modes must be a non-empty sequence of \('zeros', 'reflect', 'replicate', "
      r"'circular'\), got \('mirror',\)"),
@@ -122,3 +126,16 @@ def test_nd_impls_pass_in_half_and_single_precision(ndim, impl):
     report = testing.check_conv(fn, ndim=ndim, cases="quick", dtypes=("float32", "bfloat16"),
                                 check_grads_cases=0)
     assert report.passed, str(report)
+
+
+def test_conv2d_cases_are_nd_cases_and_check_conv_takes_them():
+    """conv2d is the N-D conv under its 2-D name: one case class, one oracle, one check."""
+    cases = testing.conv2d_cases("quick")
+    assert all(isinstance(c, testing.ConvNdCase) and "padding_mode" not in c.kwargs
+               for c in cases)
+    x, w, b = cases[0].inputs()
+    np.testing.assert_array_equal(cases[0].reference(x, w, b),
+                                  testing.reference_convnd(x, w, b, **cases[0].kwargs))
+    report = testing.check_conv(jconv.conv2d, ndim=2, cases=cases[:2], **F64)
+    assert report.passed and report.n_cases == 2 and report.op == "conv2d"
+    assert eval(repr(cases[0]), vars(testing)) == cases[0]
