@@ -1,8 +1,10 @@
-"""``jconv.testing``: check any convolution (or pooling) against PyTorch's definitions,
-gradients included.
+"""``jconv.testing``: check any convolution (1-, 2- or 3-D), transposed convolution, pooling,
+unfold or fold against PyTorch's definitions, gradients included. One API: the 2-D names
+(``check_conv2d``, ``check_max_pool2d``, ``reference_conv2d``, ``Conv2dCase``, ...) are the
+N-D ones (``check_conv``, ``check_pool``, ``reference_convnd``, ``ConvNdCase``, ...).
 
 Float64 NumPy oracles (``reference_*``), case lists that cover every argument form
-(``conv2d_cases``), checkers that compare a function with the oracle per dtype, forward and
+(``conv2d_cases``, ``conv_cases``, ``pool_cases``, one table of them), checkers that compare a function with the oracle per dtype, forward and
 reverse mode, plus ``jax.test_util.check_grads`` (``check_*`` -> report, ``assert_*`` ->
 AssertionError with a runnable repro), adapters for other conventions, a pytest
 parametrisation and a CLI (``python -m jconv.testing module:function``). See docs/testing.md.
