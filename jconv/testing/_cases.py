@@ -65,8 +65,6 @@ class _Case:
 
     def arrays(self, dtype: str = "float32") -> Arrays:
         """The positional array arguments as JAX arrays of ``dtype``."""
-        import jax.numpy as jnp
-
         return tuple(to_jax(a, dtype) for a in self.inputs(dtype))
 
     def cotangent(self, shape: tuple[int, ...], dtype: str = "float64") -> np.ndarray:

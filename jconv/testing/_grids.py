@@ -15,7 +15,8 @@ from ._oracle import conv_pads
 
 KINDS: tuple[str, ...] = ("quick", "default", "full")
 _RANDOM_DRAWS = {"quick": 2, "default": 24, "full": 200}
-# Random draws per kind for the transposed-conv and pooling lists (smaller spaces than conv).
+# Random draws per kind for the N-D conv, transposed-conv and 2-D pooling lists (smaller
+# spaces than conv2d).
 _SMALL_DRAWS = {"quick": 0, "default": 8, "full": 60}
 
 # (name, x_shape, w_shape, bias, stride, padding, dilation, groups). Together: every argument

@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ._oracle import ntuple
+from ._oracle import _batched, ntuple
 
 
 def pool_out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
@@ -30,18 +30,14 @@ def pool_out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) ->
     return out
 
 
-def _batched(x: Any, ndim: int) -> tuple[np.ndarray, bool]:
-    x = np.asarray(x, np.float64)
-    if x.ndim == ndim + 1:
-        return x[None], True
-    if x.ndim != ndim + 2:
-        raise ValueError(f"x must be (N, C, *spatial) or (C, *spatial) with {ndim} spatial "
-                         f"dims, got shape {x.shape}")
-    return x, False
-
-
 def _unbatch(a: np.ndarray, unbatched: bool) -> np.ndarray:
     return a[0] if unbatched else a
+
+
+def _batched_ct(ct: Any, unbatched: bool) -> np.ndarray:
+    """The cotangent batched as its primal input was."""
+    ct = np.asarray(ct, np.float64)
+    return ct[None] if unbatched else ct
 
 
 def _pool_geometry(x: np.ndarray, ndim: int, kernel_size: Any, stride: Any, padding: Any,
@@ -110,8 +106,7 @@ def reference_max_pool_vjp(x: Any, ct: Any, kernel_size: Any, stride: Any = None
     xb, unbatched = _batched(x, ndim)
     _, idx = reference_max_pool(xb, kernel_size, stride, padding, dilation, ceil_mode,
                                 ndim=ndim)
-    ctb = np.asarray(ct, np.float64)
-    ctb = ctb[None] if unbatched else ctb
+    ctb = _batched_ct(ct, unbatched)
     return _unbatch(scatter_to_indices(ctb, idx, xb.shape[2:]), unbatched)
 
 
@@ -157,8 +152,7 @@ def reference_avg_pool_vjp(x: Any, ct: Any, kernel_size: Any, stride: Any = None
                            divisor_override: Optional[int] = None, *, ndim: int) -> np.ndarray:
     """dx of ``sum(ct * avg_pool(x))``: ``ct / divisor`` spread over each window."""
     xb, unbatched = _batched(x, ndim)
-    ctb = np.asarray(ct, np.float64)
-    ctb = ctb[None] if unbatched else ctb
+    ctb = _batched_ct(ct, unbatched)
     dx = np.zeros_like(xb)
     for o, win, inv, _ in _avg_weights(xb, ndim, kernel_size, stride, padding, ceil_mode,
                                        count_include_pad, divisor_override):
@@ -225,8 +219,7 @@ def reference_adaptive_avg_pool_vjp(x: Any, ct: Any, output_size: Any, *,
                                     ndim: int) -> np.ndarray:
     """dx of ``sum(ct * adaptive_avg_pool(x))``."""
     xb, unbatched = _batched(x, ndim)
-    ctb = np.asarray(ct, np.float64)
-    ctb = ctb[None] if unbatched else ctb
+    ctb = _batched_ct(ct, unbatched)
     dx = np.zeros_like(xb)
     for o, box in _adaptive_boxes(xb.shape[2:], _adaptive_out(xb, output_size, ndim)):
         count = math.prod(b.stop - b.start for b in box)
@@ -265,8 +258,7 @@ def reference_adaptive_max_pool_vjp(x: Any, ct: Any, output_size: Any, *,
     """dx of ``sum(ct * adaptive_max_pool(x))``: each box's cotangent to its argmax."""
     xb, unbatched = _batched(x, ndim)
     _, idx = reference_adaptive_max_pool(xb, output_size, ndim=ndim)
-    ctb = np.asarray(ct, np.float64)
-    ctb = ctb[None] if unbatched else ctb
+    ctb = _batched_ct(ct, unbatched)
     return _unbatch(scatter_to_indices(ctb, idx, xb.shape[2:]), unbatched)
 
 
