@@ -175,3 +175,12 @@ def max_pool1d(x, **kw):
     import jconv
 
     return jconv.max_pool1d(x, **kw)
+
+
+@pytest.mark.slow  # every op of the table, one compile per case: a few seconds
+def test_op_all_checks_every_op_of_the_table(capsys):
+    assert run(["jconv", "--op", "all", *QUICK_F32]) == 0
+    out = capsys.readouterr().out
+    assert [line.split("(")[0] for line in out.splitlines() if line.startswith("check_")
+            and "cases (" in line] == [f"check_{op}" for op in GRIDS]
+    assert out.rstrip().endswith(f"{len(GRIDS)} of {len(GRIDS)} ops passed")
