@@ -71,7 +71,9 @@ def test_help_lists_every_op_with_the_grids_case_counts(capsys):
     grids = {"conv1d": lambda k: testing.conv_cases(1, k),
              "conv2d": testing.conv2d_cases,
              "conv3d": lambda k: testing.conv_cases(3, k),
+             "conv_transpose1d": lambda k: testing.conv_transpose_cases(1, k),
              "conv_transpose2d": testing.conv_transpose2d_cases,
+             "conv_transpose3d": lambda k: testing.conv_transpose_cases(3, k),
              **{f: functools.partial(testing.pool_cases, f) for f in testing.POOL_FUNCTIONS},
              "max_pool2d": testing.max_pool2d_cases, "avg_pool2d": testing.avg_pool2d_cases,
              "unfold": testing.unfold_cases, "fold": testing.fold_cases}

@@ -140,3 +140,48 @@ def test_conv2d_cases_are_nd_cases_and_check_conv_takes_them():
     report = testing.check_conv(jconv.conv2d, ndim=2, cases=cases[:2], **F64)
     assert report.passed and report.n_cases == 2 and report.op == "conv2d"
     assert eval(repr(cases[0]), vars(testing)) == cases[0]
+
+
+def test_transpose_cases_match_pytorch():
+    """The transposed-conv oracle agrees with PyTorch on the 1-D and 3-D forms and draws."""
+    for ndim in (1, 3):
+        for case in testing.conv_transpose_cases(ndim, "default"):
+            x, w, b = case.inputs("float64")
+            batched = x.ndim == ndim + 2
+            want = getattr(F, f"conv_transpose{ndim}d")(
+                torch.tensor(x if batched else x[None]), torch.tensor(w),
+                None if b is None else torch.tensor(b), **case.kwargs)
+            got = case.reference(x, w, b)
+            np.testing.assert_allclose(got if batched else got[None], want.numpy(),
+                                       atol=1e-12, err_msg=case.name)
+
+
+def _transpose_ignoring_output_padding(x, w, b=None, **kw):
+    return jconv.conv_transpose1d(x, w, b, **{**kw, "output_padding": 0})
+
+
+def test_transpose_checks_are_one_check_and_catch_a_bug():
+    r1 = testing.check_conv_transpose1d(jconv.conv_transpose1d, cases="quick", **F64)
+    r3 = testing.check_conv_transpose(jconv.conv_transpose3d, ndim=3, cases="quick", **F64)
+    assert r1.passed and r3.passed and (r1.op, r3.op) == ("conv_transpose1d", "conv_transpose3d")
+    two = testing.check_conv_transpose2d(jconv.conv_transpose2d, cases="quick", **F64)
+    nd = testing.check_conv_transpose(jconv.conv_transpose2d, ndim=2, cases="quick", **F64)
+    assert [r.case for r in two.results] == [r.case for r in nd.results]
+    assert isinstance(two.results[0].case, testing.ConvTransposeNdCase)
+    with pytest.raises(AssertionError, match=r"conv_transpose1d case 'upsample-2x'.*forward"):
+        testing.assert_conv_transpose1d(_transpose_ignoring_output_padding, cases="quick",
+                                        **F64)
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: testing.check_conv_transpose(jconv.conv_transpose2d, ndim=0), ValueError,
+     r"ndim must be 1, 2 or 3, got 0"),
+    (lambda: testing.conv_transpose_cases(4), ValueError, r"ndim must be 1, 2 or 3, got 4"),
+    (lambda: testing.check_conv_transpose1d(jconv.conv_transpose1d,
+                                            cases=testing.conv_transpose2d_cases("quick")),
+     TypeError, r"non-empty list of ConvTransposeNdCase of conv_transpose1d, got "
+                r"ConvTranspose2dCase\(x_shape=\(2, 4, 5, 4\)"),
+])
+def test_transpose_errors(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()

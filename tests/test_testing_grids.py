@@ -67,7 +67,8 @@ def _doc_table() -> tuple[list[str], dict[str, list[str]]]:
 
 
 def _grid_ops(column: str) -> list[str]:
-    named = ("conv1d", "conv2d", "conv3d", "conv_transpose2d", "max_pool2d", "avg_pool2d")
+    named = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+             "conv_transpose3d", "max_pool2d", "avg_pool2d")
     if column == "other pools, unfold, fold":
         return [op for op in GRIDS if op not in named]
     return column.split(", ")

@@ -20,14 +20,18 @@ Example (check a conv in five lines; put your own function in place of ``my_conv
 
 from ._adapters import from_layer, from_nhwc
 from ._api import (DTYPES, assert_avg_pool2d, assert_conv, assert_conv1d, assert_conv2d,
-                   assert_conv3d, assert_conv_transpose2d, assert_fold, assert_max_pool2d,
-                   assert_pool, assert_unfold, check_avg_pool2d, check_conv, check_conv1d,
-                   check_conv2d, check_conv3d, check_conv_transpose2d, check_fold,
-                   check_max_pool2d, check_pool, check_unfold)
+                   assert_conv3d, assert_conv_transpose, assert_conv_transpose1d,
+                   assert_conv_transpose2d, assert_conv_transpose3d, assert_fold,
+                   assert_max_pool2d, assert_pool, assert_unfold, check_avg_pool2d, check_conv,
+                   check_conv1d, check_conv2d, check_conv3d, check_conv_transpose,
+                   check_conv_transpose1d, check_conv_transpose2d, check_conv_transpose3d,
+                   check_fold, check_max_pool2d, check_pool, check_unfold)
 from ._cases import (POOL_FUNCTIONS, AvgPool2dCase, Conv2dCase, ConvNdCase,
-                     ConvTranspose2dCase, FoldCase, MaxPool2dCase, PoolCase, UnfoldCase)
+                     ConvTranspose2dCase, ConvTransposeNdCase, FoldCase, MaxPool2dCase,
+                     PoolCase, UnfoldCase)
 from ._grids import (KINDS, avg_pool2d_cases, conv2d_cases, conv_cases, conv_transpose2d_cases,
-                     fold_cases, max_pool2d_cases, pool_cases, unfold_cases)
+                     conv_transpose_cases, fold_cases, max_pool2d_cases, pool_cases,
+                     unfold_cases)
 from ._oracle import (conv_pads, reference_conv2d, reference_conv2d_vjp,
                       reference_conv_transpose2d, reference_conv_transpose2d_vjp,
                       reference_conv_transposend, reference_conv_transposend_vjp,
@@ -44,13 +48,16 @@ from ._tolerance import TOLERANCE_MODES, half_sum_tolerance
 __all__ = [
     "DEFAULT_TOLERANCES", "DTYPES", "KINDS", "POOL_FUNCTIONS", "TOLERANCE_MODES",
     "AvgPool2dCase", "CheckReport", "CheckResult", "Conv2dCase", "ConvNdCase",
-    "ConvTranspose2dCase", "FoldCase", "MaxPool2dCase", "PoolCase", "UnfoldCase",
-    "assert_avg_pool2d", "assert_conv", "assert_conv1d", "assert_conv2d", "assert_conv3d",
-    "assert_conv_transpose2d", "assert_fold", "assert_max_pool2d", "assert_pool",
-    "assert_unfold", "avg_pool2d_cases", "check_avg_pool2d", "check_conv", "check_conv1d",
-    "check_conv2d", "check_conv3d", "check_conv_transpose2d", "check_fold", "check_max_pool2d",
-    "check_pool", "check_unfold", "conv2d_cases", "conv_cases", "conv_pads",
-    "conv_transpose2d_cases", "fold_cases", "from_layer", "from_nhwc", "half_sum_tolerance",
+    "ConvTranspose2dCase", "ConvTransposeNdCase", "FoldCase", "MaxPool2dCase", "PoolCase",
+    "UnfoldCase", "assert_avg_pool2d", "assert_conv", "assert_conv1d", "assert_conv2d",
+    "assert_conv3d", "assert_conv_transpose", "assert_conv_transpose1d",
+    "assert_conv_transpose2d", "assert_conv_transpose3d", "assert_fold",
+    "assert_max_pool2d", "assert_pool", "assert_unfold", "avg_pool2d_cases",
+    "check_avg_pool2d", "check_conv", "check_conv1d", "check_conv2d", "check_conv3d",
+    "check_conv_transpose", "check_conv_transpose1d", "check_conv_transpose2d",
+    "check_conv_transpose3d", "check_fold", "check_max_pool2d", "check_pool",
+    "check_unfold", "conv2d_cases", "conv_cases", "conv_pads", "conv_transpose2d_cases",
+    "conv_transpose_cases", "fold_cases", "from_layer", "from_nhwc", "half_sum_tolerance",
     "max_pool2d_cases", "pool_cases", "pytest_cases", "reference_adaptive_avg_pool",
     "reference_adaptive_max_pool", "reference_avg_pool", "reference_avg_pool2d",
     "reference_avg_pool2d_vjp", "reference_conv2d", "reference_conv2d_vjp",

@@ -134,6 +134,50 @@ def check_conv2d(fn: Callable[..., Any], *, cases: Cases = "default",
                   jit, fail_fast, tolerance_mode)
 
 
+def check_conv_transpose(fn: Callable[..., Any], *, ndim: int = 2, cases: Cases = "default",
+                         dtypes: Sequence[str] = DTYPES, grads: bool = True, seed: int = 0,
+                         check_grads_cases: int | None = None,
+                         tolerances: dict[str, tuple[float, float]] | None = None,
+                         jit: bool = True, fail_fast: bool = False,
+                         tolerance_mode: str = "pytorch") -> CheckReport:
+    """:func:`check_conv2d` for ``torch.nn.functional.conv_transpose{ndim}d``:
+    ``fn(x, w, b=None, *, stride, padding, output_padding, groups, dilation)`` with
+    x (N, C_in, *spatial) or (C_in, *spatial), w (C_in, C_out/groups, *kernel) ->
+    (N, C_out, *out). ``cases``: a kind of :func:`conv_transpose_cases` or a list of
+    :class:`ConvTransposeNdCase` (a :class:`ConvTranspose2dCase` is one).
+
+    >>> import jconv
+    >>> check_conv_transpose(jconv.conv_transpose3d, ndim=3, cases="quick",
+    ...                      dtypes=("float32",), check_grads_cases=0).passed
+    True
+    """
+    if ndim not in NDIMS:
+        raise ValueError(f"ndim must be 1, 2 or 3, got {ndim!r}")
+    return _check(f"conv_transpose{ndim}d", fn, cases, dtypes, grads, seed, check_grads_cases,
+                  tolerances, jit, fail_fast, tolerance_mode)
+
+
+def check_conv_transpose1d(fn: Callable[..., Any], **kwargs: Any) -> CheckReport:
+    """:func:`check_conv_transpose` with ``ndim=1``, (N, C_in, L) inputs.
+
+    >>> import jconv
+    >>> check_conv_transpose1d(jconv.conv_transpose1d, cases="quick", dtypes=("float64",)).passed
+    True
+    """
+    return check_conv_transpose(fn, ndim=1, **kwargs)
+
+
+def check_conv_transpose3d(fn: Callable[..., Any], **kwargs: Any) -> CheckReport:
+    """:func:`check_conv_transpose` with ``ndim=3``, (N, C_in, D, H, W) inputs.
+
+    >>> import jconv
+    >>> check_conv_transpose3d(jconv.conv_transpose3d, cases="quick", dtypes=("float32",),
+    ...                        check_grads_cases=0).passed
+    True
+    """
+    return check_conv_transpose(fn, ndim=3, **kwargs)
+
+
 def check_conv_transpose2d(fn: Callable[..., Any], *, cases: Cases = "default",
                            dtypes: Sequence[str] = DTYPES, grads: bool = True, seed: int = 0,
                            check_grads_cases: int | None = None,
@@ -149,8 +193,9 @@ def check_conv_transpose2d(fn: Callable[..., Any], *, cases: Cases = "default",
     ...                        check_grads_cases=0).passed
     True
     """
-    return _check("conv_transpose2d", fn, cases, dtypes, grads, seed, check_grads_cases, tolerances,
-                  jit, fail_fast, tolerance_mode)
+    return check_conv_transpose(fn, ndim=2, cases=cases, dtypes=dtypes, grads=grads, seed=seed,
+                                check_grads_cases=check_grads_cases, tolerances=tolerances,
+                                jit=jit, fail_fast=fail_fast, tolerance_mode=tolerance_mode)
 
 
 def check_conv(fn: Callable[..., Any], *, ndim: int = 2, cases: Cases = "default",
@@ -330,7 +375,10 @@ def assert_pool(fn: Callable[..., Any], function: str, **kwargs: Any) -> CheckRe
 
 
 assert_conv2d = _asserting(check_conv2d)
+assert_conv_transpose = _asserting(check_conv_transpose)
+assert_conv_transpose1d = _asserting(check_conv_transpose1d)
 assert_conv_transpose2d = _asserting(check_conv_transpose2d)
+assert_conv_transpose3d = _asserting(check_conv_transpose3d)
 assert_conv = _asserting(check_conv)
 assert_conv1d = _asserting(check_conv1d)
 assert_conv3d = _asserting(check_conv3d)

@@ -11,7 +11,7 @@ from typing import Any, Callable, ClassVar, Optional
 
 import numpy as np
 
-from ._oracle import (reference_conv_transpose2d, reference_conv_transpose2d_vjp,
+from ._oracle import (reference_conv_transposend, reference_conv_transposend_vjp,
                       reference_convnd, reference_convnd_vjp)
 from ._pool_oracle import (reference_adaptive_avg_pool, reference_adaptive_avg_pool_vjp,
                            reference_adaptive_max_pool, reference_adaptive_max_pool_vjp,
@@ -179,15 +179,17 @@ class Conv2dCase(ConvNdCase):
 
 
 @dataclass(frozen=True)
-class ConvTranspose2dCase(_Case):
-    """One conv_transpose2d call. x_shape (N, C_in, H, W); w_shape (C_in, C_out/groups, kH, kW).
+class ConvTransposeNdCase(_Case):
+    """One conv_transpose1d/2d/3d call (``len(w_shape) - 2`` spatial dims), channels first.
+    x_shape (N, C_in, *spatial) or (C_in, *spatial); w_shape (C_in, C_out/groups, *kernel).
 
-    >>> ConvTranspose2dCase((1, 2, 3, 3), (2, 1, 3, 3), stride=2).arrays()[0].shape
-    (1, 2, 3, 3)
+    >>> case = ConvTransposeNdCase((1, 2, 3), (2, 1, 3), stride=2)
+    >>> case.reference(*case.inputs()).shape
+    (1, 1, 7)
     """
 
     x_shape: tuple[int, ...]
-    w_shape: tuple[int, int, int, int]
+    w_shape: tuple[int, ...]
     bias: bool = True
     stride: Any = 1
     padding: Any = 0
@@ -197,8 +199,11 @@ class ConvTranspose2dCase(_Case):
     seed: int = 0
     name: str = field(default="", compare=False)
 
-    op: ClassVar[str] = "conv_transpose2d"
+    op: ClassVar[str] = "conv_transposend"
     arg_names: ClassVar[tuple[str, ...]] = ("x", "w", "b")
+
+    def is_of(self, op: str) -> bool:
+        return op == f"conv_transpose{len(self.w_shape) - 2}d"
 
     def kwargs_dict(self) -> dict[str, Any]:
         return dict(stride=self.stride, padding=self.padding,
@@ -210,10 +215,21 @@ class ConvTranspose2dCase(_Case):
         return x, w, rng.standard_normal(self.w_shape[1] * self.groups) if self.bias else None
 
     def reference(self, *arrays: Any) -> np.ndarray:
-        return reference_conv_transpose2d(*arrays, **self.kwargs)
+        return reference_conv_transposend(*arrays, **self.kwargs)
 
     def reference_vjp(self, arrays: Arrays, ct: np.ndarray) -> Arrays:
-        return reference_conv_transpose2d_vjp(*arrays, ct, **self.kwargs)
+        return reference_conv_transposend_vjp(*arrays, ct, **self.kwargs)
+
+
+class ConvTranspose2dCase(ConvTransposeNdCase):
+    """One conv_transpose2d call: ``ConvTransposeNdCase`` under its 2-D name (the same
+    fields). x_shape (N, C_in, H, W); w_shape (C_in, C_out/groups, kH, kW).
+
+    >>> ConvTranspose2dCase((1, 2, 3, 3), (2, 1, 3, 3), stride=2).arrays()[0].shape
+    (1, 2, 3, 3)
+    """
+
+    op: ClassVar[str] = "conv_transpose2d"
 
 
 def _distinct_values(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:

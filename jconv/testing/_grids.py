@@ -10,10 +10,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ._cases import (POOL_FUNCTIONS, AvgPool2dCase, Conv2dCase, ConvNdCase,
-                     ConvTranspose2dCase, FoldCase, MaxPool2dCase, PoolCase, UnfoldCase)
+                     ConvTranspose2dCase, ConvTransposeNdCase, FoldCase, MaxPool2dCase,
+                     PoolCase, UnfoldCase)
 from ._oracle import conv_pads
 
 KINDS: tuple[str, ...] = ("quick", "default", "full")
+PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular")
+NDIMS: tuple[int, ...] = (1, 2, 3)
 _RANDOM_DRAWS = {"quick": 2, "default": 24, "full": 200}
 # Random draws per kind for the N-D conv, transposed-conv and 2-D pooling lists (smaller
 # spaces than conv2d).
@@ -165,8 +168,56 @@ def conv_transpose2d_cases(kind: str = "default", n: int | None = None,
     return cases
 
 
-PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular")
-NDIMS: tuple[int, ...] = (1, 2, 3)
+def _transpose_forms(ndim: int) -> list[tuple[Any, ...]]:
+    """(name, x_shape, w_shape, bias, stride, padding, output_padding, groups, dilation) of
+    the 1-D and 3-D transposed convs: the 2-D list's forms, unequal sizes per axis."""
+    sp, k = (5, 4, 3)[:ndim], (3, 2, 2)[:ndim]
+    return [
+        ("basic", (2, 4, *sp), (4, 3, *k), True, 1, 1, 0, 1, 1),
+        ("upsample-2x", (2, 4, *sp), (4, 3, *k), True, 2, 1, 1, 1, 1),
+        ("per-dim-grouped", (2, 4, *sp), (4, 3, *k), True, (2, 3, 1)[:ndim],
+         (0, 1, 1)[:ndim], (1, 2, 0)[:ndim], 2, (1, 2, 2)[:ndim]),
+        ("unbatched", (4, *sp), (4, 2, *k), False, 2, 1, 0, 2, 1),
+    ]
+
+
+def _random_transpose(rng: np.random.Generator, ndim: int, seed: int,
+                      j: int) -> ConvTransposeNdCase:
+    groups = int(rng.choice([1, 1, 2]))
+    k = tuple(int(v) for v in rng.integers(1, 4, ndim))
+    s = tuple(int(v) for v in rng.integers(1, 3, ndim))
+    d = tuple(int(v) for v in rng.integers(1, 3, ndim))
+    out_pad = tuple(int(rng.integers(0, max(ss, dd))) for ss, dd in zip(s, d))
+    # Padding crops the output; keep it where the output stays positive.
+    pad = tuple(int(rng.integers(0, 2)) if dd * (kk - 1) >= 2 else 0 for kk, dd in zip(k, d))
+    size = tuple(int(v) for v in rng.integers(2, 5, ndim))
+    cig = int(rng.integers(1, 3))
+    x_shape = (groups * cig, *size) if rng.random() < 0.1 else (
+        int(rng.integers(1, 3)), groups * cig, *size)
+    return ConvTransposeNdCase(x_shape, (groups * cig, int(rng.integers(1, 3)), *k),
+                               bool(rng.random() < 0.7), s, pad, out_pad, groups, d,
+                               seed=seed * 100_000 + 1000 + j, name=f"random-{j}")
+
+
+def conv_transpose_cases(ndim: int = 2, kind: str = "default", n: int | None = None,
+                         seed: int = 0) -> list[ConvTransposeNdCase]:
+    """The transposed-conv cases of ``kind`` with ``ndim`` spatial dims: for 2,
+    :func:`conv_transpose2d_cases`; for 1 and 3, 4 forms (3 for ``"quick"``) plus ``n``
+    random draws (default: 0 quick, 8 default, 60 full).
+
+    >>> [len(conv_transpose_cases(3, k)) for k in KINDS]
+    [3, 12, 64]
+    """
+    if ndim not in NDIMS:
+        raise ValueError(f"ndim must be 1, 2 or 3, got {ndim!r}")
+    if ndim == 2:
+        return conv_transpose2d_cases(kind, n, seed)
+    draws = _check_kind(kind, n, _SMALL_DRAWS)
+    forms = _transpose_forms(ndim)[1 if kind == "quick" else 0:]
+    cases = [ConvTransposeNdCase(*f[1:], seed=seed * 100_000 + i, name=f[0])
+             for i, f in enumerate(forms)]
+    rng = np.random.default_rng(seed * 10 + ndim + 7)
+    return cases + [_random_transpose(rng, ndim, seed, j) for j in range(draws)]
 
 
 def _forms(ndim: int) -> list[tuple[Any, ...]]:
@@ -418,17 +469,19 @@ def fold_cases(kind: str = "default", n: int | None = None, *,
 
 
 # op -> (its grid, grid(kind, n=None, seed=0) -> cases; the type its cases have). The one
-# table: every check_<op> (check_conv(ndim=1/3), check_pool(fn, op)), pytest_cases(op=op)
-# and the CLI read it, so a case list, its documented counts and the check that takes it
-# cannot disagree. conv2d is torch.nn.functional.conv2d (zero padding; check_conv(ndim=2),
-# for ConvNd's padding modes, runs conv_cases(2)). The 2-D max and avg pools have
-# hand-picked forms besides random draws: those grids are theirs under either name
+# table: every check_<op> (check_conv(ndim=1/3), check_conv_transpose, check_pool(fn, op)),
+# pytest_cases(op=op) and the CLI read it, so a case list, its documented counts and the check
+# that takes it cannot disagree. conv2d is torch.nn.functional.conv2d (zero padding;
+# check_conv(ndim=2), for ConvNd's padding modes, runs conv_cases(2)). The 2-D max and avg
+# pools have hand-picked forms besides random draws: those grids are theirs under either name
 # (MaxPool2dCase and AvgPool2dCase are PoolCases).
 GRIDS: dict[str, tuple[Callable[..., list[Any]], type]] = {
     "conv1d": (functools.partial(conv_cases, 1), ConvNdCase),
     "conv2d": (conv2d_cases, Conv2dCase),
     "conv3d": (functools.partial(conv_cases, 3), ConvNdCase),
+    "conv_transpose1d": (functools.partial(conv_transpose_cases, 1), ConvTransposeNdCase),
     "conv_transpose2d": (conv_transpose2d_cases, ConvTranspose2dCase),
+    "conv_transpose3d": (functools.partial(conv_transpose_cases, 3), ConvTransposeNdCase),
     **{f: (functools.partial(pool_cases, f), PoolCase) for f in POOL_FUNCTIONS},
     "max_pool2d": (max_pool2d_cases, PoolCase),
     "avg_pool2d": (avg_pool2d_cases, PoolCase),
