@@ -10,7 +10,9 @@ suite (``jconv.testing``)."""
 from . import nn
 from ._auto import AutoChoice, auto_choice, clear_auto_cache, set_auto_measure
 from ._auto_cache import user_cache_dir
-from ._registry import AUTO_IMPLS, CONV_IMPLS, POOL_IMPLS, Implementation
+from ._onednn_bn import available as onednn_batch_norm_available
+from ._onednn_bn import batch_norm_train as onednn_batch_norm
+from ._registry import AUTO_IMPLS, CONV_IMPLS, POOL_IMPLS, Implementation, check_conv_impl
 from ._pool_spec import PoolSpec, pool_spec
 from ._spec import ConvSpec, conv_spec
 from .conv import conv1d, conv2d, conv3d, convnd
@@ -22,6 +24,7 @@ from .adaptive_pool import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_a
 from .pool import (avg_pool1d, avg_pool2d, avg_pool3d, global_avg_pool2d, lp_pool1d, lp_pool2d,
                    lp_pool3d, max_pool1d, max_pool2d, max_pool3d)
 from .unpool import max_unpool1d, max_unpool2d, max_unpool3d
+from .pad import pad
 from .shapes import (ConvParams, conv2d_output_shape, conv_output_shape, find_conv_params,
                      pool2d_output_shape, same_padding)
 from .bn_fold import fold_conv_bn, fold_conv_bn_sequential
@@ -32,9 +35,29 @@ from .summary import LayerSummary, ModelSummary, summary
 from .torch_import import load_torch_state_dict
 from .transpose import conv_transpose1d, conv_transpose2d, conv_transpose3d
 from .unfold import fold, unfold
+from .stopwatch import interleaved_medians
 from .xla_options import CONV_BACKENDS, conv_compiler_options, jit, set_default_conv_backend
 
 __version__ = "0.1.0"
+
+
+def check_onednn(dtype: object = "float32") -> None:
+    """Nothing when ``impl="onednn"`` can run ``dtype`` convolutions here; otherwise the
+    reason: a ``RuntimeError`` when the native extension or libdnnl does not load, a
+    ``ValueError`` for a dtype it has no kernels for (float64, or bfloat16 on a CPU without
+    bfloat16 kernels). Starts no XLA backend, so it may run before
+    ``jax.distributed.initialize``.
+
+    Example:
+      >>> import jconv
+      >>> jconv.check_onednn("float64")
+      Traceback (most recent call last):
+      ...
+      ValueError: impl='onednn' supports dtypes ...
+    """
+    from ._onednn import check_supported
+
+    check_supported(dtype)  # type: ignore[arg-type]
 
 
 def __getattr__(name: str) -> object:
@@ -56,6 +79,11 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "reuse_host_memory",
+    "check_conv_impl",
+    "check_onednn",
+    "interleaved_medians",
+    "onednn_batch_norm",
+    "onednn_batch_norm_available",
     "CONV_BACKENDS",
     "AUTO_IMPLS",
     "CONV_IMPLS",
@@ -121,6 +149,7 @@ __all__ = [
     "max_unpool2d",
     "max_unpool3d",
     "nn",
+    "pad",
     "pool2d_output_shape",
     "receptive_field",
     "same_padding",

@@ -280,7 +280,7 @@ std::shared_ptr<Entry> build(const Geometry& g, Layout layout) {
 // nChw16c), as PyTorch does: its direct kernels beat the im2col+GEMM one plain nchw gets.
 // Where oneDNN still chooses im2col+GEMM for 3-D ones (depthwise), they are reordered to plain
 // ndhwc, as PyTorch does too, for its direct channels-last kernel, which is faster than the GEMM
-// despite the reorders; in 1-D the GEMM is the faster (measured on this CPU, oneDNN 3.2).
+// despite the reorders (1-D ones are 2-D by now: lift_1d).
 // Whichever layout yields only the reference kernel is the fallback. Batch normalisation keeps
 // the caller's layout (its own per-layout kernels).
 std::shared_ptr<Entry> choose(const Geometry& g) {
@@ -499,6 +499,19 @@ memory::dims to_dims(ffi::Span<const int64_t> s, int64_t minus = 0) {
   return d;
 }
 
+// A 1-D problem as a 2-D one with a unit height: the same bytes (ncw is nchw with h = 1,
+// nwc is nhwc), but oneDNN's 2-D kernels, as PyTorch does too: oneDNN's 1-D convolutions have
+// no direct depthwise kernel (im2col+GEMM instead), its 2-D ones have.
+void lift_1d(Geometry* g) {
+  g->src.insert(g->src.begin() + 2, 1);
+  g->dst.insert(g->dst.begin() + 2, 1);
+  g->wei.insert(g->wei.end() - 1, 1);
+  g->stride.insert(g->stride.begin(), 1);
+  g->dilation.insert(g->dilation.begin(), 0);
+  g->pad_l.insert(g->pad_l.begin(), 0);
+  g->pad_r.insert(g->pad_r.begin(), 0);
+}
+
 ffi::Error make_geometry(int pass, const ffi::AnyBuffer& act_in, const ffi::AnyBuffer& w_like,
                          const ffi::AnyBuffer& act_out, ffi::Span<const int64_t> stride,
                          ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
@@ -524,6 +537,7 @@ ffi::Error make_geometry(int pass, const ffi::AnyBuffer& act_in, const ffi::AnyB
   g->dilation = to_dims(dilation, 1);
   g->pad_l = to_dims(pad_lo);
   g->pad_r = to_dims(pad_hi);
+  if (spatial == 1) lift_1d(g);
   return ffi::Error::Success();
 }
 
@@ -768,6 +782,7 @@ int jconv_onednn_probe(int bf16, int nhwc, int64_t n, int64_t c, int64_t hw, int
     g.dilation = memory::dims(k, 0);
     g.pad_l = memory::dims(k, 1);
     g.pad_r = memory::dims(k, 1);
+    if (k == 1) lift_1d(&g);  // as the handlers do
     auto e = choose(g);
     std::snprintf(buf, static_cast<size_t>(len), "%s", e->impl.c_str());
     return 0;

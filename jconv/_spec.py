@@ -206,20 +206,20 @@ def check_bias(b: jnp.ndarray | None, c_out: int, dtype: jnp.dtype) -> None:
 
 
 def check_mode_padding(padding_mode: str, pads: PadPairs, in_size: Sequence[int],
-                       axes: str) -> None:
-    """PyTorch's limits on a non-zero ``padding_mode`` (those of ``F.pad``): reflect
-    padding smaller than the input, circular at most the input (it wraps once), replicate
-    of a non-empty input."""
+                       axes: Sequence[str], arg: str = "padding_mode") -> None:
+    """PyTorch's limits on a non-zero ``padding_mode`` (those of ``F.pad``, which calls it
+    ``mode``: ``arg`` is the name the messages give): reflect padding smaller than the
+    input, circular at most the input (it wraps once), replicate of a non-empty input."""
     for (lo, hi), size, axis in zip(pads, in_size, axes):
         if padding_mode == "reflect" and max(lo, hi) >= size:
-            raise ValueError(f"padding_mode='reflect' needs padding < the input size along "
+            raise ValueError(f"{arg}='reflect' needs padding < the input size along "
                              f"{axis} (PyTorch rule), got padding ({lo}, {hi}) for size {size}")
         if padding_mode == "circular" and max(lo, hi) > size:
-            raise ValueError(f"padding_mode='circular' needs padding <= the input size along "
+            raise ValueError(f"{arg}='circular' needs padding <= the input size along "
                              f"{axis} (it wraps around once, PyTorch rule), got padding "
                              f"({lo}, {hi}) for size {size}")
         if padding_mode == "replicate" and size == 0 and lo + hi:
-            raise ValueError(f"padding_mode='replicate' needs a non-empty input along {axis}, "
+            raise ValueError(f"{arg}='replicate' needs a non-empty input along {axis}, "
                              f"got size 0")
 
 

@@ -1,7 +1,8 @@
 """Graph-level Conv + BatchNorm folding for any Flax NNX model.
 
 :func:`fold_conv_bn_graph` traces one forward pass of the model to a jaxpr, with every
-``jconv.nn.Conv2d`` / ``ConvTranspose2d`` output and every ``nnx.BatchNorm`` input tagged by
+jconv conv layer's output (``jconv.nn.Conv1d``/``2d``/``3d``, ``ConvTranspose1d``/``2d``/``3d``)
+and every ``nnx.BatchNorm`` input tagged by
 an identity marker. A conv folds into a BatchNorm only when the jaxpr shows a real data-flow
 edge between them and nothing else reads the conv's output: call order alone proves nothing
 (a residual branch, a shared feature map or a ``tanh`` in between all break the fold). The
@@ -19,12 +20,12 @@ from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jax.extend import core as jex_core
 
-from .bn_fold import fold_conv_bn
-from .nn import Conv2d, ConvTranspose2d
+# fold_conv_transpose_bn: imported by its old path, jconv.fold_graph, too.
+from .bn_fold import fold_conv_bn, fold_conv_transpose_bn  # noqa: F401
+from .nn import _ConvNd, _ConvTransposeNd
 
 _MARK = "jconv_fold_"
 # How many single-input steps to look back from a BatchNorm for a conv when explaining why
@@ -95,61 +96,6 @@ class FoldedBatchNorm(nnx.Module):
         return x.astype(self.dtype or jnp.result_type(x.dtype, self.stats_dtype))
 
 
-def fold_conv_transpose_bn(conv: ConvTranspose2d, bn: nnx.BatchNorm) -> ConvTranspose2d:
-    """A new :class:`jconv.nn.ConvTranspose2d` computing ``bn(conv(x))``, ``bn`` in eval mode.
-
-    The kernel has PyTorch's transposed layout (C_in, C_out/groups, kH, kW): output channel
-    ``g*C_out/groups + j`` is kernel slice ``[g*C_in/groups:(g+1)*C_in/groups, j]``, which is
-    scaled by s = gamma / sqrt(running_var + eps) of that channel; the bias becomes
-    (b - running_mean) * s + beta, shape (C_out,). Float64 arithmetic, cast back.
-
-    Example:
-      >>> from flax import nnx; import jax.numpy as jnp, jconv
-      >>> up = jconv.nn.ConvTranspose2d(4, 6, 2, stride=2, groups=2, rngs=nnx.Rngs(0))
-      >>> bn = jconv.nn.BatchNorm2d(6, rngs=nnx.Rngs(0)); bn.eval()
-      >>> bn.mean[...] = jnp.arange(6.0)
-      >>> x = jnp.ones((1, 4, 3, 3))
-      >>> bool(jnp.allclose(fold_conv_transpose_bn(up, bn)(x), bn(up(x)), atol=1e-5))
-      True
-    """
-    if not isinstance(conv, ConvTranspose2d):
-        raise TypeError(f"conv must be a jconv.nn.ConvTranspose2d, got {type(conv).__name__}")
-    _check_bn(bn, conv.out_channels, conv.data_format)
-    f64, c_out, g = np.float64, conv.out_channels, conv.groups
-    w = np.asarray(conv.kernel[...], f64)
-    s, shift = _bn_affine(bn, c_out)
-    b = np.zeros(c_out) if conv.bias is None else np.asarray(conv.bias[...], f64)
-    # (C_in, C_out/g, kH, kW) -> (g, C_in/g, C_out/g, kH, kW): scale each group's slice by
-    # its own output channels' factors.
-    wg = w.reshape(g, w.shape[0] // g, *w.shape[1:]) * s.reshape(g, 1, c_out // g, 1, 1)
-    folded = nnx.clone(conv)
-    dtype = conv.kernel[...].dtype
-    folded.kernel = nnx.Param(jnp.asarray(wg.reshape(w.shape), dtype))
-    folded.bias = nnx.data(nnx.Param(jnp.asarray(b * s + shift, dtype)))
-    return folded
-
-
-def _bn_affine(bn: nnx.BatchNorm, c: int) -> tuple[np.ndarray, np.ndarray]:
-    """(s, t) with eval-mode bn(y) = y * s + t per channel, in float64."""
-    f64 = np.float64
-    gamma = np.ones(c) if bn.scale is None else np.asarray(bn.scale[...], f64)
-    beta = np.zeros(c) if bn.bias is None else np.asarray(bn.bias[...], f64)
-    s = gamma / np.sqrt(np.asarray(bn.var[...], f64) + bn.epsilon)
-    return s, beta - np.asarray(bn.mean[...], f64) * s
-
-
-def _check_bn(bn: object, channels: int, data_format: str) -> None:
-    if not isinstance(bn, nnx.BatchNorm):
-        raise TypeError(f"bn must be a flax.nnx.BatchNorm, got {type(bn).__name__}")
-    if bn.num_features != channels:
-        raise ValueError(f"bn.num_features={bn.num_features} must equal "
-                         f"conv.out_channels={channels}")
-    channel_axes = (1, -3) if data_format == "NCHW" else (3, -1)
-    if bn.axis not in channel_axes:
-        raise ValueError(f"bn.axis={bn.axis} does not normalise the channel axis of a "
-                         f"data_format={data_format!r} conv (expected one of {channel_axes})")
-
-
 @dataclass
 class _Call:
     """One intercepted layer call during the trace."""
@@ -184,11 +130,14 @@ def _bn_classes() -> list[type]:
 
 @contextlib.contextmanager
 def _intercept(paths: dict[int, tuple], log: list[_Call]) -> Iterator[None]:
-    """Patch the conv and BatchNorm classes' ``__call__`` to log each call and tag arrays."""
+    """Patch the conv and BatchNorm classes' ``__call__`` to log each call and tag arrays.
+
+    The convs are patched in their base classes (``_ConvNd``, ``_ConvTransposeNd``), whose
+    ``__call__`` every jconv conv layer of every rank inherits."""
     bn_classes = _bn_classes()
-    originals = {cls: cls.__call__ for cls in (Conv2d, ConvTranspose2d, *bn_classes)}
-    # Restore what each class itself defined: an inherited ``__call__`` (Conv2d's comes from
-    # _ConvNd) must not be left behind as the class's own attribute.
+    originals = {cls: cls.__call__ for cls in (_ConvNd, _ConvTransposeNd, *bn_classes)}
+    # Restore what each class itself defined: an inherited ``__call__`` (a BatchNorm subclass
+    # without its own) must not be left behind as the class's own attribute.
     own = {cls: cls.__dict__.get("__call__") for cls in originals}
     inside: set[int] = set()  # BatchNorms being called: a subclass calling super() logs once
 
@@ -216,8 +165,8 @@ def _intercept(paths: dict[int, tuple], log: list[_Call]) -> Iterator[None]:
         return call_bn
 
     try:
-        Conv2d.__call__ = wrap_conv(originals[Conv2d])  # type: ignore[method-assign]
-        ConvTranspose2d.__call__ = wrap_conv(originals[ConvTranspose2d])  # type: ignore
+        for conv_cls in (_ConvNd, _ConvTransposeNd):
+            conv_cls.__call__ = wrap_conv(originals[conv_cls])  # type: ignore[method-assign]
         for cls in bn_classes:
             cls.__call__ = wrap_bn(originals[cls])  # type: ignore[method-assign]
         yield
@@ -249,80 +198,104 @@ def _trace(model: nnx.Module, args: tuple, kwargs: dict) -> tuple[Any, list[_Cal
     return closed.jaxpr, log
 
 
-def _analyse(jaxpr: Any, log: list[_Call]) -> tuple[dict, list[SkippedPair]]:
-    """Per BatchNorm call with a conv upstream: the conv call it pairs with, or a reason."""
-    eqns = jaxpr.eqns
-    producer: dict[Any, int] = {}
-    uses: dict[Any, list[int]] = defaultdict(list)
-    for i, e in enumerate(eqns):
-        for v in e.invars:
-            if not isinstance(v, jex_core.Literal):
-                uses[v].append(i)
-        for v in e.outvars:
-            producer[v] = i
-    for v in jaxpr.outvars:
-        if not isinstance(v, jex_core.Literal):
-            uses[v].append(-1)  # -1: returned by the model
-    at = {e.params["name"]: i for i, e in enumerate(eqns)
-          if e.primitive.name in ("jit", "pjit") and str(e.params.get("name", "")).startswith(_MARK)}
-    by_tag = {c.tag: c for c in log}
+@dataclass
+class _Graph:
+    """A traced jaxpr's data flow: which equation produces and which read each variable
+    (``-1``: the model's output), and the equation of each marker, by tag."""
 
-    def describe(i: int) -> str:
+    eqns: list
+    producer: dict
+    uses: dict
+    at: dict
+    by_tag: dict
+
+    @classmethod
+    def of(cls, jaxpr: Any, log: list[_Call]) -> "_Graph":
+        producer: dict[Any, int] = {}
+        uses: dict[Any, list[int]] = defaultdict(list)
+        for i, e in enumerate(jaxpr.eqns):
+            for v in e.invars:
+                if not isinstance(v, jex_core.Literal):
+                    uses[v].append(i)
+            for v in e.outvars:
+                producer[v] = i
+        for v in jaxpr.outvars:
+            if not isinstance(v, jex_core.Literal):
+                uses[v].append(-1)
+        at = {e.params["name"]: i for i, e in enumerate(jaxpr.eqns)
+              if e.primitive.name in ("jit", "pjit")
+              and str(e.params.get("name", "")).startswith(_MARK)}
+        return cls(jaxpr.eqns, producer, uses, at, {c.tag: c for c in log})
+
+    def mark(self, i: int) -> _Call | None:
+        """The layer call whose marker equation ``i`` is, if it is one."""
+        name = str(self.eqns[i].params.get("name", ""))
+        return self.by_tag[name] if name.startswith(_MARK) else None
+
+    def describe(self, i: int) -> str:
         if i == -1:
             return "the model's output"
-        e = eqns[i]
-        name = str(e.params.get("name", ""))
-        if name.startswith(_MARK):
-            c = by_tag[name]
-            return f"{'BatchNorm' if c.kind == 'bn' else 'conv'} {_dotted(c.path)}"
-        return e.primitive.name
+        c = self.mark(i)
+        if c is None:
+            return self.eqns[i].primitive.name
+        return f"{'BatchNorm' if c.kind == 'bn' else 'conv'} {_dotted(c.path)}"
 
+    def conv_upstream(self, i: int) -> tuple[int | None, list[str]]:
+        """The conv marker a few single-input steps above equation ``i`` (None if another
+        BatchNorm, nothing or only a long chain is there), and those steps' primitives."""
+        steps: list[str] = []
+        p = self.producer.get(self.eqns[i].invars[0])
+        while p is not None and len(steps) < _LOOKBACK:
+            c = self.mark(p)
+            if c is not None:
+                return (p if c.kind == "conv" else None), steps
+            data = [v for v in self.eqns[p].invars if not isinstance(v, jex_core.Literal)]
+            steps.append(self.eqns[p].primitive.name)
+            p = self.producer.get(data[0]) if data else None
+        return None, steps
+
+
+def _why_not(g: _Graph, conv_at: int, bn: _Call, steps: list[str]) -> str | None:
+    """Why the conv marked at ``conv_at`` does not fold into ``bn``; None if it does."""
+    conv = g.mark(conv_at)
+    if steps:
+        return (f"{', '.join(reversed(steps))} between the conv and the BatchNorm: only a "
+                "direct edge folds")
+    others = [g.describe(i) for i in g.uses[g.eqns[conv_at].outvars[0]] if i != g.at[bn.tag]]
+    if others:
+        return f"the conv output is also used by {', '.join(others)}"
+    if bn.train:
+        return ("BatchNorm in train mode (use_running_average=False): it normalises with batch "
+                "statistics, not a fixed affine map")
+    if bn.masked:
+        return "BatchNorm called with a mask"
+    if conv.path is None or bn.path is None:
+        return "layer is not an attribute of the model (created during the call)"
+    return None
+
+
+def _analyse(jaxpr: Any, log: list[_Call]) -> tuple[dict, list[SkippedPair]]:
+    """Per BatchNorm call with a conv upstream: the conv call it pairs with, or a reason."""
+    g = _Graph.of(jaxpr, log)
     pairs: dict[str, tuple[_Call, _Call]] = {}  # bn tag -> (conv call, bn call)
     skipped: list[SkippedPair] = []
     for call in log:
         if call.kind != "bn":
             continue
-        if call.tag not in at:
+        if call.tag not in g.at:
             skipped.append(SkippedPair(None, _dotted(call.path), "called inside a nested "
                                        "transform (jit/scan/vmap/...): only calls in the "
                                        "model's top-level trace fold"))
             continue
-        x = eqns[at[call.tag]].invars[0]
-        steps: list[str] = []
-        p = producer.get(x)
-        while p is not None and len(steps) < _LOOKBACK:
-            name = str(eqns[p].params.get("name", ""))
-            if name.startswith(_MARK) and by_tag[name].kind == "conv":
-                break
-            if name.startswith(_MARK):  # another BatchNorm upstream: not this one's conv
-                p = None
-                break
-            data = [v for v in eqns[p].invars if not isinstance(v, jex_core.Literal)]
-            steps.append(eqns[p].primitive.name)
-            p = producer.get(data[0]) if data else None
-        if p is None or len(steps) >= _LOOKBACK:
+        conv_at, steps = g.conv_upstream(g.at[call.tag])
+        if conv_at is None:
             continue  # no conv (close) upstream: not a conv -> BN candidate
-        conv = by_tag[str(eqns[p].params["name"])]
-        c_name, b_name = _dotted(conv.path), _dotted(call.path)
-        if steps:
-            skipped.append(SkippedPair(c_name, b_name, f"{', '.join(reversed(steps))} between "
-                                       "the conv and the BatchNorm: only a direct edge folds"))
-            continue
-        others = [describe(i) for i in uses[eqns[p].outvars[0]] if i != at[call.tag]]
-        if others:
-            skipped.append(SkippedPair(c_name, b_name, "the conv output is also used by "
-                                       f"{', '.join(others)}"))
-        elif call.train:
-            skipped.append(SkippedPair(c_name, b_name, "BatchNorm in train mode "
-                                       "(use_running_average=False): it normalises with batch "
-                                       "statistics, not a fixed affine map"))
-        elif call.masked:
-            skipped.append(SkippedPair(c_name, b_name, "BatchNorm called with a mask"))
-        elif conv.path is None or call.path is None:
-            skipped.append(SkippedPair(c_name, b_name, "layer is not an attribute of the "
-                                       "model (created during the call)"))
-        else:
+        conv = g.mark(conv_at)
+        reason = _why_not(g, conv_at, call, steps)
+        if reason is None:
             pairs[call.tag] = (conv, call)
+        else:
+            skipped.append(SkippedPair(_dotted(conv.path), _dotted(call.path), reason))
     return pairs, skipped
 
 
@@ -342,6 +315,54 @@ def _set(model: nnx.Module, path: tuple, value: Any) -> None:
         setattr(parent, key, value)
 
 
+def _unambiguous(pairs: dict, log: list[_Call], skipped: list[SkippedPair]
+                 ) -> list[tuple[tuple, tuple]]:
+    """The (conv path, BatchNorm path) pairs to fold: a layer called several times folds
+    only if every one of its calls is the same pair (the others go to ``skipped``)."""
+    calls: dict[tuple, int] = defaultdict(int)
+    for c in log:
+        if c.path is not None:
+            calls[(c.kind, c.path)] += 1
+    partner: dict[tuple, set] = defaultdict(set)
+    for conv, bn in pairs.values():
+        partner[("conv", conv.path)].add(bn.path)
+        partner[("bn", bn.path)].add(conv.path)
+    keys = [(conv.path, bn.path) for conv, bn in pairs.values()]
+    folded: list[tuple[tuple, tuple]] = []
+    for key in dict.fromkeys(keys):  # each pair once, in call order
+        conv_path, bn_path = key
+        n_pair = keys.count(key)
+        if (len(partner[("conv", conv_path)]) > 1 or len(partner[("bn", bn_path)]) > 1
+                or calls[("conv", conv_path)] != n_pair or calls[("bn", bn_path)] != n_pair):
+            skipped.append(SkippedPair(_dotted(conv_path), _dotted(bn_path),
+                                       "the conv or the BatchNorm is also called elsewhere "
+                                       "(not always as this pair)"))
+        else:
+            folded.append(key)
+    return folded
+
+
+def _fold_pairs(model: nnx.Module, keys: list[tuple[tuple, tuple]],
+                skipped: list[SkippedPair]) -> tuple[nnx.Module, list[FoldedPair]]:
+    """A clone of ``model`` with each (conv path, BatchNorm path) pair folded; a pair
+    :func:`jconv.fold_conv_bn` rejects (e.g. a BatchNorm over the wrong axis) goes to
+    ``skipped`` with its message."""
+    new = nnx.clone(model)
+    nodes = dict(nnx.iter_graph(new))
+    done: list[FoldedPair] = []
+    for conv_path, bn_path in keys:
+        conv, bn = nodes[conv_path], nodes[bn_path]
+        try:
+            folded_conv = fold_conv_bn(conv, bn)
+        except (TypeError, ValueError) as e:
+            skipped.append(SkippedPair(_dotted(conv_path), _dotted(bn_path), str(e)))
+            continue
+        _set(new, conv_path, folded_conv)
+        _set(new, bn_path, FoldedBatchNorm(bn))
+        done.append(FoldedPair(_dotted(conv_path) or "", _dotted(bn_path) or ""))
+    return new, done
+
+
 def fold_conv_bn_graph(model: nnx.Module, *example_args: Any,
                        **example_kwargs: Any) -> tuple[nnx.Module, FoldReport]:
     """Fold every eval-mode BatchNorm that reads only a conv's output into that conv, in any
@@ -349,12 +370,13 @@ def fold_conv_bn_graph(model: nnx.Module, *example_args: Any,
 
     ``model(*example_args, **example_kwargs)`` is traced once with :func:`jax.make_jaxpr`
     (nothing is computed; ``example_args`` may be arrays or :class:`jax.ShapeDtypeStruct`;
-    keyword arguments are passed as Python values, not traced). A ``jconv.nn.Conv2d`` or
-    ``ConvTranspose2d`` and an ``nnx.BatchNorm`` (e.g. ``jconv.nn.BatchNorm2d``) fold when,
+    keyword arguments are passed as Python values, not traced). A jconv conv layer (1-D,
+    2-D or 3-D: ``jconv.nn.Conv1d``/``2d``/``3d``, ``ConvTranspose1d``/``2d``/``3d``) and an
+    ``nnx.BatchNorm`` over its channels (e.g. ``jconv.nn.BatchNorm2d``) fold when,
     in that trace, the BatchNorm's input *is* the conv's output and nothing else (another
     op, another layer, the model's output) reads it, and every call of either layer is of
     that pair. The folded conv computes ``bn(conv(x))`` with the running statistics
-    (:func:`jconv.fold_conv_bn`, :func:`fold_conv_transpose_bn`) and the BatchNorm becomes
+    (:func:`jconv.fold_conv_bn`) and the BatchNorm becomes
     a :class:`FoldedBatchNorm` pass-through. Every candidate that does not fold is listed in
     ``report.skipped`` with the reason. Shapes: the folded model maps the same inputs to
     the same output shapes.
@@ -394,43 +416,5 @@ def fold_conv_bn_graph(model: nnx.Module, *example_args: Any,
                          "normalises with batch statistics (use_running_average=False); call "
                          "model.eval() before folding")
     pairs, skipped = _analyse(jaxpr, log)
-    # A layer called several times folds only if every one of its calls is the same pair.
-    calls: dict[tuple, int] = defaultdict(int)
-    for c in log:
-        if c.path is not None:
-            calls[(c.kind, c.path)] += 1
-    partner: dict[tuple, set] = defaultdict(set)
-    for conv, bn in pairs.values():
-        partner[("conv", conv.path)].add(bn.path)
-        partner[("bn", bn.path)].add(conv.path)
-    folded_pairs: list[tuple[tuple, tuple]] = []
-    seen: set[tuple] = set()
-    for conv, bn in pairs.values():
-        key = (conv.path, bn.path)
-        if key in seen:
-            continue
-        seen.add(key)
-        n_pair = sum(1 for c, b in pairs.values() if (c.path, b.path) == key)
-        if (len(partner[("conv", conv.path)]) > 1 or len(partner[("bn", bn.path)]) > 1
-                or calls[("conv", conv.path)] != n_pair or calls[("bn", bn.path)] != n_pair):
-            skipped.append(SkippedPair(_dotted(conv.path), _dotted(bn.path),
-                                       "the conv or the BatchNorm is also called elsewhere "
-                                       "(not always as this pair)"))
-            continue
-        folded_pairs.append(key)
-
-    new = nnx.clone(model)
-    nodes = dict(nnx.iter_graph(new))
-    done: list[FoldedPair] = []
-    for conv_path, bn_path in folded_pairs:
-        conv, bn = nodes[conv_path], nodes[bn_path]
-        fold = fold_conv_transpose_bn if isinstance(conv, ConvTranspose2d) else fold_conv_bn
-        try:
-            folded_conv = fold(conv, bn)
-        except (TypeError, ValueError) as e:
-            skipped.append(SkippedPair(_dotted(conv_path), _dotted(bn_path), str(e)))
-            continue
-        _set(new, conv_path, folded_conv)
-        _set(new, bn_path, FoldedBatchNorm(bn))
-        done.append(FoldedPair(_dotted(conv_path) or "", _dotted(bn_path) or ""))
+    new, done = _fold_pairs(model, _unambiguous(pairs, log, skipped), skipped)
     return new, FoldReport(tuple(done), tuple(skipped))

@@ -93,7 +93,8 @@ def test_fold_pair_formula_and_originals_untouched():
 def test_bad_arguments():
     r = nnx.Rngs(0)
     conv = Conv2d(3, 4, 3, rngs=r)
-    with pytest.raises(TypeError, match="conv must be a jconv.nn.Conv2d, got Linear"):
+    with pytest.raises(TypeError, match="conv must be a jconv.nn.Conv1d/Conv2d/Conv3d or "
+                                        "ConvTranspose1d/2d/3d, got Linear"):
         jconv.fold_conv_bn(nnx.Linear(3, 4, rngs=r), BatchNorm2d(4, rngs=r))
     with pytest.raises(TypeError, match="bn must be a flax.nnx.BatchNorm .*got Conv2d"):
         jconv.fold_conv_bn(conv, conv)
@@ -112,3 +113,76 @@ def test_bench_runs_and_agrees():
     assert r["unfolded_ms"] > 0 and r["folded_ms"] > 0
     assert r["speedup"] == pytest.approx(r["unfolded_ms"] / r["folded_ms"])
     assert r["max_abs_diff"] < 1e-4
+
+
+def _random_stats(bn, seed):
+    """Non-trivial running statistics and affine parameters, eval mode."""
+    rng = np.random.default_rng(seed)
+    c = bn.num_features
+    for var, values in ((bn.mean, rng.normal(size=c)), (bn.var, rng.uniform(0.2, 3, c)),
+                        (bn.scale, rng.uniform(0.5, 2, c)), (bn.bias, rng.normal(size=c))):
+        var[...] = jnp.asarray(values, var[...].dtype)
+    bn.eval()
+
+
+_LAYERS = {(1, False): jconv.nn.Conv1d, (3, False): jconv.nn.Conv3d,
+           (1, True): jconv.nn.ConvTranspose1d, (3, True): jconv.nn.ConvTranspose3d}
+
+
+# Each layer kind channels-first and channels-last, each in one of the two dtypes (every
+# combination of format and dtype met twice per rank).
+_PAIR_CASES = [(nd, t, last, ("float32", "float64")[(last + i) % 2])
+               for i, (nd, t) in enumerate(_LAYERS) for last in (False, True)]
+
+
+@pytest.mark.parametrize("ndim,transposed,channels_last,dtype", _PAIR_CASES)
+def test_fold_pair_1d_and_3d(ndim, transposed, channels_last, dtype, x64):
+    fmt = {1: ("NCL", "NLC"), 3: ("NCDHW", "NDHWC")}[ndim][channels_last]
+    r = nnx.Rngs(ndim)
+    kw = dict(stride=2, groups=2, bias=not channels_last, data_format=fmt,
+              param_dtype=jnp.dtype(dtype), rngs=r)
+    conv = _LAYERS[ndim, transposed](4, 6, 3, **kw)
+    bn = nnx.BatchNorm(6, axis=-1 if channels_last else 1, param_dtype=jnp.dtype(dtype),
+                       rngs=r)
+    _random_stats(bn, seed=ndim)
+    folded = jconv.fold_conv_bn(conv, bn)
+    assert type(folded) is type(conv) and folded.kernel[...].dtype == jnp.dtype(dtype)
+    spatial = (9,) if ndim == 1 else (5, 4, 6)
+    shape = (2, *spatial, 4) if channels_last else (2, 4, *spatial)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=shape), dtype)
+    want, got = bn(conv(x)), folded(x)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=tol,
+                               atol=tol * float(jnp.abs(want).max()))
+
+
+def test_fold_sequential_1d():
+    r = nnx.Rngs(0)
+    model = nnx.Sequential(jconv.nn.Conv1d(3, 8, 5, padding=2, rngs=r),
+                           nnx.BatchNorm(8, axis=1, rngs=r), nnx.relu,
+                           jconv.nn.ConvTranspose1d(8, 4, 2, stride=2, rngs=r),
+                           nnx.BatchNorm(4, axis=1, rngs=r))
+    for layer in (model.layers[1], model.layers[4]):
+        _random_stats(layer, seed=layer.num_features)
+    folded = _assert_same(model, normal(3, (2, 3, 20)))
+    assert [type(layer).__name__ for layer in folded.layers] == ["Conv1d", "custom_jvp",
+                                                                 "ConvTranspose1d"]
+
+
+def test_mismatched_1d_3d_pairs():
+    r = nnx.Rngs(0)
+    with pytest.raises(ValueError, match=r"bn is a BatchNorm2d for data_format='NCHW', which "
+                                         r"cannot follow the 1-D Conv1d \(data_format='NCL'\)"):
+        jconv.fold_conv_bn(jconv.nn.Conv1d(3, 4, 3, rngs=r), BatchNorm2d(4, rngs=r))
+    with pytest.raises(ValueError, match=r"bn.axis=-1 does not normalise the channel axis of a "
+                                         r"data_format='NCDHW' conv \(expected one of \(1, -4\)\)"):
+        jconv.fold_conv_bn(jconv.nn.Conv3d(3, 4, 3, rngs=r), nnx.BatchNorm(4, rngs=r))
+    with pytest.raises(ValueError, match=r"bn.axis=1 .*data_format='NLC' conv \(expected one "
+                                         r"of \(2, -1\)\)"):
+        jconv.fold_conv_bn(jconv.nn.Conv1d(3, 4, 3, data_format="NLC", rngs=r),
+                           nnx.BatchNorm(4, axis=1, rngs=r))
+    with pytest.raises(ValueError, match="bn.num_features=4 must equal conv.out_channels=6"):
+        jconv.fold_conv_bn(jconv.nn.ConvTranspose3d(3, 6, 2, rngs=r),
+                           nnx.BatchNorm(4, axis=1, rngs=r))
+    with pytest.raises(TypeError, match=r"bn must be a flax.nnx.BatchNorm \(e.g. .*got Conv3d"):
+        jconv.fold_conv_bn(jconv.nn.Conv3d(3, 4, 3, rngs=r), jconv.nn.Conv3d(4, 4, 1, rngs=r))

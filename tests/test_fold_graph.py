@@ -257,7 +257,8 @@ def test_bad_arguments():
     with pytest.raises(TypeError, match="model must be a flax.nnx.Module, got str"):
         jconv.fold_conv_bn_graph("model", jnp.ones(2))
     bn = BatchNorm2d(4, rngs=nnx.Rngs(0))
-    with pytest.raises(TypeError, match="conv must be a jconv.nn.ConvTranspose2d, got Conv2d"):
+    with pytest.raises(TypeError,
+                       match="conv must be a jconv.nn.ConvTranspose1d/2d/3d, got Conv2d"):
         fold_conv_transpose_bn(Conv2d(3, 4, 1, rngs=nnx.Rngs(0)), bn)
     with pytest.raises(ValueError, match="bn.num_features=4 must equal conv.out_channels=6"):
         fold_conv_transpose_bn(ConvTranspose2d(3, 6, 1, rngs=nnx.Rngs(0)), bn)
@@ -266,9 +267,60 @@ def test_bad_arguments():
 def test_folding_leaves_the_classes_as_they_were():
     """The interception restores what each class itself defined: Conv2d inherits ``__call__``
     from _ConvNd and must not keep a copy of it (jconv.summary's test checks just that)."""
-    own = {cls: cls.__dict__.get("__call__") for cls in (Conv2d, ConvTranspose2d, BatchNorm2d)}
+    from jconv.nn import _ConvNd, _ConvTransposeNd
+
+    classes = (_ConvNd, _ConvTransposeNd, jconv.nn.Conv1d, Conv2d, jconv.nn.Conv3d,
+               jconv.nn.ConvTranspose1d, ConvTranspose2d, jconv.nn.ConvTranspose3d, BatchNorm2d)
+    own = {cls: cls.__dict__.get("__call__") for cls in classes}
     model = Residual(4, 8, nnx.Rngs(0))
     _randomise_bn(model)
     jconv.fold_conv_bn_graph(model, _x((2, 4, 16, 16)))
     assert {cls: cls.__dict__.get("__call__") for cls in own} == own
-    assert "__call__" not in Conv2d.__dict__
+    assert "__call__" not in Conv2d.__dict__ and "__call__" in _ConvNd.__dict__
+
+
+class NetNd(nnx.Module):
+    """conv -> BN -> relu -> strided conv -> BN -> relu -> transposed conv -> BN, in 1-D or
+    3-D, channels-first or channels-last: every pair folds."""
+
+    def __init__(self, ndim: int, channels_last: bool, dtype: str, rngs: nnx.Rngs):
+        fmt = {1: ("NCL", "NLC"), 3: ("NCDHW", "NDHWC")}[ndim][channels_last]
+        conv, up = {1: (jconv.nn.Conv1d, jconv.nn.ConvTranspose1d),
+                    3: (jconv.nn.Conv3d, jconv.nn.ConvTranspose3d)}[ndim]
+        kw = dict(data_format=fmt, param_dtype=jnp.dtype(dtype), rngs=rngs)
+        bn = dict(axis=-1 if channels_last else 1, param_dtype=jnp.dtype(dtype), rngs=rngs)
+        self.conv1, self.bn1 = conv(3, 6, 3, padding=1, bias=False, **kw), nnx.BatchNorm(6, **bn)
+        self.conv2, self.bn2 = conv(6, 8, 3, stride=2, padding=1, **kw), nnx.BatchNorm(8, **bn)
+        self.up, self.bn3 = up(8, 4, 2, stride=2, groups=2, **kw), nnx.BatchNorm(4, **bn)
+
+    def __call__(self, x):
+        y = nnx.relu(self.bn1(self.conv1(x)))
+        y = nnx.relu(self.bn2(self.conv2(y)))
+        return self.bn3(self.up(y))
+
+
+@pytest.mark.parametrize("ndim,channels_last,dtype", [
+    (1, False, "float32"), (1, True, "float64"), (3, False, "float64"), (3, True, "float32")])
+def test_1d_and_3d_networks_fold(ndim, channels_last, dtype, x64):
+    model = NetNd(ndim, channels_last, dtype, nnx.Rngs(ndim))
+    _randomise_bn(model, seed=ndim)
+    spatial = (16,) if ndim == 1 else (4, 6, 8)
+    x = _x((2, *spatial, 3) if channels_last else (2, 3, *spatial), jnp.dtype(dtype))
+    folded, report = jconv.fold_conv_bn_graph(model, x)
+    assert [(p.conv, p.bn) for p in report.folded] == [("conv1", "bn1"), ("conv2", "bn2"),
+                                                       ("up", "bn3")]
+    assert report.skipped == () and type(folded.up) is type(model.up)
+    want = _forward(model, x)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    assert _max_diff(model, folded, x) <= tol * max(1.0, float(jnp.abs(want).max()))
+
+
+def test_mismatched_1d_pair_is_reported():
+    r = nnx.Rngs(0)
+    # A BatchNorm over L (4 == C here) runs but is no per-channel map of the conv.
+    model = nnx.Sequential(jconv.nn.Conv1d(3, 4, 3, padding=1, rngs=r), nnx.BatchNorm(4, rngs=r))
+    _randomise_bn(model)
+    _, report = jconv.fold_conv_bn_graph(model, _x((1, 3, 4)))
+    assert report.folded == ()
+    assert report.skipped[0].reason == ("bn.axis=-1 does not normalise the channel axis of a "
+                                        "data_format='NCL' conv (expected one of (1, -2))")

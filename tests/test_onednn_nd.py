@@ -7,6 +7,9 @@ shapes, optimized kernels, errors and lowering elsewhere. The 2-D path is tests/
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -330,3 +333,22 @@ def test_depthwise_3d_channels_first_is_right_through_its_channels_last_kernel(d
     tol = 1e-5 if dtype == "float32" else testing.DEFAULT_TOLERANCES[dtype][0]
     for got, want in zip(run("onednn"), run("lax")):
         assert _rel(got, want) < tol
+
+
+@pytest.mark.parametrize("fmt", ["NCL", "NLC"])
+def test_depthwise_1d_gets_a_direct_kernel_not_im2col_gemm(fmt):
+    """1-D convolutions run as 2-D ones of unit height (lift_1d in _onednn.cc): oneDNN's 1-D
+    depthwise convolution is im2col+GEMM, its 2-D one a direct kernel (``jit_dw``)."""
+    code = (
+        "import jax, jax.numpy as jnp, jconv\n"
+        f"x = jnp.ones((2, 16, 64) if {fmt!r} == 'NCL' else (2, 64, 16))\n"
+        "w = jnp.ones((16, 1, 3))\n"
+        f"f = lambda x, w: jconv.conv1d(x, w, padding=1, groups=16, impl='onednn',"
+        f" data_format={fmt!r}).sum()\n"
+        "jax.block_until_ready(jax.grad(f, argnums=(0, 1))(x, w))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "ONEDNN_VERBOSE": "1"}, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    convs = [ln for ln in out.stdout.splitlines() if ",exec," in ln and ",convolution," in ln]
+    assert len(convs) >= 3, out.stdout[-2000:]
+    assert not [ln for ln in convs if "gemm" in ln or ":ref" in ln], "\n".join(convs)

@@ -46,6 +46,12 @@ class Op:
     name: str  # the OpInfo name, "nn.functional.<function>"
     params: tuple[str, ...]  # torch's parameters after the input, in torch's order
     impls: tuple[str | None, ...]  # None: the function takes no impl=
+    variant: str = ""  # the OpInfo's variant_test_name (pad has one entry per mode)
+
+    @property
+    def key(self) -> str:
+        """The name this file knows the entry by: ``name``, then ``.variant`` if any."""
+        return f"{self.name}.{self.variant}" if self.variant else self.name
 
     @property
     def function(self) -> str:
@@ -68,7 +74,7 @@ _CONV_T = ("weight", "bias", "stride", "padding", "output_padding", "groups", "d
 _MAX = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
 _AVG = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
         "divisor_override")
-OPS = {op.name: op for op in (
+OPS = {op.key: op for op in (
     *(Op(f"nn.functional.conv{n}d", _CONV, CONV_EXACT) for n in (1, 2, 3)),
     *(Op(f"nn.functional.conv_transpose{n}d", _CONV_T, CONV_EXACT) for n in (1, 2, 3)),
     *(Op(f"nn.functional.max_pool{n}d", _MAX, POOL_EXACT) for n in (1, 2, 3)),
@@ -81,6 +87,8 @@ OPS = {op.name: op for op in (
                                            "output_size"), (None,)) for n in (1, 2, 3)),
     # torch has no OpInfo for nn.functional.fold; jconv.fold is unfold's exact transpose.
     Op("nn.functional.unfold", ("kernel_size", "dilation", "padding", "stride"), (None,)),
+    *(Op("nn.functional.pad", ("pad", "mode", "value"), (None,), variant)
+      for variant in ("constant", "reflect", "replicate", "replicate_negative", "circular")),
 )}
 
 
@@ -96,9 +104,14 @@ def opinfo_auto() -> Iterator[None]:
 
 @functools.lru_cache(maxsize=None)
 def opinfos() -> dict[str, Any]:
-    """OpInfo name -> OpInfo, for the ops above (the variant without a test-name suffix:
-    max_unpool's "grad" variant only draws indices without repeats)."""
-    return {o.name: o for o in cmi.op_db if o.name in OPS and not o.variant_test_name}
+    """Op key -> OpInfo, for the ops above: the variant without a test-name suffix
+    (max_unpool's "grad" variant only draws indices without repeats), pad's per mode."""
+    found = {}
+    for o in cmi.op_db:
+        key = f"{o.name}.{o.variant_test_name}" if o.variant_test_name else o.name
+        if key in OPS:
+            found[key] = o
+    return found
 
 
 @functools.lru_cache(maxsize=None)
@@ -138,7 +151,7 @@ def check_sample(op: Op, sample: Any, impl: str | None, seed: int,
     bound = {"input": sample.input, **dict(zip(op.params, sample.args)), **sample.kwargs}
     # The float tensors torch differentiates (input, weight, bias; not max_unpool's indices).
     names = [k for k, v in bound.items() if isinstance(v, torch.Tensor) and v.requires_grad]
-    torch_fn = opinfos()[op.name].op if torch_fn is None else torch_fn
+    torch_fn = opinfos()[op.key].op if torch_fn is None else torch_fn
     want = _flat(torch_fn(sample.input, *sample.args, **sample.kwargs))
     float_out = [i for i, t in enumerate(want) if t.is_floating_point()]
     rng = np.random.default_rng(seed)
@@ -177,14 +190,14 @@ def fast_picks(op: Op) -> list[tuple[int, str | None]]:
     """(sample index, impl) pairs of the default suite: every sample of an op that has at
     most FAST_SAMPLES (FAST_SAMPLES_3D_CONV for 3-D convolutions), else an even spread of
     that many; the impls take turns."""
-    n = len(samples(op.name))
+    n = len(samples(op.key))
     k = FAST_SAMPLES_3D_CONV if op.function.startswith("conv") and "3d" in op.function \
         else FAST_SAMPLES
     picks = range(n) if n <= k else sorted(set(np.linspace(0, n - 1, k).round().astype(int)
                                                .tolist()))
     # Each op starts the turns at its own place, so every impl is met across the ops even
     # where an op has fewer picks than impls.
-    start = sorted(OPS).index(op.name) if op.name in OPS else 0
+    start = sorted(OPS).index(op.key) if op.key in OPS else 0
     return [(i, op.impls[(start + j) % len(op.impls)]) for j, i in enumerate(picks)]
 
 
@@ -192,7 +205,7 @@ def run(op: Op, picks: Sequence[tuple[int, str | None]]) -> tuple[int, list[str]
     """Check each (sample, impl); returns the number matched and a line per mismatch."""
     failures = []
     for i, impl in picks:
-        sample = samples(op.name)[i]
+        sample = samples(op.key)[i]
         try:
             check_sample(op, sample, impl, seed=i)
         except Exception as e:  # noqa: BLE001 - every failure is reported, none hidden
@@ -273,7 +286,7 @@ def test_fold_on_unfold_samples():
                                    "stride"), (None,))
     unfold = OPS["nn.functional.unfold"]
     for i, _ in fast_picks(unfold):
-        s = samples(unfold.name)[i]
+        s = samples(unfold.key)[i]
         cols = torch.nn.functional.unfold(s.input, *s.args, **s.kwargs).detach()
         sample = cmi.SampleInput(cols.requires_grad_(True),
                                  args=(tuple(s.input.shape[-2:]), *s.args), kwargs=s.kwargs)

@@ -427,8 +427,8 @@ def test_nhwc_adapter_and_hwio_weights():
      r"n must be a non-negative int or None, got -2"),
     (lambda: testing.from_nhwc(lax_conv, weight="OHWI"), ValueError,
      r"weight must be 'OIHW' or 'HWIO', got 'OHWI'"),
-    (lambda: testing.pytest_cases("quick", op="conv3d"), ValueError,
-     r"op must be one of .* got 'conv3d'"),
+    (lambda: testing.pytest_cases("quick", op="conv4d"), ValueError,
+     r"op must be one of .* got 'conv4d'"),
     (lambda: testing.reference_conv2d(np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3)), stride=2,
                                       padding="same"), ValueError,
      r"padding='same' needs stride 1, got stride=\(2, 2\)"),
@@ -458,7 +458,8 @@ def test_bad_arguments_raise(call, exc, match):
 
 
 @pytest.mark.parametrize("target,match", [
-    ("jconv", r"target must look like 'package.module:function', got 'jconv'"),
+    ("jconv", r"target must look like 'package.module:function' \(or 'package.module' to "
+              r"check package.module.<op>\), got 'jconv'"),
     ("no_such_module_x:f", r"cannot import module 'no_such_module_x'"),
     ("jconv:nope", r"'jconv' has no attribute 'nope'"),
     ("jconv:__version__", r"'jconv:__version__' is not callable \(got str\)"),

@@ -3,12 +3,14 @@ one ``Error:`` line (exit status 2) for every bad input, a class target included
 
 from __future__ import annotations
 
+import functools
 import re
 
 import pytest
 from jax import lax
 
 from jconv import testing
+from jconv.testing._grids import GRIDS
 from jconv.testing.__main__ import main
 # The CLI loads its targets from this module by name: test_testing's convs and layer.
 from test_testing import (_pair, bias_added_in_bfloat16, lax_conv,  # noqa: F401
@@ -52,8 +54,8 @@ def test_class_target_is_one_error_line_saying_what_to_type(target, capsys):
 def test_help_lists_the_adapter_and_tolerance_flags_with_defaults(capsys):
     assert run(["--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    for text in ["--op {conv2d,conv_transpose2d,max_pool2d,avg_pool2d}",
-                 "implements (default: conv2d)", "(default: default)",
+    for text in ["--op OP[,OP...]|all", "(default: conv2d)", "--cases {quick,default,full}, "
+                 "--grid {quick,default,full}", "(default: default)",
                  "seed of the random cases (default: 0)",
                  "(default: float64,float32,bfloat16)", "--layer", "--unbatched", "--nhwc",
                  "Flax/TF (default: OIHW)", "--tolerance-mode {pytorch,half-sum}",
@@ -62,20 +64,41 @@ def test_help_lists_the_adapter_and_tolerance_flags_with_defaults(capsys):
         assert text in out, text
 
 
-def test_help_counts_the_cases_from_the_grids(capsys):
+def test_help_lists_every_op_with_the_grids_case_counts(capsys):
     assert run(["--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    grids = (testing.conv2d_cases, testing.conv_transpose2d_cases, testing.max_pool2d_cases,
-             testing.avg_pool2d_cases)
-    counts = ", ".join(f"{kind} " + "/".join(str(len(grid(kind))) for grid in grids)
-                       for kind in testing.KINDS)
-    assert f"case list: {counts} for --op conv2d/conv_transpose2d/max_pool2d/avg_pool2d" in out
-    assert f"default {len(testing.conv2d_cases('default'))}/" in out
+    # Every op of the public grids, counted through the public functions.
+    grids = {"conv1d": lambda k: testing.conv_cases(1, k),
+             "conv2d": testing.conv2d_cases,
+             "conv3d": lambda k: testing.conv_cases(3, k),
+             "conv_transpose1d": lambda k: testing.conv_transpose_cases(1, k),
+             "conv_transpose2d": testing.conv_transpose2d_cases,
+             "conv_transpose3d": lambda k: testing.conv_transpose_cases(3, k),
+             **{f: functools.partial(testing.pool_cases, f) for f in testing.POOL_FUNCTIONS},
+             "max_pool2d": testing.max_pool2d_cases, "avg_pool2d": testing.avg_pool2d_cases,
+             "unfold": testing.unfold_cases, "fold": testing.fold_cases}
+    assert set(grids) == set(GRIDS)
+    counts = ", ".join(f"{op} " + "/".join(str(len(grid(kind))) for kind in testing.KINDS)
+                       for op, grid in grids.items() if op in GRIDS)
+    listed = re.search(r"case counts: (.*) \(default: conv2d\)", out).group(1)
+    assert sorted(listed.split(", ")) == sorted(counts.split(", "))
+    assert "conv2d 10/49/225" in listed  # the docs' table, not a stale hard-coded count
 
 
 @pytest.mark.parametrize("argv,message", [
     ([], r"the following arguments are required: target"),
-    (["jconv:conv2d", "--cases", "nope"], r"argument --cases: invalid choice: 'nope'"),
+    (["jconv:conv2d", "--cases", "nope"], r"argument --cases/--grid: invalid choice: 'nope'"),
+    (["jconv:conv2d", "--op", "conv4d"], r"--op must be 'all' or comma-separated ops of "
+                                         r"conv1d, conv2d, conv3d, .*, fold, got 'conv4d'"),
+    (["jconv:conv2d", "--op", "conv1d,"], r"--op must be .* got 'conv1d,'"),
+    (["jconv:conv1d", "--op", "conv1d,conv3d"],
+     r"several ops need a module TARGET \(checked as TARGET.<op>\), got 'jconv:conv1d'"),
+    (["train", "--op", "conv1d"], r"'train' has no attribute 'conv1d'"),
+    ([":conv2d"], r"target must look like 'package.module:function' \(or 'package.module' "
+                  r"to check package.module.<op>\), got ':conv2d'"),
+    (["jconv", "--op", "max_pool3d", "--nhwc"],
+     r"--nhwc is for the ops with two spatial dims \(conv2d, conv_transpose2d, max_pool2d, "
+     r".*\), got --op max_pool3d"),
     (["jconv:conv2d", "--tolerance-mode", "loose"],
      r"argument --tolerance-mode: invalid choice: 'loose'"),
     (["jconv:conv2d", "--seed", "x"], r"argument --seed: invalid int value: 'x'"),
@@ -127,3 +150,39 @@ def test_tolerance_flags(capsys):
     assert run([f"{__name__}:lax_conv", *QUICK_F32, "--tolerance", "float32=1e-9,1e-9",
                 "--fail-fast"]) == 1
     assert "> tolerance 1e-09 at output index" in capsys.readouterr().out
+
+
+def test_module_target_checks_each_op_by_name(capsys):
+    assert run(["jconv", "--op", "conv1d,max_pool3d,fold", *QUICK_F32]) == 0
+    out = capsys.readouterr().out
+    for op, n in [("conv1d", 4), ("max_pool3d", 3), ("fold", 3)]:
+        assert f"check_{op}({op}): {n} cases ('quick', seed 0) -> PASS" in out
+    assert out.rstrip().endswith("3 of 3 ops passed")
+
+
+def test_a_failing_op_among_several_exits_1_and_is_named(capsys):
+    # This module's conv1d ignores the bias: that op fails, the other passes.
+    assert run([f"{__name__}", "--op", "conv1d,max_pool1d", *QUICK_F32]) == 1
+    assert capsys.readouterr().out.rstrip().endswith("1 of 2 ops passed; failed: conv1d")
+
+
+def conv1d(x, w, b=None, **kw):
+    """Not conv1d: ignores the bias (for the failing-op test above)."""
+    import jconv
+
+    return jconv.conv1d(x, w, None, **kw)
+
+
+def max_pool1d(x, **kw):
+    import jconv
+
+    return jconv.max_pool1d(x, **kw)
+
+
+@pytest.mark.slow  # every op of the table, one compile per case: a few seconds
+def test_op_all_checks_every_op_of_the_table(capsys):
+    assert run(["jconv", "--op", "all", *QUICK_F32]) == 0
+    out = capsys.readouterr().out
+    assert [line.split("(")[0] for line in out.splitlines() if line.startswith("check_")
+            and "cases (" in line] == [f"check_{op}" for op in GRIDS]
+    assert out.rstrip().endswith(f"{len(GRIDS)} of {len(GRIDS)} ops passed")

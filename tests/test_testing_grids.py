@@ -11,7 +11,7 @@ import pytest
 
 import jconv
 from jconv import testing
-from jconv.testing._api import GRIDS
+from jconv.testing._grids import GRIDS
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "testing.md"
 POOLS_2D = [("max_pool2d", testing.check_max_pool2d, testing.max_pool2d_cases, jconv.max_pool2d,
@@ -67,10 +67,11 @@ def _doc_table() -> tuple[list[str], dict[str, list[str]]]:
 
 
 def _grid_ops(column: str) -> list[str]:
+    named = ("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+             "conv_transpose3d", "max_pool2d", "avg_pool2d")
     if column == "other pools, unfold, fold":
-        return [op for op in GRIDS if op not in ("conv2d", "conv_transpose2d", "max_pool2d",
-                                                 "avg_pool2d")]
-    return [column]
+        return [op for op in GRIDS if op not in named]
+    return column.split(", ")
 
 
 def test_the_documented_counts_are_the_grids_lengths():
@@ -100,5 +101,15 @@ def test_documented_pytest_recipe_runs_each_case():
     ids = [p.id for p in testing.pytest_cases("quick", op="max_pool3d")]
     assert len(ids) == len(testing.pool_cases("max_pool3d", "quick")) == len(set(ids))
     assert len(testing.pytest_cases("quick", op="fold", n=5)) == 5
-    with pytest.raises(ValueError, match=r"op must be one of \('conv2d', .* got 'pool'"):
+    with pytest.raises(ValueError, match=r"op must be one of \('conv1d', 'conv2d', .* got 'pool'"):
         testing.pytest_cases(op="pool")
+
+
+def test_check_op_is_each_check_by_name():
+    by_name = testing._api.check_op(jconv.conv3d, "conv3d", cases="quick", **FAST)
+    by_check = testing.check_conv3d(jconv.conv3d, cases="quick", **FAST)
+    assert by_name.passed and [r.case for r in by_name.results] == [
+        r.case for r in by_check.results]
+    with pytest.raises(ValueError, match=r"op must be one of \('conv1d', .*'fold'\), "
+                                         r"got 'conv4d'"):
+        testing._api.check_op(jconv.conv3d, "conv4d")

@@ -339,9 +339,20 @@ def test_whiten_needs_the_airbench_arch():
 
 
 def test_dtypes_have_one_definition():
+    import dataclasses
+
+    import jax.numpy as jnp
+
     import train.config
     import train.model
-    assert train.model.DTYPES is train.config.DTYPES
+    assert train.model.dtypes is train.config.dtypes
+    cfg = load_config("cifar.yaml", ["model.dtype=bfloat16", "model.widths=[8,16]"])
+    o = train.model.ModelOptions.from_config(cfg.model)
+    assert (o.compute_dtype, o.param_dtype) == (jnp.bfloat16, jnp.float32)
+    # ModelOptions is the config's model section: every key, no copy to keep in step.
+    keys = {f.name for f in dataclasses.fields(train.config.ModelConfig)}
+    assert {k: getattr(o, k) for k in keys} == {**{k: cfg.model[k] for k in keys},
+                                                "widths": (8, 16)}
 
 
 def _steps(overrides: list[str], n: int = 3, with_history: bool = False):

@@ -183,3 +183,23 @@ def test_cli_download_error_is_one_line(server, tmp_path, monkeypatch, capsys):
 def test_url_and_md5_are_validated(override, match):
     with pytest.raises(ValueError, match=match):
         load_config("vgg.yaml", [override])
+
+
+def test_file_url_is_copied_and_checked(server, tmp_path):
+    base, md5 = server
+    archive = tmp_path / "src.tar.gz"
+    archive.write_bytes(_Handler.routes["/good.tar.gz"])
+    dest = download_cifar10(tmp_path / "d", archive.as_uri(), md5, progress=False)
+    assert len(load_cifar10_dir(dest).train) == 32
+    with pytest.raises(DataError, match=r"failed: no such file .*nothing\.tar\.gz; check"):
+        download_cifar10(tmp_path / "e", (tmp_path / "nothing.tar.gz").as_uri(), md5,
+                         progress=False)
+
+
+def test_progress_bar_only_once_the_server_answers(server, tmp_path, capsys):
+    base, md5 = server
+    with pytest.raises(DataError, match="HTTP 404"):
+        download_cifar10(tmp_path / "a", f"{base}/missing.tar.gz", md5)
+    assert "downloading missing.tar.gz" not in capsys.readouterr().err
+    download_cifar10(tmp_path / "b", f"{base}/good.tar.gz", md5)
+    assert "downloading good.tar.gz" in capsys.readouterr().err

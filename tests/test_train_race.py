@@ -23,18 +23,32 @@ TINY_AB = ["model.widths=[8,8,8]", "train.batch_size=16", "train.eval_batch_size
 
 
 def fake_peer(tmp_path: Path) -> Path:
-    """A stand-in for airbench94's script: prints its result line from its environment."""
+    """A stand-in for airbench94's script, shaped like it (``make_net``, ``main(seed, d)``, a
+    ``__main__`` block): prints its result line from its environment, and whether its
+    network's forward ran under torch.autocast."""
     script = tmp_path / "peer.py"
     script.write_text(textwrap.dedent("""
         import json, os, sys
-        assert os.path.isdir(sys.argv[1])
-        print(json.dumps({"seed": int(sys.argv[2]), "tta_acc": 0.5, "train_s": 2.0,
-                          "total_s": 3.0, "steps": 4, "env": [os.environ["AB_EPOCHS"],
-                          os.environ["AB_BATCH"], os.environ["AB_WIDTHS"],
-                          os.environ["AB_COMPILE"],
-                          os.environ.get("GLIBC_TUNABLES", "")],
-                          "autocast": "torch" in sys.modules and
-                          sys.modules["torch"].is_autocast_enabled("cpu")}))
+
+        def make_net():
+            class Net:
+                def forward(self, x):
+                    torch = sys.modules.get("torch")
+                    return torch.tensor(float(torch.is_autocast_enabled("cpu"))) if torch else None
+            return Net()
+
+        def main(seed, d):
+            assert os.path.isdir(d)
+            out = make_net().forward(None)
+            return {"seed": seed, "tta_acc": 0.5, "train_s": 2.0,
+                    "total_s": 3.0, "steps": 4, "env": [os.environ["AB_EPOCHS"],
+                    os.environ["AB_BATCH"], os.environ["AB_WIDTHS"],
+                    os.environ["AB_COMPILE"],
+                    os.environ.get("GLIBC_TUNABLES", "")],
+                    "autocast": out is not None and bool(out.item())}
+
+        if __name__ == "__main__":
+            print(json.dumps(main(int(sys.argv[2]), sys.argv[1])))
     """))
     return script
 
@@ -58,7 +72,7 @@ def test_race_runs_both_sides_and_tabulates(tmp_path, capsys):
     assert peer["extra"]["peer"]["env"] == ["1", "16", "8,8,8", "0", ""]
     assert runs[-3]["extra"]["peer"]["env"][3] == "1"  # AB_COMPILE
     assert runs[-2]["extra"]["peer"]["env"][4] == REUSE_TUNABLES
-    # only the autocast row runs inside torch.autocast("cpu", dtype=torch.bfloat16)
+    # only the autocast row runs its network inside torch.autocast("cpu", dtype=torch.bfloat16)
     assert [r["extra"]["peer"]["autocast"] for r in runs if r["side"] != JCONV] == \
         [False, False, False, False, True]
     assert peer["images_per_s"] == 4 * 16 / 2.0 and peer["eval_s"] == 1.0

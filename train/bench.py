@@ -27,21 +27,19 @@ import argparse
 import functools
 import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
-import jax.numpy as jnp
 import numpy as np
 
-from jconv.bench.timing import EIGEN_SUFFIX, interleaved_medians, split_label
+import jconv
 
-from .config import Config, ConfigError, load_config, override
-from .data import DataError
+from .config import Config, override
+from .errors import ConfigError, command
 from .experiment import Experiment, RunData
+from .harness import EIGEN_SUFFIX, bench_batches, load_inputs, split_label
 
 
-def main(argv: list[str] | None = None) -> int:
-    from jconv import CONV_IMPLS
-
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)
@@ -57,36 +55,75 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-torch", action="store_true",
                    help="leave out the PyTorch reference (train.torch_ref) rows")
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for bad input, with one ``Error:``
+    line on stderr)."""
+    args = _parse_args(argv)
     impls = [i for i in (args.impls or "").split(",") if i]
-    bad = [i for i in impls if split_label(i)[0] not in CONV_IMPLS]
+    bad = [i for i in impls if split_label(i)[0] not in jconv.CONV_IMPLS]
     if bad or args.rounds < 1 or args.steps < 1:
-        print(f"Error: --impls must name {tuple(CONV_IMPLS)}, each optionally with "
-              f"{EIGEN_SUFFIX} (got {bad}); --rounds and --steps >= 1", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--impls must name {tuple(jconv.CONV_IMPLS)}, each optionally "
+                          f"with {EIGEN_SUFFIX} (got {bad}); --rounds and --steps >= 1")
     formats = args.formats.split(",") if args.formats else [None]
     if any(f not in (None, "NHWC", "NCHW") for f in formats):
-        print(f"Error: --formats must be NHWC and/or NCHW, got {args.formats!r}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--formats must be NHWC and/or NCHW, got {args.formats!r}")
     dtypes = args.dtypes.split(",") if args.dtypes else [None]
     if any(d not in (None, "float32", "bfloat16") for d in dtypes):
-        print(f"Error: --dtypes must be float32 and/or bfloat16, got {args.dtypes!r}",
-              file=sys.stderr)
-        return 2
-    loaded = load_inputs(args.config, args.overrides)
-    if loaded is None:
-        return 2
-    cfg, run_data = loaded
-
+        raise ConfigError(f"--dtypes must be float32 and/or bfloat16, got {args.dtypes!r}")
+    cfg, run_data = load_inputs(args.config, args.overrides)
     if not impls:
         impls = [cfg.model.conv_impl + (EIGEN_SUFFIX if cfg.model.conv_backend == "eigen"
                                         else "")]
-    bs = cfg.train.batch_size
     exps = {variant_name(label, fmt, dt): bench_experiment(cfg, run_data, *split_label(label),
                                                            fmt, dt)
             for fmt in formats for dt in dtypes for label in impls}
     # The batches depend only on the config's data, seed and epoch, not on the variant.
     data = bench_batches(next(iter(exps.values())), args.steps)
+    fns = jconv_runners(exps, data)
+    configs = run_configs(cfg, formats, dtypes)
+    torch_runs = {} if args.no_torch else torch_runners(configs, data)
+    if not args.no_torch and not torch_runs:
+        print("PyTorch is not installed: no PyTorch reference rows (pip install torch)",
+              flush=True)
+    fns.update(torch_runs)
+    # jconv's benchmark timer: interleaved rounds with a rotating start, medians in ms.
+    times = jconv.interleaved_medians(fns, args.rounds)
+    layout = cfg.model.data_format if args.formats is None else args.formats
+    dtype = cfg.model.dtype if args.dtypes is None else args.dtypes
+    print(f"\n{layout}, {dtype}, batch {cfg.train.batch_size}, widths "
+          f"{list(cfg.model.widths)}; median of {args.rounds} rounds x {len(data)} steps")
+    print(report(times, len(data), cfg.train.batch_size))
+    return 0
+
+
+def report(times: dict[str, float], steps: int, batch_size: int) -> str:
+    """The table of ``times`` (ms per round of ``steps`` steps, by row name): images/s,
+    ms per step and the speed relative to the first row.
+
+    Example:
+      >>> print(report({"lax": 200.0, "im2col": 400.0}, steps=2, batch_size=10))
+      impl            images/s  ms/step       vs lax
+      lax                100.0    100.0        1.00x
+      im2col              50.0    200.0        0.50x
+    """
+    first = next(iter(times))
+    base = times[first] / 1000
+    rows = [f"{'impl':<14} {'images/s':>9} {'ms/step':>8} {'vs ' + first:>12}"]
+    for name, ms in times.items():
+        med = ms / 1000
+        rows.append(f"{name:<14} {steps * batch_size / med:>9.1f} {1000 * med / steps:>8.1f} "
+                    f"{base / med:>11.2f}x")
+    return "\n".join(rows)
+
+
+def jconv_runners(exps: dict[str, Experiment],
+                  data: list) -> dict[str, Callable[[], None]]:
+    """{name: run the batches through that experiment's train step}, each compiled and
+    run once first (the time that took is printed); each run waits for its last loss."""
     runners = {}
     for name, exp in exps.items():
         state, step = exp.state, exp.train_step()
@@ -95,12 +132,6 @@ def main(argv: list[str] | None = None) -> int:
         m["loss"].block_until_ready()
         print(f"{name}: compiled + first step {time.perf_counter() - t0:.1f} s", flush=True)
         runners[name] = [step, state]
-    torch_runs = {} if args.no_torch else torch_runners(run_configs(cfg, formats, dtypes),
-                                                             data)
-    if not args.no_torch and not torch_runs:
-        print("PyTorch is not installed: no PyTorch reference rows (pip install torch)",
-              flush=True)
-    names = list(runners)
 
     def run_steps(name: str) -> None:
         step, state = runners[name]
@@ -109,46 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         m["loss"].block_until_ready()
         runners[name][1] = state
 
-    fns = {n: functools.partial(run_steps, n) for n in names}
-    fns.update(torch_runs)
-    # jconv's benchmark timer: interleaved rounds with a rotating start, medians in ms.
-    times = interleaved_medians(fns, args.rounds)
-    n_img = len(data) * bs
-    base = times[names[0]] / 1000
-    layout = cfg.model.data_format if args.formats is None else args.formats
-    dtype = cfg.model.dtype if args.dtypes is None else args.dtypes
-    print(f"\n{layout}, {dtype}, batch {bs}, widths {list(cfg.model.widths)}; median of "
-          f"{args.rounds} rounds x {len(data)} steps")
-    print(f"{'impl':<14} {'images/s':>9} {'ms/step':>8} {'vs ' + names[0]:>12}")
-    for name in fns:
-        med = times[name] / 1000
-        print(f"{name:<14} {n_img / med:>9.1f} {1000 * med / len(data):>8.1f} "
-              f"{base / med:>11.2f}x")
-    return 0
-
-
-def load_inputs(config: str, overrides: list[str]) -> tuple[Config, RunData] | None:
-    """The config and its data, or None after printing the one-line ``Error:`` of a bad
-    config or dataset. With ``train.reuse_host_memory`` the process reuses its freed host
-    memory as the trainer's does (:func:`jconv.reuse_host_memory`; PyTorch's side, in the
-    same process, gets it too)."""
-    try:
-        cfg = load_config(config, overrides)
-        from .loop import use_host_memory_reuse
-
-        use_host_memory_reuse(cfg)
-        return cfg, RunData.load(cfg)
-    except (ConfigError, DataError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return None
-
-
-def bench_batches(exp: Experiment, steps: int) -> list[tuple[Any, Any]]:
-    """The first ``steps`` training batches of ``exp``'s first epoch as (images (B,32,32,3),
-    labels (B,)) device arrays, augmented and normalised as ``python -m train`` feeds them."""
-    batches = exp.batches(0)
-    return [(jnp.asarray(b["image"]), jnp.asarray(b["label"])) for b in
-            (batches[i] for i in range(min(steps, len(batches))))]
+    return {n: functools.partial(run_steps, n) for n in runners}
 
 
 def variant_name(label: str, data_format: str | None, dtype: str | None) -> str:
@@ -157,6 +149,7 @@ def variant_name(label: str, data_format: str | None, dtype: str | None) -> str:
 
 
 def variant_overrides(data_format: str | None, dtype: str | None) -> list[str]:
+    """The config overrides of a row's layout and dtype (none for those not compared)."""
     return [*([] if data_format is None else [f"model.data_format={data_format}"]),
             *([] if dtype is None else [f"model.dtype={dtype}"])]
 

@@ -32,8 +32,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from .config import Config, ConfigError, load_config, override
-from .data import DataError
+from .config import Config, load_config, override
+from .errors import ConfigError, command
 from .experiment import Experiment, RunData
 
 
@@ -166,6 +166,7 @@ def run_check(cfg: Any, impls: list[str], reference: str, steps: int, batch_size
     return ok_all
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     from jconv import CONV_IMPLS
 
@@ -184,19 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     impls = [i for i in args.impls.split(",") if i]
     unknown = [i for i in impls + [args.reference] if i not in CONV_IMPLS]
     if unknown:
-        print(f"Error: --impls/--reference {unknown} not in {tuple(CONV_IMPLS)}",
-              file=sys.stderr)
-        return 2
+        raise ConfigError(f"--impls/--reference {unknown} not in {tuple(CONV_IMPLS)}")
     if args.steps < 1 or args.batch_size < 1:
-        print("Error: --steps and --batch-size must be >= 1", file=sys.stderr)
-        return 2
-    try:
-        cfg = load_config(args.config, args.overrides)
-        ok = run_check(cfg, impls, args.reference, args.steps, args.batch_size, args.tol32,
-                       args.tol64)
-    except (ConfigError, DataError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 2
+        raise ConfigError("--steps and --batch-size must be >= 1")
+    cfg = load_config(args.config, args.overrides)
+    ok = run_check(cfg, impls, args.reference, args.steps, args.batch_size, args.tol32,
+                   args.tol64)
     return 0 if ok else 1
 
 

@@ -24,12 +24,10 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, LatestN
 
+from .errors import CheckpointError
+
 
 ITEMS = ("state", "meta")
-
-
-class CheckpointError(RuntimeError):
-    """No checkpoint of a run could be restored (the message lists what was tried)."""
 
 
 def _reason(e: BaseException, folder: Path, limit: int = 240) -> str:

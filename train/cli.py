@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config
-from .data import DataError
+from .config import load_config
+from .errors import ConfigError, RunError, TrainError, command, first_line
 from .workdir import check_workdir
 
 EPILOG = """examples:
@@ -62,10 +62,9 @@ def _peer_failed(e: BaseException) -> None:
     barrier for the dead process, then abort with pages of log."""
     import jax
 
-    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
     print(f"Error: process {jax.process_index()} of {jax.process_count()}: an operation "
           f"with the other processes failed, most likely because one of them died "
-          f"({reason}); start them all again with --resume", file=sys.stderr, flush=True)
+          f"({first_line(e)}); start them all again with --resume", file=sys.stderr, flush=True)
     os._exit(3)
 
 
@@ -83,39 +82,37 @@ def _config_path(args: argparse.Namespace) -> str:
     return str(saved)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (2 for config/data/usage errors)."""
-    args = parse_args(argv)
+    """Run the command line; returns the exit status (2 for config/data/usage errors, with
+    one ``Error:`` line on stderr; 130/143 when interrupted/terminated)."""
     try:
-        config = _config_path(args)
-        cfg = load_config(config, args.overrides)
-        workdir = check_workdir(args.workdir or Path("runs") / Path(config).stem)
-        from .loop import RunError, run, use_host_memory_reuse  # jax & co. load only once
-        # the config is valid
-
-        use_host_memory_reuse(cfg)  # before jax starts its threads
-        from .parallel import init_distributed
-
-        try:
-            distributed = init_distributed(args.coordinator, args.num_processes,
-                                           args.process_id, auto=args.distributed,
-                                           timeout_s=args.dist_timeout)
-        except (ValueError, RuntimeError) as e:
-            raise ConfigError(str(e).strip().splitlines()[0]) from None
-
-        try:
-            run(cfg, workdir, resume=args.resume, quiet=args.quiet, config_name=str(config))
-        except RunError as e:
-            raise ConfigError(str(e)) from None
-        except RuntimeError as e:  # jax.errors.JaxRuntimeError: a collective failed
-            if not distributed:
-                raise
-            _peer_failed(e)
-    except (ConfigError, DataError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 2
+        _train(parse_args(argv))
     except KeyboardInterrupt as e:
-        from .loop import Terminated
+        from .process import Terminated
 
         return 143 if isinstance(e, Terminated) else 130
     return 0
+
+
+def _train(args: argparse.Namespace) -> None:
+    config = _config_path(args)
+    cfg = load_config(config, args.overrides)
+    workdir = check_workdir(args.workdir or Path("runs") / Path(config).stem)
+    from .loop import run  # jax & co. load only once the config is valid
+    from .process import use_host_memory_reuse
+
+    use_host_memory_reuse(cfg)  # before jax starts its threads
+    from .parallel import init_distributed
+
+    try:
+        distributed = init_distributed(args.coordinator, args.num_processes, args.process_id,
+                                       auto=args.distributed, timeout_s=args.dist_timeout)
+    except RuntimeError as e:  # jax.distributed could not reach the other processes
+        raise RunError(first_line(e)) from None
+    try:
+        run(cfg, workdir, resume=args.resume, quiet=args.quiet, config_name=str(config))
+    except RuntimeError as e:  # jax.errors.JaxRuntimeError: a collective failed
+        if not distributed or isinstance(e, TrainError):
+            raise
+        _peer_failed(e)

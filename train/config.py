@@ -22,8 +22,10 @@ import jax.numpy as jnp
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
+from .errors import ConfigError, ConfigTypeError
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-# model.dtype names -> compute dtypes (the one table; train.parallel builds models with it)
+# model.dtype names -> compute dtypes (the one table; :func:`dtypes` says what each implies)
 DTYPES: dict[str, Any] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
                           "float64": jnp.float64}
 SOURCES = ("auto", "tfds", "cifar10_dir", "synthetic")
@@ -33,10 +35,6 @@ ARCHS = ("vgg", "airbench")
 ACTS = ("relu", "gelu")
 SCALINGS = ("none", "airbench")
 PAD_MODES = ("zeros", "reflect")
-
-
-class ConfigError(ValueError):
-    """A config file or override that cannot describe a run (message says which key)."""
 
 
 @dataclass
@@ -133,6 +131,20 @@ class Config:
 RENAMED_CONFIGS = {"airbench.yaml": "cifar.yaml", "airbench_subset.yaml": "cifar_subset.yaml"}
 
 
+def dtypes(name: str) -> tuple[Any, Any]:
+    """``(compute dtype, storage dtype)`` of ``model.dtype`` ``name``: the one place that
+    decides what float64 means. float64 compute (the exactness check of ``train.check``;
+    it needs ``jax_enable_x64``) keeps the parameters, BatchNorm statistics and the fed
+    images in float64; any other compute dtype keeps them float32.
+
+    Example:
+      >>> [d.__name__ for d in dtypes("bfloat16")], [d.__name__ for d in dtypes("float64")]
+      (['bfloat16', 'float32'], ['float64', 'float64'])
+    """
+    compute = DTYPES[name]
+    return compute, jnp.float64 if compute == jnp.float64 else jnp.float32
+
+
 def resolve_config_path(path: str | Path) -> Path:
     """``path`` as given if it exists, else ``configs/<path>``, each also with ``.yaml``
     appended; a clear error listing the configs in ``configs/`` otherwise.
@@ -213,6 +225,7 @@ def _apply(base: Any, overrides: list[str] | tuple[str, ...], file: Path | str,
                           "(every key must be set in the YAML)")
     OmegaConf.set_readonly(cfg, False)
     _fit_warmup(cfg, base, overrides, say)
+    _current_names(cfg)
     validate(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg  # type: ignore[return-value]
@@ -257,14 +270,15 @@ def load_yaml(file: str | Path, _chain: tuple[Path, ...] = ()) -> DictConfig:
         raise ConfigError(f"{file}: not valid YAML: {e}") from None
     if not isinstance(loaded, DictConfig):
         kind = "list" if isinstance(loaded, ListConfig) else type(loaded).__name__
-        raise ConfigError(f"{file}: the YAML holds a {kind}, expected a mapping of sections "
+        raise ConfigTypeError(f"{file}: the YAML holds a {kind}, expected a mapping of sections "
                           "(seed, data, model, optim, train)")
     if "base" not in loaded:
         return loaded
     base = loaded.pop("base")
     if not isinstance(base, str) or not base:
-        raise ConfigError(f"{file}: base={base!r} is invalid: expected the file name of the "
-                          "YAML this one extends, e.g. base: cifar.yaml")
+        raise (ConfigError if isinstance(base, str) else ConfigTypeError)(
+            f"{file}: base={base!r} is invalid: expected the file name of the YAML this one "
+            "extends, e.g. base: cifar.yaml")
     candidates = [file.parent / base, CONFIG_DIR / base]
     found = next((p for p in candidates if p.is_file()), None)
     if found is None:
@@ -319,32 +333,56 @@ def _check_onednn(dtype: Any) -> None:
     traces its steps."""
     # No jax.default_backend() here: it would start the XLA backend before a multi-process
     # run's jax.distributed.initialize().
-    from jconv._onednn import check_supported
+    import jconv
 
     try:
-        check_supported(dtype)
+        jconv.check_onednn(dtype)
     except (RuntimeError, ValueError) as e:
         raise ConfigError(f"model.conv_impl='onednn' cannot run here: {e}; or train with "
                           "model.conv_impl=lax") from None
 
 
 def validate(cfg: Config) -> None:
-    """Value checks beyond types: choices, ranges and combinations.
+    """Value checks beyond types: choices, ranges and combinations. Changes nothing (a
+    deprecated ``model.conv_impl`` name is accepted with jconv's DeprecationWarning;
+    :func:`load_config` replaces it by its current name first, see :func:`_current_names`).
 
     Example:
       >>> cfg = OmegaConf.merge(load_config("cifar.yaml"), {"optim": {"lr": -1.0}})
       >>> validate(cfg)
       Traceback (most recent call last):
       ...
-      train.config.ConfigError: optim.lr=-1.0 is invalid: expected a positive number
+      train.errors.ConfigError: optim.lr=-1.0 is invalid: expected a positive number
     """
-    from jconv import CONV_BACKENDS, CONV_IMPLS, POOL_IMPLS
-    from jconv._registry import check_conv_impl
-
     for key, value in _floats(OmegaConf.to_container(cfg)):
         _check(math.isfinite(value), key, value, "a finite number")
-    d, m, o, t = cfg.data, cfg.model, cfg.optim, cfg.train
     _check(cfg.seed >= 0, "seed", cfg.seed, "an int >= 0")
+    _check_data(cfg.data)
+    _check_model(cfg.model)
+    _check_optim(cfg.optim)
+    _check_train(cfg.train, cfg.optim)
+
+
+def _current_impl(name: str) -> str | None:
+    """``name``'s current conv implementation name (a deprecated one's with jconv's
+    DeprecationWarning), None when jconv has no such implementation."""
+    import jconv
+
+    try:
+        return jconv.check_conv_impl(name)
+    except ValueError:
+        return None
+
+
+def _current_names(cfg: Any) -> None:
+    """Replace a deprecated ``model.conv_impl`` name in the (writable) ``cfg`` by its
+    current one, so that the run, its logs and its checkpoints say the current name."""
+    impl = _current_impl(cfg.model.conv_impl)
+    if impl is not None and impl != cfg.model.conv_impl:
+        cfg.model.conv_impl = impl
+
+
+def _check_data(d: DataConfig) -> None:
     _check(d.source in SOURCES, "data.source", d.source, f"one of {SOURCES}")
     _check(d.url.startswith(("https://", "http://", "file://")), "data.url", d.url,
            "an https://, http:// or file:// URL")
@@ -362,6 +400,11 @@ def validate(cfg: Config) -> None:
            d.crop_padding, "less than 32 with crop_padding_mode=reflect")
     _check(0.0 <= d.val_fraction < 1.0, "data.val_fraction", d.val_fraction,
            "a number in [0, 1)")
+
+
+def _check_model(m: ModelConfig) -> None:
+    from jconv import CONV_BACKENDS, CONV_IMPLS, POOL_IMPLS
+
     _check(m.arch in ARCHS, "model.arch", m.arch, f"one of {ARCHS}")
     _check(m.act in ACTS, "model.act", m.act, f"one of {ACTS}")
     _check(m.bn_eps > 0, "model.bn_eps", m.bn_eps, "a positive number")
@@ -376,13 +419,8 @@ def validate(cfg: Config) -> None:
     _check(len(m.widths) <= 5, "model.widths", list(m.widths),
            "at most 5 stages (each halves the 32x32 image)")
     _check(m.convs_per_stage > 0, "model.convs_per_stage", m.convs_per_stage, "a positive int")
-    try:  # a deprecated name warns (jconv's DeprecationWarning) and maps to its current one
-        impl = check_conv_impl(m.conv_impl)
-    except ValueError:
-        impl = None
+    impl = _current_impl(m.conv_impl)
     _check(impl is not None, "model.conv_impl", m.conv_impl, f"one of {tuple(CONV_IMPLS)}")
-    if impl != m.conv_impl and not OmegaConf.is_readonly(m):
-        m.conv_impl = impl  # load_config's result: the run, its logs and checkpoints say it
     _check(m.conv_backend in CONV_BACKENDS, "model.conv_backend", m.conv_backend,
            f"one of {CONV_BACKENDS}")
     _check(m.pool_impl in POOL_IMPLS, "model.pool_impl", m.pool_impl,
@@ -397,6 +435,9 @@ def validate(cfg: Config) -> None:
         _check_onednn(DTYPES[m.dtype])
     _check(0.0 < m.bn_momentum <= 1.0, "model.bn_momentum", m.bn_momentum, "a number in (0, 1]")
     _check(m.head_scale > 0, "model.head_scale", m.head_scale, "a positive number")
+
+
+def _check_optim(o: OptimConfig) -> None:
     _check(o.name in OPTIMIZERS, "optim.name", o.name, f"one of {OPTIMIZERS}")
     _check(o.lr > 0, "optim.lr", o.lr, "a positive number")
     _check(0.0 <= o.momentum < 1.0, "optim.momentum", o.momentum, "a number in [0, 1)")
@@ -411,6 +452,9 @@ def validate(cfg: Config) -> None:
     _check(o.bias_lr_scale > 0, "optim.bias_lr_scale", o.bias_lr_scale, "a positive number")
     _check(o.whiten_bias_epochs >= 0, "optim.whiten_bias_epochs", o.whiten_bias_epochs,
            "a number >= 0")
+
+
+def _check_train(t: TrainConfig, o: OptimConfig) -> None:
     _check(t.epochs > 0, "train.epochs", t.epochs, "a positive int")
     _check(0 <= o.warmup_epochs < t.epochs, "optim.warmup_epochs", o.warmup_epochs,
            f"a number in [0, train.epochs={t.epochs}); set optim.warmup_epochs="

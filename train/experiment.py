@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from .config import Config
+from .config import Config, dtypes
 from .data import (Dataset, Normalizer, channel_stats, config_batches, load_dataset,
                    steps_per_epoch)
 from .model import ModelOptions, build_model, set_whitening
@@ -115,7 +116,7 @@ class Experiment:
         t = cfg.train
         if mesh is not None:
             check_batch_size("train.batch_size", t.batch_size, mesh)
-        if cfg.model.dtype == "float64" and not jax.config.jax_enable_x64:
+        if dtypes(cfg.model.dtype)[1] == jnp.float64 and not jax.config.jax_enable_x64:
             jax.config.update("jax_enable_x64", True)
         data = RunData.load(cfg, progress) if data is None else data
         steps = 1 if data.dataset is None else steps_per_epoch(
@@ -138,8 +139,9 @@ class Experiment:
 
     @property
     def input_dtype(self) -> Any:
-        """NumPy dtype the batches are fed in (float64 only for float64 compute)."""
-        return np.float64 if self.cfg.model.dtype == "float64" else np.float32
+        """The dtype the batches are fed in: the model's parameter dtype (float64 only for
+        float64 compute, :func:`train.config.dtypes`)."""
+        return self.options.param_dtype
 
     @property
     def devices(self) -> int:

@@ -33,17 +33,13 @@ import numpy as np
 from flax import nnx
 
 import jconv
-from jconv.stopwatch import interleaved_medians
 
-from .steps import tta_logits
+from .errors import ConfigError, DataError, ExportError, command, first_line
+from .steps import jit_step, tta_logits
 
 ARTIFACT = "model.jaxexport"
 META = "model.json"
 PLATFORMS = ("cpu", "cuda", "tpu")
-
-
-class ExportError(RuntimeError):
-    """A run or artifact that cannot be exported or loaded; the message says why."""
 
 
 @dataclass
@@ -66,7 +62,7 @@ def load_run(workdir: str | Path, checkpoint: str = "best") -> LoadedRun:
       >>> load_run("/no/such/run")
       Traceback (most recent call last):
       ...
-      train.export.ExportError: --workdir /no/such/run does not exist
+      train.errors.ExportError: --workdir /no/such/run does not exist
     """
     from .checkpoint import Checkpoints
     from .config import load_config
@@ -197,7 +193,7 @@ def load_predictor(path: str | Path) -> Predictor:
       >>> load_predictor("/no/such/export")
       Traceback (most recent call last):
       ...
-      train.export.ExportError: --artifact /no/such/export: no model.jaxexport there
+      train.errors.ExportError: --artifact /no/such/export: no model.jaxexport there
     """
     path = Path(path)
     file = path / ARTIFACT if path.is_dir() or not path.suffix else path
@@ -205,7 +201,9 @@ def load_predictor(path: str | Path) -> Predictor:
         raise ExportError(f"--artifact {path}: no {ARTIFACT} there" if not file.is_file()
                           else f"--artifact {path}: {META} missing beside {file.name}")
     meta = json.loads((file.parent / META).read_text())
-    if meta.get("dtype") == "float64":
+    from .config import dtypes
+
+    if dtypes(meta.get("dtype", "float32"))[1] == jnp.float64:
         jax.config.update("jax_enable_x64", True)
     return Predictor(jax.export.deserialize(bytearray(file.read_bytes())), meta)
 
@@ -218,7 +216,7 @@ def read_image(path: str | Path) -> tuple[np.ndarray, str]:
       >>> read_image("/no/such.png")
       Traceback (most recent call last):
       ...
-      train.export.ExportError: image /no/such.png does not exist
+      train.errors.ExportError: image /no/such.png does not exist
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -243,10 +241,24 @@ def _images_per_s(fns: dict[str, Callable], images: np.ndarray,
     machine hits all of them alike)."""
     for fn in fns.values():
         fn(images).block_until_ready()  # compile
-    ms = interleaved_medians({name: functools.partial(lambda f: f(images).block_until_ready(),
-                                                      fn) for name, fn in fns.items()},
-                             repeats)
+    ms = jconv.interleaved_medians(
+        {name: functools.partial(lambda f: f(images).block_until_ready(), fn)
+         for name, fn in fns.items()}, repeats)
     return {name: 1000 * len(images) / t for name, t in ms.items()}
+
+
+@dataclass
+class _Export:
+    """One export in progress: the restored run, its two predict functions (unfolded
+    checkpoint and folded model, both with the run's normalisation and TTA) and what has
+    been logged into the summary so far."""
+
+    run: LoadedRun
+    unfolded_fn: Callable
+    folded_fn: Callable
+    flip: bool
+    multicrop: bool
+    summary: dict
 
 
 def export_run(workdir: str | Path, checkpoint: str = "best", out: str | Path | None = None,
@@ -257,22 +269,37 @@ def export_run(workdir: str | Path, checkpoint: str = "best", out: str | Path | 
     dict (artifact path, platforms, fold report, parameter counts, ``max_abs_diff`` against
     the unfolded model on the test images, images/s when ``bench``). ``tta`` None follows
     the run's ``train.tta_flip`` and ``train.tta_multicrop``; True or False switches both."""
-    from .data import DataError, load_dataset
-    from .model import count_params
-
-    run = load_run(workdir, checkpoint)
-    cfg = run.cfg
-    flip = cfg.train.tta_flip if tta is None else tta
-    multicrop = cfg.train.tta_multicrop if tta is None else tta
-    input_dtype = jnp.float64 if cfg.model.dtype == "float64" else jnp.float32
     bad = [p for p in platforms if p not in PLATFORMS]
     if bad or not platforms:
         raise ExportError(f"--platforms {','.join(platforms)!r}: expected a comma-separated "
                           f"subset of {','.join(PLATFORMS)}")
-    jconv.set_impl(run.model, impl)
+    job = _fold(load_run(workdir, checkpoint), checkpoint, impl, tta, Path(workdir), log)
+    out = Path(out) if out is not None else Path(workdir) / "export"
+    _write(job, out, platforms, impl, Path(workdir), log)
+    _check_artifact(job, out, log)
+    if bench:
+        _bench(job, impl, bench_batch, bench_repeats, log)
+    log(f"predict     python -m train.export predict --artifact {out} image.png")
+    return job.summary
+
+
+def _fold(run: LoadedRun, checkpoint: str, impl: str, tta: bool | None, workdir: Path,
+          log: Callable[[str], None]) -> _Export:
+    """The run's model traced with conv ``impl`` and folded; logs the fold report."""
+    from .config import dtypes
+    from .model import count_params
+
+    cfg = run.cfg
+    flip = cfg.train.tta_flip if tta is None else tta
+    multicrop = cfg.train.tta_multicrop if tta is None else tta
+    input_dtype = dtypes(cfg.model.dtype)[1]
+    try:
+        jconv.set_impl(run.model, impl)
+    except ValueError as e:  # jconv's own message names the implementations
+        raise ConfigError(f"--impl {impl!r}: {first_line(e)}") from None
     folded, report = jconv.fold_conv_bn_graph(
         run.model, jax.ShapeDtypeStruct((1, 32, 32, 3), input_dtype))
-    log(f"checkpoint  {Path(workdir) / 'checkpoints' / str(run.step)} (epoch {run.step}, "
+    log(f"checkpoint  {workdir / 'checkpoints' / str(run.step)} (epoch {run.step}, "
         f"{checkpoint})")
     log(str(report))
     n_stats = sum(int(v.size) for v in jax.tree.leaves(nnx.state(run.model, nnx.BatchStat)))
@@ -280,62 +307,73 @@ def export_run(workdir: str | Path, checkpoint: str = "best", out: str | Path | 
               "folded": count_params(folded)}
     log(f"parameters  unfolded {params['unfolded']:,} (+ {n_stats:,} BatchNorm running "
         f"statistics) -> folded {params['folded']:,}")
+    return _Export(run, make_predict_fn(run.model, run.mean, run.std, flip, multicrop,
+                                        input_dtype),
+                   make_predict_fn(folded, run.mean, run.std, flip, multicrop, input_dtype),
+                   flip, multicrop, {"report": report, "params": params, "step": run.step})
 
-    unfolded_fn = make_predict_fn(run.model, run.mean, run.std, flip, multicrop, input_dtype)
-    folded_fn = make_predict_fn(folded, run.mean, run.std, flip, multicrop, input_dtype)
-    exported, failed = export_predict_fn(folded_fn, platforms)
-    out = Path(out) if out is not None else Path(workdir) / "export"
+
+def _write(job: _Export, out: Path, platforms: Sequence[str], impl: str, workdir: Path,
+           log: Callable[[str], None]) -> None:
+    """Export the folded function and write the artifact and its metadata into ``out``."""
+    run = job.run
+    exported, failed = export_predict_fn(job.folded_fn, platforms)
     out.mkdir(parents=True, exist_ok=True)
     (out / ARTIFACT).write_bytes(exported.serialize())
     meta = {"class_names": list(run.class_names), "mean": run.mean.tolist(),
-            "std": run.std.tolist(), "tta_flip": flip, "tta_multicrop": multicrop,
+            "std": run.std.tolist(), "tta_flip": job.flip, "tta_multicrop": job.multicrop,
             "checkpoint_epoch": run.step,
             "workdir": str(workdir), "platforms": list(exported.platforms),
-            "not_lowered": failed, "dtype": cfg.model.dtype, "conv_impl": impl,
+            "not_lowered": failed, "dtype": run.cfg.model.dtype, "conv_impl": impl,
             "input": "uint8 (N, 32, 32, 3) RGB", "output": "float32 logits (N, 10)",
-            "folded": [[p.conv, p.bn] for p in report.folded]}
+            "folded": [[p.conv, p.bn] for p in job.summary["report"].folded]}
     (out / META).write_text(json.dumps(meta, indent=2) + "\n")
     log(f"artifact    {out / ARTIFACT} ({(out / ARTIFACT).stat().st_size:,} bytes), lowered "
         f"for {', '.join(exported.platforms)}"
         + "".join(f"; {p} did not lower ({why})" for p, why in failed.items()))
+    job.summary.update(artifact=str(out / ARTIFACT), platforms=list(exported.platforms),
+                       not_lowered=failed)
 
-    summary = {"artifact": str(out / ARTIFACT), "platforms": list(exported.platforms),
-               "not_lowered": failed, "report": report, "params": params, "step": run.step}
+
+def _check_artifact(job: _Export, out: Path, log: Callable[[str], None]) -> None:
+    """Compare the written artifact with the unfolded checkpoint on the run's test images
+    (skipped, and said, when they cannot be loaded)."""
+    from .data import load_dataset
+
+    cfg = job.run.cfg
     try:
-        ds = load_dataset(cfg.data, cfg.seed)
-        test_images = ds.test.images
+        test_images = load_dataset(cfg.data, cfg.seed).test.images
     except DataError as e:
         log(f"check       skipped: the run's test images cannot be loaded ({e})")
-        test_images = None
-    if test_images is not None:
-        predictor = load_predictor(out)
-        reference = jax.jit(unfolded_fn)
-        diffs, agree = [], 0
-        for start in range(0, len(test_images), cfg.train.eval_batch_size):
-            batch = test_images[start:start + cfg.train.eval_batch_size]
-            got, want = predictor(batch), np.asarray(reference(batch))
-            diffs.append(float(np.abs(got.astype(np.float64) - want).max()))
-            agree += int((got.argmax(-1) == want.argmax(-1)).sum())
-        summary.update(max_abs_diff=max(diffs), test_images=len(test_images),
+        return
+    predictor = load_predictor(out)
+    reference = jax.jit(job.unfolded_fn)
+    diffs, agree = [], 0
+    for start in range(0, len(test_images), cfg.train.eval_batch_size):
+        batch = test_images[start:start + cfg.train.eval_batch_size]
+        got, want = predictor(batch), np.asarray(reference(batch))
+        diffs.append(float(np.abs(got.astype(np.float64) - want).max()))
+        agree += int((got.argmax(-1) == want.argmax(-1)).sum())
+    job.summary.update(max_abs_diff=max(diffs), test_images=len(test_images),
                        same_predictions=agree)
-        log(f"check       exported (folded) vs checkpoint (unfolded) logits on "
-            f"{len(test_images)} test images: max |difference| {max(diffs):.3g}, same "
-            f"top-1 class for {agree}/{len(test_images)}")
-    if bench:
-        rng = np.random.default_rng(0)
-        images = rng.integers(0, 256, (bench_batch, 32, 32, 3), dtype=np.uint8)
-        backend = cfg.model.conv_backend
-        speed = _images_per_s({"unfolded": jconv.jit(unfolded_fn, conv_backend=backend),
-                               "folded": jconv.jit(folded_fn, conv_backend=backend)},
-                              images, bench_repeats)
-        summary["images_per_s"] = speed
-        log(f"speed       {speed['unfolded']:,.0f} -> {speed['folded']:,.0f} images/s "
-            f"(unfolded -> folded, batch {bench_batch}, median of {bench_repeats}, "
-            f"conv_impl={impl}, conv_backend={backend}, tta_flip={flip}, "
-            f"tta_multicrop={multicrop}; "
-            f"x{speed['folded'] / speed['unfolded']:.2f})")
-    log(f"predict     python -m train.export predict --artifact {out} image.png")
-    return summary
+    log(f"check       exported (folded) vs checkpoint (unfolded) logits on "
+        f"{len(test_images)} test images: max |difference| {max(diffs):.3g}, same "
+        f"top-1 class for {agree}/{len(test_images)}")
+
+
+def _bench(job: _Export, impl: str, batch: int, repeats: int,
+           log: Callable[[str], None]) -> None:
+    """images/s of the unfolded and folded models, compiled as the trainer's steps are
+    (:func:`train.steps.jit_step`)."""
+    images = np.random.default_rng(0).integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8)
+    backend = job.run.cfg.model.conv_backend
+    speed = _images_per_s({"unfolded": jit_step(job.unfolded_fn, backend),
+                           "folded": jit_step(job.folded_fn, backend)}, images, repeats)
+    job.summary["images_per_s"] = speed
+    log(f"speed       {speed['unfolded']:,.0f} -> {speed['folded']:,.0f} images/s "
+        f"(unfolded -> folded, batch {batch}, median of {repeats}, "
+        f"conv_impl={impl}, conv_backend={backend}, tta_flip={job.flip}, "
+        f"tta_multicrop={job.multicrop}; x{speed['folded'] / speed['unfolded']:.2f})")
 
 
 EPILOG = """examples:
@@ -379,31 +417,26 @@ def _predict_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for bad input, with one ``Error:``
     line on stderr)."""
-    from .config import ConfigError
-
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv[:1] == ["predict"]:
-            args = _predict_args(argv[1:])
-            predictor = load_predictor(args.artifact)
-            loaded = [read_image(f) for f in args.images]
-            probs = predictor.probabilities(np.stack([im for im, _ in loaded]))
-            for file, (_, note), p in zip(args.images, loaded, probs):
-                top = np.argsort(-p)[:max(args.top, 1)]
-                ranked = ", ".join(f"{predictor.class_names[i]} {100 * p[i]:.1f}%" for i in top)
-                print(f"{file}{note}: {ranked}")
-            return 0
-        args = _export_args(argv)
-        platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
-        export_run(args.workdir, args.checkpoint, args.out, platforms, args.impl,
-                   False if args.no_tta else None, not args.no_bench, args.bench_batch,
-                   args.bench_repeats)
-    except (ExportError, ConfigError, ValueError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 2
+    if argv[:1] == ["predict"]:
+        args = _predict_args(argv[1:])
+        predictor = load_predictor(args.artifact)
+        loaded = [read_image(f) for f in args.images]
+        probs = predictor.probabilities(np.stack([im for im, _ in loaded]))
+        for file, (_, note), p in zip(args.images, loaded, probs):
+            top = np.argsort(-p)[:max(args.top, 1)]
+            ranked = ", ".join(f"{predictor.class_names[i]} {100 * p[i]:.1f}%" for i in top)
+            print(f"{file}{note}: {ranked}")
+        return 0
+    args = _export_args(argv)
+    platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
+    export_run(args.workdir, args.checkpoint, args.out, platforms, args.impl,
+               False if args.no_tta else None, not args.no_bench, args.bench_batch,
+               args.bench_repeats)
     return 0
 
 

@@ -4,32 +4,28 @@ checkpointed) and finish (the final evaluation, plots and results)."""
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
-import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 import numpy as np
 from scipy.special import log_softmax
 from tqdm import tqdm
 
-import jconv
-
 from . import report
-from .checkpoint import CheckpointError, Checkpoints
+from .checkpoint import Checkpoints
 from .config import Config, as_dict, to_yaml
 from .data import Split, eval_batches
+from .errors import CheckpointError, RunError, TrainError
 from .experiment import CompiledSteps, Experiment
 from .model import count_params, macs_per_image
 from .parallel import AXIS, make_mesh, shard_batch
+from .process import SIGNALS, Terminated, use_compilation_cache
 from .steps import TrainState
-from .workdir import RunError, check_resume, completed_results, prepare_workdir
+from .workdir import check_resume, completed_results, prepare_workdir
 
 # Fields of a metrics record that depend only on the computation (not on timing): these are
 # what a resumed run must reproduce exactly.
@@ -69,41 +65,6 @@ def evaluate(exp: Experiment, eval_step: Any, state: TrainState,
         preds.append(logits.argmax(-1))
     pred = np.concatenate(preds)
     return (float(np.concatenate(losses).mean()), float((pred == split.labels).mean()), pred)
-
-
-def compilation_cache_dir() -> Path:
-    """Where :func:`use_compilation_cache` keeps compiled programs: the user's choice
-    (``JAX_COMPILATION_CACHE_DIR``, or ``jax.config``) if any, else ``xla`` in
-    :func:`jconv.user_cache_dir`.
-
-    Example:
-      >>> compilation_cache_dir().parts[-2:] == ("jconv", "xla") or bool(
-      ...     jax.config.jax_compilation_cache_dir)
-      True
-    """
-    chosen = jax.config.jax_compilation_cache_dir
-    return Path(chosen) if chosen else jconv.user_cache_dir() / "xla"
-
-
-def use_compilation_cache() -> None:
-    """Keep XLA's compiled programs across runs (JAX's persistent compilation cache, in
-    :func:`compilation_cache_dir`), so a run of a config compiled before skips compiling
-    its model initialiser and its steps."""
-    jax.config.update("jax_compilation_cache_dir", str(compilation_cache_dir()))
-
-
-def use_host_memory_reuse(cfg: Config) -> None:
-    """:func:`jconv.reuse_host_memory` when ``cfg.train.reuse_host_memory``: called before
-    the process's first JAX computation by the trainer, ``train.bench`` and
-    ``train.profile``. In a process that has already computed with JAX (a test, a notebook)
-    it cannot take effect and says so in a ``RuntimeWarning`` instead."""
-    if not cfg.train.reuse_host_memory:
-        return
-    try:
-        jconv.reuse_host_memory()
-    except RuntimeError as e:
-        warnings.warn(f"train.reuse_host_memory not applied: {e}", RuntimeWarning,
-                      stacklevel=2)
 
 
 def _summary(exp: Experiment, workdir: Path) -> str:
@@ -197,7 +158,7 @@ def run(cfg: Config, workdir: str | Path, resume: bool = False, quiet: bool = Fa
         return done
     r = _prepare(cfg, workdir, resume, quiet, t_start)
     try:
-        with _SIGNALS.installed():
+        with SIGNALS.installed():
             _restore(r, resume, extends)
             steps = _compile(r)
             _fit(r, steps)
@@ -213,55 +174,6 @@ def run(cfg: Config, workdir: str | Path, resume: bool = False, quiet: bool = Fa
     return _finish(r, steps, f"{config_name or 'config'}: run {workdir}, seed {cfg.seed}")
 
 
-class Terminated(KeyboardInterrupt):
-    """The run got SIGTERM (a batch scheduler's preemption, ``kill``): it stops as on
-    Ctrl-C, saying how to resume, and the command exits with 143 (128 + SIGTERM)."""
-
-
-class _Signals:
-    """SIGTERM raises :class:`Terminated` as Ctrl-C raises KeyboardInterrupt; while a
-    checkpoint is being saved (:meth:`deferred`) both wait until it is on disk, so a stop
-    never interrupts Orbax's writer threads half-way."""
-
-    def __init__(self) -> None:
-        self.saving = False
-        self.pending: BaseException | None = None
-
-    def handler(self, signum: int, frame: Any) -> None:
-        stop = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-        if self.saving:
-            self.pending = self.pending or stop
-            return
-        raise stop
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        """The handlers, for the block (main thread only: elsewhere the defaults stay)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {s: signal.signal(s, self.handler) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
-
-    @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
-        self.saving = True
-        try:
-            yield
-        finally:
-            self.saving = False
-        if self.pending is not None:
-            stop, self.pending = self.pending, None
-            raise stop
-
-
-_SIGNALS = _Signals()
-
-
 def _prepare(cfg: Config, workdir: Path, resume: bool, quiet: bool, t_start: float) -> _Run:
     """The experiment on every device, the work directory with the run's config and record,
     the checkpoints and the metrics log."""
@@ -269,7 +181,9 @@ def _prepare(cfg: Config, workdir: Path, resume: bool, quiet: bool, t_start: flo
     say = print if main else _silent
     try:
         exp = Experiment.from_config(cfg, make_mesh(), progress=main and not quiet)
-    except ValueError as e:  # a batch size that does not split over the devices
+    except ValueError as e:  # a model the config's sizes cannot build
+        if isinstance(e, TrainError):
+            raise
         raise RunError(str(e)) from None
     _sync("workdir checked")  # before process 0 changes the folder the others checked
     if main:
@@ -341,7 +255,7 @@ def _fit(r: _Run, steps: CompiledSteps) -> None:
             t0 = time.perf_counter()
             # An epoch without an evaluation is never the best checkpoint.
             acc = record["test_acc"]
-            with _SIGNALS.deferred():
+            with SIGNALS.deferred():
                 r.ckpts.save(epoch + 1, r.state, {"epoch": epoch + 1,
                                                   "wall_s": record["wall_s"]},
                              -1.0 if acc is None else acc)

@@ -6,7 +6,7 @@ patch-whitening conv, three conv groups and a max-pooled linear head)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 import jax
@@ -17,43 +17,33 @@ from flax import nnx
 import jconv
 from jconv import nn as jnn
 
-from .config import DTYPES, ModelConfig
+from .config import ModelConfig, dtypes
 from .norm import BatchNorm2d, OnednnBatchNorm2d
 
 NUM_CLASSES = 10  # CIFAR-10
 
 
-@dataclass(frozen=True)
-class ModelOptions:
-    """What the networks are built from: the config's ``model`` section, typed (see
-    ``configs/cifar.yaml`` for each key; the YAML is the only source of defaults), with
-    ``dtype`` the compute dtype and ``param_dtype`` that of the parameters and BatchNorm
-    statistics (float64 only for float64 compute, the exactness check; else float32).
+@dataclass
+class ModelOptions(ModelConfig):
+    """What the networks are built from: the config's ``model`` section itself (the fields
+    of :class:`train.config.ModelConfig`, each documented in ``configs/cifar.yaml``; the
+    YAML is the only source of defaults) as plain values, ``widths`` a tuple, plus the two
+    dtypes ``model.dtype`` implies (:func:`train.config.dtypes`): ``compute_dtype`` and
+    ``param_dtype`` (parameters and BatchNorm statistics), and the :attr:`act_dtype`
+    derived from them. A key added to ``ModelConfig`` is here without another edit.
 
     Example:
       >>> from train.config import load_config
       >>> o = ModelOptions.from_config(load_config("vgg.yaml").model)
-      >>> o.widths, o.dtype.__name__, o.param_dtype.__name__
+      >>> o.widths, o.compute_dtype.__name__, o.param_dtype.__name__
       ((48, 96, 192), 'float32', 'float32')
+      >>> bf16 = ModelOptions.from_config(load_config("vgg.yaml", ["model.dtype=bfloat16"]).model)
+      >>> bf16.compute_dtype.__name__, bf16.act_dtype.__name__
+      ('bfloat16', 'float32')
     """
 
-    arch: str
-    widths: tuple[int, ...]
-    convs_per_stage: int
-    pool_first: bool
-    whiten: bool
-    dirac_init: bool
-    act: str
-    bn_scale: bool
-    bn_eps: float
-    bn_momentum: float
-    head_scale: float
-    onednn_batch_norm: bool
-    conv_impl: str
-    pool_impl: str
-    data_format: str
-    dtype: Any
-    param_dtype: Any
+    compute_dtype: Any = None
+    param_dtype: Any = None
 
     @property
     def act_dtype(self) -> Any:
@@ -61,28 +51,24 @@ class ModelOptions:
         at least float32. A bfloat16 model computes only its convolutions in bfloat16, as
         ``torch.autocast("cpu", dtype=torch.bfloat16)`` does for a PyTorch model, because
         XLA:CPU's bfloat16 elementwise and pooling code is slower than its float32 code."""
-        return jnp.promote_types(self.dtype, jnp.float32).type
+        return jnp.promote_types(self.compute_dtype, jnp.float32).type
 
     @classmethod
     def from_config(cls, m: ModelConfig) -> "ModelOptions":
-        return cls(arch=m.arch, widths=tuple(m.widths), convs_per_stage=m.convs_per_stage,
-                   pool_first=m.pool_first, whiten=m.whiten, dirac_init=m.dirac_init,
-                   act=m.act, bn_scale=m.bn_scale, bn_eps=m.bn_eps,
-                   bn_momentum=m.bn_momentum, head_scale=m.head_scale,
-                   onednn_batch_norm=m.onednn_batch_norm,
-                   conv_impl=m.conv_impl, pool_impl=m.pool_impl, data_format=m.data_format,
-                   dtype=DTYPES[m.dtype],
-                   param_dtype=jnp.float64 if m.dtype == "float64" else jnp.float32)
+        values = {f.name: getattr(m, f.name) for f in fields(ModelConfig)}
+        compute, params = dtypes(m.dtype)
+        return cls(**{**values, "widths": tuple(m.widths)}, compute_dtype=compute,
+                   param_dtype=params)
 
 
 def gelu(x: jnp.ndarray) -> jnp.ndarray:
     """Exact GELU as PyTorch's CPU kernel computes it, ``x/2 * (1 + erf(x/sqrt(2)))``.
 
     ``jax.nn.gelu(approximate=False)`` computes ``x/2 * erfc(-x/sqrt(2))``, and XLA:CPU's
-    float32 ``erfc`` (an exponential and two polynomial branches) made GELU 3.6x PyTorch's
-    time in the airbench train step; its ``erf`` is one clamped rational polynomial
-    (docs/performance.md, "Train step profile"). The two agree to float32 rounding except
-    far in the left tail, where both are within 1e-7 of 0.
+    float32 ``erfc`` (an exponential and two polynomial branches) made GELU several times
+    PyTorch's time in the airbench train step; its ``erf`` is one clamped rational
+    polynomial (the measurements: docs/performance.md, "Train step profile"). The two agree
+    to float32 rounding except far in the left tail, where both are vanishingly small.
 
     Example:
       >>> [round(float(v), 4) for v in gelu(jnp.array([-1.0, 0.0, 2.0]))]
@@ -130,7 +116,7 @@ def conv3x3(c_in: int, c_out: int, o: ModelOptions, rngs: nnx.Rngs) -> jnn.Conv2
     """3x3 conv, padding 1, no bias (BatchNorm follows), identity-initialised on its first
     ``C_in`` filters when ``o.dirac_init`` (:func:`dirac_`)."""
     conv = jnn.Conv2d(c_in, c_out, 3, padding=1, bias=False, impl=o.conv_impl,
-                      data_format=o.data_format, dtype=o.dtype, param_dtype=o.param_dtype,
+                      data_format=o.data_format, dtype=o.compute_dtype, param_dtype=o.param_dtype,
                       rngs=rngs)
     return dirac_(conv) if o.dirac_init else conv
 
@@ -186,7 +172,7 @@ class CifarCNN(nnx.Module):
     multiplied by ``o.head_scale``.
 
     Shapes: images (N, 32, 32, 3) channels-last (the loader's layout; transposed inside when
-    ``o.data_format="NCHW"``) -> logits (N, 10), float32 (float64 when ``o.dtype`` is).
+    ``o.data_format="NCHW"``) -> logits (N, 10), float32 (float64 when ``o.compute_dtype`` is).
 
     Example:
       >>> from flax import nnx; import jax.numpy as jnp
@@ -313,7 +299,7 @@ class AirbenchNet(nnx.Module):
         self.act = o.act
         self.act_dtype = o.act_dtype
         self.whiten = jnn.Conv2d(3, WHITEN_WIDTH, WHITEN_KERNEL, bias=True, impl=o.conv_impl,
-                                 data_format=o.data_format, dtype=o.dtype,
+                                 data_format=o.data_format, dtype=o.compute_dtype,
                                  param_dtype=o.param_dtype, rngs=rngs)
         groups, c_in, hw = [], WHITEN_WIDTH, 32 - WHITEN_KERNEL + 1
         for width in o.widths:

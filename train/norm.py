@@ -2,7 +2,7 @@
 ``jax.custom_vjp`` shaped like PyTorch's CPU kernels, one pass over the input for the batch
 statistics and two for the backward, instead of what autodiff makes of Flax's formula; and
 :class:`OnednnBatchNorm2d`, whose float32 training mode runs oneDNN's batch-normalisation
-primitives (``jconv._onednn_bn``) instead.
+primitives (:func:`jconv.onednn_batch_norm`) instead.
 
 Parameters, running statistics, eval mode and the ``mask`` argument are
 ``flax.nnx.BatchNorm``'s (it is a subclass), so checkpoints, ``jconv.fold_conv_bn`` /
@@ -21,7 +21,7 @@ from flax.nnx.module import first_from
 from flax.nnx.nn.dtypes import canonicalize_dtype
 from jax import lax
 
-from jconv import _onednn_bn
+import jconv
 from jconv import nn as jnn
 
 
@@ -199,7 +199,7 @@ class BatchNorm2d(jnn.BatchNorm2d):
 
 class OnednnBatchNorm2d(BatchNorm2d):
     """:class:`BatchNorm2d` whose training mode runs oneDNN's batch-normalisation primitives
-    (:func:`jconv._onednn_bn.batch_norm_train`: one forward primitive computing the
+    (:func:`jconv.onednn_batch_norm`: one forward primitive computing the
     statistics, one backward computing ``dx``, ``dscale`` and ``dshift``) when it can: a
     float32 4-D input and parameters, no ``axis_name``. Otherwise (float64, bfloat16,
     cross-device statistics) it is :class:`BatchNorm2d`, and eval mode is Flax's.
@@ -229,7 +229,7 @@ class OnednnBatchNorm2d(BatchNorm2d):
                   for a in (x, scale, bias, self.mean[...], self.var[...]))
         if (self._flax_mode(use_running_average, mask) or self.axis_name is not None
                 or x.ndim != 4 or not f32 or self.dtype not in (None, jnp.float32)
-                or not _onednn_bn.available()):
+                or not jconv.onednn_batch_norm_available()):
             return super().__call__(x, use_running_average, mask=mask)
         data_format = "NHWC" if self.axis % x.ndim == 3 else "NCHW"
         shift = bias if bias is not None else jnp.zeros((x.shape[self.axis],), jnp.float32)
@@ -237,7 +237,7 @@ class OnednnBatchNorm2d(BatchNorm2d):
         if n < 2:
             raise ValueError(f"OnednnBatchNorm2d needs more than 1 value per channel in "
                              f"training mode (PyTorch's rule), got input shape {x.shape}")
-        y, mean, var = _onednn_bn.batch_norm_train(x, scale, shift, self.epsilon, data_format)
+        y, mean, var = jconv.onednn_batch_norm(x, scale, shift, self.epsilon, data_format)
         m = self.momentum  # Flax's: the old statistics' weight
         self.mean[...] = lax.stop_gradient(m * self.mean[...] + (1 - m) * mean)
         self.var[...] = lax.stop_gradient(m * self.var[...] + (1 - m) * var * (n / (n - 1)))

@@ -17,6 +17,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from .errors import ConfigError
+
 AXIS = "data"
 
 
@@ -51,20 +53,20 @@ def init_distributed(coordinator: str | None = None, num_processes: int | None =
     """
     if coordinator is None and not auto and not cluster_detected():
         if num_processes is not None or process_id is not None:
-            raise ValueError("--num-processes and --process-id need --coordinator HOST:PORT "
+            raise ConfigError("--num-processes and --process-id need --coordinator HOST:PORT "
                              "(or --distributed for JAX's cluster detection)")
         return False
     if coordinator is not None:
         host, _, port = coordinator.rpartition(":")
         if not host or not port.isdigit():
-            raise ValueError(f"--coordinator {coordinator!r} is invalid: expected HOST:PORT, "
+            raise ConfigError(f"--coordinator {coordinator!r} is invalid: expected HOST:PORT, "
                              "e.g. 10.0.0.1:1234")
         if num_processes is None or process_id is None:
-            raise ValueError("--coordinator needs --num-processes N and --process-id I")
+            raise ConfigError("--coordinator needs --num-processes N and --process-id I")
     if num_processes is not None and num_processes < 1:
-        raise ValueError(f"--num-processes {num_processes} is invalid: expected >= 1")
+        raise ConfigError(f"--num-processes {num_processes} is invalid: expected >= 1")
     if process_id is not None and not 0 <= process_id < (num_processes or process_id + 1):
-        raise ValueError(f"--process-id {process_id} is invalid: expected 0 <= I < "
+        raise ConfigError(f"--process-id {process_id} is invalid: expected 0 <= I < "
                          f"--num-processes {num_processes}")
     jax.distributed.initialize(coordinator, num_processes, process_id,
                                initialization_timeout=timeout_s,
@@ -102,7 +104,7 @@ def check_batch_size(name: str, batch_size: int, mesh: Mesh) -> None:
     """
     n = mesh.shape[AXIS]
     if batch_size % n:
-        raise ValueError(f"{name}={batch_size} is invalid: expected a multiple of the {n} "
+        raise ConfigError(f"{name}={batch_size} is invalid: expected a multiple of the {n} "
                          f"devices it is split over (mesh axis {AXIS!r}), e.g. "
                          f"{max(n, batch_size // n * n)}")
 

@@ -31,6 +31,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .errors import ConfigError, command
+
 CONV_FWD, CONV_BWD = "conv fwd", "conv bwd (data + weight)"
 CATEGORIES = (CONV_FWD, CONV_BWD, "layout changes (transpose, copy)", "BatchNorm",
               "activation (GELU/ReLU)", "pooling", "loss + head", "optimiser", "Lookahead",
@@ -392,12 +394,13 @@ def _descendants(e: Any) -> list[Any]:
     return out
 
 
-def table(jconv: dict[tuple[str, str], float], torch: dict[tuple[str, str], float] | None,
+def table(ours: dict[tuple[str, str], float], torch: dict[tuple[str, str], float] | None,
           times: tuple[StepTime, StepTime | None]) -> str:
-    """The side-by-side markdown table: one row per (category, conv layer), the totals,
-    then the whole step: its wall time without the profiler, what the ops were charged
-    and the rest, named by where it lies (:meth:`StepTime.unaccounted`)."""
-    keys = sorted(set(jconv) | set(torch or {}),
+    """The side-by-side markdown table of jconv's side (``ours``) and PyTorch's: one row
+    per (category, conv layer), the totals, then the whole step: its wall time without the
+    profiler, what the ops were charged and the rest, named by where it lies
+    (:meth:`StepTime.unaccounted`)."""
+    keys = sorted(set(ours) | set(torch or {}),
                   key=lambda k: (CATEGORIES.index(k[0]), _layer_order(k[1])))
     rows = ["| op | jconv ms | PyTorch ms | jconv / PyTorch |", "|---|---|---|---|"]
 
@@ -406,11 +409,11 @@ def table(jconv: dict[tuple[str, str], float], torch: dict[tuple[str, str], floa
         return f"| {name} | {a:.1f} | {'–' if b is None else f'{b:.1f}'} | {ratio} |"
 
     for k in keys:
-        a, b = jconv.get(k, 0.0), None if torch is None else torch.get(k, 0.0)
+        a, b = ours.get(k, 0.0), None if torch is None else torch.get(k, 0.0)
         rows.append(row(f"{k[0]} {k[1]}".strip(), a, b))
     for name, pick in (("all convs", lambda k: k[0] in (CONV_FWD, CONV_BWD)),
                        ("everything else", lambda k: k[0] not in (CONV_FWD, CONV_BWD))):
-        rows.append(row(f"**{name}**", sum(v for k, v in jconv.items() if pick(k)),
+        rows.append(row(f"**{name}**", sum(v for k, v in ours.items() if pick(k)),
                         None if torch is None else sum(v for k, v in torch.items() if pick(k))))
     jt, tt = times
     rows.append(row("**charged to ops**", jt.charged, None if tt is None else tt.charged))
@@ -430,6 +433,7 @@ def _layer_order(layer: str) -> tuple:
     return (-int(m.group(3)), int(m.group(1)), int(m.group(2))) if m else (0, 0, 0)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -439,16 +443,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
     if args.steps < 1:
-        print(f"Error: --steps must be >= 1, got {args.steps}", file=sys.stderr)
-        return 2
-    from .bench import bench_batches, load_inputs
+        raise ConfigError(f"--steps must be >= 1, got {args.steps}")
+    from .harness import bench_batches, load_inputs
     from .experiment import Experiment
     from .torch_ref import make_torch_step
 
-    loaded = load_inputs(args.config, args.overrides)
-    if loaded is None:
-        return 2
-    cfg, run_data = loaded
+    cfg, run_data = load_inputs(args.config, args.overrides)
     exp = Experiment.from_config(cfg, data=run_data)
 
     step, state = exp.train_step(), exp.state

@@ -14,10 +14,10 @@ favour one side. ``--compile-seeds`` adds a row for the peer under ``torch.compi
 (``AB_COMPILE=1``), ``--reuse-seeds`` one for the peer with the malloc settings that
 jconv's trainer uses (:func:`jconv.reuse_host_memory`, given to its process as glibc
 tunables): PyTorch's large tensors are page-faulted in afresh the same way.
-``--autocast-seeds`` adds one for the peer script run unmodified inside
-``torch.autocast("cpu", dtype=torch.bfloat16)``, meant as the PyTorch side of a race of
-jconv's ``model.dtype=bfloat16``; its first run trained to chance accuracy (the whole script,
-whitening included, under autocast), so it is not yet a valid peer (docs/performance.md).
+``--autocast-seeds`` adds one for the peer script with its network's forward under
+``torch.autocast("cpu", dtype=torch.bfloat16)`` (the PyTorch side of a race of jconv's
+``model.dtype=bfloat16``: convolutions and matmuls in bfloat16, the rest float32; the
+whitening initialisation, the loss and the optimiser as the script has them).
 
 The race is against the peer script rather than a port of ours: it is airbench94's own
 code, so nothing we wrote can make the PyTorch side slower than it is.
@@ -48,7 +48,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import Config, ConfigError, load_config
+from .config import Config, load_config
+from .errors import ConfigError, RaceError, command
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PEER = REPO.parent / "shared" / "peers" / "airbench94_torch.py"
@@ -56,12 +57,28 @@ JCONV, TORCH, COMPILED = "jconv", "PyTorch eager", "PyTorch torch.compile"
 TORCH_REUSE = "PyTorch eager, reused host memory"
 TORCH_BF16 = "PyTorch eager, autocast bfloat16"
 SIDES = (JCONV, TORCH, COMPILED, TORCH_REUSE, TORCH_BF16)
-# Runs the unmodified peer script inside torch.autocast("cpu", dtype=torch.bfloat16), as a
-# PyTorch user turns on bfloat16 compute: argv is the peer's path, then its own arguments.
-AUTOCAST_RUNNER = ("import runpy, sys, torch\n"
-                   "sys.argv = sys.argv[1:]\n"
-                   "with torch.autocast('cpu', dtype=torch.bfloat16):\n"
-                   "    runpy.run_path(sys.argv[0], run_name='__main__')\n")
+# Runs the peer script with its network's forward under torch.autocast("cpu", bfloat16), as a
+# PyTorch user turns on bfloat16 compute (autocast around the model, not the whole program:
+# under a global autocast the whitening's covariance matmul ran in bfloat16, and training
+# reached chance accuracy). The script is loaded as a module so that make_net can be wrapped
+# before its __main__ block, repeated here, runs: argv is the peer's path, the data folder,
+# the seeds.
+AUTOCAST_RUNNER = (
+    "import json, runpy, sys, torch\n"
+    "path, data, seeds = sys.argv[1], sys.argv[2], sys.argv[3:] or ['0']\n"
+    "peer = runpy.run_path(path, run_name='airbench94_peer')\n"
+    "scope, make = peer['main'].__globals__, peer['make_net']\n"
+    "def make_net():\n"
+    "    net = make()\n"
+    "    forward = net.forward\n"
+    "    def autocast_forward(x):\n"
+    "        with torch.autocast('cpu', dtype=torch.bfloat16):\n"
+    "            return forward(x).float()\n"
+    "    net.forward = autocast_forward\n"
+    "    return net\n"
+    "scope['make_net'] = make_net\n"
+    "for s in seeds:\n"
+    "    print(json.dumps(dict(scope['main'](int(s), data), autocast_dtype='bfloat16')), flush=True)\n")
 # jconv.reuse_host_memory's mallopt settings as glibc tunables, for the peer's process.
 REUSE_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
                   "glibc.malloc.trim_threshold=2147483647")
@@ -190,10 +207,6 @@ def _run(cmd: list[str], env: dict[str, str], log: Path, echo: Callable[[str], N
     return time.perf_counter() - t0, code, lines
 
 
-class RaceError(RuntimeError):
-    """A side's run failed; the message names its log."""
-
-
 def _failed(side: str, seed: int, code: int, lines: list[str], log: Path) -> RaceError:
     tail = "\n    ".join(lines[-5:])
     return RaceError(f"{side} run of seed {seed} failed (exit {code}); its log: {log}; last "
@@ -312,7 +325,7 @@ def _torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m train.race", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="cifar_subset.yaml")
@@ -331,63 +344,104 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-torch", action="store_true", help="jconv's runs only")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides for jconv's runs; the peer gets the same sizes")
-    args = p.parse_intermixed_args(argv)
-    try:
-        seeds = _seeds(args.seeds, "--seeds")
-        compile_seeds = _seeds(args.compile_seeds, "--compile-seeds")
-        reuse_seeds = _seeds(args.reuse_seeds, "--reuse-seeds")
-        autocast_seeds = _seeds(args.autocast_seeds, "--autocast-seeds")
-        if not seeds:
-            raise ConfigError("--seeds must name at least one seed, e.g. --seeds 0,1,2")
-        cfg = load_config(args.config, args.overrides)
-        if cfg.model.arch != "airbench":
-            raise ConfigError(f"--config {args.config}: model.arch={cfg.model.arch!r}; the "
-                              "race's peer is airbench94, so the config must be an airbench "
-                              "recipe (cifar.yaml, cifar_subset.yaml)")
-        if cfg.data.source not in ("cifar10_dir", "auto") or not cfg.data.dir:
-            raise ConfigError("the race reads the data from a cifar-10-batches-py folder on "
-                              "both sides: set data.source=cifar10_dir and data.dir")
-        if cfg.data.val_fraction > 0 or cfg.data.max_train is not None:
-            raise ConfigError("the peer trains on every training image and tests on the test "
-                              "set: leave data.val_fraction=0 and data.max_train=null")
-        data_dir = Path(cfg.data.dir).expanduser()
-        if not (data_dir / "data_batch_1").is_file():
-            raise ConfigError(f"data.dir={cfg.data.dir!r} is not a cifar-10-batches-py folder "
-                              f"(no data_batch_1 in {data_dir.resolve()}; it is relative to "
-                              f"the working directory {Path.cwd()})")
-        use_torch = not args.no_torch
-        if use_torch and not _torch_available():
-            print("PyTorch is not installed: the PyTorch rows are skipped (pip install torch)")
-            use_torch = False
-        peer = Path(args.peer)
-        if use_torch and not peer.is_file():
-            raise ConfigError(f"--peer {args.peer}: no such file (airbench94's PyTorch "
-                              "script; pass its path, or --no-torch)")
-    except ConfigError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 2
+    return p.parse_intermixed_args(argv)
+
+
+@dataclass
+class _Plan:
+    """A checked race: the config, its data folder, the peer script and who runs when."""
+
+    cfg: Config
+    data_dir: Path
+    peer: Path
+    use_torch: bool
+    seeds: list[int]
+    compile_seeds: list[int]
+    reuse_seeds: list[int]
+    autocast_seeds: list[int]
+
+    def order(self, i: int, seed: int) -> list[str]:
+        """The sides of seed number ``i``: the two main ones alternate which goes first."""
+        if not self.use_torch:
+            return [JCONV]
+        order = [TORCH, JCONV] if i % 2 == 0 else [JCONV, TORCH]
+        return order + [COMPILED] * (seed in self.compile_seeds) + \
+            [TORCH_REUSE] * (seed in self.reuse_seeds) + \
+            [TORCH_BF16] * (seed in self.autocast_seeds)
+
+
+def _check_config(cfg: Config, config: str) -> Path:
+    """The config's data folder; a ConfigError unless both sides can race on it."""
+    if cfg.model.arch != "airbench":
+        raise ConfigError(f"--config {config}: model.arch={cfg.model.arch!r}; the "
+                          "race's peer is airbench94, so the config must be an airbench "
+                          "recipe (cifar.yaml, cifar_subset.yaml)")
+    if cfg.data.source not in ("cifar10_dir", "auto") or not cfg.data.dir:
+        raise ConfigError("the race reads the data from a cifar-10-batches-py folder on "
+                          "both sides: set data.source=cifar10_dir and data.dir")
+    if cfg.data.val_fraction > 0 or cfg.data.max_train is not None:
+        raise ConfigError("the peer trains on every training image and tests on the test "
+                          "set: leave data.val_fraction=0 and data.max_train=null")
+    data_dir = Path(cfg.data.dir).expanduser()
+    if not (data_dir / "data_batch_1").is_file():
+        raise ConfigError(f"data.dir={cfg.data.dir!r} is not a cifar-10-batches-py folder "
+                          f"(no data_batch_1 in {data_dir.resolve()}; it is relative to "
+                          f"the working directory {Path.cwd()})")
+    return data_dir
+
+
+def _plan(args: argparse.Namespace) -> _Plan:
+    """The race ``args`` ask for, checked before anything runs."""
+    seeds = _seeds(args.seeds, "--seeds")
+    compile_seeds = _seeds(args.compile_seeds, "--compile-seeds")
+    reuse_seeds = _seeds(args.reuse_seeds, "--reuse-seeds")
+    autocast_seeds = _seeds(args.autocast_seeds, "--autocast-seeds")
+    if not seeds:
+        raise ConfigError("--seeds must name at least one seed, e.g. --seeds 0,1,2")
+    cfg = load_config(args.config, args.overrides)
+    data_dir = _check_config(cfg, args.config)
+    use_torch = not args.no_torch
+    if use_torch and not _torch_available():
+        print("PyTorch is not installed: the PyTorch rows are skipped (pip install torch)")
+        use_torch = False
+    peer = Path(args.peer)
+    if use_torch and not peer.is_file():
+        raise ConfigError(f"--peer {args.peer}: no such file (airbench94's PyTorch "
+                          "script; pass its path, or --no-torch)")
+    return _Plan(cfg, data_dir, peer, use_torch, seeds, compile_seeds, reuse_seeds,
+                 autocast_seeds)
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for bad input, 1 when a side's run
+    failed, 130 when interrupted; one ``Error:`` line on stderr)."""
+    args = _parse_args(argv)
+    plan = _plan(args)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    from .data import DataError, load_cifar10_dir
+    from .data import load_cifar10_dir
 
-    try:
-        train_images = len(load_cifar10_dir(data_dir, read_test=False).train)
-    except DataError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 2
-    env = peer_env(cfg, train_images)
-    differs = recipe_differences(cfg)
+    train_images = len(load_cifar10_dir(plan.data_dir, read_test=False).train)
+    env = peer_env(plan.cfg, train_images)
+    differs = recipe_differences(plan.cfg)
     record: dict[str, Any] = {
         "command": [sys.executable, "-m", "train.race", *(argv if argv is not None
                                                           else sys.argv[1:])],
-        "config": args.config, "overrides": list(args.overrides), "peer": str(peer),
+        "config": args.config, "overrides": list(args.overrides), "peer": str(plan.peer),
         "peer_env": env, "machine": machine(), "recipe_differences": differs, "runs": []}
     print(f"race on {record['machine']['cpu']} ({record['machine']['cores']} cores), "
           f"{record['machine']['date']}, load {_load():.2f}: --config {args.config} "
-          f"{' '.join(args.overrides)} vs {peer.name if use_torch else '(no PyTorch)'} "
+          f"{' '.join(args.overrides)} vs {plan.peer.name if plan.use_torch else '(no PyTorch)'} "
           f"{' '.join(f'{k}={v}' for k, v in env.items())}", flush=True)
     if differs:
         print(f"note: the sides run different recipes: {'; '.join(differs)}", flush=True)
+    return _race(args, plan, env, record, workdir)
+
+
+def _race(args: argparse.Namespace, plan: _Plan, env: dict[str, str], record: dict,
+          workdir: Path) -> int:
+    """Run every side of every seed, saving ``race.json`` after each; prints the table."""
     results: list[RunResult] = []
 
     def save() -> None:
@@ -403,28 +457,16 @@ def main(argv: list[str] | None = None) -> int:
         if side == JCONV:
             r = run_jconv(args.config, args.overrides, seed, workdir, echo)
         else:
-            r = run_peer(peer, data_dir, env, seed, workdir, side, echo)
+            r = run_peer(plan.peer, plan.data_dir, env, seed, workdir, side, echo)
         results.append(r)
         save()
         print(f"{side}, seed {seed}: {100 * r.accuracy:.2f}% in {r.wall_s:.1f} s "
               f"({r.images_per_s:.0f} training images/s)", flush=True)
 
     try:
-        for i, seed in enumerate(seeds):
-            order = [JCONV] if not use_torch else [TORCH, JCONV] if i % 2 == 0 else \
-                [JCONV, TORCH]
-            if use_torch and seed in compile_seeds:
-                order.append(COMPILED)
-            if use_torch and seed in reuse_seeds:
-                order.append(TORCH_REUSE)
-            if use_torch and seed in autocast_seeds:
-                order.append(TORCH_BF16)
-            for side in order:
+        for i, seed in enumerate(plan.seeds):
+            for side in plan.order(i, seed):
                 one(side, seed)
-    except RaceError as e:
-        save()
-        print(f"Error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         save()
         print(f"\ninterrupted: the finished runs are in {workdir / 'race.json'}",
@@ -432,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         if results:
             print(table(sorted(results, key=lambda r: SIDES.index(r.side))))
         return 130
+    finally:
+        save()  # a failed side (RaceError) leaves the finished runs on record too
     results.sort(key=lambda r: SIDES.index(r.side))
     save()
     print(f"\n{record['machine']['date']}, {record['machine']['cpu']}, "

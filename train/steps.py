@@ -138,6 +138,22 @@ def step_compiler_options(conv_backend: str) -> dict[str, Any]:
             if k == "xla_cpu_experimental_ynn_fusion_type"}
 
 
+def jit_step(fun: Callable, conv_backend: str, **jit_kwargs: Any) -> Callable:
+    """``fun`` jitted as train/ compiles every step: ``jconv.jit`` with ``conv_backend``
+    and :func:`step_compiler_options` (``jit_kwargs`` go to ``jax.jit``). The one place a
+    step's compile options are chosen: the trainer's train/eval/grad steps (so
+    ``train.bench`` and ``train.profile``, which time those) and ``train.export``'s speed
+    check all compile through it.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> jit_step(lambda x: x * 2, "eigen")(jnp.ones(2)).tolist()
+      [2.0, 2.0]
+    """
+    return jconv.jit(fun, conv_backend=conv_backend,
+                     compiler_options=step_compiler_options(conv_backend), **jit_kwargs)
+
+
 def _mesh_kwargs(mesh: Any, n_replicated: int, n_batch: int) -> dict[str, Any]:
     """jit arguments that pin a step to ``mesh``: the first ``n_replicated`` arguments and
     every output replicated, the last ``n_batch`` split along ``data``; none without a
@@ -155,7 +171,7 @@ def make_train_step(graphs: ModelGraphs, tx: optax.GradientTransformation,
 
     ``loss`` is the batch-mean smoothed cross-entropy, ``correct`` the number of right
     argmax predictions. The input state's buffers are donated (updated in place). Compiled
-    by ``jconv.jit`` with ``conv_backend`` (``"eigen"`` | ``"xla_default"``), as are the
+    by :func:`jit_step` with ``conv_backend`` (``"eigen"`` | ``"xla_default"``), as are the
     other steps. With a ``jax.sharding.Mesh`` (axis ``data``) the state and outputs are
     replicated and the batch is split over the devices; the means are over the global
     batch, so the result is the 1-device result. With ``lookahead_steps`` (the run's total
@@ -180,9 +196,7 @@ def make_train_step(graphs: ModelGraphs, tx: optax.GradientTransformation,
         correct = jnp.sum(jnp.argmax(logits, -1) == labels)
         return new, {"loss": loss, "correct": correct}
 
-    return jconv.jit(step, conv_backend=conv_backend, donate_argnums=0,
-                     compiler_options=step_compiler_options(conv_backend),
-                     **_mesh_kwargs(mesh, 1, 2))
+    return jit_step(step, conv_backend, donate_argnums=0, **_mesh_kwargs(mesh, 1, 2))
 
 
 def make_grad_fn(graphs: ModelGraphs, label_smoothing: float, conv_backend: str) -> Callable:
@@ -196,8 +210,7 @@ def make_grad_fn(graphs: ModelGraphs, label_smoothing: float, conv_backend: str)
 
         return jax.value_and_grad(loss_fn)(params, batch_stats)
 
-    return jconv.jit(grad, conv_backend=conv_backend,
-                     compiler_options=step_compiler_options(conv_backend))
+    return jit_step(grad, conv_backend)
 
 
 def translate(images: jnp.ndarray, dy: int, dx: int) -> jnp.ndarray:
@@ -248,6 +261,4 @@ def make_eval_step(graphs: ModelGraphs, tta_flip: bool, conv_backend: str,
         model = nnx.merge(graphs.eval_def, params, batch_stats)
         return tta_logits(model, images, tta_flip, tta_multicrop)
 
-    return jconv.jit(step, conv_backend=conv_backend,
-                     compiler_options=step_compiler_options(conv_backend),
-                     **_mesh_kwargs(mesh, 2, 1))
+    return jit_step(step, conv_backend, **_mesh_kwargs(mesh, 2, 1))

@@ -15,6 +15,7 @@ accuracy of PyTorch's runs is not the point here (docs/airbench.md has those).
 
 from __future__ import annotations
 
+import os
 from types import ModuleType
 from typing import Any, Callable
 
@@ -27,11 +28,15 @@ from .steps import LOOKAHEAD_BASE, LOOKAHEAD_EVERY
 
 
 def load_torch() -> ModuleType | None:
-    """``torch`` (OpenMP workers told not to busy-wait, see ``jconv.bench.torch_ref``) or
-    None when it is not installed."""
-    from jconv.bench.torch_ref import load_torch as load
-
-    return load()
+    """``torch``, or None when it is not installed. Unless the user set it,
+    ``OMP_WAIT_POLICY=PASSIVE`` is set first: by default PyTorch's OpenMP workers busy-wait
+    after each op and steal the cores from whatever JAX runs next in the same process."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
 
 
 def _airbench_net(torch: ModuleType, cfg: Config) -> Any:

@@ -13,11 +13,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from .config import Config, ConfigError, config_diff
-
-
-class RunError(RuntimeError):
-    """A run that cannot start as asked (e.g. a work directory holding another run)."""
+from .config import Config, config_diff
+from .errors import ConfigError, RunError
 
 
 def check_workdir(path: str | Path) -> Path:

@@ -1,6 +1,8 @@
 """``python -m jconv.testing package.module:function [options]``: check a function (or, with
 ``--layer``, a layer factory) and print the report; exit 1 if it failed, 2 with one
-``Error:`` line on bad input. ``--help`` lists the options and their defaults."""
+``Error:`` line on bad input. ``--op`` is any op of the grid table (``GRIDS``), several
+(comma-separated) or ``all``; a module TARGET (no ``:function``) is checked as
+``TARGET.<op>`` for each. ``--help`` lists the options, the ops and their case counts."""
 
 from __future__ import annotations
 
@@ -11,18 +13,19 @@ import sys
 from typing import Any, Callable, NoReturn, Sequence
 
 from ._adapters import from_layer, from_nhwc
-from ._api import DTYPES, GRIDS, check_conv2d, check_conv_transpose2d
-from ._grids import KINDS
-from ._nd_api import check_avg_pool2d, check_max_pool2d
+from ._api import DTYPES, check_op
+from ._grids import GRIDS, KINDS
 from ._report import DEFAULT_TOLERANCES
 from ._tolerance import TOLERANCE_MODES
 
-_CHECKS = {"conv2d": check_conv2d, "conv_transpose2d": check_conv_transpose2d,
-           "max_pool2d": check_max_pool2d, "avg_pool2d": check_avg_pool2d}
-_CONV_OPS = ("conv2d", "conv_transpose2d")
+# The adapters are written for 2-D convs (from_layer) and 2-D channels-last arrays (from_nhwc).
+_LAYER_OPS = ("conv2d", "conv_transpose2d")
+_NHWC_OPS = tuple(op for op in GRIDS if op.endswith("2d"))
 _EXAMPLES = """examples:
   python -m jconv.testing mypackage.convs:my_conv --cases quick
   python -m jconv.testing jconv:max_pool2d --op max_pool2d --dtypes float64,float32
+  python -m jconv.testing jconv --op all --cases quick     # jconv.<op> for every op
+  python -m jconv.testing mymodule --op conv1d,conv3d      # mymodule.conv1d, .conv3d
   python -m jconv.testing mymodule:make_eqx_conv --layer --unbatched     # an Equinox layer
   python -m jconv.testing mymodule:make_nnx_conv --layer --nhwc --weight HWIO  # Flax nnx.Conv
   python -m jconv.testing mymodule:my_conv --dtypes bfloat16 --tolerance-mode half-sum
@@ -39,12 +42,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"Error: {message} (see --help)\n")
 
 
-def load_target(target: str) -> Callable[..., Any]:
+def load_target(target: str, op: str | None = None) -> Callable[..., Any]:
     """``"package.module:function"`` (the function may be dotted: ``module:Class.method``)
-    -> the callable; ValueError with a one-line reason otherwise."""
+    -> the callable; a bare ``"package.module"`` names its attribute ``op``. ValueError with
+    a one-line reason otherwise."""
     module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"target must look like 'package.module:function', got {target!r}")
+    if not sep and op is not None:
+        attr = op
+    if not module_name or not attr:
+        raise ValueError(f"target must look like 'package.module:function' (or "
+                         f"'package.module' to check package.module.<op>), got {target!r}")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
@@ -72,12 +79,21 @@ def parse_tolerance(text: str) -> tuple[str, tuple[float, float]]:
     return dtype, (fwd, grad)
 
 
+def parse_ops(text: str) -> list[str]:
+    """``"all"`` or comma-separated op names -> the ops; ValueError naming the bad one."""
+    ops = list(GRIDS) if text == "all" else text.split(",")
+    bad = [op for op in ops if op not in GRIDS]
+    if bad or not ops:
+        raise ValueError(f"--op must be 'all' or comma-separated ops of {', '.join(GRIDS)}, "
+                         f"got {text!r}")
+    return ops
+
+
 def _case_counts() -> str:
-    """How many cases each kind holds per --op, counted from the grids (so --help never
-    drifts from them): ``"quick 10/3/6/6, default ... for conv2d/conv_transpose2d/..."``."""
-    counts = ", ".join(f"{kind} " + "/".join(str(len(GRIDS[op][0](kind))) for op in _CHECKS)
-                       for kind in KINDS)
-    return f"{counts} for --op {'/'.join(_CHECKS)}"
+    """Each op with its case counts per kind, counted from the grids (so --help never
+    drifts from them): ``"conv1d 4/16/68, conv2d 10/49/225, ..."``."""
+    return ", ".join(f"{op} " + "/".join(str(len(grid(kind))) for kind in KINDS)
+                     for op, (grid, _) in GRIDS.items())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,12 +102,14 @@ def _parser() -> argparse.ArgumentParser:
                      description="Check a convolution or pooling against PyTorch's "
                                  "definition, gradients included.", epilog=_EXAMPLES)
     parser.add_argument("target", help="package.module:function to check (with --layer: "
-                                       "package.module:make, a layer factory)")
-    parser.add_argument("--op", choices=tuple(_CHECKS), default="conv2d",
-                        help="which torch.nn.functional op TARGET implements (default: "
+                                       "package.module:make, a layer factory), or "
+                                       "package.module to check package.module.<op>")
+    parser.add_argument("--op", default="conv2d", metavar="OP[,OP...]|all",
+                        help="which torch.nn.functional op(s) TARGET implements, with their "
+                             f"{'/'.join(KINDS)} case counts: {_case_counts()} (default: "
                              "%(default)s)")
-    parser.add_argument("--cases", choices=KINDS, default="default",
-                        help=f"case list: {_case_counts()} (default: %(default)s)")
+    parser.add_argument("--cases", "--grid", choices=KINDS, default="default",
+                        help="case list (counts per --op above) (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the random cases (default: %(default)s)")
     parser.add_argument("--dtypes", default=",".join(DTYPES),
@@ -135,12 +153,15 @@ def _class_message(target: str) -> str:
             f"channels-last)")
 
 
-def _adapted(fn: Callable[..., Any], args: argparse.Namespace) -> Callable[..., Any]:
+def _adapted(fn: Callable[..., Any], op: str, args: argparse.Namespace) -> Callable[..., Any]:
     """``fn`` behind the adapters the flags ask for; ValueError on a combination that makes
     no sense."""
-    if (args.layer or args.unbatched) and args.op not in _CONV_OPS:
-        raise ValueError(f"--layer and --unbatched are for --op {' or '.join(_CONV_OPS)}, "
-                         f"got --op {args.op}")
+    if (args.layer or args.unbatched) and op not in _LAYER_OPS:
+        raise ValueError(f"--layer and --unbatched are for --op {' or '.join(_LAYER_OPS)}, "
+                         f"got --op {op}")
+    if args.nhwc and op not in _NHWC_OPS:
+        raise ValueError(f"--nhwc is for the ops with two spatial dims "
+                         f"({', '.join(_NHWC_OPS)}), got --op {op}")
     if args.unbatched and not args.layer:
         raise ValueError("--unbatched needs --layer (it describes the layer's input)")
     if args.weight != "OIHW" and not args.nhwc:
@@ -156,16 +177,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         tolerances = dict(parse_tolerance(t) for t in args.tolerance)
-        fn = _adapted(load_target(args.target), args)
-        report = _CHECKS[args.op](fn, cases=args.cases, seed=args.seed,
-                                  dtypes=tuple(args.dtypes.split(",")), grads=not args.no_grads,
-                                  fail_fast=args.fail_fast, tolerances=tolerances or None,
-                                  tolerance_mode=args.tolerance_mode)
+        ops = parse_ops(args.op)
+        if len(ops) > 1 and ":" in args.target:
+            raise ValueError(f"several ops need a module TARGET (checked as TARGET.<op>), "
+                             f"got {args.target!r}")
+        fns = {op: _adapted(load_target(args.target, op), op, args) for op in ops}
+        reports = [check_op(fn, op, cases=args.cases, seed=args.seed,
+                            dtypes=tuple(args.dtypes.split(",")), grads=not args.no_grads,
+                            fail_fast=args.fail_fast, tolerances=tolerances or None,
+                            tolerance_mode=args.tolerance_mode) for op, fn in fns.items()]
     except (ValueError, TypeError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
-    print(report)
-    return 0 if report.passed else 1
+    print("\n\n".join(str(r) for r in reports))
+    failed = [r.op for r in reports if not r.passed]
+    if len(reports) > 1:
+        print(f"\n{len(reports) - len(failed)} of {len(reports)} ops passed"
+              + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

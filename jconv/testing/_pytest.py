@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._api import GRIDS
+from ._grids import GRIDS
 
 
 def case_id(case: Any) -> str:
@@ -14,9 +14,9 @@ def case_id(case: Any) -> str:
 
 def pytest_cases(kind: str = "quick", op: str = "conv2d", n: int | None = None,
                  seed: int = 0) -> list[Any]:
-    """The cases of ``op`` (any op a check takes: ``"conv2d"``, ``"conv_transpose2d"``,
-    ``"max_pool2d"``, ``"avg_pool2d"``, a pooling function of ``POOL_FUNCTIONS``,
-    ``"unfold"``, ``"fold"``) as ``pytest.param`` objects with readable ids, for
+    """The cases of ``op`` (any op of ``GRIDS``: ``"conv1d"``, ``"conv2d"``, ``"conv3d"``,
+    ``"conv_transpose2d"``, a pooling function of ``POOL_FUNCTIONS``, ``"unfold"``,
+    ``"fold"``) as ``pytest.param`` objects with readable ids, for
     ``@pytest.mark.parametrize("case", ...)``: the very list ``check_<op>(fn, cases=kind)``
     runs. Pass the case on to the op's ``assert_*`` (``cases=[case]``). ``n`` overrides the
     number of random draws. pytest is imported only when this is called.
