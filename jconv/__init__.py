@@ -21,8 +21,9 @@ from .cost import (ReceptiveField, RFLayer, activation_bytes, conv2d_flops, conv
 from .nn import set_impl
 from .adaptive_pool import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d,
                             adaptive_max_pool1d, adaptive_max_pool2d, adaptive_max_pool3d)
-from .pool import (avg_pool1d, avg_pool2d, avg_pool3d, global_avg_pool2d, lp_pool1d, lp_pool2d,
-                   lp_pool3d, max_pool1d, max_pool2d, max_pool3d)
+from .pool import (avg_pool1d, avg_pool2d, avg_pool3d, avg_poolnd, global_avg_pool2d, lp_pool1d,
+                   lp_pool2d, lp_pool3d, lp_poolnd, max_pool1d, max_pool2d, max_pool3d,
+                   max_poolnd)
 from .unpool import max_unpool1d, max_unpool2d, max_unpool3d
 from .pad import pad
 from .shapes import (ConvParams, conv2d_output_shape, conv_output_shape, find_conv_params,
@@ -113,6 +114,7 @@ __all__ = [
     "avg_pool1d",
     "avg_pool2d",
     "avg_pool3d",
+    "avg_poolnd",
     "conv1d",
     "conv2d",
     "conv3d",
@@ -142,9 +144,11 @@ __all__ = [
     "lp_pool1d",
     "lp_pool2d",
     "lp_pool3d",
+    "lp_poolnd",
     "max_pool1d",
     "max_pool2d",
     "max_pool3d",
+    "max_poolnd",
     "max_unpool1d",
     "max_unpool2d",
     "max_unpool3d",

@@ -23,10 +23,12 @@ def _is_int(v: object) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
-def to_tuple(value: IntOrTuple, name: str, ndim: int, *, minimum: int) -> tuple[int, ...]:
+def to_tuple(value: IntOrTuple, name: str, ndim: int, *, minimum: int,
+             broadcast: bool = True) -> tuple[int, ...]:
     """Turn an int, a length-``ndim`` sequence of ints or a one-int sequence (PyTorch
-    broadcasts it, ``(1,)`` meaning 1 on every dim) into a validated ``ndim``-tuple (one
-    entry per spatial dim).
+    broadcasts it, ``(1,)`` meaning 1 on every dim; not with ``broadcast=False``, as for
+    ``unfold``/``fold``, whose PyTorch arguments are pairs) into a validated ``ndim``-tuple
+    (one entry per spatial dim).
 
     Example:
       >>> to_tuple(3, "stride", 3, minimum=1), to_tuple((1,), "stride", 2, minimum=1)
@@ -34,7 +36,7 @@ def to_tuple(value: IntOrTuple, name: str, ndim: int, *, minimum: int) -> tuple[
     """
     if _is_int(value):
         out = (int(value),) * ndim
-    elif (isinstance(value, (tuple, list)) and len(value) in (1, ndim)
+    elif (isinstance(value, (tuple, list)) and len(value) in ((1, ndim) if broadcast else (ndim,))
           and all(_is_int(v) for v in value)):
         out = tuple(int(v) for v in value) * (ndim // len(value))
     else:

@@ -9,6 +9,7 @@ the arrays and build the frozen :class:`ConvSpec` / :class:`PoolSpec` from their
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Sequence, Union
 
@@ -24,15 +25,6 @@ PaddingLike = Union[int, str, Sequence[int], Sequence[Sequence[int]]]
 
 DATA_FORMATS: tuple[str, ...] = CONV_DATA_FORMATS[2]
 PADDING_MODES: tuple[str, ...] = ("zeros", "reflect", "replicate", "circular")
-
-
-def to_pair(value: IntOrPair, name: str, *, minimum: int) -> Pair:
-    """Deprecated 2-D name: :func:`jconv._geometry.to_tuple` with ``ndim=2`` that also
-    refuses a one-int sequence."""
-    if not (_is_int(value) or (isinstance(value, (tuple, list)) and len(value) == 2
-                               and all(_is_int(v) for v in value))):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return to_tuple(value, name, 2, minimum=minimum)  # type: ignore[return-value]
 
 
 def _padding_forms(ndim: int) -> str:
@@ -103,11 +95,13 @@ class SpatialGeometry:
     @property
     def in_hw(self) -> tuple[int, ...]:
         """Deprecated: ``in_size`` (its name from when jconv was 2-D only)."""
+        warnings.warn("in_hw is deprecated: use in_size", DeprecationWarning, stacklevel=2)
         return self.in_size
 
     @property
     def out_hw(self) -> tuple[int, ...]:
         """Deprecated: ``out_size`` (its name from when jconv was 2-D only)."""
+        warnings.warn("out_hw is deprecated: use out_size", DeprecationWarning, stacklevel=2)
         return self.out_size
 
 

@@ -6,7 +6,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from ._spec import SPATIAL_AXES, IntOrPair, PaddingLike, prod, to_pair, to_tuple
+from ._spec import SPATIAL_AXES, IntOrPair, PaddingLike, prod, to_tuple
 from .shapes import conv_output_shape
 
 
@@ -41,7 +41,7 @@ def conv2d_params(in_channels: int, out_channels: int, kernel_size: IntOrPair, g
       >>> jconv.conv2d_params(32, 32, 3, groups=32, bias=False)  # depthwise
       288
     """
-    to_pair(kernel_size, "kernel_size", minimum=1)
+    to_tuple(kernel_size, "kernel_size", 2, minimum=1, broadcast=False)
     return conv_params(in_channels, out_channels, kernel_size, groups, bias, ndim=2)
 
 

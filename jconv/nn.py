@@ -12,13 +12,12 @@ from ._pool_spec import (POOL_FORMATS, IntOrTuple, check_bool, check_pool_paddin
                          pool_geometry)
 from ._registry import CONV_IMPLS, POOL_IMPLS, check_conv_impl, check_impl_ndim
 from ._spec import (CONV_DATA_FORMATS, IntOrPair, PaddingLike, _is_int, check_data_format,
-                    check_impl, check_padding_mode, resolve_padding, to_pair, to_tuple)
+                    check_impl, check_padding_mode, resolve_padding, to_tuple)
 from .adaptive_pool import (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d,
                             adaptive_max_pool1d, adaptive_max_pool2d, adaptive_max_pool3d,
                             output_sizes)
 from .conv import convnd
-from .pool import (avg_pool1d, avg_pool2d, avg_pool3d, global_avg_pool2d, max_pool1d,
-                   max_pool2d, max_pool3d)
+from .pool import avg_poolnd, global_avg_pool2d, max_poolnd
 from .transpose import (check_output_padding, conv_transpose1d, conv_transpose2d,
                         conv_transpose3d)
 from .unfold import fold, unfold
@@ -214,9 +213,9 @@ class _MaxPoolNd(nnx.Module):
         self.data_format = pool_format(data_format or POOL_FORMATS[nd][0], nd)
 
     def __call__(self, x: jnp.ndarray) -> Any:
-        return _MAX_POOLS[self.ndim](x, self.kernel_size, self.stride, self.padding,
-                                     self.dilation, self.ceil_mode, self.return_indices,
-                                     impl=self.impl, data_format=self.data_format)
+        return max_poolnd(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                          self.ceil_mode, self.return_indices, impl=self.impl,
+                          data_format=self.data_format)
 
 
 class MaxPool1d(_MaxPoolNd):
@@ -279,10 +278,9 @@ class _AvgPoolNd(nnx.Module):
         self.data_format = pool_format(data_format or POOL_FORMATS[nd][0], nd)
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        extra = () if self.ndim == 1 else (self.divisor_override,)
-        return _AVG_POOLS[self.ndim](x, self.kernel_size, self.stride, self.padding,
-                                     self.ceil_mode, self.count_include_pad, *extra,
-                                     impl=self.impl, data_format=self.data_format)
+        return avg_poolnd(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                          self.count_include_pad, self.divisor_override, impl=self.impl,
+                          data_format=self.data_format)
 
 
 class AvgPool1d(_AvgPoolNd):
@@ -514,8 +512,6 @@ class ConvTranspose3d(_ConvTransposeNd):
     ndim: ClassVar[int] = 3
 
 
-_MAX_POOLS = {1: max_pool1d, 2: max_pool2d, 3: max_pool3d}
-_AVG_POOLS = {1: avg_pool1d, 2: avg_pool2d, 3: avg_pool3d}
 _ADAPTIVE = {("avg", 1): adaptive_avg_pool1d, ("avg", 2): adaptive_avg_pool2d,
              ("avg", 3): adaptive_avg_pool3d, ("max", 1): adaptive_max_pool1d,
              ("max", 2): adaptive_max_pool2d, ("max", 3): adaptive_max_pool3d}
@@ -626,10 +622,10 @@ class _SlidingBlocks(nnx.Module):
 
     def __init__(self, kernel_size: IntOrPair, dilation: IntOrPair = 1, padding: IntOrPair = 0,
                  stride: IntOrPair = 1):
-        self.kernel_size = to_pair(kernel_size, "kernel_size", minimum=1)
-        self.dilation = to_pair(dilation, "dilation", minimum=1)
-        self.padding = to_pair(padding, "padding", minimum=0)
-        self.stride = to_pair(stride, "stride", minimum=1)
+        self.kernel_size = to_tuple(kernel_size, "kernel_size", 2, minimum=1, broadcast=False)
+        self.dilation = to_tuple(dilation, "dilation", 2, minimum=1, broadcast=False)
+        self.padding = to_tuple(padding, "padding", 2, minimum=0, broadcast=False)
+        self.stride = to_tuple(stride, "stride", 2, minimum=1, broadcast=False)
 
 
 class Unfold(_SlidingBlocks):
@@ -658,7 +654,7 @@ class Fold(_SlidingBlocks):
     def __init__(self, output_size: IntOrPair, kernel_size: IntOrPair, dilation: IntOrPair = 1,
                  padding: IntOrPair = 0, stride: IntOrPair = 1):
         super().__init__(kernel_size, dilation, padding, stride)
-        self.output_size = to_pair(output_size, "output_size", minimum=1)
+        self.output_size = to_tuple(output_size, "output_size", 2, minimum=1, broadcast=False)
 
     def __call__(self, cols: jnp.ndarray) -> jnp.ndarray:
         return fold(cols, self.output_size, self.kernel_size, self.dilation, self.padding,

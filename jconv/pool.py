@@ -10,6 +10,7 @@ import numpy as np
 from jax import lax
 
 from ._pool_impls import gather_spatial
+from ._geometry import format_ndim
 from ._pool_spec import IntOrTuple, PoolSpec, canonical_pool, check_bool, pool_format
 from ._registry import POOL_IMPLS, pool_reducer
 from ._spec import (_check_float, _is_int, accum_dtype, check_data_format, check_impl, prod,
@@ -37,6 +38,26 @@ def _max_pool(nd: int, x: jnp.ndarray, kernel_size: IntOrTuple, stride: IntOrTup
     # The values are read at the indices, so the gradient goes to exactly that element.
     y = gather_spatial(xb, ib, fmt)
     return (y[0] if unbatched else y), idx
+
+
+def max_poolnd(x: jnp.ndarray, kernel_size: IntOrTuple, stride: IntOrTuple | None = None,
+               padding: IntOrTuple = 0, dilation: IntOrTuple = 1, ceil_mode: bool = False,
+               return_indices: bool = False, *, impl: str = "lax", data_format: str):
+    """N-D max pooling, N = 1, 2 or 3 spatial dims: the one core of :func:`max_pool1d`,
+    :func:`max_pool2d` and :func:`max_pool3d`, with their signature; ``data_format``
+    (required: ``"NCL"``/``"NLC"``, ``"NCHW"``/``"NHWC"``, ``"NCDHW"``/``"NDHWC"``) says N.
+
+    x: (N, C, *spatial) or unbatched (C, *spatial) in ``data_format`` -> the same layout,
+    per spatial dim ``out = (size + 2*padding - dilation*(k-1) - 1) // stride + 1``
+    (``ceil_mode``: rounded up, the last window starting inside the input or the padding).
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> jconv.max_poolnd(jnp.ones((2, 6, 6, 6, 4)), 2, data_format="NDHWC").shape
+      (2, 3, 3, 3, 4)
+    """
+    return _max_pool(format_ndim(data_format), x, kernel_size, stride, padding, dilation,
+                     ceil_mode, return_indices, impl, data_format)
 
 
 def max_pool1d(x: jnp.ndarray, kernel_size: IntOrTuple, stride: IntOrTuple | None = None,
@@ -145,6 +166,26 @@ def _avg_pool(nd: int, x: jnp.ndarray, kernel_size: IntOrTuple, stride: IntOrTup
     return (total / jnp.asarray(div, acc)).astype(x.dtype)
 
 
+def avg_poolnd(x: jnp.ndarray, kernel_size: IntOrTuple, stride: IntOrTuple | None = None,
+               padding: IntOrTuple = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: int | None = None, *, impl: str = "lax",
+               data_format: str) -> jnp.ndarray:
+    """N-D average pooling, N = 1, 2 or 3: the one core of :func:`avg_pool1d`,
+    :func:`avg_pool2d` and :func:`avg_pool3d` (``divisor_override`` for every N, where
+    PyTorch's 1-D function has none); ``data_format`` (required) says N.
+
+    x: (N, C, *spatial) or (C, *spatial) -> the same layout, per spatial dim
+    ``out = (size + 2*padding - k) // stride + 1`` (``ceil_mode``: rounded up).
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> jconv.avg_poolnd(jnp.arange(4.0).reshape(1, 1, 4), 2, data_format="NCL").tolist()
+      [[[0.5, 2.5]]]
+    """
+    return _avg_pool(format_ndim(data_format), x, kernel_size, stride, padding, ceil_mode,
+                     count_include_pad, divisor_override, impl, data_format)
+
+
 def avg_pool1d(x: jnp.ndarray, kernel_size: IntOrTuple, stride: IntOrTuple | None = None,
                padding: IntOrTuple = 0, ceil_mode: bool = False, count_include_pad: bool = True,
                *, impl: str = "lax", data_format: str = "NCL") -> jnp.ndarray:
@@ -221,6 +262,25 @@ def _lp_pool(nd: int, x: jnp.ndarray, norm_type: float, kernel_size: IntOrTuple,
                     data_format)
     volume = prod(to_tuple(kernel_size, "kernel_size", nd, minimum=1))
     return (avg * volume) ** (1.0 / norm_type)
+
+
+def lp_poolnd(x: jnp.ndarray, norm_type: float, kernel_size: IntOrTuple,
+              stride: IntOrTuple | None = None, ceil_mode: bool = False, *, impl: str = "lax",
+              data_format: str) -> jnp.ndarray:
+    """N-D power-average pooling, N = 1, 2 or 3: the one core of :func:`lp_pool1d`,
+    :func:`lp_pool2d` and :func:`lp_pool3d`; per window ``(sum x**p)**(1/p)``,
+    ``p = norm_type``; ``data_format`` (required) says N.
+
+    x: (N, C, *spatial) or (C, *spatial) -> the same layout, per spatial dim
+    ``out = (size - k) // stride + 1`` (no padding; ``ceil_mode``: rounded up).
+
+    Example:
+      >>> import jax.numpy as jnp, jconv
+      >>> jconv.lp_poolnd(jnp.array([[[3.0, 4.0]]]), 2, 2, data_format="NCL").tolist()
+      [[[5.0]]]
+    """
+    return _lp_pool(format_ndim(data_format), x, norm_type, kernel_size, stride, ceil_mode,
+                    impl, data_format)
 
 
 def lp_pool1d(x: jnp.ndarray, norm_type: float, kernel_size: IntOrTuple,

@@ -8,11 +8,11 @@ from typing import Iterable, NamedTuple
 
 from ._pool_spec import pool_spec
 from ._spec import (IntOrPair, PaddingLike, Pair, _is_int, output_size, resolve_padding,
-                    to_pair, to_tuple)
+                    to_tuple)
 
 
 def _size_pair(size: IntOrPair, name: str) -> Pair:
-    return to_pair(size, name, minimum=1)
+    return to_tuple(size, name, 2, minimum=1, broadcast=False)
 
 
 def _infer_ndim(ndim: int | None, *values: object) -> int:
@@ -116,8 +116,8 @@ def same_padding(kernel_size: IntOrPair, dilation: IntOrPair = 1) -> int | Pair:
       >>> jconv.same_padding((3, 5))
       (1, 2)
     """
-    k = to_pair(kernel_size, "kernel_size", minimum=1)
-    d = to_pair(dilation, "dilation", minimum=1)
+    k = to_tuple(kernel_size, "kernel_size", 2, minimum=1, broadcast=False)
+    d = to_tuple(dilation, "dilation", 2, minimum=1, broadcast=False)
     pads = []
     for kk, dd in zip(k, d):
         total = dd * (kk - 1)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from ._spec import IntOrPair, Pair, _check_float, prod, to_pair
+from ._spec import IntOrPair, Pair, _check_float, prod, to_tuple
 from ._spec import output_size as blocks_along
 from ._windows import pad_hw, tap_windows
 
@@ -32,10 +32,10 @@ class _Blocks:
 
 def _blocks(size: Pair, kernel_size: IntOrPair, dilation: IntOrPair, padding: IntOrPair,
             stride: IntOrPair, what: str) -> _Blocks:
-    k = to_pair(kernel_size, "kernel_size", minimum=1)
-    d = to_pair(dilation, "dilation", minimum=1)
-    p = to_pair(padding, "padding", minimum=0)
-    s = to_pair(stride, "stride", minimum=1)
+    k = to_tuple(kernel_size, "kernel_size", 2, minimum=1, broadcast=False)
+    d = to_tuple(dilation, "dilation", 2, minimum=1, broadcast=False)
+    p = to_tuple(padding, "padding", 2, minimum=0, broadcast=False)
+    s = to_tuple(stride, "stride", 2, minimum=1, broadcast=False)
     blocks = tuple(blocks_along(n, kk, ss, (pp, pp), dd)
                    for n, kk, ss, pp, dd in zip(size, k, s, p, d))
     geo = _Blocks(k, d, p, s, size, blocks)  # type: ignore[arg-type]
@@ -102,7 +102,7 @@ def fold(cols: jnp.ndarray, output_size: IntOrPair, kernel_size: IntOrPair,
     if cols.ndim not in (2, 3) or 0 in cols.shape[-2:]:
         raise ValueError("cols must be 3-D (N, C*kH*kW, L) or 2-D (C*kH*kW, L) with non-zero "
                          f"C*kH*kW and L, got shape {tuple(cols.shape)}")
-    size = to_pair(output_size, "output_size", minimum=1)
+    size = to_tuple(output_size, "output_size", 2, minimum=1, broadcast=False)
     geo = _blocks(size, kernel_size, dilation, padding, stride, "output_size")
     rows, length = cols.shape[-2:]
     taps = prod(geo.kernel)

@@ -39,3 +39,21 @@ def test_check_data_format_names_the_op():
     assert check_data_format("ncl", None) == "NCL"
     with pytest.raises(ValueError, match=r"one of \('NCL', 'NLC'\) for 1-D pooling, got 'NCHW'"):
         check_data_format("NCHW", 1, "1-D pooling")
+
+
+def test_to_tuple_broadcasts_one_int_unless_told_not_to():
+    from jconv._geometry import to_tuple
+    assert to_tuple((2,), "stride", 3, minimum=1) == (2, 2, 2)
+    with pytest.raises(TypeError, match=r"kernel_size must be an int or a pair of ints, got \(2,\)"):
+        to_tuple((2,), "kernel_size", 2, minimum=1, broadcast=False)
+    with pytest.raises(ValueError, match=r"padding must be >= 0 in every dimension, got -1"):
+        to_tuple(-1, "padding", 2, minimum=0)
+
+
+def test_the_2d_size_names_are_deprecated():
+    from jconv._spec import conv_spec
+    spec = conv_spec((1, 3, 8, 8), (4, 3, 3, 3))
+    with pytest.warns(DeprecationWarning, match="in_hw is deprecated: use in_size"):
+        assert spec.in_hw == spec.in_size == (8, 8)
+    with pytest.warns(DeprecationWarning, match="out_hw is deprecated: use out_size"):
+        assert spec.out_hw == spec.out_size == (6, 6)

@@ -314,3 +314,26 @@ def test_unpool_second_order_gradients(x64):
     y, i = jconv.max_pool2d(x, 2, return_indices=True)
     check_grads(lambda v: jconv.max_unpool2d(v, i, 2) ** 2, (y,), order=2,
                               modes=("fwd", "rev"))
+
+
+@pytest.mark.parametrize("fmt,shape", [("NCL", (2, 3, 9)), ("NHWC", (2, 7, 6, 3)),
+                                       ("NCDHW", (1, 2, 5, 6, 4))])
+def test_the_nd_cores_are_the_ranked_functions(fmt, shape):
+    """max_poolnd / avg_poolnd / lp_poolnd take their rank from data_format and give what the
+    1-D/2-D/3-D functions give."""
+    nd = len(fmt) - 2
+    x = jnp.asarray(np.random.default_rng(0).uniform(0.1, 2.0, shape), jnp.float32)
+    ranked = {1: (jconv.max_pool1d, jconv.avg_pool1d, jconv.lp_pool1d),
+              2: (jconv.max_pool2d, jconv.avg_pool2d, jconv.lp_pool2d),
+              3: (jconv.max_pool3d, jconv.avg_pool3d, jconv.lp_pool3d)}[nd]
+    np.testing.assert_array_equal(jconv.max_poolnd(x, 3, 2, 1, data_format=fmt),
+                                  ranked[0](x, 3, 2, 1, data_format=fmt))
+    np.testing.assert_array_equal(jconv.avg_poolnd(x, 2, 1, 1, True, False, data_format=fmt),
+                                  ranked[1](x, 2, 1, 1, True, False, data_format=fmt))
+    np.testing.assert_array_equal(jconv.lp_poolnd(x, 2.0, 2, data_format=fmt),
+                                  ranked[2](x, 2.0, 2, data_format=fmt))
+
+
+def test_the_nd_cores_need_a_known_data_format():
+    with pytest.raises(ValueError, match=r"data_format must be one of .*got 'NCXY'"):
+        jconv.max_poolnd(jnp.ones((1, 1, 4, 4)), 2, data_format="NCXY")
