@@ -176,43 +176,25 @@ def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
     """Copy a PyTorch ``state_dict`` into ``model`` in place; returns the keys it skipped
     (:class:`SkippedKeys`, as PyTorch's ``load_state_dict`` returns its ``_IncompatibleKeys``).
 
-    The torch modules (keys grouped by module prefix: ``stem.weight`` belongs to ``stem``) are
-    matched **by name** with the model's parameterised layers (:class:`jconv.nn.Conv1d`/
-    ``Conv2d``/``Conv3d``, :class:`jconv.nn.ConvTranspose1d`/``2d``/``3d``, ``nnx.BatchNorm``
-    / :class:`jconv.nn.BatchNorm2d`, ``nnx.Linear``): a layer's name is its attribute path
-    (as in :func:`jconv.summary`: ``stem``, ``blocks.0``, ``layers.3``) or the name PyTorch
-    gives the same layer, which drops an ``nnx.Sequential``'s ``layers`` step (torch
-    ``features.3`` is jconv ``features.layers.3``; a top-level ``nnx.Sequential``'s
-    ``layers.3`` is torch ``3``). Where the names differ:
+    Torch modules (keys grouped by prefix: ``stem.weight`` belongs to ``stem``) are matched
+    **by name** with the model's conv, transposed-conv, BatchNorm and Linear layers: the
+    attribute path as in :func:`jconv.summary`, an ``nnx.Sequential``'s ``layers`` step
+    dropped as PyTorch has none. Where names differ, ``mapping={torch_name: jconv_path}``
+    pairs them, or ``input_shape=`` pairs the unmatched ones in call order (one traced
+    forward pass); otherwise a ``ValueError`` lists both sides' unmatched names — layers are
+    never paired by position silently.
 
-    - ``mapping={torch_name: jconv_path}`` pairs modules explicitly (checked first);
-    - ``input_shape=`` pairs the modules that no name matched in call order (one traced
-      forward pass of the model against the state_dict's order, which is PyTorch's
-      registration order: right only when the torch module registers its layers in the order
-      it calls them);
-    - otherwise it raises a ``ValueError`` listing both sides' unmatched names: layers are
-      never paired by position silently. A name that fits two layers raises too.
+      ConvNd / ConvTransposeNd weight (PyTorch's layout) -> kernel, unchanged
+      BatchNorm weight, bias, running_mean, running_var -> scale, bias, mean, var
+      Linear weight (out, in) -> kernel (in, out); an NHWC model passes
+      ``flatten_chw={path: (C, H, W)}`` for a Linear reading a flattened feature map
 
-    Layouts:
+    Strict like PyTorch: missing or unexpected keys raise a ``ValueError`` listing them and
+    nothing is copied; ``strict=False`` loads the rest and lists them in the result. A kind
+    or shape mismatch always raises. The full rules: docs/layers.md, "Importing PyTorch
+    weights".
 
-      ConvNd weight (C_out, C_in/groups, *kernel) -> kernel, unchanged (PyTorch's layout)
-      ConvTransposeNd weight (C_in, C_out/groups, *kernel) -> kernel, unchanged
-      BatchNorm2d weight, bias, running_mean, running_var -> scale, bias, mean, var
-      Linear weight (out, in) -> kernel (in, out), transposed
-
-    An NCHW jconv model flattens in PyTorch's (C, H, W) order, so nothing else changes. For
-    an NHWC model pass ``flatten_chw={path: (C, H, W)}`` for each Linear that reads a
-    flattened feature map (``path`` as in :func:`jconv.summary`, e.g. ``"layers.9"``): its
-    input rows are reordered to (H, W, C). ``num_batches_tracked`` is ignored.
-
-    Strict like PyTorch's ``load_state_dict``: a key the model has but the state_dict lacks
-    (e.g. no ``running_var``, or a whole layer) or one the model cannot take (e.g. a bias for
-    ``bias=False``, or a module the model lacks) raises ``ValueError`` listing them all, and
-    nothing is copied. With ``strict=False`` those are skipped (missing ones keep the model's
-    values) and listed in the result. Either way a kind or shape mismatch raises
-    ``ValueError`` naming the torch key.
-
-    Example (a Linear layer; a torch state_dict holds torch tensors, NumPy works as well):
+    Example (torch's ``fc`` mapped to jconv's ``layers.0``; NumPy arrays work as tensors):
       >>> import numpy as np; from flax import nnx; import jconv
       >>> model = nnx.Sequential(nnx.Linear(3, 2, rngs=nnx.Rngs(0)))
       >>> sd = {"0.weight": np.arange(6.0).reshape(2, 3), "0.bias": np.zeros(2)}
@@ -220,59 +202,22 @@ def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
       SkippedKeys(missing_keys=[], unexpected_keys=[])
       >>> model.layers[0].kernel[...].tolist()
       [[0.0, 3.0], [1.0, 4.0], [2.0, 5.0]]
-      >>> jconv.load_torch_state_dict(model, {"0.weight": np.ones((2, 3))}, strict=False)
-      SkippedKeys(missing_keys=['0.bias'], unexpected_keys=[])
-
-    Names that differ are mapped explicitly (here torch's ``fc`` is jconv's ``layers.0``):
-      >>> jconv.load_torch_state_dict(model, {"fc.weight": np.ones((2, 3)),
-      ...                                     "fc.bias": np.ones(2)}, mapping={"fc": "layers.0"})
-      SkippedKeys(missing_keys=[], unexpected_keys=[])
+      >>> jconv.load_torch_state_dict(model, {"fc.weight": np.ones((2, 3))}, strict=False,
+      ...                             mapping={"fc": "layers.0"})
+      SkippedKeys(missing_keys=['fc.bias'], unexpected_keys=[])
     """
-    if not isinstance(model, nnx.Module):
-        raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
-    if not isinstance(state_dict, Mapping):
-        raise TypeError(f"state_dict must be a mapping of torch key names to tensors (e.g. "
-                        f"torch_model.state_dict()), got {type(state_dict).__name__}")
-    if not isinstance(strict, bool):
-        raise TypeError(f"strict must be a bool, got {strict!r}")
+    _check_load_args(model, state_dict, strict)
     groups = _group(state_dict)
     targets = _target_layers(model, input_shape)
     paths = [p for p, _, _ in targets]
     pairs, left_torch, left_jconv = _pair_layers(
         groups, targets, _check_mapping(mapping, groups, paths), input_shape is not None)
-    flatten_chw = dict(flatten_chw or {})
-    unknown = set(flatten_chw) - set(paths)
-    if unknown:
-        raise ValueError(f"flatten_chw names {sorted(unknown)}, which are not layers of the "
-                         f"model ({paths})")
+    flatten = _check_flatten(flatten_chw, paths)
     plan: list[tuple[Any, np.ndarray]] = []
     missing: list[str] = []
     unexpected = [_torch_key(prefix, name) for prefix in left_torch for name in groups[prefix]]
     for prefix, path, layer in pairs:
-        tensors = groups[prefix]
-        where = f"torch {prefix!r} -> jconv {path!r} ({type(layer).__name__})"
-        is_bn = isinstance(layer, nnx.BatchNorm)
-        keys = _layer_keys(layer)
-        torch_bn = "running_mean" in tensors or "running_var" in tensors
-        weight = tensors.get("weight")
-        ndim = 1 if is_bn else 2 if isinstance(layer, nnx.Linear) else layer.ndim + 2
-        if torch_bn != is_bn and (torch_bn or weight is not None) or (
-                weight is not None and weight.ndim != ndim):
-            kind = "BatchNorm" if torch_bn else f"{weight.ndim}-D weight" if weight is not None \
-                else "bias-only"
-            raise ValueError(f"{where}: layer kinds do not match (state_dict entry is a "
-                             f"{kind} layer)")
-        missing += [_torch_key(prefix, name) for name, attr in keys.items()
-                    if getattr(layer, attr, None) is not None and name not in tensors]
-        for name, value in tensors.items():
-            var = getattr(layer, keys[name], None) if name in keys else None
-            if var is None:  # not a torch name for this kind, or e.g. a bias for bias=False
-                unexpected.append(_torch_key(prefix, name))
-                continue
-            if isinstance(layer, nnx.Linear) and name == "weight":
-                value = _linear_kernel(value, flatten_chw.get(path), path)
-            _check_shape(var, keys[name], value, where)
-            plan.append((var, value))
+        _plan_layer(prefix, path, layer, groups[prefix], flatten, plan, missing, unexpected)
     missing += [_torch_key(torch_name, name) for _, torch_name, layer in left_jconv
                 for name, attr in _layer_keys(layer).items()
                 if getattr(layer, attr, None) is not None]
@@ -284,3 +229,53 @@ def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
     for var, value in plan:
         var[...] = jnp.asarray(value, var[...].dtype)
     return SkippedKeys(missing, unexpected)
+
+
+def _check_load_args(model: object, state_dict: object, strict: object) -> None:
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a mapping of torch key names to tensors (e.g. "
+                        f"torch_model.state_dict()), got {type(state_dict).__name__}")
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict must be a bool, got {strict!r}")
+
+
+def _check_flatten(flatten_chw: Mapping[str, Sequence[int]] | None,
+                   paths: list[str]) -> dict[str, Sequence[int]]:
+    flatten = dict(flatten_chw or {})
+    unknown = set(flatten) - set(paths)
+    if unknown:
+        raise ValueError(f"flatten_chw names {sorted(unknown)}, which are not layers of the "
+                         f"model ({paths})")
+    return flatten
+
+
+def _plan_layer(prefix: str, path: str, layer: Any, tensors: Mapping[str, np.ndarray],
+                flatten: Mapping[str, Sequence[int]], plan: list[tuple[Any, np.ndarray]],
+                missing: list[str], unexpected: list[str]) -> None:
+    """Check one torch module against its jconv layer; add its copies to ``plan`` and its
+    missing / unexpected keys to those lists."""
+    where = f"torch {prefix!r} -> jconv {path!r} ({type(layer).__name__})"
+    is_bn = isinstance(layer, nnx.BatchNorm)
+    keys = _layer_keys(layer)
+    torch_bn = "running_mean" in tensors or "running_var" in tensors
+    weight = tensors.get("weight")
+    ndim = 1 if is_bn else 2 if isinstance(layer, nnx.Linear) else layer.ndim + 2
+    if torch_bn != is_bn and (torch_bn or weight is not None) or (
+            weight is not None and weight.ndim != ndim):
+        kind = "BatchNorm" if torch_bn else f"{weight.ndim}-D weight" if weight is not None \
+            else "bias-only"
+        raise ValueError(f"{where}: layer kinds do not match (state_dict entry is a "
+                         f"{kind} layer)")
+    missing += [_torch_key(prefix, name) for name, attr in keys.items()
+                if getattr(layer, attr, None) is not None and name not in tensors]
+    for name, value in tensors.items():
+        var = getattr(layer, keys[name], None) if name in keys else None
+        if var is None:  # not a torch name for this kind, or e.g. a bias for bias=False
+            unexpected.append(_torch_key(prefix, name))
+            continue
+        if isinstance(layer, nnx.Linear) and name == "weight":
+            value = _linear_kernel(value, flatten.get(path), path)
+        _check_shape(var, keys[name], value, where)
+        plan.append((var, value))
