@@ -321,6 +321,21 @@ def summary(model: nnx.Module, input_shape: Sequence[int], dtype: Any = jnp.floa
       >>> s.layers[0].macs == 32 * 32 * 8 * (3 * 3 * 3), s.layers[0].receptive_field
       (True, (3, 3))
     """
+    shape = _check_summary_args(model, input_shape)
+    out, recorder = _record(model, shape, dtype, call_kwargs)
+    rows = _rows(recorder)
+    out_leaf = jax.tree.leaves(out)[0]
+    params = jax.tree.leaves(nnx.state(model, nnx.Param))
+    return ModelSummary(
+        layers=tuple(rows), input_shape=shape, output_shape=tuple(out_leaf.shape),
+        total_params=sum(math.prod(p.shape) for p in params),
+        total_macs=None if any(r.macs is None for r in rows) else sum(r.macs for r in rows),
+        param_bytes=sum(activation_bytes(p.shape, p.dtype) for p in params),
+        input_bytes=activation_bytes(shape, dtype),
+        activation_bytes=sum(r.activation_bytes for r in rows))
+
+
+def _check_summary_args(model: object, input_shape: object) -> tuple[int, ...]:
     if not isinstance(model, nnx.Module):
         raise TypeError(f"model must be a flax.nnx.Module, got {type(model).__name__}")
     if hasattr(input_shape, "shape") and hasattr(input_shape, "dtype"):
@@ -328,11 +343,18 @@ def summary(model: nnx.Module, input_shape: Sequence[int], dtype: Any = jnp.floa
         raise TypeError(f"input_shape must be a shape (a sequence of positive ints), got an "
                         f"array of shape {tuple(input_shape.shape)} and dtype "
                         f"{input_shape.dtype}: pass x.shape")
-    shape = tuple(input_shape)
+    shape = tuple(input_shape)  # type: ignore[arg-type]
     if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
                             for d in shape):
         raise ValueError(f"input_shape must be a non-empty sequence of positive ints, got "
                          f"{reprlib.repr(input_shape)}")
+    return shape
+
+
+def _record(model: nnx.Module, shape: tuple[int, ...], dtype: Any,
+            call_kwargs: dict[str, Any]) -> tuple[Any, "_Recorder"]:
+    """Trace ``model`` on an abstract input of ``shape`` (a throw-away copy), recording
+    every leaf layer's and Sequential function's call."""
     graphdef, state = nnx.split(model)
     recorder = _Recorder({})
 
@@ -351,7 +373,11 @@ def summary(model: nnx.Module, input_shape: Sequence[int], dtype: Any = jnp.floa
                             recorder):
             return copy(x, **call_kwargs)
 
-    out = jax.eval_shape(forward, state, jax.ShapeDtypeStruct(shape, dtype))
+    return jax.eval_shape(forward, state, jax.ShapeDtypeStruct(shape, dtype)), recorder
+
+
+def _rows(recorder: "_Recorder") -> list[LayerSummary]:
+    """One row per recorded call, with the receptive field of the window chain so far."""
     rows, seen = [], set()
     # One chain of windows per spatial axis, made at the first window (1, 2 or 3 axes).
     chain: list[list[tuple[int, int, int, int]]] = []
@@ -379,12 +405,4 @@ def summary(model: nnx.Module, input_shape: Sequence[int], dtype: Any = jnp.floa
             activation_bytes=activation_bytes(y_leaf.shape, y_leaf.dtype),
             receptive_field=rf))
         seen.add(id(target))
-    out_leaf = jax.tree.leaves(out)[0]
-    params = jax.tree.leaves(nnx.state(model, nnx.Param))
-    return ModelSummary(
-        layers=tuple(rows), input_shape=shape, output_shape=tuple(out_leaf.shape),
-        total_params=sum(math.prod(p.shape) for p in params),
-        total_macs=None if any(r.macs is None for r in rows) else sum(r.macs for r in rows),
-        param_bytes=sum(activation_bytes(p.shape, p.dtype) for p in params),
-        input_bytes=activation_bytes(shape, dtype),
-        activation_bytes=sum(r.activation_bytes for r in rows))
+    return rows
