@@ -337,3 +337,27 @@ def test_the_nd_cores_are_the_ranked_functions(fmt, shape):
 def test_the_nd_cores_need_a_known_data_format():
     with pytest.raises(ValueError, match=r"data_format must be one of .*got 'NCXY'"):
         jconv.max_poolnd(jnp.ones((1, 1, 4, 4)), 2, data_format="NCXY")
+
+
+@pytest.mark.parametrize("fmt,shape", [("NCL", (2, 3, 9)), ("NHWC", (2, 7, 6, 3)),
+                                       ("NCDHW", (1, 2, 5, 6, 4))])
+def test_poolnd_cores_match_the_per_rank_functions(fmt, shape):
+    x = jax.random.normal(jax.random.PRNGKey(0), shape)
+    nd = len(shape) - 2
+    per_rank = {1: (jconv.max_pool1d, jconv.avg_pool1d, jconv.lp_pool1d),
+                2: (jconv.max_pool2d, jconv.avg_pool2d, jconv.lp_pool2d),
+                3: (jconv.max_pool3d, jconv.avg_pool3d, jconv.lp_pool3d)}[nd]
+    np.testing.assert_array_equal(jconv.max_poolnd(x, 2, 1, 1, data_format=fmt),
+                                  per_rank[0](x, 2, 1, 1, data_format=fmt))
+    np.testing.assert_array_equal(jconv.avg_poolnd(x, 3, 2, 1, True, data_format=fmt),
+                                  per_rank[1](x, 3, 2, 1, True, data_format=fmt))
+    np.testing.assert_array_equal(jconv.lp_poolnd(abs(x), 2.0, 2, data_format=fmt),
+                                  per_rank[2](abs(x), 2.0, 2, data_format=fmt))
+
+
+@pytest.mark.parametrize("layer", ["MaxPool1d", "AvgPool1d", "MaxPool3d", "AvgPool3d"])
+def test_set_impl_reaches_1d_and_3d_pool_layers(layer):
+    from jconv import nn
+    model = getattr(nn, layer)(2)
+    jconv.set_impl(model, "im2col")
+    assert model.impl == "im2col"
