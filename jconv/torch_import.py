@@ -168,6 +168,15 @@ def _layer_keys(layer: nnx.Module) -> dict[str, str]:
     return _BN_KEYS if isinstance(layer, nnx.BatchNorm) else _CONV_KEYS
 
 
+def _check_no_skipped(missing: list[str], unexpected: list[str]) -> None:
+    """strict loading: any missing or unexpected key is an error, before anything is copied."""
+    problems = [f"{what} keys {keys}" for what, keys in (("missing", missing),
+                                                         ("unexpected", unexpected)) if keys]
+    if problems:
+        raise ValueError(f"state_dict does not match the model: {'; '.join(problems)} "
+                         "(pass strict=False to load the rest and skip these)")
+
+
 def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
                           mapping: Mapping[str, str] | None = None,
                           input_shape: Sequence[int] | None = None,
@@ -221,11 +230,8 @@ def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
     missing += [_torch_key(torch_name, name) for _, torch_name, layer in left_jconv
                 for name, attr in _layer_keys(layer).items()
                 if getattr(layer, attr, None) is not None]
-    if strict and (missing or unexpected):
-        problems = [f"{what} keys {keys}" for what, keys in (("missing", missing),
-                                                             ("unexpected", unexpected)) if keys]
-        raise ValueError(f"state_dict does not match the model: {'; '.join(problems)} "
-                         "(pass strict=False to load the rest and skip these)")
+    if strict:
+        _check_no_skipped(missing, unexpected)
     for var, value in plan:
         var[...] = jnp.asarray(value, var[...].dtype)
     return SkippedKeys(missing, unexpected)
