@@ -236,42 +236,62 @@ def measure_choice(x_shape: tuple[int, ...], w_shape: tuple[int, ...], dtype: jn
     # Measuring runs while an outer jit/grad may be tracing: evaluate eagerly, on concrete data.
     with jax.ensure_compile_time_eval():
         x, w, dy = (jnp.asarray(rng.standard_normal(s), dtype) for s in (x_shape, w_shape, y_shape))
-        fns: dict[tuple[str, int], Callable[..., jnp.ndarray]] = {}
-        for name, impl in cands.items():
-            conv = functools.partial(impl, spec=spec)
-            fns[(name, 0)] = jit(conv)
-            fns[(name, 1)] = jit(lambda x, w, dy, conv=conv:
-                                 jax.vjp(lambda a: conv(a, w), x)[1](dy)[0])
-            fns[(name, 2)] = jit(lambda x, w, dy, conv=conv:
-                                 jax.vjp(lambda b: conv(x, b), w)[1](dy)[0])
-        passes, errors = _minima(fns, {key: (x, w) if key[1] == 0 else (x, w, dy)
-                                       for key in fns}, reps)
-        failed = {f"{name} {PASS_NAMES[k]}": err for (name, k), err in errors.items()}
-        for name in cands:
-            _warn_dropped(name, [PASS_NAMES[k] for k in range(3) if (name, k) in errors],
-                          where, [errors[(name, k)] for k in range(3) if (name, k) in errors])
-        low = {name: tuple(passes.get((name, k), math.inf) for k in range(3)) for name in cands}
-        for k in range(3):
-            if all((name, k) in errors for name in cands):
-                raise RuntimeError(f"impl='auto': no candidate can run the {PASS_NAMES[k]} of "
-                                   f"{where}: " + "; ".join(
-                                       f"{name}: {errors[(name, k)]}" for name in cands))
+        low, failed, runnable = _measure_passes(cands, spec, jit, (x, w, dy), reps, where)
         mixed = tuple(min(cands, key=lambda name: low[name][k]) for k in range(3))
-        triples = list(dict.fromkeys([mixed] + [(c, c, c) for c in cands
-                                                if not any((c, k) in errors for k in range(3))]))
-        joint_fns = {t: jit(_joint_fn(spec, t)) for t in triples}
-        joint, joint_errors = _minima(joint_fns, {t: (x, w, dy) for t in triples}, reps)
-        for t, err in joint_errors.items():
-            failed["/".join(t)] = err
-            _warn_dropped("/".join(t), ["forward+backward"], where, [err])
-        if not joint:
-            raise RuntimeError(f"impl='auto': no forward+backward combination can run {where}: "
-                               + "; ".join(f"{'/'.join(t)}: {e}" for t, e in joint_errors.items()))
+        triples = list(dict.fromkeys([mixed] + [(c, c, c) for c in runnable]))
+        joint = _measure_joint(triples, spec, jit, (x, w, dy), reps, where, failed)
     best = min(joint, key=lambda t: joint[t])
     return AutoChoice(*best, source="measured",
                       times_ms=tuple((name, low[name]) for name in cands),
                       joint_ms=tuple(("/".join(t), ms) for t, ms in joint.items()),
                       failed=tuple(failed.items()), fwd_only=mixed[0])
+
+
+def _measure_passes(cands: dict[str, Callable[..., jnp.ndarray]], spec: ConvSpec,
+                    jit: Callable, xwdy: tuple[jnp.ndarray, ...], reps: int, where: str
+                    ) -> tuple[dict[str, tuple[float, ...]], dict[str, str], list[str]]:
+    """Stage 1: each candidate's forward, input- and weight-gradient pass alone. Returns the
+    minima per candidate (inf where a pass failed), the failures, and the candidates that
+    ran all three passes; raises when no candidate can run a pass."""
+    x, w, dy = xwdy
+    fns: dict[tuple[str, int], Callable[..., jnp.ndarray]] = {}
+    for name, impl in cands.items():
+        conv = functools.partial(impl, spec=spec)
+        fns[(name, 0)] = jit(conv)
+        fns[(name, 1)] = jit(lambda x, w, dy, conv=conv:
+                             jax.vjp(lambda a: conv(a, w), x)[1](dy)[0])
+        fns[(name, 2)] = jit(lambda x, w, dy, conv=conv:
+                             jax.vjp(lambda b: conv(x, b), w)[1](dy)[0])
+    passes, errors = _minima(fns, {key: (x, w) if key[1] == 0 else (x, w, dy)
+                                   for key in fns}, reps)
+    failed = {f"{name} {PASS_NAMES[k]}": err for (name, k), err in errors.items()}
+    for name in cands:
+        _warn_dropped(name, [PASS_NAMES[k] for k in range(3) if (name, k) in errors],
+                      where, [errors[(name, k)] for k in range(3) if (name, k) in errors])
+    for k in range(3):
+        if all((name, k) in errors for name in cands):
+            raise RuntimeError(f"impl='auto': no candidate can run the {PASS_NAMES[k]} of "
+                               f"{where}: " + "; ".join(
+                                   f"{name}: {errors[(name, k)]}" for name in cands))
+    low = {name: tuple(passes.get((name, k), math.inf) for k in range(3)) for name in cands}
+    runnable = [c for c in cands if not any((c, k) in errors for k in range(3))]
+    return low, failed, runnable
+
+
+def _measure_joint(triples: list[tuple[str, ...]], spec: ConvSpec, jit: Callable,
+                   xwdy: tuple[jnp.ndarray, ...], reps: int, where: str,
+                   failed: dict[str, str]) -> dict[tuple[str, ...], float]:
+    """Stage 2: forward+backward together for each (fwd, dx, dw) triple; failures are added
+    to ``failed``; raises when none runs."""
+    joint_fns = {t: jit(_joint_fn(spec, t)) for t in triples}
+    joint, joint_errors = _minima(joint_fns, {t: xwdy for t in triples}, reps)
+    for t, err in joint_errors.items():
+        failed["/".join(t)] = err
+        _warn_dropped("/".join(t), ["forward+backward"], where, [err])
+    if not joint:
+        raise RuntimeError(f"impl='auto': no forward+backward combination can run {where}: "
+                           + "; ".join(f"{'/'.join(t)}: {e}" for t, e in joint_errors.items()))
+    return joint
 
 
 def _first_line(err: BaseException) -> str:

@@ -350,55 +350,72 @@ def _weight_grad_impl(x: jnp.ndarray, g: jnp.ndarray, geo: Geometry, rule: str,
             (tiles.tk if tiles.tk <= 256 else 256, tiles.tn)
         out_shape, n_ci = (taps, tiles.c_in, tiles.c_out), tiles.c_in // tci
     n_co = tiles.c_out // tco
-    if rule == "tpu":
-        def phase(t: jnp.ndarray) -> jnp.ndarray:
-            return _tap_phase_offset(t, kw, geo.dilation, geo.stride, lay.wq)[0]
-
-        def offset(t: jnp.ndarray) -> jnp.ndarray:
-            return _tap_phase_offset(t, kw, geo.dilation, geo.stride, lay.wq)[1]
-
-        ci_blk = (lambda t, a, bb, i, mb: (i, phase(t), 0, bb)) if geo.depthwise else \
-            (lambda t, a, bb, i, mb: (i, phase(t), 0, a))
-        in_specs = [pl.BlockSpec((None, None, lay.rows, tci), ci_blk),
-                    pl.BlockSpec((None, tiles.tm, tco), lambda t, a, bb, i, mb: (i, mb, bb))]
-        out_spec = pl.BlockSpec((None, 1 if geo.depthwise else tci, tco),
-                                lambda t, a, bb, i, mb: (t, 0 if geo.depthwise else a, bb))
-        kernel = functools.partial(_wgrad_kernel_grid, tm=tiles.tm, offset=offset,
-                                   depthwise=geo.depthwise, precision=geo.precision, acc_t=acc_t)
-        grid = (taps, n_ci, n_co, n, n_m)
-        dwt = pl.pallas_call(
-            kernel, out_shape=jax.ShapeDtypeStruct(out_shape, acc_t), grid=grid,
-            in_specs=in_specs, out_specs=out_spec, interpret=interpret,
-            compiler_params=_compiler_params(rule, interpret, 5, 2),
-            name="jconv_conv_wgrad")(xs, gw)
-    else:
-        # Split the batch so the grid has enough programs to fill a GPU (about 256); the
-        # partial sums are added outside the kernel.
-        programs = taps * n_ci * n_co
-        splits = max(d for d in range(1, n + 1)
-                     if n % d == 0 and d * programs <= max(256, programs))
-        n_img = n // splits
-        x_spec = pl.BlockSpec((n, lay.phases, lay.rows, tci),
-                              (lambda s, t, a, bb: (0, 0, 0, bb)) if geo.depthwise else
-                              (lambda s, t, a, bb: (0, 0, 0, a)))
-        g_spec = pl.BlockSpec((n, lay.m_pad, tco), lambda s, t, a, bb: (0, 0, bb))
-        out_spec = pl.BlockSpec((None, None, 1 if geo.depthwise else tci, tco),
-                                lambda s, t, a, bb: (s, t, 0 if geo.depthwise else a, bb))
-        kernel = functools.partial(
-            _wgrad_kernel_loop, kernel=geo.kernel, dilation=geo.dilation, stride=geo.stride,
-            wq=lay.wq, tm=tiles.tm, n_img=n_img, n_m=n_m, depthwise=geo.depthwise,
-            precision=geo.precision, acc_t=acc_t)
-        parts = pl.pallas_call(
-            kernel, out_shape=jax.ShapeDtypeStruct((splits, *out_shape), acc_t),
-            grid=(splits, taps, n_ci, n_co), in_specs=[x_spec, g_spec], out_specs=out_spec,
-            interpret=interpret, compiler_params=_compiler_params(rule, interpret, 4),
-            name="jconv_conv_wgrad")(xs, gw)
-        dwt = parts.sum(axis=0)
+    blocks = (tci, tco, n_ci, n_co, n_m, out_shape, acc_t)
+    call = _wgrad_grid if rule == "tpu" else _wgrad_loop
+    dwt = call(xs, gw, geo, lay, tiles, blocks, rule, interpret)
     if geo.depthwise:
         dwt = dwt[:, 0, :c_out].T.reshape(c_out, 1, kh, kw)
     else:
         dwt = dwt[:, :c, :c_out].reshape(kh, kw, c, c_out).transpose(3, 2, 0, 1)
     return dwt.astype(out_dtype)
+
+
+def _wgrad_grid(xs: jnp.ndarray, gw: jnp.ndarray, geo: Geometry, lay: _Layout, tiles: Any,
+                blocks: tuple, rule: str, interpret: bool) -> jnp.ndarray:
+    """The weight-gradient kernel on a (tap, C_in block, C_out block, image, row block) grid
+    that accumulates in its output block (TPU): (taps, C_in, C_out) in ``acc_t``."""
+    tci, tco, n_ci, n_co, n_m, out_shape, acc_t = blocks
+    kw = geo.kernel[1]
+
+    def phase(t: jnp.ndarray) -> jnp.ndarray:
+        return _tap_phase_offset(t, kw, geo.dilation, geo.stride, lay.wq)[0]
+
+    def offset(t: jnp.ndarray) -> jnp.ndarray:
+        return _tap_phase_offset(t, kw, geo.dilation, geo.stride, lay.wq)[1]
+
+    ci_blk = (lambda t, a, bb, i, mb: (i, phase(t), 0, bb)) if geo.depthwise else \
+        (lambda t, a, bb, i, mb: (i, phase(t), 0, a))
+    in_specs = [pl.BlockSpec((None, None, lay.rows, tci), ci_blk),
+                pl.BlockSpec((None, tiles.tm, tco), lambda t, a, bb, i, mb: (i, mb, bb))]
+    out_spec = pl.BlockSpec((None, 1 if geo.depthwise else tci, tco),
+                            lambda t, a, bb, i, mb: (t, 0 if geo.depthwise else a, bb))
+    kernel = functools.partial(_wgrad_kernel_grid, tm=tiles.tm, offset=offset,
+                               depthwise=geo.depthwise, precision=geo.precision, acc_t=acc_t)
+    grid = (out_shape[0], n_ci, n_co, xs.shape[0], n_m)
+    return pl.pallas_call(
+        kernel, out_shape=jax.ShapeDtypeStruct(out_shape, acc_t), grid=grid,
+        in_specs=in_specs, out_specs=out_spec, interpret=interpret,
+        compiler_params=_compiler_params(rule, interpret, 5, 2),
+        name="jconv_conv_wgrad")(xs, gw)
+
+
+def _wgrad_loop(xs: jnp.ndarray, gw: jnp.ndarray, geo: Geometry, lay: _Layout, tiles: Any,
+                blocks: tuple, rule: str, interpret: bool) -> jnp.ndarray:
+    """The weight-gradient kernel that loops over images and row blocks inside each program
+    (GPU, interpret): (taps, C_in, C_out) in ``acc_t``."""
+    tci, tco, n_ci, n_co, n_m, out_shape, acc_t = blocks
+    n, taps = xs.shape[0], out_shape[0]
+    # Split the batch so the grid has enough programs to fill a GPU (about 256); the
+    # partial sums are added outside the kernel.
+    programs = taps * n_ci * n_co
+    splits = max(d for d in range(1, n + 1)
+                 if n % d == 0 and d * programs <= max(256, programs))
+    x_spec = pl.BlockSpec((n, lay.phases, lay.rows, tci),
+                          (lambda s, t, a, bb: (0, 0, 0, bb)) if geo.depthwise else
+                          (lambda s, t, a, bb: (0, 0, 0, a)))
+    g_spec = pl.BlockSpec((n, lay.m_pad, tco), lambda s, t, a, bb: (0, 0, bb))
+    out_spec = pl.BlockSpec((None, None, 1 if geo.depthwise else tci, tco),
+                            lambda s, t, a, bb: (s, t, 0 if geo.depthwise else a, bb))
+    kernel = functools.partial(
+        _wgrad_kernel_loop, kernel=geo.kernel, dilation=geo.dilation, stride=geo.stride,
+        wq=lay.wq, tm=tiles.tm, n_img=n // splits, n_m=n_m, depthwise=geo.depthwise,
+        precision=geo.precision, acc_t=acc_t)
+    parts = pl.pallas_call(
+        kernel, out_shape=jax.ShapeDtypeStruct((splits, *out_shape), acc_t),
+        grid=(splits, taps, n_ci, n_co), in_specs=[x_spec, g_spec], out_specs=out_spec,
+        interpret=interpret, compiler_params=_compiler_params(rule, interpret, 4),
+        name="jconv_conv_wgrad")(xs, gw)
+    return parts.sum(axis=0)
 
 
 def _on_platform(fn: Callable[..., tuple[jnp.ndarray, ...]], geo: Geometry,
