@@ -163,8 +163,8 @@ def heuristic_choice(w_shape: tuple[int, ...], spec: ConvSpec,
       in every direction (XLA's depthwise conv was slower in every direction);
     - other grouped convs: ``im2col`` everywhere (XLA's grouped conv was much slower);
     - a small contraction, ``C_in/groups * kH * kW < 32`` (e.g. a 3x3 RGB stem; the
-      product of every kernel dim for 1-D and 3-D convs, whose rule is this 2-D one, not
-      measured separately):
+      product of every kernel dim for 1-D and 3-D convs, whose rule is this 2-D one; how it
+      fares on 1-D and 3-D layers is measured in docs/performance.md):
       ``im2col`` everywhere (XLA's conv cannot use its GEMM well there);
     - everything else: ``lax`` everywhere, which the chunked alternatives did not beat
       reliably on the CIFAR and ResNet-18 layers.
