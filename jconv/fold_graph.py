@@ -25,6 +25,7 @@ from jax.extend import core as jex_core
 
 # fold_conv_transpose_bn: imported by its old path, jconv.fold_graph, too.
 from .bn_fold import fold_conv_bn, fold_conv_transpose_bn  # noqa: F401
+from ._patching import patched_calls
 from .nn import _ConvNd, _ConvTransposeNd
 
 _MARK = "jconv_fold_"
@@ -135,10 +136,6 @@ def _intercept(paths: dict[int, tuple], log: list[_Call]) -> Iterator[None]:
     The convs are patched in their base classes (``_ConvNd``, ``_ConvTransposeNd``), whose
     ``__call__`` every jconv conv layer of every rank inherits."""
     bn_classes = _bn_classes()
-    originals = {cls: cls.__call__ for cls in (_ConvNd, _ConvTransposeNd, *bn_classes)}
-    # Restore what each class itself defined: an inherited ``__call__`` (a BatchNorm subclass
-    # without its own) must not be left behind as the class's own attribute.
-    own = {cls: cls.__dict__.get("__call__") for cls in originals}
     inside: set[int] = set()  # BatchNorms being called: a subclass calling super() logs once
 
     def wrap_conv(orig: Callable) -> Callable:
@@ -164,18 +161,9 @@ def _intercept(paths: dict[int, tuple], log: list[_Call]) -> Iterator[None]:
                 inside.discard(id(self))
         return call_bn
 
-    try:
-        for conv_cls in (_ConvNd, _ConvTransposeNd):
-            conv_cls.__call__ = wrap_conv(originals[conv_cls])  # type: ignore[method-assign]
-        for cls in bn_classes:
-            cls.__call__ = wrap_bn(originals[cls])  # type: ignore[method-assign]
+    with patched_calls({_ConvNd: wrap_conv, _ConvTransposeNd: wrap_conv,
+                        **{cls: wrap_bn for cls in bn_classes}}):
         yield
-    finally:
-        for cls, defined in own.items():
-            if defined is None:
-                del cls.__call__
-            else:
-                cls.__call__ = defined  # type: ignore[method-assign]
 
 
 def _dotted(path: tuple | None) -> str | None:

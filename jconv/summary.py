@@ -3,16 +3,16 @@ pass (``jax.eval_shape``: no FLOPs are spent and the model is not modified)."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import reprlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ._patching import patched_calls
 from ._pool_spec import pool_spec
 from ._spec import conv_spec
 from .cost import activation_bytes, conv_macs, receptive_field
@@ -235,12 +235,8 @@ class _Recorder:
         return out
 
 
-@contextlib.contextmanager
-def _patched_calls(classes: set[type], recorder: _Recorder) -> Iterator[None]:
-    """Temporarily wrap ``cls.__call__`` (Python looks special methods up on the class, so
-    patching instances would not work); only instances in ``recorder.paths`` are recorded."""
-    saved = {cls: cls.__dict__.get("__call__") for cls in classes}
-
+def _recording(recorder: _Recorder) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A ``__call__`` wrapper that records the calls of instances in ``recorder.paths``."""
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
             if id(self) not in recorder.paths:
@@ -248,17 +244,7 @@ def _patched_calls(classes: set[type], recorder: _Recorder) -> Iterator[None]:
             return recorder.call(self, recorder.paths[id(self)], original, (self, *args),
                                  kwargs)
         return __call__
-
-    try:
-        for cls in classes:
-            cls.__call__ = wrap(cls.__call__)  # type: ignore[method-assign]
-        yield
-    finally:
-        for cls, original in saved.items():
-            if original is None:
-                del cls.__call__  # type: ignore[attr-defined]
-            else:
-                cls.__call__ = original  # type: ignore[method-assign]
+    return wrap
 
 
 def _recording_function(fn: Callable[..., Any], name: str,
@@ -368,9 +354,9 @@ def _record(model: nnx.Module, shape: tuple[int, ...], dtype: Any,
         recorder.params.update({id(n): _param_count(n) for _, n in modules if id(n) in leaves})
         _wrap_sequential_functions(copy, recorder)
         leaf_classes = {type(n) for _, n in modules if id(n) in leaves}
-        with _patched_calls({c for t in leaf_classes for c in t.__mro__
-                             if "__call__" in c.__dict__ and issubclass(c, nnx.Module)},
-                            recorder):
+        wrap = _recording(recorder)
+        with patched_calls({c: wrap for t in leaf_classes for c in t.__mro__
+                            if "__call__" in c.__dict__ and issubclass(c, nnx.Module)}):
             return copy(x, **call_kwargs)
 
     return jax.eval_shape(forward, state, jax.ShapeDtypeStruct(shape, dtype)), recorder
