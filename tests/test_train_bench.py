@@ -15,6 +15,7 @@ def test_bench_prints_a_row_per_impl_and_format(capsys):
     assert main(["--config", "vgg.yaml", "--impls", "lax,im2col", "--formats", "NHWC,NCHW",
                  "--rounds", "1", "--steps", "1", "data.source=synthetic", *TINY]) == 0
     out = capsys.readouterr().out
+    assert "warm-up: 2 untimed round(s) of every row" in out
     for name in ("lax/NHWC", "im2col/NHWC", "lax/NCHW", "im2col/NCHW", "torch/NHWC",
                  "torch/NCHW"):
         assert f"\n{name} " in out
@@ -44,6 +45,7 @@ def test_bench_defaults_to_the_configs_path_and_skips_a_missing_torch(capsys, mo
     (["--impls", "nope"], r"--impls must name .*\['nope'\]"),
     (["--formats", "CHWN"], r"--formats must be NHWC and/or NCHW, got 'CHWN'"),
     (["--rounds", "0"], r"--rounds and --steps >= 1"),
+    (["--warmup", "-1"], r"--warmup must be >= 0, got -1"),
     (["--dtypes", "float16"], r"--dtypes must be float32 and/or bfloat16, got 'float16'"),
 ])
 def test_bench_argument_errors(capsys, args, match):

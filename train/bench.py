@@ -52,6 +52,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="comma-separated model.dtype values to compare (default: the config's)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=5, help="train steps timed per round")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed rounds of every row before the timed ones (default 2)")
     p.add_argument("--no-torch", action="store_true",
                    help="leave out the PyTorch reference (train.torch_ref) rows")
     p.add_argument("overrides", nargs="*", metavar="key=value")
@@ -68,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     if bad or args.rounds < 1 or args.steps < 1:
         raise ConfigError(f"--impls must name {tuple(jconv.CONV_IMPLS)}, each optionally "
                           f"with {EIGEN_SUFFIX} (got {bad}); --rounds and --steps >= 1")
+    if args.warmup < 0:
+        raise ConfigError(f"--warmup must be >= 0, got {args.warmup}")
     formats = args.formats.split(",") if args.formats else [None]
     if any(f not in (None, "NHWC", "NCHW") for f in formats):
         raise ConfigError(f"--formats must be NHWC and/or NCHW, got {args.formats!r}")
@@ -90,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print("PyTorch is not installed: no PyTorch reference rows (pip install torch)",
               flush=True)
     fns.update(torch_runs)
+    warm_up(fns, args.warmup)
     # jconv's benchmark timer: interleaved rounds with a rotating start, medians in ms.
     times = jconv.interleaved_medians(fns, args.rounds)
     layout = cfg.model.data_format if args.formats is None else args.formats
@@ -98,6 +103,20 @@ def main(argv: list[str] | None = None) -> int:
           f"{list(cfg.model.widths)}; median of {args.rounds} rounds x {len(data)} steps")
     print(report(times, len(data), cfg.train.batch_size))
     return 0
+
+
+def warm_up(fns: dict[str, Callable[[], None]], rounds: int) -> None:
+    """Run every row ``rounds`` times, untimed. A jconv step's first few executions still
+    fault its temporaries' pages in (glibc's heap grows to fit them, even with
+    ``train.reuse_host_memory``), and in one process with PyTorch that settles only after
+    several steps; timing them would charge start-up to the step."""
+    if rounds:
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            for fn in fns.values():
+                fn()
+        print(f"warm-up: {rounds} untimed round(s) of every row in "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)
 
 
 def report(times: dict[str, float], steps: int, batch_size: int) -> str:

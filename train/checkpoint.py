@@ -2,6 +2,11 @@
 by test accuracy are kept; Orbax writes each into a temporary folder and renames it when
 complete, so a run killed mid-save never leaves a half-written checkpoint behind.
 
+Saves are asynchronous: :meth:`Checkpoints.save` copies the state to host memory and
+returns, and Orbax writes the files in a background thread while training goes on. Every
+other method (and :meth:`Checkpoints.close`) first waits for a save under way, so what they
+see on disk is complete.
+
 A checkpoint damaged afterwards (a truncated or zeroed data file, a deleted
 ``manifest.ocdbt``, ``_METADATA`` or ``meta/metadata``) or a stray step folder that is not a
 checkpoint does not block a resume: :meth:`Checkpoints.restore_newest` falls back to the
@@ -87,27 +92,32 @@ class Checkpoints:
         policy = AnyPreservationPolicy([
             LatestN(keep), BestN(get_metric_fn=lambda m: m["test_acc"], n=1)])
         options = ocp.CheckpointManagerOptions(preservation_policy=policy,
-                                               enable_async_checkpointing=False)
+                                               enable_async_checkpointing=True)
         self.directory = Path(directory).resolve()
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, epoch: int, state: Any, meta: dict, test_acc: float) -> None:
+        """Start saving ``state`` and ``meta`` as checkpoint ``epoch``; the previous save,
+        if still under way, is finished first."""
         self.manager.save(epoch, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
             metrics={"test_acc": float(test_acc)})
-        self.manager.wait_until_finished()
 
     def latest(self) -> int | None:
+        self.manager.wait_until_finished()
         return self.manager.latest_step()
 
     def best(self) -> int | None:
+        self.manager.wait_until_finished()
         return self.manager.best_step()
 
     def all_steps(self) -> list[int]:
+        self.manager.wait_until_finished()
         return list(self.manager.all_steps())
 
     def restore(self, epoch: int, like: Any) -> tuple[Any, dict]:
         """(state shaped like ``like``, metadata) saved at ``epoch``."""
+        self.manager.wait_until_finished()
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         out = self.manager.restore(epoch, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
@@ -137,6 +147,7 @@ class Checkpoints:
           >>> epoch, meta
           (1, {'epoch': 1})
         """
+        self.manager.wait_until_finished()
         self.manager.reload()  # the folders on disk now, not those seen at construction
         failed: list[tuple[int, str]] = []
         set_aside: list[int] = []

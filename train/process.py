@@ -37,6 +37,7 @@ def use_compilation_cache() -> None:
     :func:`compilation_cache_dir`), so a run of a config compiled before skips compiling
     its model initialiser and its steps."""
     jax.config.update("jax_compilation_cache_dir", str(compilation_cache_dir()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def use_host_memory_reuse(cfg: Config) -> None:
