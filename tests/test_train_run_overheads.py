@@ -98,3 +98,28 @@ def test_sigterm_stops_like_ctrl_c_and_says_how_to_resume(tmp_path):
     assert "terminated (SIGTERM); continue with: python -m train --workdir" in err
     assert "resumes after epoch" in err
     assert "Traceback" not in err
+
+
+def test_the_compilation_cache_keeps_even_quickly_compiled_programs(tmp_path):
+    # In a fresh process: JAX sets its cache up once, at the first compilation.
+    script = ("import jax, jax.numpy as jnp\n"
+              f"jax.config.update('jax_compilation_cache_dir', {str(tmp_path)!r})\n"
+              "from train.process import use_compilation_cache\n"
+              "use_compilation_cache()\n"
+              "jax.jit(lambda x: x * 3 + 1)(jnp.arange(4.0)).block_until_ready()\n")
+    subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True, timeout=120)
+    assert any(p.is_file() for p in tmp_path.rglob("*")), "nothing was cached"
+
+
+def test_a_checkpoint_saved_in_the_background_is_complete_when_read(tmp_path):
+    import jax.numpy as jnp
+
+    from train.checkpoint import Checkpoints
+
+    ck = Checkpoints(tmp_path, keep=2)
+    for epoch in (1, 2):
+        ck.save(epoch, {"w": jnp.full(1000, float(epoch))}, {"epoch": epoch}, test_acc=0.1)
+    assert ck.latest() == 2 and ck.all_steps() == [1, 2]
+    state, meta = ck.restore(2, {"w": jnp.zeros(1000)})
+    ck.close()
+    assert meta == {"epoch": 2} and float(state["w"].sum()) == 2000.0
