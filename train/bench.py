@@ -12,7 +12,8 @@ jitted train steps (real batches; the trainer's step, built by
 :class:`train.experiment.Experiment`: forward, backward, optimiser update and, with
 ``optim.lookahead``, Lookahead) per implementation, and the same steps of the PyTorch
 reference of the same network, batch, layout and optimiser (:mod:`train.torch_ref`; rows
-``torch``, left out with ``--no-torch`` or when torch is not installed); the table reports
+``torch``, left out with ``--no-torch`` or when torch is not installed), after
+``--warmup`` untimed rounds of every row (default 2); the table reports
 the median over rounds in images/s, and the ratio to the first one listed. ``--formats
 NHWC,NCHW`` also compares the data layouts (PyTorch's NHWC is ``channels_last``), and
 ``--dtypes float32,bfloat16`` the compute dtypes (``model.dtype``; PyTorch's bfloat16 rows
