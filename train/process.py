@@ -36,9 +36,8 @@ def use_compilation_cache() -> None:
     """Keep XLA's compiled programs across runs (JAX's persistent compilation cache, in
     :func:`compilation_cache_dir`), so a run of a config compiled before skips compiling
     its model initialiser and its steps. Every program is kept, not only those that took
-    JAX's default second to compile: a run compiles some thirty small ones (the
-    initialiser's pieces, the whitening, the evaluation), which together cost seconds of
-    start-up."""
+    JAX's default second to compile: besides those, a run compiles some thirty quick ones,
+    which together cost seconds of start-up."""
     jax.config.update("jax_compilation_cache_dir", str(compilation_cache_dir()))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
