@@ -123,3 +123,42 @@ def test_a_checkpoint_saved_in_the_background_is_complete_when_read(tmp_path):
     state, meta = ck.restore(2, {"w": jnp.zeros(1000)})
     ck.close()
     assert meta == {"epoch": 2} and float(state["w"].sum()) == 2000.0
+
+
+TENSORBOARD_PROBE = """
+import struct, sys
+from pathlib import Path
+from train import report
+writer = report.open_tensorboard(Path(sys.argv[1]))
+writer.add_scalar("test_acc", 0.75, 3)
+writer.close()
+imported = "torch" in sys.modules
+from tensorboardX.proto.event_pb2 import Event
+data = next(Path(sys.argv[1]).iterdir()).read_bytes()
+values, at = [], 0
+while at < len(data):  # TFRecord framing: uint64 length, uint32 CRC, payload, uint32 CRC
+    (n,) = struct.unpack("<Q", data[at:at + 8])
+    event = Event.FromString(data[at + 12:at + 12 + n])
+    values += [(v.tag, v.simple_value, event.step) for v in event.summary.value]
+    at += 16 + n
+print(imported, values)
+"""
+
+
+def test_tensorboard_logging_does_not_import_torch(tmp_path):
+    """tensorboardX imports PyTorch whenever it is installed; the run's writer must not
+    (a second or more of start-up), and its scalars must still reach the event file."""
+    pytest.importorskip("tensorboardX")
+    out = subprocess.run([sys.executable, "-c", TENSORBOARD_PROBE, str(tmp_path / "tb")],
+                         cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split("\n")[-2] == "False [('test_acc', 0.75, 3)]", out.stdout
+
+
+def test_torch_still_imports_after_tensorboard(tmp_path):
+    pytest.importorskip("torch", reason="PyTorch is not installed")
+    code = ("import sys; from pathlib import Path; from train import report; "
+            "report.open_tensorboard(Path(sys.argv[1])).close(); import torch; "
+            "print(float(torch.ones(2).sum()))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "tb")], cwd=REPO,
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "2.0"

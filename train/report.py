@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import platform
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -78,11 +79,32 @@ class MetricsLog:
             self.tensorboard.flush()
 
 
-def open_tensorboard(logdir: Path) -> Any:
-    """A ``tensorboardX.SummaryWriter`` (TensorBoard files without TensorFlow), or None with a
-    note when tensorboardX is not installed."""
+def _import_tensorboardx() -> Any:
+    """The ``tensorboardX`` module, imported without PyTorch.
+
+    tensorboardX's writer imports PyTorch whenever it is installed, only to accept its tensors;
+    a run logs Python floats, and that import was a second or more of every run's start-up.
+    While tensorboardX loads, ``import torch`` fails (a ``None`` entry in ``sys.modules``,
+    which its ``except ImportError`` expects); PyTorch imports normally afterwards. When
+    PyTorch is already loaded, tensorboardX simply uses it."""
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        import tensorboardX
+
+        return tensorboardX
+    sys.modules["torch"] = None  # type: ignore[assignment]
     try:
-        from tensorboardX import SummaryWriter
+        import tensorboardX
+    finally:
+        del sys.modules["torch"]
+    return tensorboardX
+
+
+def open_tensorboard(logdir: Path) -> Any:
+    """A ``tensorboardX.SummaryWriter`` (TensorBoard files without TensorFlow, and without
+    importing PyTorch, see :func:`_import_tensorboardx`), or None with a note when
+    tensorboardX is not installed."""
+    try:
+        SummaryWriter = _import_tensorboardx().SummaryWriter
     except ImportError:
         print("note: TensorBoard logging skipped (pip install tensorboardX to enable it)")
         return None
