@@ -20,6 +20,15 @@ def normal(seed: int, *shapes: tuple[int, ...], dtype=jnp.float32):
     return arrays[0] if len(arrays) == 1 else arrays
 
 
+def onednn_dtypes() -> tuple[str, ...]:
+    """The dtypes ``impl="onednn"`` computes on this CPU: bfloat16 only where oneDNN has
+    bfloat16 kernels for it (avx512_bf16 or AMX). Elsewhere bfloat16 raises at trace, as
+    documented; tests/test_onednn.py checks that error with the probe monkeypatched."""
+    from jconv import _onednn
+
+    return ("float32", "bfloat16") if _onednn._bf16_kernel() else ("float32",)
+
+
 def assert_close_global(got, want, tol: float = 1e-5) -> None:
     """Max abs error relative to the largest reference value, max(1, max|want|): the error
     of Winograd and FFT convolution is spread over a tile or the whole output, so an

@@ -44,6 +44,14 @@ def _max_diff(model, folded, x) -> float:
     return float(jnp.abs(_forward(folded, x) - _forward(model, x)).max())
 
 
+def _assert_folded_close(model, folded, x, tol: float = 1e-5) -> None:
+    """Folded and original agree to ``tol`` relative to the output's largest value: folding
+    rounds the weights once in float32, and how that shows depends on the output's scale
+    and on the CPU's vector width (XLA's summation order)."""
+    scale = max(1.0, float(jnp.abs(_forward(model, x)).max()))
+    assert _max_diff(model, folded, x) <= tol * scale
+
+
 class Residual(nnx.Module):
     """ResNet basic block with a projection shortcut: every conv feeds only its BN."""
 
@@ -100,7 +108,7 @@ def test_train_cnn_float32():
     assert [p.bn for p in report.folded] == [f"blocks.{i}.bn" for i in (0, 2, 3, 5)]
     assert report.skipped == ()
     assert all(isinstance(folded.blocks[i].bn, FoldedBatchNorm) for i in (0, 2, 3, 5))
-    assert _max_diff(model, folded, x) < 1e-5 * max(1.0, float(jnp.abs(model(x)).max()))
+    _assert_folded_close(model, folded, x)
     # The original is untouched: same types, same values.
     assert isinstance(model.blocks[0].bn, BatchNorm2d) and model.blocks[0].conv.bias is None
     jax.tree.map(np.testing.assert_array_equal, before,
@@ -133,7 +141,7 @@ def test_residual_block_folds_all_three():
     folded, report = jconv.fold_conv_bn_graph(model, x)
     assert {(p.conv, p.bn) for p in report.folded} == {
         ("conv1", "bn1"), ("conv2", "bn2"), ("proj", "proj_bn")}
-    assert _max_diff(model, folded, x) < 1e-5
+    _assert_folded_close(model, folded, x)
 
 
 def test_shared_conv_output_does_not_fold():
@@ -212,7 +220,7 @@ def test_seed_networks():
     folded, report = jconv.fold_conv_bn_graph(model, x)
     assert [(p.conv, p.bn) for p in report.folded] == [("conv1", "bn1"), ("conv2", "bn2")]
     assert folded(x).shape == (2, 32, 8, 8)
-    assert _max_diff(model, folded, x) < 1e-5
+    _assert_folded_close(model, folded, x)
     practice = nnx.Sequential(Conv2d(3, 32, 5, padding=2, rngs=nnx.Rngs(0)), nnx.relu,
                               MaxPool2d(2, 2), Conv2d(32, 64, 3, padding=1, rngs=nnx.Rngs(1)),
                               nnx.relu, MaxPool2d(2, 2))
@@ -228,7 +236,7 @@ def test_sequential_and_nhwc():
     x = _x((2, 10, 10, 3))
     folded, report = jconv.fold_conv_bn_graph(model, x)
     assert report.folded[0].conv == "layers.0" and report.folded[0].bn == "layers.1"
-    assert _max_diff(model, folded, x) < 1e-5
+    _assert_folded_close(model, folded, x)
 
 
 def test_conv_transpose_folds():
@@ -239,7 +247,7 @@ def test_conv_transpose_folds():
     x = _x((2, 4, 5, 5))
     folded, report = jconv.fold_conv_bn_graph(model, x)
     assert len(report.folded) == 1 and isinstance(folded.layers[0], ConvTranspose2d)
-    assert _max_diff(model, folded, x) < 1e-5
+    _assert_folded_close(model, folded, x)
 
 
 def test_mismatched_pair_is_reported():

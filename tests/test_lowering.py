@@ -18,7 +18,7 @@ from flax import nnx
 
 
 import jconv
-from jconv import _auto
+from jconv import _auto, _onednn
 from jconv.bench.suite import cifar_layers, resnet18_layers
 
 S = jax.ShapeDtypeStruct
@@ -74,6 +74,9 @@ def _operands(dtype, fmt="NCHW", n=2, c_in=4, c_out=8, hw=8, k=3, groups=1):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
 @pytest.mark.parametrize("impl", list(jconv.CONV_IMPLS))
 def test_every_impl_lowers_fwd_grad_and_grad_of_grad(impl, dtype, platform):
+    if impl == "onednn" and dtype == jnp.bfloat16 and _onednn._bf16_kernel() is None:
+        pytest.skip("impl='onednn' in bfloat16 traces only on a CPU with oneDNN's bfloat16 "
+                    "kernels, also when exporting for another platform (docs/convolution.md)")
     for name, fn in _passes(impl).items():
         text = stablehlo(fn, *_operands(dtype), platform=platform)
         assert "func.func public @main" in text, name

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import onednn_dtypes
+
 import jconv
 from jconv import _onednn, testing
 
@@ -49,7 +51,7 @@ def test_optimized_kernels_not_the_reference_one(dtype, fmt, pass_):
 
 
 def test_check_conv2d_quick_float32_bfloat16(record_error):
-    report = testing.check_conv2d(conv, cases="quick", dtypes=("float32", "bfloat16"))
+    report = testing.check_conv2d(conv, cases="quick", dtypes=onednn_dtypes())
     for dtype in report.dtypes:
         record_error("conv", dtype, "onednn", report.worst(dtype, "forward"))
         record_error("conv-grad", dtype, "onednn", report.worst(dtype, "grad"))
@@ -58,14 +60,14 @@ def test_check_conv2d_quick_float32_bfloat16(record_error):
 
 @pytest.mark.slow  # ~25 s: 48 cases x 2 dtypes, one compile each
 def test_check_conv2d_default_float32_bfloat16():
-    report = testing.check_conv2d(conv, dtypes=("float32", "bfloat16"))
+    report = testing.check_conv2d(conv, dtypes=onednn_dtypes())
     assert report.passed, str(report)
 
 
 def test_check_conv2d_nhwc():
     nhwc = functools.partial(conv, data_format="NHWC")
     report = testing.check_conv2d(testing.from_nhwc(nhwc), cases="quick",
-                                  dtypes=("float32", "bfloat16"))
+                                  dtypes=onednn_dtypes())
     assert report.passed, str(report)
 
 
@@ -421,8 +423,11 @@ def test_fused_bias_act_forward_mode_matches_lax(act, fmt):
         grad = jax.grad(lambda *a: jnp.sum(fused(impl)(*a) ** 2), argnums=(0, 1, 2))
         return jax.jvp(grad, (x, w, b), tuple(tangents))[1]
 
+    # Second order through GELU: each float32 implementation is itself ~1e-5 (relative) from
+    # a float64 oracle here, and oneDNN's GELU differs by CPU ISA, so 1e-5 between the two
+    # would test rounding, not correctness.
     for got, want in zip(fwd_over_rev("onednn"), fwd_over_rev("lax")):
-        assert _rel(got, want) < 1e-5
+        assert _rel(got, want) < 5e-5
 
 
 def test_fused_bias_act_jvp_in_x_alone_runs_no_weight_pass():

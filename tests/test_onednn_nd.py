@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from jax.test_util import check_grads
 
+from helpers import onednn_dtypes
+
 import jconv
 from jconv import _onednn, testing
 from jconv._spec import CONV_DATA_FORMATS, PADDING_MODES
@@ -52,7 +54,7 @@ def test_optimized_kernels_not_the_reference_one(dtype, fmt, pass_):
 def test_check_conv_quick_float32_bfloat16(ndim, record_error):
     """jconv.testing's oracle, every padding mode of the quick grid, at its tolerances."""
     fn = functools.partial(CONV[ndim], impl="onednn")
-    report = testing.check_conv(fn, ndim=ndim, cases="quick", dtypes=("float32", "bfloat16"),
+    report = testing.check_conv(fn, ndim=ndim, cases="quick", dtypes=onednn_dtypes(),
                                 check_grads_cases=0)
     for dtype in report.dtypes:
         record_error(f"conv{ndim}d", dtype, "onednn", report.worst(dtype, "forward"))

@@ -346,7 +346,9 @@ def test_dtypes_have_one_definition():
     import train.config
     import train.model
     assert train.model.dtypes is train.config.dtypes
-    cfg = load_config("cifar.yaml", ["model.dtype=bfloat16", "model.widths=[8,16]"])
+    # impl lax: onednn in bfloat16 needs a CPU with oneDNN's bfloat16 kernels.
+    cfg = load_config("cifar.yaml", ["model.dtype=bfloat16", "model.widths=[8,16]",
+                                     "model.conv_impl=lax"])
     o = train.model.ModelOptions.from_config(cfg.model)
     assert (o.compute_dtype, o.param_dtype) == (jnp.bfloat16, jnp.float32)
     # ModelOptions is the config's model section: every key, no copy to keep in step.

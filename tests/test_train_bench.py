@@ -62,7 +62,9 @@ def test_torch_reference_autocasts_a_bfloat16_model(dtype, conv_dtype):
     from train.config import load_config
     from train.torch_ref import TorchStep
 
-    cfg = load_config("cifar_subset.yaml", ["model.widths=[8,8,8]", f"model.dtype={dtype}"])
+    # conv_impl lax: the config validates on any CPU (onednn's bfloat16 needs its kernels).
+    cfg = load_config("cifar_subset.yaml", ["model.widths=[8,8,8]", f"model.dtype={dtype}",
+                                            "model.conv_impl=lax"])
     step = TorchStep(cfg, total_steps=10)
     seen = []
     for m in step.net.modules():

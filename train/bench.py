@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     # The batches depend only on the config's data, seed and epoch, not on the variant.
     data = bench_batches(next(iter(exps.values())), args.steps)
     fns = jconv_runners(exps, data)
-    configs = run_configs(cfg, formats, dtypes)
+    configs = run_configs(cfg, formats, dtypes, split_label(impls[0])[0])
     torch_runs = {} if args.no_torch else torch_runners(configs, data)
     if not args.no_torch and not torch_runs:
         print("PyTorch is not installed: no PyTorch reference rows (pip install torch)",
@@ -185,9 +185,14 @@ def bench_experiment(cfg: Config, data: RunData, impl: str, conv_backend: str,
 
 
 def run_configs(cfg: Config, formats: Sequence[str | None],
-                dtypes: Sequence[str | None] = (None,)) -> dict[str, Config]:
-    """{PyTorch row name: config} for each compared data format and dtype."""
-    return {variant_name("torch", f, d): override(cfg, variant_overrides(f, d))
+                dtypes: Sequence[str | None] = (None,),
+                conv_impl: str | None = None) -> dict[str, Config]:
+    """{PyTorch row name: config} for each compared data format and dtype; ``conv_impl``
+    (a benchmarked jconv impl) replaces the config's, which PyTorch does not use but the
+    config is validated with: ``--impls lax --dtypes bfloat16`` must not need the
+    config's onednn to have bfloat16 kernels on this CPU."""
+    impl = [] if conv_impl is None else [f"model.conv_impl={conv_impl}"]
+    return {variant_name("torch", f, d): override(cfg, [*impl, *variant_overrides(f, d)])
             for f in formats for d in dtypes}
 
 

@@ -37,7 +37,8 @@ class ModelOptions(ModelConfig):
       >>> o = ModelOptions.from_config(load_config("vgg.yaml").model)
       >>> o.widths, o.compute_dtype.__name__, o.param_dtype.__name__
       ((48, 96, 192), 'float32', 'float32')
-      >>> bf16 = ModelOptions.from_config(load_config("vgg.yaml", ["model.dtype=bfloat16"]).model)
+      >>> bf16_lax = ["model.dtype=bfloat16", "model.conv_impl=lax"]  # lax: any CPU
+      >>> bf16 = ModelOptions.from_config(load_config("vgg.yaml", bf16_lax).model)
       >>> bf16.compute_dtype.__name__, bf16.act_dtype.__name__
       ('bfloat16', 'float32')
     """
