@@ -402,6 +402,46 @@ def test_switch_whiten_frozen_kernel_and_whiten_bias_epochs(base_run):
     assert not np.allclose(s.params["whiten"]["kernel"], start.params["whiten"]["kernel"])
 
 
+def test_the_step_after_the_whitening_bias_skips_its_gradient_and_updates_the_same():
+    cfg = load_config("cifar.yaml", [
+        "model.widths=[4,4,4]", "model.conv_impl=lax", "data.source=synthetic",
+        "data.synthetic_train=16", "data.synthetic_test=2", "train.batch_size=8",
+        "train.epochs=3", "train.max_steps_per_epoch=1", "optim.whiten_bias_epochs=1",
+        "optim.lookahead=false"], say=lambda note: None)
+    exp = Experiment.from_config(cfg)
+    assert exp.whiten_bias_until == 1
+    x = exp.data.norm(exp.data.dataset.train.images[:8])
+    y = exp.data.dataset.train.labels[:8]
+    early, late = exp.train_step(), exp.train_step(whiten_bias=False)
+    # The late step's program has no transpose through the whitening: one convolution
+    # fewer (the second conv's data gradient).
+    convs = [f.lower(exp.state, x, y).as_text().count("stablehlo.convolution")
+             for f in (early, late)]
+    assert convs[1] == convs[0] - 1, convs
+    state, _ = early(exp.state, x, y)  # step 0: the bias trains
+    copy, bias = jax.tree.map(jnp.copy, state), np.asarray(state.params["whiten"]["bias"])
+    want, _ = early(state, x, y)  # step 1 as before: its bias gradient computed, unused
+    got, _ = late(copy, x, y)  # (each step donates its input state)
+    np.testing.assert_array_equal(got.params["whiten"]["bias"], bias)
+    for a, b in zip(jax.tree.leaves(got.weights), jax.tree.leaves(want.weights)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    steps = exp.compile()
+    assert steps.late_from == 1
+    assert [steps.train_at(i) is steps.late_train for i in range(3)] == [False, True, True]
+
+
+def test_no_late_step_when_the_whitening_bias_trains_all_run():
+    cfg = load_config("cifar.yaml", [
+        "model.widths=[4,4,4]", "data.source=synthetic", "data.synthetic_train=16",
+        "data.synthetic_test=2", "train.batch_size=8", "train.epochs=2",
+        "train.max_steps_per_epoch=1", "optim.whiten_bias_epochs=2"], say=lambda note: None)
+    assert Experiment.from_config(cfg).whiten_bias_until is None
+    vgg = load_config("vgg.yaml", ["data.source=synthetic", "data.synthetic_train=16",
+                                   "data.synthetic_test=2", "train.batch_size=8"],
+                      say=lambda note: None)
+    assert Experiment.from_config(vgg).whiten_bias_until is None  # no whitening conv
+
+
 def test_switches_bn_scale_and_act(base_run):
     start, _, _ = base_run
     assert "scale" not in start.params["groups"][0]["norms"][0]

@@ -10,6 +10,7 @@ trainer runs.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -24,7 +25,7 @@ from .config import Config, dtypes
 from .data import (Dataset, Normalizer, channel_stats, config_batches, load_dataset,
                    steps_per_epoch)
 from .model import ModelOptions, build_model, set_whitening
-from .optim import make_optimizer, make_schedule
+from .optim import make_optimizer, make_schedule, stop_untrained_gradients, whiten_bias_steps
 from .parallel import AXIS, check_batch_size, replicated
 from .steps import (ModelGraphs, TrainState, make_eval_step, make_grad_fn, make_train_step,
                     split_model)
@@ -75,6 +76,15 @@ class CompiledSteps:
     train: Any
     evaluate: Any
     epoch_evaluate: Any
+    late_train: Any = None
+    late_from: int | None = None
+
+    def train_at(self, step: int) -> Any:
+        """The train step for step index ``step`` (0-based, over the whole run): ``train``,
+        or ``late_train`` from step ``late_from`` on (the whitening bias no longer trains,
+        :meth:`Experiment.train_step`)."""
+        return self.train if self.late_from is None or step < self.late_from \
+            else self.late_train
 
 
 @dataclass(frozen=True)
@@ -168,13 +178,30 @@ class Experiment:
                               batch_size=t.batch_size, seed=self.cfg.seed, epoch=epoch,
                               max_steps=t.max_steps_per_epoch)
 
-    def train_step(self) -> Callable:
+    @property
+    def whiten_bias_until(self) -> int | None:
+        """The step index (0-based) from which the whitening bias stops training
+        (``optim.whiten_bias_epochs``), when that comes within the run; None when the
+        model has no frozen whitening conv or its bias trains all run."""
+        if not self.options.whiten:
+            return None
+        n = whiten_bias_steps(self.cfg.optim, self.steps_per_epoch)
+        return n if n < self.total_steps else None
+
+    def train_step(self, whiten_bias: bool = True) -> Callable:
         """The jitted training step (:func:`train.steps.make_train_step`): the config's
         loss, optimiser, schedule and, with ``optim.lookahead``, Lookahead over the run's
-        ``total_steps``."""
+        ``total_steps``. The frozen whitening kernel gets no gradient; with ``whiten_bias=
+        False`` (the steps from :attr:`whiten_bias_until` on) neither does its bias, so
+        the step skips the second conv's backward-data pass, as PyTorch's does once
+        airbench94 sets the bias's ``requires_grad`` off. The update is the same: the
+        optimiser applies nothing to the bias from then on."""
+        trained = functools.partial(stop_untrained_gradients, frozen_whiten=self.options.whiten,
+                                    whiten_bias=whiten_bias)
         return make_train_step(self.graphs, self.tx, self.cfg.optim.label_smoothing,
                                self.cfg.model.conv_backend, self.mesh,
-                               self.total_steps if self.cfg.optim.lookahead else None)
+                               self.total_steps if self.cfg.optim.lookahead else None,
+                               trained)
 
     def eval_step(self, tta: bool = True) -> Callable:
         """The jitted evaluation step with the config's test-time augmentation (none when
@@ -197,6 +224,9 @@ class Experiment:
         eval_images = jax.ShapeDtypeStruct((self.eval_batch_size, 32, 32, 3),
                                            self.input_dtype)
         train = self.train_step().lower(state, images, labels).compile()
+        late_from = self.whiten_bias_until
+        late = None if late_from is None else \
+            self.train_step(whiten_bias=False).lower(state, images, labels).compile()
 
         def compiled_eval(tta: bool) -> Any:
             return self.eval_step(tta).lower(state.params, state.batch_stats,
@@ -204,4 +234,5 @@ class Experiment:
 
         evaluate = compiled_eval(True)
         # Per-epoch evaluations without test-time augmentation cost one forward pass, not 2-6.
-        return CompiledSteps(train, evaluate, evaluate if t.epoch_tta else compiled_eval(False))
+        return CompiledSteps(train, evaluate, evaluate if t.epoch_tta else compiled_eval(False),
+                             late, late_from)

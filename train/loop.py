@@ -285,8 +285,9 @@ def _train_epoch(r: _Run, steps: CompiledSteps, epoch: int) -> tuple[TrainState,
     pending = None
     for i in range(n):
         b = batches[i]
-        state, metrics = steps.train(state, shard_batch(mesh, b["image"].astype(exp.input_dtype)),
-                                     shard_batch(mesh, b["label"]))
+        state, metrics = steps.train_at(epoch * n + i)(
+            state, shard_batch(mesh, b["image"].astype(exp.input_dtype)),
+            shard_batch(mesh, b["label"]))
         # Read the previous step's metrics while this one runs (keeps a GPU busy).
         if pending is not None:
             losses.append(_finite_loss(pending["loss"], epoch, i, n))

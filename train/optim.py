@@ -87,6 +87,40 @@ def param_labels(params: Any, frozen_whiten: bool = False) -> Any:
     return jax.tree_util.tree_map_with_path(label, params)
 
 
+def whiten_bias_steps(optim_cfg: OptimConfig, steps_per_epoch: int) -> int:
+    """How many optimiser steps the whitening bias trains for: ``whiten_bias_epochs`` x
+    ``steps_per_epoch``, rounded (from this step index on, 0-based, it stays fixed).
+
+    Example:
+      >>> from types import SimpleNamespace as NS
+      >>> whiten_bias_steps(NS(whiten_bias_epochs=3.0), 20)
+      60
+    """
+    return round(optim_cfg.whiten_bias_epochs * steps_per_epoch)
+
+
+def stop_untrained_gradients(params: Any, frozen_whiten: bool, whiten_bias: bool) -> Any:
+    """``params`` with ``jax.lax.stop_gradient`` on those a step does not train: with
+    ``frozen_whiten`` the whitening kernel, and its bias too when not ``whiten_bias``.
+    Their gradients are then zeros that are never computed, as PyTorch computes none for
+    a tensor with ``requires_grad`` off: once the whitening bias stops training, nothing
+    before the second conv needs a gradient, so its backward-data pass is not run.
+
+    Example:
+      >>> import jax
+      >>> p = {"whiten": {"bias": jnp.ones(2), "kernel": jnp.ones(2)}, "head": jnp.ones(2)}
+      >>> g = jax.grad(lambda p: sum(jnp.sum(v) for v in jax.tree.leaves(
+      ...     stop_untrained_gradients(p, True, whiten_bias=False))))(p)
+      >>> g["whiten"]["bias"].tolist(), g["whiten"]["kernel"].tolist(), g["head"].tolist()
+      ([0.0, 0.0], [0.0, 0.0], [1.0, 1.0])
+    """
+    if not frozen_whiten:
+        return params
+    stop = {FROZEN} if whiten_bias else {FROZEN, WHITEN_BIAS}
+    return jax.tree.map(lambda p, label: jax.lax.stop_gradient(p) if label in stop else p,
+                        params, param_labels(params, frozen_whiten))
+
+
 def airbench_units(lr: float, weight_decay: float, momentum: float,
                    batch_size: int) -> tuple[float, float]:
     """(learning rate, decay coefficient) for a *mean* batch loss that make
@@ -148,7 +182,7 @@ def make_optimizer(optim_cfg: OptimConfig, schedule: optax.Schedule, *,
 
     if o.bias_lr_scale == 1.0 and not frozen_whiten:
         return base(1.0)  # one group: the plain chain (and optimiser state) of before
-    cutoff = round(o.whiten_bias_epochs * steps_per_epoch)
+    cutoff = whiten_bias_steps(o, steps_per_epoch)
     until_cutoff = optax.scale_by_schedule(
         lambda step: jnp.where(step < cutoff, 1.0, 0.0))
     transforms = {REST: base(1.0), BN_BIAS: base(o.bias_lr_scale),

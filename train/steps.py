@@ -166,7 +166,8 @@ def _mesh_kwargs(mesh: Any, n_replicated: int, n_batch: int) -> dict[str, Any]:
 
 def make_train_step(graphs: ModelGraphs, tx: optax.GradientTransformation,
                     label_smoothing: float, conv_backend: str, mesh: Any = None,
-                    lookahead_steps: int | None = None) -> Callable:
+                    lookahead_steps: int | None = None,
+                    trained: Callable[[Any], Any] | None = None) -> Callable:
     """Jitted ``(state, images (B,32,32,3), labels (B,)) -> (state, {"loss", "correct"})``.
 
     ``loss`` is the batch-mean smoothed cross-entropy, ``correct`` the number of right
@@ -176,10 +177,14 @@ def make_train_step(graphs: ModelGraphs, tx: optax.GradientTransformation,
     replicated and the batch is split over the devices; the means are over the global
     batch, so the result is the 1-device result. With ``lookahead_steps`` (the run's total
     steps; the state must hold ``ema``) each step ends with :func:`lookahead_update`.
+    ``trained`` maps the parameters inside the loss, e.g. to stop the gradients of those
+    the step does not train (:func:`train.optim.stop_untrained_gradients`).
     """
 
     def step(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray):
         def loss_fn(params, batch_stats):
+            if trained is not None:
+                params = trained(params)
             model = nnx.merge(graphs.train_def, params, batch_stats)
             logits = model(images)
             loss = smoothed_cross_entropy(logits, labels, label_smoothing).mean()
