@@ -71,7 +71,9 @@ class CompiledSteps:
     """The steps of a run, compiled for its batch shapes: ``train`` (state, images, labels)
     -> (state, metrics); ``evaluate`` (params, batch_stats, images) -> logits with the
     config's test-time augmentation; ``epoch_evaluate`` the same for the per-epoch
-    evaluations (without TTA unless ``train.epoch_tta``)."""
+    evaluations (without TTA unless ``train.epoch_tta``); ``late_train`` the train step
+    from step ``late_from`` on, once the whitening bias no longer trains (None when it
+    trains all run)."""
 
     train: Any
     evaluate: Any
