@@ -33,9 +33,9 @@ def _faults(reuse: bool, processes: int = 1) -> int:
     """The fewest page faults of one of 15 executions, over ``processes`` fresh processes
     (stopping at one with an execution that faulted nothing). Without reuse every execution
     faults its temporaries in again. With it most do not, but in bursts of consecutive
-    executions the 128 MiB come back faulting (about a third of them here; cause not found,
-    docs/performance.md), now and then through a whole short run: hence several
-    processes."""
+    executions glibc grows the heap by 128 MiB of fresh pages instead of reusing the freed
+    block (about a third of them here, docs/performance.md), now and then through a whole
+    short run: hence several processes."""
     fewest = None
     for _ in range(processes):
         out = subprocess.run([sys.executable, "-c", STEP_FAULTS, str(int(reuse))], check=True,
