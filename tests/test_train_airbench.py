@@ -442,6 +442,15 @@ def test_no_late_step_when_the_whitening_bias_trains_all_run():
     assert Experiment.from_config(vgg).whiten_bias_until is None  # no whitening conv
 
 
+def test_a_bias_that_never_trains_compiles_one_train_step():
+    cfg = load_config("cifar.yaml", [
+        "model.widths=[4,4,4]", "data.source=synthetic", "data.synthetic_train=16",
+        "data.synthetic_test=2", "train.batch_size=8", "train.epochs=2",
+        "train.max_steps_per_epoch=1", "optim.whiten_bias_epochs=0"], say=lambda note: None)
+    steps = Experiment.from_config(cfg).compile()
+    assert steps.late_from == 0 and steps.train is steps.late_train
+
+
 def test_switches_bn_scale_and_act(base_run):
     start, _, _ = base_run
     assert "scale" not in start.params["groups"][0]["norms"][0]

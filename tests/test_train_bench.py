@@ -30,6 +30,18 @@ def test_bench_compares_dtypes_with_pytorch_autocast_rows(capsys):
         assert f"\n{name} " in out
 
 
+def test_bench_of_lax_in_bfloat16_needs_no_onednn_bfloat16_kernels(capsys, monkeypatch):
+    # vgg.yaml's own conv_impl is onednn: the PyTorch rows' configs must not be validated
+    # with it on a CPU without oneDNN's bfloat16 kernels.
+    pytest.importorskip("torch")
+    from jconv import _onednn
+
+    monkeypatch.setattr(_onednn, "_bf16_kernel", lambda: None)
+    assert main(["--config", "vgg.yaml", "--impls", "lax", "--dtypes", "bfloat16",
+                 "--rounds", "1", "--steps", "1", "data.source=synthetic", *TINY]) == 0
+    assert "\ntorch/bfloat16 " in capsys.readouterr().out
+
+
 def test_bench_defaults_to_the_configs_path_and_skips_a_missing_torch(capsys, monkeypatch):
     import train.torch_ref
 

@@ -225,10 +225,12 @@ class Experiment:
         labels = jax.ShapeDtypeStruct((t.batch_size,), np.int32)
         eval_images = jax.ShapeDtypeStruct((self.eval_batch_size, 32, 32, 3),
                                            self.input_dtype)
-        train = self.train_step().lower(state, images, labels).compile()
         late_from = self.whiten_bias_until
         late = None if late_from is None else \
             self.train_step(whiten_bias=False).lower(state, images, labels).compile()
+        # With whiten_bias_epochs 0 every step is a late one: no program to compile for none.
+        train = late if late_from == 0 else \
+            self.train_step().lower(state, images, labels).compile()
 
         def compiled_eval(tta: bool) -> Any:
             return self.eval_step(tta).lower(state.params, state.batch_stats,
